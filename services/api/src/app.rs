@@ -1,0 +1,106 @@
+//! Building and running the api: connect to MongoDB and NATS (lazily, so the api starts while
+//! either is down), bind the listener, serve until shutdown, then drain the outbox fast path.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use axum::Router;
+use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    collections::Collections, config::ApiConfig, metrics::ApiMetrics, outbox::Outbox, state::AppState,
+    store::Store,
+};
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    nats: async_nats::Client,
+    config: ApiConfig,
+}
+
+impl Application {
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        Self::build_with(config, Collections::builtin()).await
+    }
+
+    pub async fn build_with(config: ApiConfig, collections: Collections) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout)
+            .await
+            .context("invalid MongoDB URI")?;
+        let nats = connect_nats(&config.nats.nats_url, "courier-api")
+            .await
+            .context("invalid NATS URL")?;
+
+        let mut registry = Registry::default();
+        let metrics = ApiMetrics::register(&mut registry);
+        let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
+        let state = AppState {
+            store: store.clone(),
+            outbox,
+            collections: Arc::new(collections),
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+        };
+        let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
+        });
+        let router = crate::routes::router(state.clone(), Arc::new(registry), readiness);
+        let listener = courier_core::ops::bind(config.listen).await?;
+        Ok(Application { listener, router, state, nats, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests and publishes.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { listener, router, state, nats, config } = self;
+        tracing::info!(addr = %listener.local_addr()?, "api listening");
+
+        let setup = {
+            let (store, shutdown) = (state.store.clone(), shutdown.clone());
+            let js = async_nats::jetstream::new(nats.clone());
+            let replicas = config.nats.stream_replicas;
+            tokio::spawn(async move {
+                tokio::join!(ensure_indexes_with_retry(&store, &shutdown), ensure_streams_with_retry(&js, replicas, &shutdown));
+            })
+        };
+        let relay = tokio::spawn(state.outbox.clone().run_relay(config.relay_interval, config.relay_grace, shutdown.clone()));
+
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("api server failed")?;
+        shutdown.cancel();
+        state.outbox.drain().await;
+        let _ = relay.await;
+        setup.abort();
+        if let Err(err) = nats.flush().await {
+            tracing::debug!(%err, "flushing NATS at shutdown failed");
+        }
+        tracing::info!("api stopped");
+        Ok(())
+    }
+}
+
+async fn ensure_indexes_with_retry(store: &Store, shutdown: &CancellationToken) {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match store.ensure_indexes().await {
+            Ok(()) => return,
+            Err(err) => tracing::warn!(%err, retry_in = ?delay, "creating MongoDB indexes failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}

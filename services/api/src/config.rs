@@ -1,0 +1,72 @@
+//! The api's typed configuration: flags with `COURIER_*` environment fallbacks.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use courier_core::config::{NatsArgs, TelemetryArgs};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "courier-api", about = "Courier REST API: collections, events through the outbox")]
+pub struct ApiConfig {
+    /// Address to listen on.
+    #[arg(long, env = "COURIER_API_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+
+    /// MongoDB connection string (a replica set, so transactions work).
+    #[arg(
+        long,
+        env = "COURIER_MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    pub mongodb_uri: String,
+
+    /// Database holding documents and the outbox.
+    #[arg(long, env = "COURIER_MONGODB_DATABASE", default_value = "courier")]
+    pub mongodb_database: String,
+
+    /// How long a request waits for MongoDB before answering 503.
+    #[arg(long, env = "COURIER_MONGODB_TIMEOUT", value_parser = humantime_ms, default_value = "3000")]
+    pub mongodb_timeout: Duration,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Largest accepted request body, in bytes (larger → 413).
+    #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How often the outbox relay looks for events the fast path did not publish (ms).
+    #[arg(long, env = "COURIER_OUTBOX_RELAY_INTERVAL", value_parser = humantime_ms, default_value = "250")]
+    pub relay_interval: Duration,
+
+    /// How old an outbox record must be before the relay takes it over from the fast path (ms).
+    #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = humantime_ms, default_value = "1000")]
+    pub relay_grace: Duration,
+
+    /// Directory of the web app served at `/` (optional).
+    #[arg(long, env = "COURIER_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Parses a whole number of milliseconds.
+fn humantime_ms(text: &str) -> Result<Duration, String> {
+    text.trim_end_matches("ms")
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("'{text}' is not a whole number of milliseconds"))
+}
+
+impl ApiConfig {
+    /// Defaults for the given dependencies, listening on an ephemeral local port (tests, tools).
+    pub fn for_local(mongodb_uri: &str, mongodb_database: &str, nats_url: &str) -> Self {
+        let mut config = ApiConfig::parse_from(["courier-api"]);
+        config.listen = "127.0.0.1:0".parse().expect("valid address");
+        config.mongodb_uri = mongodb_uri.to_owned();
+        config.mongodb_database = mongodb_database.to_owned();
+        config.nats.nats_url = nats_url.to_owned();
+        config
+    }
+}

@@ -1,0 +1,94 @@
+//! The api's one error type and its single mapping to HTTP: status code plus a JSON body
+//! `{"error": {"code", "message", "fields"?}}`. 5xx details are logged, never sent.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::json;
+
+/// One failing field of a request body: a dotted path (`precio`, `tags.0`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the document does not match the '{collection}' schema")]
+    Validation { collection: String, fields: Vec<FieldError> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the database is unavailable; nothing was written, retry shortly")]
+    StoreUnavailable(#[source] mongodb::error::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Validation { .. } => "validation_failed",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn validation(collection: &str, fields: Vec<FieldError>) -> Self {
+        ApiError::Validation { collection: collection.to_owned(), fields }
+    }
+}
+
+impl From<mongodb::error::Error> for ApiError {
+    fn from(err: mongodb::error::Error) -> Self {
+        if crate::store::is_unavailable(&err) {
+            ApiError::StoreUnavailable(err)
+        } else {
+            ApiError::Internal(anyhow::Error::new(err).context("MongoDB operation failed"))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        match &self {
+            ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
+            ApiError::StoreUnavailable(err) => tracing::warn!(%err, "store unavailable"),
+            _ => {}
+        }
+        let mut body = json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::Validation { fields, .. } = &self {
+            body["fields"] = json!(fields);
+        }
+        (status, Json(json!({"error": body}))).into_response()
+    }
+}

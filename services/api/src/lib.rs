@@ -1,0 +1,17 @@
+//! Courier's REST api: declared collections stored in MongoDB, every committed change turned
+//! into exactly one JetStream event through the transactional outbox.
+
+pub mod app;
+pub mod collections;
+pub mod config;
+pub mod documents;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod outbox;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+pub use app::Application;
+pub use config::ApiConfig;

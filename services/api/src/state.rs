@@ -1,0 +1,14 @@
+//! The state every request handler shares.
+
+use std::sync::Arc;
+
+use crate::{collections::Collections, metrics::ApiMetrics, outbox::Outbox, store::Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub outbox: Outbox,
+    pub collections: Arc<Collections>,
+    pub metrics: Arc<ApiMetrics>,
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,128 @@
+//! MongoDB access: the connection, the indexes Courier needs, and the one transactional write
+//! path (document changes and their outbox records commit together or not at all).
+
+use std::time::Duration;
+
+use mongodb::{
+    Client, Collection, Database, IndexModel,
+    bson::{Document, doc},
+    error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT},
+    options::{ClientOptions, IndexOptions},
+};
+
+use crate::outbox::{OUTBOX_COLLECTION, OutboxRecord};
+
+/// Attempts for a transaction that keeps hitting transient errors (write conflicts, elections).
+const TRANSACTION_ATTEMPTS: usize = 5;
+
+/// One write inside a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Insert { collection: String, document: Document },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+/// Whether an error means "the database cannot be reached right now" (→ 503), as opposed to a
+/// problem with the request or the data.
+pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
+    matches!(
+        err.kind.as_ref(),
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+    ) || err.contains_label(TRANSIENT_TRANSACTION_ERROR)
+}
+
+impl Store {
+    /// Builds the client. The driver connects lazily, so this succeeds while MongoDB is down;
+    /// `timeout` bounds how long an operation waits for a server before failing (→ 503).
+    pub async fn connect(uri: &str, database: &str, timeout: Duration) -> mongodb::error::Result<Self> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options.app_name = Some("courier-api".into());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        let client = Client::with_options(options)?;
+        let db = client.database(database);
+        Ok(Store { client, db })
+    }
+
+    pub fn collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    pub fn outbox(&self) -> Collection<OutboxRecord> {
+        self.db.collection(OUTBOX_COLLECTION)
+    }
+
+    pub async fn ping(&self) -> mongodb::error::Result<()> {
+        self.db.run_command(doc! {"ping": 1}).await.map(|_| ())
+    }
+
+    /// Creates the indexes the outbox queries need (idempotent).
+    pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        let outbox = self.outbox();
+        outbox
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"doc_key": 1, "doc_version": 1})
+                    .options(IndexOptions::builder().name("doc_order".to_owned()).build())
+                    .build(),
+            )
+            .await?;
+        outbox
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"created_at": 1})
+                    .options(IndexOptions::builder().name("age".to_owned()).build())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Applies `writes` and inserts `outbox` in one transaction, retrying transient failures as
+    /// the MongoDB transaction protocol prescribes.
+    pub async fn commit(&self, writes: &[Write], outbox: &[OutboxRecord]) -> mongodb::error::Result<()> {
+        let mut session = self.client.start_session().await?;
+        let mut attempt = 0;
+        'transaction: loop {
+            attempt += 1;
+            session.start_transaction().await?;
+            let applied = async {
+                for write in writes {
+                    match write {
+                        Write::Insert { collection, document } => {
+                            self.collection(collection).insert_one(document).session(&mut session).await?;
+                        }
+                    }
+                }
+                self.outbox().insert_many(outbox).session(&mut session).await?;
+                Ok::<_, mongodb::error::Error>(())
+            }
+            .await;
+            if let Err(err) = applied {
+                let _ = session.abort_transaction().await;
+                if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS {
+                    continue 'transaction;
+                }
+                return Err(err);
+            }
+            loop {
+                match session.commit_transaction().await {
+                    Ok(()) => return Ok(()),
+                    Err(err) if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempt < TRANSACTION_ATTEMPTS => {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(err) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS => {
+                        continue 'transaction;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Courier's shared foundation: the wire types every service, the CLI and the tests agree on
+//! (event envelope, WebSocket protocol frames, NATS subjects and streams), plus the plumbing each
+//! service needs once (typed config pieces, telemetry, graceful shutdown, the ops HTTP server).
+
+pub mod channel;
+pub mod config;
+pub mod event;
+pub mod jetstream;
+pub mod ops;
+pub mod protocol;
+pub mod shutdown;
+pub mod subjects;
+pub mod telemetry;
+
+pub use channel::Channel;
+pub use event::{Event, EventAction};
+pub use protocol::{ClientFrame, ServerFrame};

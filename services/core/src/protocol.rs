@@ -1,0 +1,185 @@
+//! WebSocket protocol v1 (DESIGN.md §4, docs/protocol.md): the JSON text frames exchanged between
+//! the broadcaster and its clients, the error codes and the close codes.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// Protocol version announced in `connection_established`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Close codes the broadcaster uses (RFC 6455 §7.4 plus the private 4000–4999 range).
+pub mod close_code {
+    /// The server is shutting down (or restarting); reconnect, possibly elsewhere.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A message exceeded the frame/message size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// No frame (not even a pong) arrived within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The client did not read fast enough and its queue overflowed; resume with `since`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// Error codes carried by `error` frames. The connection stays usable after any of them.
+pub mod error_code {
+    pub const BAD_FRAME: &str = "bad_frame";
+    pub const BAD_CHANNEL: &str = "bad_channel";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    pub const NOT_SUBSCRIBED: &str = "not_subscribed";
+    pub const REPLAY_FAILED: &str = "replay_failed";
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Join a channel. With `since`, every event of the channel after that stream sequence is
+    /// replayed before live events, with no gap and no duplicate.
+    Subscribe {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Ping,
+    GetStatus,
+}
+
+/// Frames the broadcaster sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    ConnectionEstablished {
+        connection_id: String,
+        protocol: u32,
+    },
+    /// The subscription is live. `seq` is the stream sequence it starts after: events with a
+    /// greater `seq` follow. `recovered` is present for a `since` subscription: `false` means
+    /// part of the requested history had already left the stream.
+    Subscribed {
+        channel: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    Unsubscribed {
+        channel: String,
+    },
+    Event {
+        channel: String,
+        seq: u64,
+        event: Event,
+    },
+    Pong,
+    Status(Status),
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+    },
+}
+
+/// Body of a `status` frame: what this connection and its broadcaster look like right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub connection_id: String,
+    pub node: String,
+    pub subscriptions: Vec<String>,
+    pub connections: u64,
+    /// Highest EVENTS sequence this broadcaster has fanned out.
+    pub last_seq: u64,
+    pub uptime_secs: u64,
+}
+
+impl ServerFrame {
+    pub fn error(code: &str, message: impl Into<String>, channel: Option<&str>) -> Self {
+        ServerFrame::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            channel: channel.map(str::to_owned),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+/// Builds an `event` frame around an event's JSON exactly as it sits in the stream, without
+/// parsing it: the broadcaster does this once per event and channel and shares the bytes with
+/// every subscriber. `raw_event` must be a JSON object (the api only publishes serialized `Event`s).
+pub fn encode_event_frame(channel: &str, seq: u64, raw_event: &str) -> String {
+    let mut frame = String::with_capacity(raw_event.len() + channel.len() + 64);
+    frame.push_str(r#"{"type":"event","channel":"#);
+    // Channel names are validated ([a-z0-9_:-]), but escape anyway: never trust a string into JSON.
+    frame.push_str(&serde_json::to_string(channel).expect("strings serialize"));
+    write!(frame, r#","seq":{seq},"event":"#).expect("writing to a String cannot fail");
+    frame.push_str(raw_event);
+    frame.push('}');
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventAction};
+
+    #[test]
+    fn client_frames_parse_from_the_documented_json() {
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"subscribe","channel":"products","since":41}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Subscribe { channel: "products".into(), since: Some(41), token: None }
+        );
+        let f: ClientFrame = serde_json::from_str(r#"{"type":"get_status"}"#).unwrap();
+        assert_eq!(f, ClientFrame::GetStatus);
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"launch"}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"ping","extra":1}"#).is_err(),
+            "unknown fields are refused so typos surface"
+        );
+    }
+
+    #[test]
+    fn hand_built_event_frame_equals_the_typed_frame() {
+        let event = Event::new(
+            "products",
+            "abc",
+            EventAction::Created,
+            serde_json::json!({"nombre": "Camiseta \"M\"", "precio": 25.99}),
+            None,
+            "t".into(),
+        );
+        let raw = serde_json::to_string(&event).unwrap();
+        let frame = encode_event_frame("products:abc", 42, &raw);
+        let parsed: ServerFrame = serde_json::from_str(&frame).unwrap();
+        assert_eq!(parsed, ServerFrame::Event { channel: "products:abc".into(), seq: 42, event });
+    }
+
+    #[test]
+    fn server_frames_use_snake_case_types() {
+        let json = ServerFrame::Subscribed { channel: "products".into(), seq: 7, recovered: None }
+            .to_json();
+        assert_eq!(json, r#"{"type":"subscribed","channel":"products","seq":7}"#);
+        let status = ServerFrame::Status(Status {
+            connection_id: "c".into(),
+            node: "n".into(),
+            subscriptions: vec![],
+            connections: 1,
+            last_seq: 0,
+            uptime_secs: 0,
+        });
+        assert!(status.to_json().starts_with(r#"{"type":"status","connection_id":"c""#));
+        assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,128 @@
+//! NATS names: streams, subjects and headers. Every service builds and parses subjects here,
+//! never by hand, so the layout `events.<collection>.<doc_id>.<action>` lives in one place.
+
+use crate::event::EventAction;
+
+/// Stream holding every committed change (limits retention, deduplicated by event id).
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// Stream of work for the workers (work-queue retention).
+pub const TASKS_STREAM: &str = "TASKS";
+/// Stream of tasks that exhausted their deliveries or could not be decoded.
+pub const DLQ_STREAM: &str = "DLQ";
+
+pub const EVENTS_ALL: &str = "events.>";
+pub const TASKS_ALL: &str = "tasks.>";
+pub const DLQ_ALL: &str = "dlq.tasks.>";
+
+/// Header carrying the request's trace id from the api through NATS to broadcaster and worker.
+pub const TRACE_HEADER: &str = "Courier-Trace-Id";
+
+/// Longest collection name or document id accepted in a subject token.
+pub const MAX_TOKEN_LEN: usize = 128;
+
+/// Whether `name` can be a collection name: lowercase ASCII letter first, then letters, digits
+/// or `_`, at most 64 characters. Keeps subjects, channels and MongoDB names unambiguous.
+pub fn is_valid_collection_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && name.len() <= 64
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// Whether `id` can be a document id inside a subject token: ASCII letters, digits, `_` or `-`.
+/// Dots, wildcards and whitespace would change the subject's meaning, so they are refused.
+pub fn is_valid_doc_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TOKEN_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `events.<collection>.<doc_id>.<action>`.
+pub fn event_subject(collection: &str, doc_id: &str, action: EventAction) -> String {
+    format!("events.{collection}.{doc_id}.{action}")
+}
+
+/// `events.<collection>.>`: every event of one collection.
+pub fn collection_events_filter(collection: &str) -> String {
+    format!("events.{collection}.>")
+}
+
+/// `events.<collection>.<doc_id>.*`: every event of one document.
+pub fn document_events_filter(collection: &str, doc_id: &str) -> String {
+    format!("events.{collection}.{doc_id}.*")
+}
+
+/// `tasks.<kind>` (a kind such as `pets.enrich` may itself contain dots).
+pub fn task_subject(kind: &str) -> String {
+    format!("tasks.{kind}")
+}
+
+/// `dlq.tasks.<kind>`.
+pub fn dead_letter_subject(kind: &str) -> String {
+    format!("dlq.tasks.{kind}")
+}
+
+/// The parts of an event subject, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSubject<'a> {
+    pub collection: &'a str,
+    pub doc_id: &'a str,
+    pub action: &'a str,
+}
+
+/// Splits `events.<collection>.<doc_id>.<action>`; `None` for anything else.
+pub fn parse_event_subject(subject: &str) -> Option<EventSubject<'_>> {
+    let rest = subject.strip_prefix("events.")?;
+    let mut parts = rest.split('.');
+    let (collection, doc_id, action) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || collection.is_empty() || doc_id.is_empty() || action.is_empty() {
+        return None;
+    }
+    Some(EventSubject {
+        collection,
+        doc_id,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_subjects_round_trip() {
+        let subject = event_subject("products", "65f0a1", EventAction::Created);
+        assert_eq!(subject, "events.products.65f0a1.created");
+        assert_eq!(
+            parse_event_subject(&subject),
+            Some(EventSubject {
+                collection: "products",
+                doc_id: "65f0a1",
+                action: "created"
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_event_subjects_are_refused() {
+        for bad in ["events.products", "events.a.b.c.d", "tasks.a.b.c", "events..b.c", "events.a.b."] {
+            assert_eq!(parse_event_subject(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_that_would_break_subjects_are_invalid() {
+        assert!(is_valid_collection_name("pets"));
+        assert!(is_valid_collection_name("line_items2"));
+        for bad in ["", "Pets", "2pets", "pe.ts", "pets>", "pe ts", &"a".repeat(65)] {
+            assert!(!is_valid_collection_name(bad), "{bad}");
+        }
+        assert!(is_valid_doc_id("65f0c0ffee0123456789abcd"));
+        assert!(is_valid_doc_id("0192f3a4-7b6c-7d8e-9f00-112233445566"));
+        for bad in ["", "a.b", "a*", ">", "a b", &"x".repeat(129)] {
+            assert!(!is_valid_doc_id(bad), "{bad}");
+        }
+    }
+}
