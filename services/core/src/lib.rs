@@ -3,6 +3,7 @@
 //! service needs once (typed config pieces, telemetry, graceful shutdown, the ops HTTP server).
 
 pub mod channel;
+pub mod collection_spec;
 pub mod config;
 pub mod event;
 pub mod jetstream;
