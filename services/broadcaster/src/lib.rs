@@ -1,1 +1,13 @@
-//! placeholder
+//! Courier's WebSocket broadcaster: one JetStream consumer per process fanned out in-process to
+//! every subscribed client (protocol v1, docs/protocol.md), with `since` replay for resume.
+
+pub mod app;
+pub mod config;
+pub mod connection;
+pub mod feed;
+pub mod hub;
+pub mod metrics;
+pub mod replay;
+
+pub use app::Application;
+pub use config::BroadcasterConfig;

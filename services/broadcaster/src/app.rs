@@ -1,0 +1,171 @@
+//! Building and running the broadcaster: the live feed, the hub, the `/ws` endpoint and the ops
+//! endpoints; graceful shutdown closes every client with 1001 and waits for them to go.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_nats::jetstream;
+use axum::{
+    Json, Router,
+    extract::{State, WebSocketUpgrade},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub, metrics::BroadcasterMetrics};
+
+/// Everything connections share.
+pub struct Shared {
+    pub hub: Arc<Hub>,
+    pub js: jetstream::Context,
+    pub config: BroadcasterConfig,
+    pub node: String,
+    pub started: Instant,
+    pub connections: AtomicU64,
+    pub metrics: Arc<BroadcasterMetrics>,
+    /// Cancelled at shutdown: connections send 1001 and end.
+    pub shutdown: CancellationToken,
+    pub feed_attached: Arc<AtomicBool>,
+    tracker: TaskTracker,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    nats: async_nats::Client,
+}
+
+impl Application {
+    pub async fn build(config: BroadcasterConfig) -> anyhow::Result<Self> {
+        let nats = connect_nats(&config.nats.nats_url, "courier-broadcaster").await.context("invalid NATS URL")?;
+        let mut registry = Registry::default();
+        let metrics = BroadcasterMetrics::register(&mut registry);
+        let feed_attached = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            hub: Arc::new(Hub::new(config.channel_buffer)),
+            js: jetstream::new(nats.clone()),
+            node: config.node(),
+            started: Instant::now(),
+            connections: AtomicU64::new(0),
+            metrics,
+            shutdown: CancellationToken::new(),
+            feed_attached: feed_attached.clone(),
+            tracker: TaskTracker::new(),
+            config,
+        });
+        let readiness = Readiness::new().with_nats(nats.clone()).with_check("live_feed", move || {
+            let attached = feed_attached.load(Ordering::Acquire);
+            async move { if attached { Ok(()) } else { Err("not attached to the EVENTS stream".to_owned()) } }
+        });
+        let router = Router::new()
+            .route("/ws", get(upgrade))
+            .with_state(shared.clone())
+            .merge(courier_core::ops::router(Arc::new(registry), readiness));
+        let listener = courier_core::ops::bind(shared.config.listen).await?;
+        Ok(Application { listener, router, shared, nats })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown`: then stops accepting, sends 1001 to every client and waits (up
+    /// to the grace period) for the connections to end.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { listener, router, shared, nats } = self;
+        tracing::info!(addr = %listener.local_addr()?, node = %shared.node, "broadcaster listening");
+
+        let feed = LiveFeed {
+            js: shared.js.clone(),
+            hub: shared.hub.clone(),
+            metrics: shared.metrics.clone(),
+            attached: shared.feed_attached.clone(),
+        };
+        let background = CancellationToken::new();
+        let setup = {
+            let (js, replicas, token) = (shared.js.clone(), shared.config.nats.stream_replicas, background.clone());
+            tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
+        };
+        let feed_task = tokio::spawn(feed.run(background.clone()));
+        let pruner = {
+            let (hub, token) = (shared.hub.clone(), background.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => { hub.prune(); }
+                    }
+                }
+            })
+        };
+
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("broadcaster server failed")?;
+
+        // Stop accepting happened above; now close clients and drain.
+        shared.shutdown.cancel();
+        shared.tracker.close();
+        let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = shared.tracker.len(), "connections still open after the grace period");
+        }
+        background.cancel();
+        let _ = tokio::join!(feed_task, pruner);
+        setup.abort();
+        drop(nats);
+        tracing::info!("broadcaster stopped");
+        Ok(())
+    }
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if !shared.hub.started() {
+        return unavailable("not yet attached to the event stream; retry shortly");
+    }
+    if shared.shutdown.is_cancelled() {
+        return unavailable("shutting down");
+    }
+    let open = shared.connections.fetch_add(1, Ordering::Relaxed);
+    if open as usize >= shared.config.max_connections {
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+        return unavailable("connection limit reached");
+    }
+    let limit = shared.config.max_message_bytes;
+    let task_shared = shared.clone();
+    let token = shared.tracker.token();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_failed_upgrade({
+            let shared = shared.clone();
+            move |err| {
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(%err, "websocket upgrade failed");
+            }
+        })
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, task_shared).await;
+            drop(token);
+        })
+}
+
+fn unavailable(message: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "unavailable", "message": message}}))).into_response()
+}

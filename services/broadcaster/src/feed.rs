@@ -1,0 +1,113 @@
+//! The live feed: one ordered JetStream consumer per broadcaster process on `events.>`, pushed
+//! into the hub. If the consumer is lost (NATS restart), it is recreated from the last sequence
+//! fanned out, so live subscribers see every event once NATS is back.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull::OrderedConfig},
+};
+use courier_core::subjects::{EVENTS_ALL, EVENTS_STREAM};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{hub::Hub, metrics::BroadcasterMetrics};
+
+pub struct LiveFeed {
+    pub js: jetstream::Context,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<BroadcasterMetrics>,
+    /// True while a consumer is attached (part of `/readyz`).
+    pub attached: Arc<AtomicBool>,
+}
+
+impl LiveFeed {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.attach_and_fan_out(&shutdown).await {
+                Ok(()) => delay = Duration::from_millis(100),
+                Err(err) => {
+                    tracing::warn!(%err, retry_in = ?delay, "live feed detached");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+            self.attached.store(false, Ordering::Release);
+        }
+    }
+
+    /// Creates the ordered consumer (new events, or from just after the last one seen) and
+    /// fans messages out until the consumer ends or shutdown.
+    async fn attach_and_fan_out(&self, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
+        let mut stream = self.js.get_stream(EVENTS_STREAM).await?;
+        if !self.hub.started() {
+            // First attach: start right after the stream's current end, and say so to the hub,
+            // so `subscribed.seq` and replays line up with what live delivery will cover.
+            let stream_last = stream.info().await?.state.last_sequence;
+            self.hub.start_at(stream_last);
+        }
+        let last = self.hub.last_seq();
+        let deliver_policy = if last == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence { start_sequence: last + 1 }
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: EVENTS_ALL.to_owned(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        self.attached.store(true, Ordering::Release);
+        tracing::info!(after_seq = last, "live feed attached to {EVENTS_STREAM}");
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let message = match next {
+                None => return Err("ordered consumer ended".into()),
+                Some(Err(err)) => {
+                    // The ordered consumer recreates itself after most errors; just note it.
+                    tracing::debug!(%err, "live feed error");
+                    self.attached.store(false, Ordering::Release);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some(Ok(message)) => message,
+            };
+            self.attached.store(true, Ordering::Release);
+            let seq = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(err) => {
+                    tracing::warn!(%err, "event without JetStream metadata; skipped");
+                    continue;
+                }
+            };
+            if seq <= self.hub.last_seq() {
+                continue; // already fanned out before a re-attach
+            }
+            match std::str::from_utf8(&message.payload) {
+                Ok(payload) => {
+                    let channels = self.hub.publish(&message.subject, seq, payload);
+                    self.metrics.events_received.inc();
+                    self.metrics.channel_fanouts.inc_by(channels as u64);
+                }
+                Err(_) => tracing::warn!(seq, "event payload is not UTF-8; skipped"),
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The in-process fan-out: one broadcast ring per channel holding ready-to-send frames. An event
+//! is serialized once per channel and its bytes are shared by every subscriber; the feed task
+//! never waits on a client, and a client that falls a whole ring behind is told so (`Lagged`).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::extract::ws::Utf8Bytes;
+use courier_core::{channel::Channel, protocol::encode_event_frame, subjects::parse_event_subject};
+use tokio::sync::broadcast;
+
+/// One event frame for one channel, ready to write to any socket.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub seq: u64,
+    pub frame: Utf8Bytes,
+}
+
+pub struct Hub {
+    channels: RwLock<HashMap<String, broadcast::Sender<Delivery>>>,
+    capacity: usize,
+    /// Highest stream sequence fanned out; read under the channel lock by `subscribe`.
+    last_seq: AtomicU64,
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// A new subscription: the receiver and the sequence it starts after.
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Delivery>,
+    pub after_seq: u64,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Hub { channels: RwLock::new(HashMap::new()), capacity: capacity.max(1), last_seq: AtomicU64::new(0), started: Default::default() }
+    }
+
+    /// Whether the live feed has attached once (before that, positions are unknown).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Called by the live feed on its first attach: live delivery covers every event after
+    /// `stream_last`.
+    pub fn start_at(&self, stream_last: u64) {
+        let _channels = self.channels.write().expect("hub lock poisoned");
+        self.last_seq.fetch_max(stream_last, Ordering::AcqRel);
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Joins `channel`. Every event fanned out after this call whose sequence is greater than
+    /// `after_seq` reaches the receiver (the lock makes the two consistent).
+    pub fn subscribe(&self, channel: &Channel) -> Subscription {
+        let mut channels = self.channels.write().expect("hub lock poisoned");
+        let receiver = channels
+            .entry(channel.name())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe();
+        Subscription { receiver, after_seq: self.last_seq.load(Ordering::Acquire) }
+    }
+
+    /// Fans out one event from the stream. `payload` is the event JSON as stored. Returns how
+    /// many channel rings received it.
+    pub fn publish(&self, subject: &str, seq: u64, payload: &str) -> usize {
+        let Some(parts) = parse_event_subject(subject) else {
+            tracing::warn!(subject, "ignoring event with an unexpected subject");
+            return 0;
+        };
+        let document_channel = format!("{}:{}", parts.collection, parts.doc_id);
+        let channels = self.channels.read().expect("hub lock poisoned");
+        let mut delivered = 0;
+        for name in [parts.collection, document_channel.as_str()] {
+            if let Some(sender) = channels.get(name)
+                && sender.receiver_count() > 0
+            {
+                let frame = Utf8Bytes::from(encode_event_frame(name, seq, payload));
+                // An error only means every receiver left since the check: nothing to do.
+                let _ = sender.send(Delivery { seq, frame });
+                delivered += 1;
+            }
+        }
+        self.last_seq.fetch_max(seq, Ordering::AcqRel);
+        delivered
+    }
+
+    /// Drops rings nobody listens to any more; called periodically.
+    pub fn prune(&self) -> usize {
+        let mut channels = self.channels.write().expect("hub lock poisoned");
+        let before = channels.len();
+        channels.retain(|_, sender| sender.receiver_count() > 0);
+        before - channels.len()
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.read().expect("hub lock poisoned").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_core::protocol::ServerFrame;
+
+    const EVENT: &str = r#"{"id":"0192f3a4-7b6c-7d8e-9f00-112233445566","type":"products.created","collection":"products","doc_id":"abc","data":{},"actor":null,"time":"2026-01-01T00:00:00.000Z","trace_id":"t"}"#;
+
+    #[test]
+    fn an_event_reaches_its_collection_and_document_channels_only() {
+        let hub = Hub::new(8);
+        let mut all = hub.subscribe(&Channel::parse("products").unwrap()).receiver;
+        let mut one = hub.subscribe(&Channel::parse("products:abc").unwrap()).receiver;
+        let mut other = hub.subscribe(&Channel::parse("products:zzz").unwrap()).receiver;
+        let mut desks = hub.subscribe(&Channel::parse("desks").unwrap()).receiver;
+
+        assert_eq!(hub.publish("events.products.abc.created", 7, EVENT), 2);
+
+        for (receiver, channel) in [(&mut all, "products"), (&mut one, "products:abc")] {
+            let delivery = receiver.try_recv().unwrap();
+            assert_eq!(delivery.seq, 7);
+            match serde_json::from_str::<ServerFrame>(&delivery.frame).unwrap() {
+                ServerFrame::Event { channel: c, seq, event } => {
+                    assert_eq!((c.as_str(), seq, event.doc_id.as_str()), (channel, 7, "abc"));
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        assert!(other.try_recv().is_err());
+        assert!(desks.try_recv().is_err());
+        assert_eq!(hub.last_seq(), 7);
+    }
+
+    #[test]
+    fn a_subscription_starts_after_the_last_fanned_out_sequence() {
+        let hub = Hub::new(8);
+        hub.publish("events.products.abc.created", 3, EVENT);
+        let sub = hub.subscribe(&Channel::parse("products").unwrap());
+        assert_eq!(sub.after_seq, 3);
+    }
+
+    #[test]
+    fn a_subscriber_a_whole_ring_behind_is_told_it_lagged() {
+        let hub = Hub::new(2);
+        let mut slow = hub.subscribe(&Channel::parse("products").unwrap()).receiver;
+        for seq in 1..=3 {
+            hub.publish("events.products.abc.created", seq, EVENT);
+        }
+        assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(1))));
+    }
+
+    #[test]
+    fn unused_rings_are_pruned() {
+        let hub = Hub::new(2);
+        let sub = hub.subscribe(&Channel::parse("products").unwrap());
+        assert_eq!(hub.prune(), 0);
+        drop(sub);
+        assert_eq!(hub.prune(), 1);
+        assert_eq!(hub.channel_count(), 0);
+    }
+}

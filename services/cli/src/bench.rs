@@ -1,0 +1,204 @@
+//! `courier bench`: load generators whose figures go in docs/benchmarks.md.
+//! `latency` measures POST → WebSocket delivery end to end, with percentiles.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use courier_core::protocol::ServerFrame;
+use futures::{StreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::WsClient;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// POST documents and time each until its `created` event reaches a WebSocket subscriber.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LatencyArgs {
+    #[arg(long, env = "COURIER_API_URL", default_value = "http://127.0.0.1:8000")]
+    pub api: String,
+    #[arg(long = "ws", env = "COURIER_WS_URL", default_value = "ws://127.0.0.1:8765/ws")]
+    pub ws: String,
+    /// How many documents to POST.
+    #[arg(long, default_value_t = 500)]
+    pub posts: usize,
+    /// POSTs in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Collection to write (its schema must accept the generated product body).
+    #[arg(long, default_value = "products")]
+    pub collection: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Latency(args) => {
+            let report = latency(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Results of a latency run, in milliseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyReport {
+    pub posts: usize,
+    pub concurrency: usize,
+    pub delivered: usize,
+    pub elapsed_secs: f64,
+    pub posts_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl std::fmt::Display for LatencyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "POST→WS latency over {} posts (concurrency {}): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} posts/s; {} delivered",
+            self.posts, self.concurrency, self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms, self.posts_per_sec, self.delivered
+        )
+    }
+}
+
+/// Per document: when its POST started and when its event arrived (either may come first).
+#[derive(Default)]
+struct Timings {
+    sent: HashMap<String, Instant>,
+    arrived: HashMap<String, Instant>,
+    latencies: Vec<Duration>,
+}
+
+impl Timings {
+    fn record(&mut self, doc_id: String, sent: Option<Instant>, arrived: Option<Instant>) {
+        let sent = sent.or_else(|| self.sent.remove(&doc_id));
+        let arrived = arrived.or_else(|| self.arrived.remove(&doc_id));
+        match (sent, arrived) {
+            (Some(s), Some(a)) => self.latencies.push(a.saturating_duration_since(s)),
+            (Some(s), None) => {
+                self.sent.insert(doc_id, s);
+            }
+            (None, Some(a)) => {
+                self.arrived.insert(doc_id, a);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
+    if args.posts == 0 || args.concurrency == 0 {
+        bail!("--posts and --concurrency must be at least 1");
+    }
+    let mut ws = WsClient::connect(&args.ws).await?;
+    ws.subscribe(&args.collection, None, None).await?;
+    let timings = Arc::new(Mutex::new(Timings::default()));
+
+    let reader = {
+        let timings = timings.clone();
+        let expected = args.posts;
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < expected {
+                match ws.next_frame_within(Duration::from_secs(30)).await {
+                    Ok(ServerFrame::Event { event, .. }) => {
+                        seen += 1;
+                        timings.lock().expect("timings lock").record(event.doc_id, None, Some(Instant::now()));
+                    }
+                    Ok(_) => {}
+                    Err(err) => return Err(anyhow::anyhow!("subscriber stopped after {seen} events: {err}")),
+                }
+            }
+            Ok(())
+        })
+    };
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/{}", args.api.trim_end_matches('/'), args.collection);
+    let progress = ProgressBar::new(args.posts as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} posts  {per_sec}  eta {eta}").expect("valid template"),
+    );
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..args.posts)
+        .map(|i| {
+            let (http, url, timings, progress) = (http.clone(), url.clone(), timings.clone(), progress.clone());
+            async move {
+                let body = serde_json::json!({"nombre": format!("bench-{i}"), "precio": (i % 100) as f64 + 0.99, "talla": "M"});
+                let sent = Instant::now();
+                let response = http.post(&url).json(&body).send().await.context("POST failed")?;
+                let status = response.status();
+                let created: serde_json::Value = response.json().await.context("POST response is not JSON")?;
+                if !status.is_success() {
+                    bail!("POST answered {status}: {created}");
+                }
+                let id = created["id"].as_str().context("POST response has no id")?.to_owned();
+                timings.lock().expect("timings lock").record(id, Some(sent), None);
+                progress.inc(1);
+                Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    progress.finish_and_clear();
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .context("events did not all arrive within 60 s")??
+        .context("subscriber failed")?;
+    let elapsed = started.elapsed();
+
+    let mut latencies = std::mem::take(&mut timings.lock().expect("timings lock").latencies);
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    Ok(LatencyReport {
+        posts: args.posts,
+        concurrency: args.concurrency,
+        delivered: latencies.len(),
+        elapsed_secs: elapsed.as_secs_f64(),
+        posts_per_sec: args.posts as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_measured_whichever_side_comes_first() {
+        let mut t = Timings::default();
+        let start = Instant::now();
+        let later = start + Duration::from_millis(5);
+        t.record("a".into(), None, Some(later)); // event before the POST answered
+        t.record("a".into(), Some(start), None);
+        t.record("b".into(), Some(start), None);
+        t.record("b".into(), None, Some(later));
+        assert_eq!(t.latencies, [Duration::from_millis(5); 2]);
+        assert!(t.sent.is_empty() && t.arrived.is_empty());
+    }
+}

@@ -1,0 +1,227 @@
+//! A protocol-v1 WebSocket client: connect, subscribe (optionally from a sequence), read typed
+//! frames. [`ResumingSubscriber`] adds reconnects with backoff that resume from the last sequence
+//! seen per channel, across any of several broadcaster URLs.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use courier_core::protocol::{ClientFrame, ServerFrame};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: tokio_tungstenite::tungstenite::Error },
+    #[error("websocket error: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("connection closed{}", .code.map(|c| format!(" (code {c}: {})", .reason)).unwrap_or_default())]
+    Closed { code: Option<u16>, reason: String },
+    #[error("unexpected frame from server: {0}")]
+    Unexpected(String),
+    #[error("server refused: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("timed out waiting for the server")]
+    Timeout,
+}
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for something else (e.g. events during a subscribe).
+    pending: VecDeque<ServerFrame>,
+    pub connection_id: String,
+    pub url: String,
+}
+
+impl WsClient {
+    /// Connects and reads the `connection_established` greeting.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+        let mut client = WsClient { socket, pending: VecDeque::new(), connection_id: String::new(), url: url.to_owned() };
+        match client.next_frame_within(Duration::from_secs(10)).await? {
+            ServerFrame::ConnectionEstablished { connection_id, .. } => client.connection_id = connection_id,
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(client)
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        let text = serde_json::to_string(frame).expect("client frames serialize");
+        self.socket.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Sends raw text (tests of malformed input).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// Subscribes and waits for `subscribed`; returns `(seq, recovered)`. Frames of other
+    /// channels that arrive meanwhile are kept, in order, for the next reads.
+    pub async fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<u64>,
+        token: Option<String>,
+    ) -> Result<(u64, Option<bool>), ClientError> {
+        self.send(&ClientFrame::Subscribe { channel: channel.to_owned(), since, token }).await?;
+        let mut early = Vec::new();
+        let outcome = loop {
+            let frame = match tokio::time::timeout(Duration::from_secs(30), self.read_frame()).await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(err)) => break Err(err),
+                Err(_) => break Err(ClientError::Timeout),
+            };
+            match frame {
+                ServerFrame::Subscribed { channel: c, seq, recovered } if c == channel => break Ok((seq, recovered)),
+                ServerFrame::Error { code, message, channel: Some(c) } if c == channel => {
+                    break Err(ClientError::Refused { code, message });
+                }
+                other => early.push(other),
+            }
+        };
+        self.pending.extend(early);
+        outcome
+    }
+
+    /// The next protocol frame (WebSocket pings are answered by the library and skipped).
+    pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        match self.pending.pop_front() {
+            Some(frame) => Ok(frame),
+            None => self.read_frame().await,
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        loop {
+            let message = self.socket.next().await.ok_or(ClientError::Closed { code: None, reason: String::new() })??;
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).map_err(|err| ClientError::Unexpected(format!("{err}: {text}")));
+                }
+                Message::Close(frame) => {
+                    return Err(ClientError::Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn next_frame_within(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
+        tokio::time::timeout(timeout, self.next_frame()).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// One event as a subscriber sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub channel: String,
+    pub seq: u64,
+    pub event: courier_core::Event,
+}
+
+/// Something worth telling the user about while tailing.
+#[derive(Debug)]
+pub enum Notice {
+    Connected { url: String, connection_id: String },
+    Subscribed { channel: String, seq: u64, recovered: Option<bool> },
+    Disconnected { error: String, retry_in: Duration },
+    ServerError { code: String, message: String },
+}
+
+/// Subscribes to channels and keeps them subscribed: after any disconnect it reconnects (round
+/// robin over `urls`, exponential backoff) and resumes each channel from its last sequence.
+pub struct ResumingSubscriber {
+    urls: Vec<String>,
+    channels: Vec<String>,
+    token: Option<String>,
+    last_seq: HashMap<String, u64>,
+    client: Option<WsClient>,
+    next_url: usize,
+    backoff: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl ResumingSubscriber {
+    /// `since` applies to every channel (None: start live).
+    pub fn new(urls: Vec<String>, channels: Vec<String>, since: Option<u64>, token: Option<String>) -> Self {
+        let last_seq = since.map(|s| channels.iter().map(|c| (c.clone(), s)).collect()).unwrap_or_default();
+        ResumingSubscriber { urls, channels, token, last_seq, client: None, next_url: 0, backoff: MIN_BACKOFF }
+    }
+
+    /// The last sequence delivered per channel.
+    pub fn positions(&self) -> &HashMap<String, u64> {
+        &self.last_seq
+    }
+
+    /// The next event; `on_notice` hears about connects, subscriptions and disconnects.
+    pub async fn next_event(&mut self, mut on_notice: impl FnMut(Notice)) -> Received {
+        loop {
+            if self.client.is_none() {
+                match self.connect_and_subscribe(&mut on_notice).await {
+                    Ok(client) => {
+                        self.client = Some(client);
+                        self.backoff = MIN_BACKOFF;
+                    }
+                    Err(err) => {
+                        self.wait_before_retry(err.to_string(), &mut on_notice).await;
+                        continue;
+                    }
+                }
+            }
+            let client = self.client.as_mut().expect("connected above");
+            match client.next_frame().await {
+                Ok(ServerFrame::Event { channel, seq, event }) => {
+                    let last = self.last_seq.entry(channel.clone()).or_insert(0);
+                    if seq <= *last {
+                        continue; // never hand out a duplicate, whatever the server does
+                    }
+                    *last = seq;
+                    return Received { channel, seq, event };
+                }
+                Ok(ServerFrame::Error { code, message, .. }) => on_notice(Notice::ServerError { code, message }),
+                Ok(_) => {}
+                Err(err) => {
+                    self.client = None;
+                    self.wait_before_retry(err.to_string(), &mut on_notice).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_and_subscribe(&mut self, on_notice: &mut impl FnMut(Notice)) -> Result<WsClient, ClientError> {
+        let url = self.urls[self.next_url % self.urls.len()].clone();
+        self.next_url += 1;
+        let mut client = WsClient::connect(&url).await?;
+        on_notice(Notice::Connected { url, connection_id: client.connection_id.clone() });
+        for channel in self.channels.clone() {
+            let since = self.last_seq.get(&channel).copied();
+            let (seq, recovered) = client.subscribe(&channel, since, self.token.clone()).await?;
+            self.last_seq.entry(channel.clone()).or_insert(seq);
+            on_notice(Notice::Subscribed { channel, seq, recovered });
+        }
+        Ok(client)
+    }
+
+    async fn wait_before_retry(&mut self, error: String, on_notice: &mut impl FnMut(Notice)) {
+        let retry_in = self.backoff;
+        on_notice(Notice::Disconnected { error, retry_in });
+        tokio::time::sleep(retry_in).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}

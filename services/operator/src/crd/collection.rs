@@ -1,0 +1,230 @@
+//! The `Collection` custom resource (`courier.dev/v1alpha1`): one collection definition (JSON
+//! Schema, access, indexes, tasks), convertible to and from the `collections.yaml` entry
+//! (`courier_core::collection_spec::CollectionSpec`) the api loads.
+
+use courier_core::collection_spec::{self as core, CollectionSpec as CoreSpec};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A collection the api serves, mirrored field for field from `collections.yaml`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "courier.dev",
+    version = "v1alpha1",
+    kind = "Collection",
+    namespaced,
+    status = "CollectionStatus",
+    shortname = "coll",
+    category = "courier",
+    derive = "PartialEq",
+    doc = "A collection definition served by Courier's api (JSON Schema, access, indexes, tasks).",
+    printcolumn(name = "Collection", type_ = "string", json_path = ".spec.name"),
+    printcolumn(name = "Accepted", type_ = "boolean", json_path = ".status.accepted"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionDefinition {
+    /// Collection name (lowercase letter first, then lowercase letters, digits or `_`).
+    /// Absent: the resource's `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,63}$"))]
+    pub name: Option<String>,
+    /// JSON Schema (draft 2020-12) every stored document must satisfy.
+    #[schemars(schema_with = "json_schema_object")]
+    pub schema: serde_json::Value,
+    #[serde(default)]
+    pub access: Access,
+    /// Secondary indexes the api creates at start-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexSpec>,
+    /// Tasks enqueued when documents change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskTrigger>,
+}
+
+/// Any JSON object, kept as written (`x-kubernetes-preserve-unknown-fields`).
+fn json_schema_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "JSON Schema (draft 2020-12) every stored document must satisfy.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct Access {
+    #[serde(default)]
+    pub read: AccessLevel,
+    #[serde(default)]
+    pub write: AccessLevel,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLevel {
+    /// Anyone, including anonymous clients.
+    #[default]
+    Public,
+    /// Only requests carrying a valid access token.
+    Authenticated,
+}
+
+/// An index over top-level fields: `["species", "-age"]` (a leading `-` means descending).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct IndexSpec {
+    #[schemars(length(min = 1), inner(regex(pattern = r"^-?[A-Za-z_][A-Za-z0-9_]*$")))]
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub unique: bool,
+}
+
+/// A task kind to enqueue (`tasks.<kind>`) and the changes that trigger it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct TaskTrigger {
+    /// E.g. `pets.enrich`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"))]
+    pub kind: String,
+    #[schemars(length(min = 1))]
+    pub on: Vec<TriggerOn>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerOn {
+    Create,
+    Update,
+}
+
+/// Whether the operator accepted the definition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionStatus {
+    /// True when the definition is valid (name, and the JSON Schema compiled) and is served.
+    pub accepted: bool,
+    /// "schema compiled" or what is wrong.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl CollectionDefinition {
+    /// The `collections.yaml` entry; `resource_name` names it when `spec.name` is absent.
+    pub fn to_core(&self, resource_name: &str) -> CoreSpec {
+        CoreSpec {
+            name: self.name.clone().unwrap_or_else(|| resource_name.to_owned()),
+            schema: self.schema.clone(),
+            access: core::Access { read: self.access.read.into(), write: self.access.write.into() },
+            indexes: self
+                .indexes
+                .iter()
+                .map(|i| core::IndexSpec { fields: i.fields.clone(), unique: i.unique })
+                .collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| core::TaskTrigger { kind: t.kind.clone(), on: t.on.iter().map(|&o| o.into()).collect() })
+                .collect(),
+        }
+    }
+
+    /// The resource spec carrying a `collections.yaml` entry (always with an explicit name).
+    pub fn from_core(spec: &CoreSpec) -> Self {
+        CollectionDefinition {
+            name: Some(spec.name.clone()),
+            schema: spec.schema.clone(),
+            access: Access { read: spec.access.read.into(), write: spec.access.write.into() },
+            indexes: spec
+                .indexes
+                .iter()
+                .map(|i| IndexSpec { fields: i.fields.clone(), unique: i.unique })
+                .collect(),
+            tasks: spec
+                .tasks
+                .iter()
+                .map(|t| TaskTrigger { kind: t.kind.clone(), on: t.on.iter().map(|&o| o.into()).collect() })
+                .collect(),
+        }
+    }
+}
+
+impl From<AccessLevel> for core::AccessLevel {
+    fn from(level: AccessLevel) -> Self {
+        match level {
+            AccessLevel::Public => core::AccessLevel::Public,
+            AccessLevel::Authenticated => core::AccessLevel::Authenticated,
+        }
+    }
+}
+
+impl From<core::AccessLevel> for AccessLevel {
+    fn from(level: core::AccessLevel) -> Self {
+        match level {
+            core::AccessLevel::Public => AccessLevel::Public,
+            core::AccessLevel::Authenticated => AccessLevel::Authenticated,
+        }
+    }
+}
+
+impl From<TriggerOn> for core::TriggerOn {
+    fn from(on: TriggerOn) -> Self {
+        match on {
+            TriggerOn::Create => core::TriggerOn::Create,
+            TriggerOn::Update => core::TriggerOn::Update,
+        }
+    }
+}
+
+impl From<core::TriggerOn> for TriggerOn {
+    fn from(on: core::TriggerOn) -> Self {
+        match on {
+            core::TriggerOn::Create => TriggerOn::Create,
+            core::TriggerOn::Update => TriggerOn::Update,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pets_core() -> CoreSpec {
+        CoreSpec {
+            name: "pets".into(),
+            schema: json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+            access: core::Access { read: core::AccessLevel::Public, write: core::AccessLevel::Authenticated },
+            indexes: vec![core::IndexSpec { fields: vec!["species".into(), "-age".into()], unique: false }],
+            tasks: vec![core::TaskTrigger {
+                kind: "pets.enrich".into(),
+                on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
+            }],
+        }
+    }
+
+    #[test]
+    fn core_spec_round_trips_through_the_resource_spec() {
+        let core_spec = pets_core();
+        let resource = CollectionDefinition::from_core(&core_spec);
+        assert_eq!(resource.to_core("ignored-because-spec-names-it"), core_spec);
+    }
+
+    #[test]
+    fn resource_and_core_serialize_the_same_fields() {
+        // The resource spec is a mirror of the file format: the same JSON, field for field.
+        let core_spec = pets_core();
+        let resource = CollectionDefinition::from_core(&core_spec);
+        assert_eq!(serde_json::to_value(&resource).unwrap(), serde_json::to_value(&core_spec).unwrap());
+    }
+
+    #[test]
+    fn name_defaults_to_the_resource_name() {
+        let resource: CollectionDefinition =
+            serde_json::from_value(json!({"schema": {"type": "object"}})).unwrap();
+        let core_spec = resource.to_core("desks");
+        assert_eq!(core_spec.name, "desks");
+        assert_eq!(core_spec.access, core::Access::default());
+    }
+}

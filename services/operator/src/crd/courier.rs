@@ -1,0 +1,287 @@
+//! The `Courier` custom resource (`courier.dev/v1alpha1`): one Courier installation (api,
+//! broadcaster and worker workloads) and the status the operator reports about it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Desired state of a Courier installation. The operator creates the api, broadcaster and worker
+/// Deployments (with Services, PodDisruptionBudgets, a ServiceAccount and the collections
+/// ConfigMap) from it and keeps them in line.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "courier.dev",
+    version = "v1alpha1",
+    kind = "Courier",
+    namespaced,
+    status = "CourierStatus",
+    shortname = "cour",
+    category = "courier",
+    derive = "PartialEq",
+    doc = "A Courier installation: api, broadcaster and workers, reconciled by courier-operator.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Api", type_ = "integer", json_path = ".status.api.readyReplicas", description = "Ready api pods"),
+    printcolumn(name = "Broadcaster", type_ = "integer", json_path = ".status.broadcaster.readyReplicas", description = "Ready broadcaster pods"),
+    printcolumn(name = "Workers", type_ = "integer", json_path = ".status.worker.desiredReplicas", description = "Desired worker pods"),
+    printcolumn(name = "Backlog", type_ = "integer", json_path = ".status.taskBacklog", description = "Pending + in-flight tasks"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CourierSpec {
+    /// The Courier image; it holds every binary (`courier-api`, `courier-broadcaster`, …).
+    pub image: ImageSpec,
+    /// The HTTP api (port 8000).
+    #[serde(default)]
+    pub api: ComponentSpec,
+    /// The WebSocket broadcaster (port 8765).
+    #[serde(default)]
+    pub broadcaster: ComponentSpec,
+    /// The task workers (metrics on port 9100).
+    #[serde(default)]
+    pub worker: WorkerSpec,
+    /// NATS server URL(s), comma separated, as reachable from the pods and from the operator
+    /// (the operator reads the task backlog there). Prefer a namespace-qualified host name.
+    #[schemars(length(min = 1), regex(pattern = r"^(nats|tls|ws|wss)://"))]
+    pub nats_url: String,
+    pub mongodb: MongoSpec,
+    /// Secret holding the key that signs and verifies access tokens (api and broadcaster).
+    pub jwt_secret_ref: SecretKeyRef,
+    /// Which `Collection`s (in this namespace) this Courier serves. Absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_selector: Option<CollectionSelector>,
+}
+
+/// Where the image comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// E.g. `ghcr.io/courier/courier`.
+    #[schemars(length(min = 1))]
+    pub repository: String,
+    #[schemars(length(min = 1))]
+    pub tag: String,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Settings every component has.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentSpec {
+    /// Pod count (for the worker: used when autoscaling is disabled).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Container resources; absent: the operator's defaults (requests 100m CPU / 128Mi, limit 512Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables; one named like an operator-set `COURIER_*` variable replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Annotations added to the pods (not to the Deployment).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+impl Default for ComponentSpec {
+    fn default() -> Self {
+        ComponentSpec {
+            replicas: default_replicas(),
+            resources: None,
+            env: Vec::new(),
+            pod_annotations: BTreeMap::new(),
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// Where pods may run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Replaces the default spread (across nodes and zones, `ScheduleAnyway`). An empty list
+    /// turns spreading off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+}
+
+/// The worker: a component plus backlog-driven autoscaling.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    #[serde(flatten)]
+    pub component: ComponentSpec,
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+}
+
+/// Scale workers on the JetStream backlog of the `workers` consumer (pending + ack-pending):
+/// desired = clamp(ceil(backlog / targetPendingPerReplica), minReplicas, maxReplicas); scaling
+/// up is immediate, scaling down waits for the stabilization window.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("maxReplicas must be at least minReplicas"))]
+pub struct AutoscalingSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Backlog one worker replica is expected to handle.
+    #[serde(default = "default_target_pending")]
+    #[schemars(range(min = 1))]
+    pub target_pending_per_replica: i32,
+    /// A lower replica count must have been recommended for this long before workers are
+    /// removed (the highest recommendation inside the window wins).
+    #[serde(default = "default_stabilization")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    10
+}
+fn default_target_pending() -> i32 {
+    100
+}
+fn default_stabilization() -> i32 {
+    300
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        AutoscalingSpec {
+            enabled: false,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_pending_per_replica: default_target_pending(),
+            scale_down_stabilization_seconds: default_stabilization(),
+        }
+    }
+}
+
+/// MongoDB connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoSpec {
+    /// Secret key holding the connection URI (`mongodb://…`).
+    pub uri_secret_ref: SecretKeyRef,
+    #[serde(default = "default_database")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+}
+
+fn default_database() -> String {
+    "courier".to_owned()
+}
+
+/// A key of a Secret in the Courier's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Label selector over `Collection`s.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionSelector {
+    /// Every label listed must match.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl CollectionSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// What the operator observed and decided.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CourierStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub api: ComponentStatus,
+    #[serde(default)]
+    pub broadcaster: ComponentStatus,
+    #[serde(default)]
+    pub worker: ComponentStatus,
+    /// Tasks pending plus in flight on the `workers` consumer, when last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_backlog: Option<i64>,
+    /// Names of the collections in the served `collections.yaml`.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_decision: Option<ScaleDecision>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+}
+
+/// The last change the autoscaler made to the worker replica count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDecision {
+    /// RFC 3339.
+    pub time: String,
+    pub from_replicas: i32,
+    pub to_replicas: i32,
+    pub backlog: i64,
+    pub reason: String,
+}

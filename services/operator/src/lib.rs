@@ -1,0 +1,5 @@
+//! courier-operator: the `Courier` and `Collection` CRDs and the controller that turns them into
+//! api, broadcaster and worker workloads, scales workers on the JetStream backlog, and reports
+//! status. `main.rs` only parses flags and calls into here.
+
+pub mod crd;
