@@ -11,8 +11,10 @@ pub mod ops;
 pub mod protocol;
 pub mod shutdown;
 pub mod subjects;
+pub mod task;
 pub mod telemetry;
 
 pub use channel::Channel;
 pub use event::{Event, EventAction};
 pub use protocol::{ClientFrame, ServerFrame};
+pub use task::Task;

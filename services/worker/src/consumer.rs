@@ -1,0 +1,218 @@
+//! The work loop: one durable pull consumer (`workers`) on the `TASKS` work queue shared by every
+//! worker process (competing consumers). Ack only after the handler stored its effect; transient
+//! failures are retried with exponential backoff (`nak` with delay); the last failed delivery,
+//! permanent failures and undecodable tasks go to the `DLQ` stream and leave the queue.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, PullConsumer, pull},
+        message::PublishMessage,
+    },
+};
+use courier_core::{
+    Task,
+    subjects::{TASKS_ALL, TASKS_STREAM, TRACE_HEADER, dead_letter_subject},
+    task::is_valid_task_kind,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::WorkerConfig,
+    handlers::{Handlers, TaskError},
+    metrics::WorkerMetrics,
+};
+
+/// The durable consumer every worker shares.
+pub const CONSUMER_NAME: &str = "workers";
+
+/// Headers on a dead letter.
+pub mod dead_letter_header {
+    pub const REASON: &str = "Courier-Dead-Reason";
+    pub const ATTEMPTS: &str = "Courier-Attempts";
+    pub const ORIGINAL_SUBJECT: &str = "Courier-Original-Subject";
+    pub const TASK_ID: &str = "Courier-Task-Id";
+    pub const WORKER: &str = "Courier-Worker";
+}
+
+pub struct WorkLoop {
+    pub js: jetstream::Context,
+    pub handlers: Handlers,
+    pub config: WorkerConfig,
+    pub worker_id: String,
+    pub metrics: Arc<WorkerMetrics>,
+    /// True while attached to the consumer (part of `/readyz`).
+    pub attached: Arc<AtomicBool>,
+}
+
+/// The consumer definition (created, or updated to this, at start-up).
+pub fn consumer_config(config: &WorkerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(CONSUMER_NAME.to_owned()),
+        description: Some("Courier workers (competing consumers)".to_owned()),
+        filter_subject: TASKS_ALL.to_owned(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait(),
+        max_deliver: config.max_deliver,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+impl WorkLoop {
+    /// Pulls and processes tasks until `shutdown`; in-flight tasks finish before it returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.attach().await {
+                Ok(consumer) => {
+                    delay = Duration::from_millis(100);
+                    self.process_until_detached(consumer, &shutdown).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, retry_in = ?delay, "cannot attach to the {CONSUMER_NAME} consumer");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+            self.attached.store(false, Ordering::Release);
+        }
+    }
+
+    async fn attach(&self) -> Result<PullConsumer, async_nats::Error> {
+        let stream = self.js.get_stream(TASKS_STREAM).await?;
+        Ok(stream.create_consumer(consumer_config(&self.config)).await?)
+    }
+
+    async fn process_until_detached(self: &Arc<Self>, consumer: PullConsumer, shutdown: &CancellationToken) {
+        let messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(%err, "cannot pull from the {CONSUMER_NAME} consumer");
+                return;
+            }
+        };
+        self.attached.store(true, Ordering::Release);
+        tracing::info!(worker = %self.worker_id, kinds = ?self.handlers.kinds(), "worker attached to {CONSUMER_NAME}");
+        // Stop pulling at shutdown; tasks already started run to completion.
+        messages
+            .take_until(shutdown.clone().cancelled_owned())
+            .for_each_concurrent(self.config.concurrency.max(1), |message| {
+                let this = self.clone();
+                async move {
+                    match message {
+                        Ok(message) => this.process(message).await,
+                        Err(err) => {
+                            tracing::debug!(%err, "pull error");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+
+    async fn process(&self, message: jetstream::Message) {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let kind = message.subject.strip_prefix("tasks.").filter(|k| is_valid_task_kind(k)).unwrap_or("unknown").to_owned();
+        let task: Task = match serde_json::from_slice(&message.payload) {
+            Ok(task) => task,
+            Err(err) => {
+                self.dead_letter(&message, &kind, None, &format!("undecodable task: {err}"), delivered).await;
+                return;
+            }
+        };
+        let Some(handler) = self.handlers.get(&task.kind).cloned() else {
+            self.dead_letter(&message, &kind, Some(&task), &format!("no handler for task kind '{}'", task.kind), delivered)
+                .await;
+            return;
+        };
+        self.metrics.in_flight.inc();
+        let started = Instant::now();
+        let outcome = handler.handle(&task).await;
+        self.metrics.in_flight.dec();
+        self.metrics.observe_duration(&kind, started.elapsed());
+        match outcome {
+            Ok(()) => {
+                // Double ack: the server confirms, so a lost ack cannot cause a silent redelivery.
+                if let Err(err) = message.double_ack().await {
+                    tracing::warn!(%err, task_id = %task.id, "ack failed; the task may be redelivered (effects are idempotent)");
+                }
+                self.metrics.processed(&kind);
+                tracing::debug!(task_id = %task.id, kind, "task done");
+            }
+            Err(TaskError::Permanent(reason)) => {
+                self.dead_letter(&message, &kind, Some(&task), &reason, delivered).await;
+            }
+            Err(TaskError::Transient(reason)) if delivered >= self.config.max_deliver => {
+                let reason = format!("gave up after {delivered} attempts: {reason}");
+                self.dead_letter(&message, &kind, Some(&task), &reason, delivered).await;
+            }
+            Err(TaskError::Transient(reason)) => {
+                let delay = self.config.backoff(delivered);
+                tracing::info!(task_id = %task.id, kind, attempt = delivered, retry_in = ?delay, %reason, "task failed; retrying");
+                self.metrics.retried(&kind);
+                if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(%err, "nak failed; the task will be redelivered after ack_wait");
+                }
+            }
+        }
+    }
+
+    /// Moves a task to `dlq.tasks.<kind>` with why and how often it failed, then removes it from
+    /// the work queue. If the dead letter cannot be written, the task stays queued (nak).
+    async fn dead_letter(&self, message: &jetstream::Message, kind: &str, task: Option<&Task>, reason: &str, attempts: i64) {
+        let mut headers = HeaderMap::new();
+        headers.insert(dead_letter_header::REASON, truncate(reason, 1024));
+        headers.insert(dead_letter_header::ATTEMPTS, attempts.to_string().as_str());
+        headers.insert(dead_letter_header::ORIGINAL_SUBJECT, message.subject.as_str());
+        headers.insert(dead_letter_header::WORKER, self.worker_id.as_str());
+        let msg_id = match task {
+            Some(task) => {
+                headers.insert(dead_letter_header::TASK_ID, task.id.to_string().as_str());
+                headers.insert(TRACE_HEADER, task.trace_id.as_str());
+                format!("dead-{}", task.id)
+            }
+            None => format!("dead-seq-{}", message.info().map(|i| i.stream_sequence).unwrap_or(0)),
+        };
+        let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers).message_id(msg_id);
+        let stored = match self.js.send_publish(dead_letter_subject(kind), publish).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                if let Err(err) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%err, "terminating a dead-lettered task failed; it may be redelivered");
+                }
+                self.metrics.dead_lettered(kind);
+                tracing::warn!(kind, attempts, reason, "task dead-lettered");
+            }
+            Err(err) => {
+                tracing::warn!(%err, "writing a dead letter failed; task stays queued");
+                let _ = message.ack_with(AckKind::Nak(Some(self.config.backoff(attempts)))).await;
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    &text[..cut]
+}

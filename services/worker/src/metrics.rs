@@ -1,0 +1,68 @@
+//! The worker's Prometheus metrics (`courier_tasks_*`), labelled by task kind.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub processed: Family<KindLabel, Counter>,
+    pub failed: Family<KindLabel, Counter>,
+    pub retried: Family<KindLabel, Counter>,
+    pub dead_lettered: Family<KindLabel, Counter>,
+    pub duration: Family<KindLabel, Histogram>,
+    pub in_flight: Gauge,
+}
+
+impl WorkerMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = WorkerMetrics {
+            processed: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            }),
+            in_flight: Gauge::default(),
+        };
+        registry.register("courier_tasks_processed", "Tasks completed", m.processed.clone());
+        registry.register("courier_tasks_failed", "Task attempts that failed", m.failed.clone());
+        registry.register("courier_tasks_retried", "Tasks scheduled for a retry", m.retried.clone());
+        registry.register("courier_tasks_dead_lettered", "Tasks moved to the DLQ stream", m.dead_lettered.clone());
+        registry.register("courier_task_duration_seconds", "Task processing time", m.duration.clone());
+        registry.register("courier_tasks_in_flight", "Tasks being processed now", m.in_flight.clone());
+        Arc::new(m)
+    }
+
+    fn label(kind: &str) -> KindLabel {
+        KindLabel { kind: kind.to_owned() }
+    }
+
+    pub fn processed(&self, kind: &str) {
+        self.processed.get_or_create(&Self::label(kind)).inc();
+    }
+
+    pub fn retried(&self, kind: &str) {
+        self.failed.get_or_create(&Self::label(kind)).inc();
+        self.retried.get_or_create(&Self::label(kind)).inc();
+    }
+
+    pub fn dead_lettered(&self, kind: &str) {
+        self.failed.get_or_create(&Self::label(kind)).inc();
+        self.dead_lettered.get_or_create(&Self::label(kind)).inc();
+    }
+
+    pub fn observe_duration(&self, kind: &str, elapsed: Duration) {
+        self.duration.get_or_create(&Self::label(kind)).observe(elapsed.as_secs_f64());
+    }
+}
