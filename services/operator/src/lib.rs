@@ -3,3 +3,4 @@
 //! status. `main.rs` only parses flags and calls into here.
 
 pub mod crd;
+pub mod yaml;

@@ -1,16 +1,25 @@
-//! Writes the CRD YAML generated from the Rust types: into the directory given as the first
-//! argument (the chart's `charts/courier/crds`), or to stdout when there is none.
+//! Writes the CRD YAML generated from the Rust types. Without arguments it writes into the
+//! chart's `charts/courier/crds/` in this repository; `crdgen DIR` writes into `DIR`;
+//! `crdgen -` prints one multi-document YAML stream to stdout.
 
 use std::{path::PathBuf, process::ExitCode};
 
 fn main() -> ExitCode {
     let files = courier_operator::crd::crd_files();
-    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        for (_, yaml) in files {
-            print!("---\n{yaml}");
+    let dir = match std::env::args_os().nth(1) {
+        Some(arg) if arg == "-" => {
+            for (_, yaml) in files {
+                print!("---\n{yaml}");
+            }
+            return ExitCode::SUCCESS;
         }
-        return ExitCode::SUCCESS;
+        Some(arg) => PathBuf::from(arg),
+        None => courier_operator::crd::chart_crd_dir(),
     };
+    if let Err(err) = std::fs::create_dir_all(&dir) {
+        eprintln!("crdgen: creating {}: {err}", dir.display());
+        return ExitCode::FAILURE;
+    }
     for (name, yaml) in files {
         let path = dir.join(name);
         if let Err(err) = std::fs::write(&path, yaml) {

@@ -97,9 +97,11 @@ pub struct ComponentSpec {
     pub replicas: i32,
     /// Container resources; absent: the operator's defaults (requests 100m CPU / 128Mi, limit 512Mi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::without_nested_descriptions)]
     pub resources: Option<ResourceRequirements>,
     /// Extra environment variables; one named like an operator-set `COURIER_*` variable replaces it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = super::without_nested_descriptions)]
     pub env: Vec<EnvVar>,
     /// Annotations added to the pods (not to the Deployment).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -131,12 +133,15 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = super::without_nested_descriptions)]
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::without_nested_descriptions)]
     pub affinity: Option<Affinity>,
     /// Replaces the default spread (across nodes and zones, `ScheduleAnyway`). An empty list
     /// turns spreading off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::without_nested_descriptions)]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
 
