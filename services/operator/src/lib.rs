@@ -2,5 +2,13 @@
 //! api, broadcaster and worker workloads, scales workers on the JetStream backlog, and reports
 //! status. `main.rs` only parses flags and calls into here.
 
+pub mod collections;
 pub mod crd;
+pub mod error;
+pub mod resources;
 pub mod yaml;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use error::{Error, Result};
