@@ -159,7 +159,7 @@ impl Outbox {
         let outbox = self.store.outbox();
         let batch: Vec<OutboxRecord> = outbox
             .find(doc! {"created_at": {"$lte": cutoff}})
-            .sort(doc! {"created_at": 1})
+            .sort(doc! {"created_at": 1, "_id": 1})
             .limit(RELAY_BATCH)
             .await?
             .try_collect()

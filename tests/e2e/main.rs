@@ -1,0 +1,8 @@
+//! End-to-end tests: real nats-server and SecantusDB, Courier's services in-process or as
+//! processes, driven over HTTP and WebSocket like a user would.
+
+mod api_errors;
+mod delivery;
+mod helpers;
+mod protocol;
+mod worker;

@@ -1,0 +1,201 @@
+//! Courier's services under test: in-process (fast, the default) or as their built binaries
+//! (`ServiceProcess`, for kill -9 and SIGTERM tests), plus `Stack`, a whole local deployment.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use courier_api::ApiConfig;
+use courier_broadcaster::BroadcasterConfig;
+use courier_worker::{WorkerConfig, handlers::Handlers};
+use serde_json::Value;
+use tokio::{process::Child, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{NatsServer, StoreServer, WsClient, process};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `url` until it answers 200.
+pub async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(response) = client.get(url).timeout(Duration::from_secs(2)).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} not ready within {READY_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A service task running in this process, stopped through its shutdown token.
+struct InProcess {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(15), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => panic!("service failed: {err:#}"),
+            Ok(Err(err)) => panic!("service task panicked: {err}"),
+            Err(_) => panic!("service did not stop within 15 s"),
+        }
+    }
+}
+
+pub struct RunningApi {
+    pub addr: SocketAddr,
+    inner: InProcess,
+}
+
+impl RunningApi {
+    pub async fn start(config: ApiConfig) -> Self {
+        let app = courier_api::Application::build(config).await.expect("api builds");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        wait_ready(&format!("http://{addr}/readyz")).await;
+        RunningApi { addr, inner: InProcess { shutdown, task } }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.inner.stop().await;
+    }
+}
+
+pub struct RunningBroadcaster {
+    pub addr: SocketAddr,
+    inner: InProcess,
+}
+
+impl RunningBroadcaster {
+    pub async fn start(config: BroadcasterConfig) -> Self {
+        let app = courier_broadcaster::Application::build(config).await.expect("broadcaster builds");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        wait_ready(&format!("http://{addr}/readyz")).await;
+        RunningBroadcaster { addr, inner: InProcess { shutdown, task } }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.inner.stop().await;
+    }
+}
+
+pub struct RunningWorker {
+    pub metrics_addr: SocketAddr,
+    inner: InProcess,
+}
+
+impl RunningWorker {
+    pub async fn start(config: WorkerConfig, handlers: Handlers) -> Self {
+        let app = courier_worker::Application::build(config, handlers).await.expect("worker builds");
+        let metrics_addr = app.metrics_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        wait_ready(&format!("http://{metrics_addr}/readyz")).await;
+        RunningWorker { metrics_addr, inner: InProcess { shutdown, task } }
+    }
+
+    pub async fn stop(self) {
+        self.inner.stop().await;
+    }
+}
+
+/// A Courier binary running as a child process, with its log in a temp dir.
+pub struct ServiceProcess {
+    pub port: u16,
+    pub child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `envs`, then waits for `http://127.0.0.1:<port>/readyz`.
+    pub async fn start(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{binary}.log"));
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let child = process::spawn(&process::courier_binary(binary), &[], &envs, &log);
+        wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
+        ServiceProcess { port, child, log, _dir: dir }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A whole local deployment: nats-server, the store, one api and one broadcaster.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub store: StoreServer,
+    pub api: RunningApi,
+    pub broadcaster: RunningBroadcaster,
+    pub database: String,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        crate::init_test_logging();
+        let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
+        let database = format!("courier_{}", uuid::Uuid::now_v7().simple());
+        let api = RunningApi::start(Self::api_config(&store, &database, &nats)).await;
+        let broadcaster = RunningBroadcaster::start(BroadcasterConfig::for_local(&nats.url())).await;
+        Stack { nats, store, api, broadcaster, database, http: reqwest::Client::new() }
+    }
+
+    /// The api config this stack's api uses (for starting more replicas).
+    pub fn api_config(store: &StoreServer, database: &str, nats: &NatsServer) -> ApiConfig {
+        let mut config = ApiConfig::for_local(&store.uri(), database, &nats.url());
+        // Quick relay rounds keep fault tests short.
+        config.relay_interval = Duration::from_millis(100);
+        config.relay_grace = Duration::from_millis(500);
+        config.mongodb_timeout = Duration::from_secs(2);
+        config
+    }
+
+    /// A connected WebSocket client on this stack's broadcaster.
+    pub async fn ws(&self) -> WsClient {
+        WsClient::connect(&self.broadcaster.ws_url()).await.expect("websocket connects")
+    }
+
+    /// POSTs JSON to `/api/v1/<collection>`; returns the status and JSON body.
+    pub async fn post(&self, collection: &str, body: &Value) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/{collection}", self.api.url()))
+            .json(body)
+            .send()
+            .await
+            .expect("POST reaches the api");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `path` (relative to the api); returns the status and JSON body.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        let response = self.http.get(format!("{}{path}", self.api.url())).send().await.expect("GET reaches the api");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A product body like the seed project's.
+pub fn product(n: usize) -> Value {
+    serde_json::json!({"nombre": format!("Camiseta {n}"), "precio": 10.0 + n as f64, "talla": "M"})
+}
