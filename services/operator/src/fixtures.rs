@@ -1,7 +1,7 @@
 //! Test-only helpers: sample resources and a mock Kubernetes API server (tower-test) that
 //! checks each request the reconciler makes and answers it.
 
-use std::{pin::pin, sync::Arc, time::Duration};
+use std::{pin::pin, time::Duration};
 
 use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body};
@@ -65,11 +65,15 @@ pub enum Reply {
     Echo,
     /// 200 with this JSON.
     Json(Value),
+    /// 200 with this object after the request body's top-level fields are copied over it
+    /// (a status apply answered with the whole resource).
+    MergeInto(Value),
     /// This status with a Kubernetes `Status` body.
     Status(StatusCode),
 }
 
-/// One expected request: method and path (query ignored) and the reply.
+/// One expected request: method and path (query ignored; a trailing `*` matches any rest)
+/// and the reply.
 pub struct Expect {
     pub method: Method,
     pub path: String,
@@ -109,16 +113,29 @@ impl ApiServerVerifier {
                 let bytes = request.into_body().collect_bytes().await.expect("request body");
                 let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
                 let record = Seen { method, uri, body };
-                assert_eq!(
-                    (&record.method, record.path()),
-                    (&expect.method, expect.path.as_str()),
-                    "request #{i} was {} {}",
+                let path_matches = match expect.path.strip_suffix('*') {
+                    Some(prefix) => record.path().starts_with(prefix),
+                    None => record.path() == expect.path,
+                };
+                assert!(
+                    record.method == expect.method && path_matches,
+                    "request #{i}: expected {} {}, got {} {}",
+                    expect.method,
+                    expect.path,
                     record.method,
                     record.uri
                 );
                 let response = match expect.reply {
                     Reply::Echo => Response::new(Body::from(bytes.to_vec())),
                     Reply::Json(value) => Response::new(Body::from(serde_json::to_vec(&value).unwrap())),
+                    Reply::MergeInto(mut value) => {
+                        if let (Some(target), Some(fields)) = (value.as_object_mut(), record.body.as_object()) {
+                            for (k, v) in fields {
+                                target.insert(k.clone(), v.clone());
+                            }
+                        }
+                        Response::new(Body::from(serde_json::to_vec(&value).unwrap()))
+                    }
                     Reply::Status(code) => {
                         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "mock", "reason": code.canonical_reason(), "code": code.as_u16()});
                         Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
@@ -148,6 +165,3 @@ pub async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
         .expect("reconcile hung: it made a request the script did not expect")
 }
 
-pub fn arc<T>(value: T) -> Arc<T> {
-    Arc::new(value)
-}

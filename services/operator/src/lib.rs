@@ -2,10 +2,14 @@
 //! api, broadcaster and worker workloads, scales workers on the JetStream backlog, and reports
 //! status. `main.rs` only parses flags and calls into here.
 
+pub mod autoscale;
 pub mod collections;
+pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod metrics;
 pub mod resources;
+pub mod status;
 pub mod yaml;
 
 #[cfg(test)]
