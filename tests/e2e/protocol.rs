@@ -15,7 +15,7 @@ async fn frames_ping_status_and_errors_that_keep_the_connection_usable() {
     let mut ws = stack.ws().await;
     assert!(!ws.connection_id.is_empty());
 
-    ws.send(&ClientFrame::Ping).await.unwrap();
+    ws.send(&ClientFrame::Ping {}).await.unwrap();
     assert_eq!(ws.next_frame_within(Duration::from_secs(5)).await.unwrap(), ServerFrame::Pong);
 
     for bad in ["not json", r#"{"type":"launch"}"#, r#"{"type":"subscribe"}"#] {
@@ -33,7 +33,7 @@ async fn frames_ping_status_and_errors_that_keep_the_connection_usable() {
     assert!(matches!(ws.next_frame_within(Duration::from_secs(5)).await.unwrap(), ServerFrame::Error { code, .. } if code == "not_subscribed"));
 
     ws.subscribe("products", None, None).await.unwrap();
-    ws.send(&ClientFrame::GetStatus).await.unwrap();
+    ws.send(&ClientFrame::GetStatus {}).await.unwrap();
     match ws.next_frame_within(Duration::from_secs(5)).await.unwrap() {
         ServerFrame::Status(status) => {
             assert_eq!(status.subscriptions, ["products"]);

@@ -1,7 +1,7 @@
 //! The real dependencies: `nats-server` with JetStream and SecantusDB, each on a free port with
 //! its own temp dir, and able to stop, `kill -9` and restart on the same port and data.
 
-use std::{path::PathBuf, time::Duration};
+use std::{marker::PhantomData, path::PathBuf, time::Duration};
 
 use tempfile::TempDir;
 use tokio::process::Child;
@@ -10,41 +10,74 @@ use crate::process::{find_tool, kill9, spawn, wait_for_port};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `nats-server -js` process.
-pub struct NatsServer {
+/// What differs between the external servers: the executable and its arguments.
+pub trait ServerKind {
+    const NAME: &'static str;
+    const TOOL: &'static str;
+    /// Environment variable that overrides where the executable is.
+    const TOOL_ENV: &'static str;
+    fn args(port: u16, data_dir: &std::path::Path) -> Vec<String>;
+}
+
+pub struct Nats;
+pub struct Store;
+
+impl ServerKind for Nats {
+    const NAME: &'static str = "nats";
+    const TOOL: &'static str = "nats-server";
+    const TOOL_ENV: &'static str = "COURIER_NATS_SERVER_BIN";
+    fn args(port: u16, data_dir: &std::path::Path) -> Vec<String> {
+        let port = port.to_string();
+        let dir = data_dir.display().to_string();
+        ["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir].map(str::to_owned).to_vec()
+    }
+}
+
+impl ServerKind for Store {
+    const NAME: &'static str = "store";
+    const TOOL: &'static str = "secantusd-py";
+    const TOOL_ENV: &'static str = "COURIER_SECANTUSD_BIN";
+    fn args(port: u16, data_dir: &std::path::Path) -> Vec<String> {
+        let port = port.to_string();
+        let dir = data_dir.display().to_string();
+        ["--host", "127.0.0.1", "--port", &port, "--storage-path", &dir, "--log-level", "WARNING"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+}
+
+/// A server process on a fixed port with a data dir that survives restarts.
+pub struct Server<K: ServerKind> {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    kind: PhantomData<K>,
 }
 
-impl NatsServer {
+/// `nats-server -js`.
+pub type NatsServer = Server<Nats>;
+/// SecantusDB, the MongoDB-wire store, with on-disk storage.
+pub type StoreServer = Server<Store>;
+
+impl<K: ServerKind> Server<K> {
     pub async fn start() -> Self {
-        let mut server = NatsServer { port: crate::free_port(), dir: tempfile::tempdir().expect("temp dir"), child: None };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server { port: crate::free_port(), dir, child: None, kind: PhantomData };
         server.restart().await;
         server
     }
 
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("nats.log")
+        self.dir.path().join(format!("{}.log", K::NAME))
     }
 
-    /// (Re)starts on the same port with the same JetStream store.
+    /// (Re)starts on the same port with the same data.
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "nats-server is already running");
-        let store = self.dir.path().join("jetstream");
-        let args = [
-            "-a".into(), "127.0.0.1".into(),
-            "-p".into(), self.port.to_string(),
-            "-js".into(),
-            "-sd".into(), store.display().to_string(),
-        ];
-        let bin = find_tool("nats-server", "COURIER_NATS_SERVER_BIN");
+        assert!(self.child.is_none(), "{} is already running", K::NAME);
+        let args = K::args(self.port, &self.dir.path().join("data"));
+        let bin = find_tool(K::TOOL, K::TOOL_ENV);
         self.child = Some(spawn(&bin, &args, &[], &self.log_path()));
-        wait_for_port(self.port, "nats-server", START_TIMEOUT).await;
+        wait_for_port(self.port, K::TOOL, START_TIMEOUT).await;
     }
 
     /// `kill -9`: no chance to flush or say goodbye.
@@ -55,45 +88,14 @@ impl NatsServer {
     }
 }
 
-/// A SecantusDB (MongoDB wire protocol) process with on-disk storage.
-pub struct StoreServer {
-    pub port: u16,
-    dir: TempDir,
-    child: Option<Child>,
+impl NatsServer {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
 }
 
 impl StoreServer {
-    pub async fn start() -> Self {
-        let mut server = StoreServer { port: crate::free_port(), dir: tempfile::tempdir().expect("temp dir"), child: None };
-        server.restart().await;
-        server
-    }
-
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("store.log")
-    }
-
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "the store is already running");
-        let data = self.dir.path().join("data");
-        let args = [
-            "--host".into(), "127.0.0.1".into(),
-            "--port".into(), self.port.to_string(),
-            "--storage-path".into(), data.display().to_string(),
-            "--log-level".into(), "WARNING".into(),
-        ];
-        let bin = find_tool("secantusd-py", "COURIER_SECANTUSD_BIN");
-        self.child = Some(spawn(&bin, &args, &[], &self.log_path()));
-        wait_for_port(self.port, "secantusd-py", START_TIMEOUT).await;
-    }
-
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill9(&mut child).await;
-        }
     }
 }

@@ -36,6 +36,17 @@ struct InProcess {
 }
 
 impl InProcess {
+    /// Spawns a service's `run(shutdown)` and waits until `ready_url` answers 200.
+    async fn spawn<F>(run: impl FnOnce(CancellationToken) -> F, ready_url: String) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        wait_ready(&ready_url).await;
+        InProcess { shutdown, task }
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         match tokio::time::timeout(Duration::from_secs(15), self.task).await {
@@ -56,10 +67,8 @@ impl RunningApi {
     pub async fn start(config: ApiConfig) -> Self {
         let app = courier_api::Application::build(config).await.expect("api builds");
         let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
-        wait_ready(&format!("http://{addr}/readyz")).await;
-        RunningApi { addr, inner: InProcess { shutdown, task } }
+        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
+        RunningApi { addr, inner }
     }
 
     pub fn url(&self) -> String {
@@ -80,10 +89,8 @@ impl RunningBroadcaster {
     pub async fn start(config: BroadcasterConfig) -> Self {
         let app = courier_broadcaster::Application::build(config).await.expect("broadcaster builds");
         let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
-        wait_ready(&format!("http://{addr}/readyz")).await;
-        RunningBroadcaster { addr, inner: InProcess { shutdown, task } }
+        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
+        RunningBroadcaster { addr, inner }
     }
 
     pub fn ws_url(&self) -> String {
@@ -104,10 +111,8 @@ impl RunningWorker {
     pub async fn start(config: WorkerConfig, handlers: Handlers) -> Self {
         let app = courier_worker::Application::build(config, handlers).await.expect("worker builds");
         let metrics_addr = app.metrics_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
-        wait_ready(&format!("http://{metrics_addr}/readyz")).await;
-        RunningWorker { metrics_addr, inner: InProcess { shutdown, task } }
+        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{metrics_addr}/readyz")).await;
+        RunningWorker { metrics_addr, inner }
     }
 
     pub async fn stop(self) {

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
-use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
+use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -91,16 +91,14 @@ impl Application {
 }
 
 async fn ensure_indexes_with_retry(store: &Store, shutdown: &CancellationToken) {
-    let mut delay = std::time::Duration::from_millis(100);
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
     loop {
         match store.ensure_indexes().await {
             Ok(()) => return,
-            Err(err) => tracing::warn!(%err, retry_in = ?delay, "creating MongoDB indexes failed"),
+            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating MongoDB indexes failed"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }

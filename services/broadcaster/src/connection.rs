@@ -203,8 +203,8 @@ impl Connection {
             }
         };
         match frame {
-            ClientFrame::Ping => self.send_frame(&ServerFrame::Pong).await,
-            ClientFrame::GetStatus => {
+            ClientFrame::Ping {} => self.send_frame(&ServerFrame::Pong).await,
+            ClientFrame::GetStatus {} => {
                 let status = self.status();
                 self.send_frame(&ServerFrame::Status(status)).await
             }

@@ -14,7 +14,10 @@ use async_nats::jetstream::{
     self,
     consumer::{DeliverPolicy, pull::OrderedConfig},
 };
-use courier_core::subjects::{EVENTS_ALL, EVENTS_STREAM};
+use courier_core::{
+    shutdown::Backoff,
+    subjects::{EVENTS_ALL, EVENTS_STREAM},
+};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -30,17 +33,15 @@ pub struct LiveFeed {
 
 impl LiveFeed {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_secs(2));
         while !shutdown.is_cancelled() {
             match self.attach_and_fan_out(&shutdown).await {
-                Ok(()) => delay = Duration::from_millis(100),
+                Ok(()) => backoff.reset(),
                 Err(err) => {
-                    tracing::warn!(%err, retry_in = ?delay, "live feed detached");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
+                    tracing::warn!(%err, retry_in = ?backoff.next_delay(), "live feed detached");
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
             self.attached.store(false, Ordering::Release);

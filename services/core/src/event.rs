@@ -1,6 +1,6 @@
 //! The event envelope: what every committed change becomes on the `EVENTS` stream.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -81,7 +81,8 @@ impl Event {
             doc_id: doc_id.to_owned(),
             data,
             actor,
-            time: Utc::now(),
+            // Millisecond precision: exactly what the wire format carries.
+            time: Utc::now().trunc_subsecs(3),
             trace_id,
         }
     }

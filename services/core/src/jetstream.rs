@@ -81,16 +81,14 @@ pub async fn ensure_streams_with_retry(
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = crate::shutdown::Backoff::new(Duration::from_secs(2));
     loop {
         match ensure_streams(js, replicas).await {
             Ok(()) => return true,
-            Err(err) => tracing::warn!(%err, retry_in = ?delay, "JetStream streams not ready"),
+            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "JetStream streams not ready"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown).await {
+            return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }

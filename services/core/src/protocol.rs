@@ -48,8 +48,9 @@ pub enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
-    Ping,
-    GetStatus,
+    // Empty struct variants (not unit variants) so unknown fields are refused here too.
+    Ping {},
+    GetStatus {},
 }
 
 /// Frames the broadcaster sends.
@@ -141,7 +142,7 @@ mod tests {
             ClientFrame::Subscribe { channel: "products".into(), since: Some(41), token: None }
         );
         let f: ClientFrame = serde_json::from_str(r#"{"type":"get_status"}"#).unwrap();
-        assert_eq!(f, ClientFrame::GetStatus);
+        assert_eq!(f, ClientFrame::GetStatus {});
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"launch"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe"}"#).is_err());
         assert!(

@@ -21,6 +21,7 @@ use async_nats::{
 };
 use courier_core::{
     Task,
+    shutdown::Backoff,
     subjects::{TASKS_ALL, TASKS_STREAM, TRACE_HEADER, dead_letter_subject},
     task::is_valid_task_kind,
 };
@@ -72,20 +73,18 @@ pub fn consumer_config(config: &WorkerConfig) -> pull::Config {
 impl WorkLoop {
     /// Pulls and processes tasks until `shutdown`; in-flight tasks finish before it returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_secs(2));
         while !shutdown.is_cancelled() {
             match self.attach().await {
                 Ok(consumer) => {
-                    delay = Duration::from_millis(100);
+                    backoff.reset();
                     self.process_until_detached(consumer, &shutdown).await;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, retry_in = ?delay, "cannot attach to the {CONSUMER_NAME} consumer");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
+                    tracing::warn!(%err, retry_in = ?backoff.next_delay(), "cannot attach to the {CONSUMER_NAME} consumer");
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
             self.attached.store(false, Ordering::Release);
