@@ -137,7 +137,7 @@ impl ApiServerVerifier {
                         Response::new(Body::from(serde_json::to_vec(&value).unwrap()))
                     }
                     Reply::Status(code) => {
-                        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "mock", "reason": code.canonical_reason(), "code": code.as_u16()});
+                        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "mock", "reason": k8s_reason(code), "code": code.as_u16()});
                         Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
                     }
                 };
@@ -146,6 +146,16 @@ impl ApiServerVerifier {
             }
             seen
         })
+    }
+}
+
+/// The `reason` the API server puts in a `Status` for this code (kube matches on it).
+fn k8s_reason(code: StatusCode) -> &'static str {
+    match code.as_u16() {
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        _ => "InternalError",
     }
 }
 
