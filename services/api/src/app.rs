@@ -45,6 +45,7 @@ impl Application {
             collections: Arc::new(collections),
             metrics,
             max_body_bytes: config.max_body_bytes,
+            fault: config.fault,
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
             let store = store.clone();

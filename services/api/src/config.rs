@@ -47,8 +47,19 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 
+    /// Test-only fault injection: `exit-after-commit` makes the process exit right after a
+    /// write commits and before its event is published (the outbox relay must recover it).
+    #[arg(long, env = "COURIER_API_FAULT", hide = true)]
+    pub fault: Option<Fault>,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Faults the chaos tests inject into a real api process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    ExitAfterCommit,
 }
 
 /// Parses a whole number of milliseconds.

@@ -11,4 +11,5 @@ pub struct AppState {
     pub collections: Arc<Collections>,
     pub metrics: Arc<ApiMetrics>,
     pub max_body_bytes: usize,
+    pub fault: Option<crate::config::Fault>,
 }

@@ -68,6 +68,10 @@ async fn create(
         .store
         .commit(&[Write::Insert { collection: name.clone(), document: stored }], std::slice::from_ref(&record))
         .await?;
+    if state.fault == Some(crate::config::Fault::ExitAfterCommit) {
+        tracing::error!(%doc_id, "fault injection: exiting after commit, before publish");
+        std::process::exit(86);
+    }
     state.outbox.publish_after_commit(vec![record]);
     tracing::info!(collection = %name, %doc_id, %trace_id, "document created");
 
