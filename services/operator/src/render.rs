@@ -161,6 +161,29 @@ spec: {schema: {type: object}}
     }
 
     #[test]
+    fn the_shipped_samples_render_with_all_three_collections() {
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/samples");
+        let mut manifests = Manifests::default();
+        for name in ["courier.yaml", "collection-products.yaml", "collection-desks.yaml", "collection-pets.yaml"] {
+            read_manifests(&samples.join(name), "default", &mut manifests).unwrap();
+        }
+        let rendered = render(&manifests, None).unwrap();
+        assert!(rendered.warnings.is_empty(), "{:?}", rendered.warnings);
+        let cm: Value = serde_yaml::Deserializer::from_str(&rendered.yaml)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .find(|v: &Value| v["kind"] == "ConfigMap")
+            .unwrap();
+        let file: courier_core::collection_spec::CollectionsFile =
+            serde_yaml::from_str(cm["data"]["collections.yaml"].as_str().unwrap()).unwrap();
+        let names: Vec<&str> = file.collections.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["desks", "pets", "products"]);
+        let pets = &file.collections[1];
+        assert_eq!(pets.access.write, courier_core::collection_spec::AccessLevel::Authenticated);
+        assert_eq!(pets.tasks[0].kind, "pets.enrich");
+        assert_eq!(pets.tasks[0].on.len(), 2);
+    }
+
+    #[test]
     fn rejects_foreign_kinds_and_reports_bad_collections() {
         let mut manifests = Manifests::default();
         let mut file = tempfile::NamedTempFile::new().unwrap();
