@@ -148,7 +148,7 @@ fn event() -> Expect {
 
 /// A repeated Event (same reason) is patched into a series by the recorder.
 fn event_series() -> Expect {
-    Expect::new(Method::PATCH, &format!("{EVENTS}/*"), Reply::Echo)
+    Expect::new(Method::PATCH, format!("{EVENTS}/*"), Reply::Echo)
 }
 
 fn status_patch(courier: &Courier) -> Expect {
@@ -440,7 +440,7 @@ async fn collections_are_selected_by_label_and_rejected_ones_left_out() {
 fn collection_status_patch(collection: &Collection) -> Expect {
     Expect::new(
         Method::PATCH,
-        &format!("/apis/courier.dev/v1alpha1/namespaces/{NS}/collections/{}/status", collection.name_any()),
+        format!("/apis/courier.dev/v1alpha1/namespaces/{NS}/collections/{}/status", collection.name_any()),
         Reply::MergeInto(serde_json::to_value(collection).unwrap()),
     )
 }

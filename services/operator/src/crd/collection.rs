@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A collection the api serves, mirrored field for field from `collections.yaml`.
+// clippy reads repeated `type_ = …` keys across `printcolumn(…)` groups as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "courier.dev",

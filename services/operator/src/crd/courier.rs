@@ -13,6 +13,8 @@ use super::Condition;
 /// Desired state of a Courier installation. The operator creates the api, broadcaster and worker
 /// Deployments (with Services, PodDisruptionBudgets, a ServiceAccount and the collections
 /// ConfigMap) from it and keeps them in line.
+// clippy reads repeated `type_ = …` keys across `printcolumn(…)` groups as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "courier.dev",
