@@ -306,4 +306,60 @@ mod tests {
         assert_eq!(seen[1].body["spec"]["leaseTransitions"], 1, "a renewal is no transition");
         assert_eq!(seen[3].body["spec"].get("holderIdentity"), None, "released");
     }
+
+    fn metrics() -> Metrics {
+        Metrics::new(&mut prometheus_client::registry::Registry::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn losing_the_lease_stops_the_work_and_reports_it() {
+        let (client, verifier) = fixtures::mock_client();
+        let server = verifier.run(vec![
+            Expect::new(Method::GET, PATH, Reply::Status(StatusCode::NOT_FOUND)),
+            Expect::new(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases", Reply::Echo),
+            // First renewal: someone else holds it now (e.g. after a network partition).
+            Expect::new(Method::GET, PATH, Reply::Json(lease("operator-b", 0, 1))),
+        ]);
+        let metrics = metrics();
+        let e = elector(client);
+        let worked = std::sync::atomic::AtomicBool::new(false);
+        let result = e
+            .lead(CancellationToken::new(), &metrics, |leading| async {
+                worked.store(true, std::sync::atomic::Ordering::SeqCst);
+                leading.cancelled_owned().await;
+            })
+            .await;
+        finish(server).await;
+        assert!(worked.into_inner(), "work ran while leading");
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "lost_leadership", "{err}");
+        assert_eq!(metrics.leader.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_the_work_and_releases_the_lease() {
+        let (client, verifier) = fixtures::mock_client();
+        let server = verifier.run(vec![
+            Expect::new(Method::GET, PATH, Reply::Status(StatusCode::NOT_FOUND)),
+            Expect::new(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases", Reply::Echo),
+            Expect::new(Method::GET, PATH, Reply::Json(lease("operator-a", 0, 0))),
+            Expect::new(Method::PUT, PATH, Reply::Echo),
+        ]);
+        let metrics = metrics();
+        let stop = CancellationToken::new();
+        let e = elector(client);
+        let leader_while_working = std::sync::atomic::AtomicI64::new(-1);
+        let result = e
+            .lead(stop.clone(), &metrics, |leading| async {
+                leader_while_working.store(metrics.leader.get(), std::sync::atomic::Ordering::SeqCst);
+                stop.cancel(); // SIGTERM while leading
+                leading.cancelled_owned().await;
+            })
+            .await;
+        assert_eq!(leader_while_working.into_inner(), 1);
+        result.unwrap();
+        let seen = finish(server).await;
+        assert_eq!(seen[3].body["spec"].get("holderIdentity"), None, "released on shutdown");
+        assert_eq!(metrics.leader.get(), 0);
+    }
 }
