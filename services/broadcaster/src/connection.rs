@@ -1,6 +1,10 @@
 //! One WebSocket connection: the protocol v1 state machine. Reads client frames, manages the
 //! connection's subscriptions (live rings, plus replay for `since`), writes event frames in
 //! batches, pings idle clients, and cuts off clients that cannot keep up (close 4008).
+//!
+//! A connection never holds up anyone else: the fan-out hands it frames through its channel
+//! rings and never waits; everything that can block (socket writes, replays) runs in this
+//! connection's own task, under a timeout.
 
 use std::{
     collections::HashMap,
@@ -15,6 +19,7 @@ use courier_core::{
 };
 use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
 use tokio_stream::{StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+use tokio_tungstenite::tungstenite;
 
 use crate::{app::Shared, hub::Delivery, replay};
 
@@ -22,6 +27,22 @@ use crate::{app::Shared, hub::Delivery, replay};
 const WRITE_BATCH: usize = 64;
 /// Most events one `since` replay may send (larger gaps: resubscribe without `since`).
 const MAX_REPLAY_EVENTS: usize = 100_000;
+/// How long a close frame other than 4008 may take to go out before the socket is dropped.
+const CLOSE_WINDOW: Duration = Duration::from_secs(1);
+/// RFC 6455 close codes for a client that breaks the framing (core's `close_code` has ours).
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_PAYLOAD: u16 = 1007;
+/// Longest error message sent back (serde's messages can quote the client's input).
+const MAX_ERROR_MESSAGE: usize = 256;
+
+/// Why a write to the client failed.
+#[derive(Debug)]
+enum WriteError {
+    /// The client did not take the frames within the send timeout: a slow consumer.
+    TimedOut,
+    /// The socket is gone.
+    Closed,
+}
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -32,6 +53,7 @@ pub enum CloseReason {
     SlowConsumer,
     IdleTimeout,
     Shutdown,
+    /// The client broke the WebSocket protocol or a size limit (closed 1002, 1007 or 1009).
     ProtocolError,
 }
 
@@ -82,10 +104,9 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
     };
     shared.metrics.connection_opened();
     let hello = ServerFrame::ConnectionEstablished { connection_id: conn.id.clone(), protocol: PROTOCOL_VERSION };
-    let reason = if conn.send_frame(&hello).await.is_err() {
-        CloseReason::ClientClosed
-    } else {
-        conn.run(&mut stream).await
+    let reason = match conn.send_frame(&hello).await {
+        Ok(()) => conn.run(&mut stream).await,
+        Err(err) => conn.write_failed(err).await,
     };
     tracing::debug!(connection_id = %conn.id, reason = reason.as_str(), "connection closed");
     let subscribed: Vec<Channel> = conn.subs.into_values().map(|s| s.channel).collect();
@@ -99,55 +120,97 @@ impl Connection {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         let shutdown = self.shared.shutdown.clone();
         loop {
-            tokio::select! {
+            let outcome = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.close(close_code::GOING_AWAY, "server shutting down").await;
+                    self.close(close_code::GOING_AWAY, "server shutting down", CLOSE_WINDOW).await;
                     return CloseReason::Shutdown;
                 }
                 incoming = stream.next() => {
                     self.last_heard = Instant::now();
                     match incoming {
-                        None | Some(Err(_)) => return CloseReason::ClientClosed,
-                        Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
-                        Some(Ok(Message::Text(text))) => {
-                            if self.on_client_text(&text).await.is_err() {
-                                return CloseReason::ClientClosed;
-                            }
+                        None => return CloseReason::ClientClosed,
+                        Some(Err(err)) => return self.read_failed(err).await,
+                        Some(Ok(Message::Close(_))) => {
+                            // Let the library's close reply go out, then end.
+                            let _ = tokio::time::timeout(CLOSE_WINDOW, self.sink.flush()).await;
+                            return CloseReason::ClientClosed;
                         }
+                        Some(Ok(Message::Text(text))) => self.on_client_text(&text).await,
                         Some(Ok(Message::Binary(_))) => {
                             let frame = ServerFrame::error(error_code::BAD_FRAME, "binary frames are not supported; send JSON text", None);
-                            if self.send_frame(&frame).await.is_err() {
-                                return CloseReason::ClientClosed;
-                            }
+                            self.send_frame(&frame).await
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                     }
                 }
                 Some((channel, item)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    if let Some(reason) = self.on_delivery(channel, item).await {
-                        return reason;
+                    match self.on_delivery(channel, item).await {
+                        Ok(Some(reason)) => return reason,
+                        Ok(None) => Ok(()),
+                        Err(err) => Err(err),
                     }
                 }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > ping_interval * 3 {
-                        self.close(close_code::IDLE_TIMEOUT, "no frame received within the idle timeout").await;
+                        self.close(close_code::IDLE_TIMEOUT, "no frame received within the idle timeout", CLOSE_WINDOW).await;
                         return CloseReason::IdleTimeout;
                     }
-                    if self.write_with_timeout(vec![Message::Ping(bytes::Bytes::new())]).await.is_err() {
-                        return CloseReason::SlowConsumer;
-                    }
+                    self.write_with_timeout(vec![Message::Ping(bytes::Bytes::new())]).await
                 }
+            };
+            if let Err(err) = outcome {
+                return self.write_failed(err).await;
             }
         }
     }
 
-    /// Writes one delivery plus any others already waiting (one flush for the batch).
+    /// A write failed: a client that stopped taking frames for the send timeout is a slow
+    /// consumer and gets close 4008 if it still can (a client that reads nothing at all cannot
+    /// receive any frame, so it only sees the connection end); a vanished one just ends.
+    async fn write_failed(&mut self, err: WriteError) -> CloseReason {
+        match err {
+            WriteError::Closed => CloseReason::ClientClosed,
+            WriteError::TimedOut => {
+                self.shared.metrics.slow_consumer_disconnects.inc();
+                self.close_slow_consumer().await;
+                CloseReason::SlowConsumer
+            }
+        }
+    }
+
+    async fn close_slow_consumer(&mut self) {
+        let window = self.shared.config.send_timeout();
+        self.close(close_code::SLOW_CONSUMER, "client fell too far behind; resume with since", window).await;
+    }
+
+    /// Reading failed: answer a broken limit or protocol with its close code, then end.
+    async fn read_failed(&mut self, err: axum::Error) -> CloseReason {
+        let inner = err.into_inner();
+        let close = match inner.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => Some((close_code::MESSAGE_TOO_BIG, "message exceeds the size limit")),
+            Some(tungstenite::Error::Utf8(_)) => Some((INVALID_PAYLOAD, "text frame is not valid UTF-8")),
+            Some(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => None,
+            Some(tungstenite::Error::Protocol(_)) => Some((PROTOCOL_ERROR, "websocket protocol violation")),
+            _ => None,
+        };
+        tracing::debug!(connection_id = %self.id, err = %inner, "read failed");
+        match close {
+            Some((code, reason)) => {
+                self.close(code, reason, CLOSE_WINDOW).await;
+                CloseReason::ProtocolError
+            }
+            None => CloseReason::ClientClosed,
+        }
+    }
+
+    /// Writes one delivery plus any others already waiting (one flush for the batch); returns
+    /// the reason to end the connection, if any.
     async fn on_delivery(
         &mut self,
         sub: u32,
         item: Result<Delivery, BroadcastStreamRecvError>,
-    ) -> Option<CloseReason> {
+    ) -> Result<Option<CloseReason>, WriteError> {
         let mut batch = Vec::new();
         let mut lagged = self.take_delivery(sub, item, &mut batch);
         while batch.len() < WRITE_BATCH && !lagged {
@@ -157,20 +220,22 @@ impl Connection {
             }
         }
         if lagged {
+            // The frames in `batch` are older than the gap: send them, then say why we stop,
+            // so the client's last seq per channel is a correct resume point.
+            if !batch.is_empty() {
+                self.write_with_timeout(batch).await?;
+            }
             self.shared.metrics.slow_consumer_disconnects.inc();
-            self.close(close_code::SLOW_CONSUMER, "client fell too far behind; resume with since").await;
-            return Some(CloseReason::SlowConsumer);
+            self.close_slow_consumer().await;
+            return Ok(Some(CloseReason::SlowConsumer));
         }
         let frames = batch.len() as u64;
         if frames == 0 {
-            return None;
+            return Ok(None);
         }
-        if self.write_with_timeout(batch).await.is_err() {
-            self.shared.metrics.slow_consumer_disconnects.inc();
-            return Some(CloseReason::SlowConsumer);
-        }
+        self.write_with_timeout(batch).await?;
         self.shared.metrics.frames_sent.inc_by(frames);
-        None
+        Ok(None)
     }
 
     /// Adds a delivery to `batch` unless the client already has it; true if the ring lagged.
@@ -194,11 +259,11 @@ impl Connection {
         }
     }
 
-    async fn on_client_text(&mut self, text: &str) -> Result<(), axum::Error> {
+    async fn on_client_text(&mut self, text: &str) -> Result<(), WriteError> {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
             Err(err) => {
-                let message = format!("unreadable frame: {err}");
+                let message = truncate(format!("unreadable frame: {err}"));
                 return self.send_frame(&ServerFrame::error(error_code::BAD_FRAME, message, None)).await;
             }
         };
@@ -216,7 +281,8 @@ impl Connection {
                     }
                     self.send_frame(&ServerFrame::Unsubscribed { channel }).await
                 } else {
-                    let message = format!("not subscribed to '{channel}'");
+                    let channel = truncate(channel);
+                let message = format!("not subscribed to '{channel}'");
                     self.send_frame(&ServerFrame::error(error_code::NOT_SUBSCRIBED, message, Some(&channel))).await
                 }
             }
@@ -224,11 +290,13 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, name: String, since: Option<u64>) -> Result<(), axum::Error> {
+    async fn subscribe(&mut self, name: String, since: Option<u64>) -> Result<(), WriteError> {
         let channel = match Channel::parse(&name) {
             Ok(channel) => channel,
             Err(err) => {
-                return self.send_frame(&ServerFrame::error(error_code::BAD_CHANNEL, err.to_string(), Some(&name))).await;
+                // The refused name is echoed (cut short) so the client can match the error.
+                let shown = truncate(name);
+                return self.send_frame(&ServerFrame::error(error_code::BAD_CHANNEL, truncate(err.to_string()), Some(&shown))).await;
             }
         };
         let name = channel.name();
@@ -259,7 +327,7 @@ impl Connection {
                         self.shared.metrics.replays_served.inc();
                     }
                     Ok(Err(err)) => {
-                        let message = format!("replay failed: {err}");
+                        let message = truncate(format!("replay failed: {err}"));
                         return self.send_frame(&ServerFrame::error(error_code::REPLAY_FAILED, message, Some(&name))).await;
                     }
                     Err(_) => {
@@ -309,13 +377,13 @@ impl Connection {
         }
     }
 
-    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), axum::Error> {
+    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), WriteError> {
         self.write_with_timeout(vec![Message::Text(Utf8Bytes::from(frame.to_json()))]).await
     }
 
     /// Feeds `messages` and flushes once, failing if the client does not take them within
     /// the send timeout (a stalled reader must not pin this task forever).
-    async fn write_with_timeout(&mut self, messages: Vec<Message>) -> Result<(), axum::Error> {
+    async fn write_with_timeout(&mut self, messages: Vec<Message>) -> Result<(), WriteError> {
         let timeout = self.shared.config.send_timeout();
         let sink = &mut self.sink;
         let write = async move {
@@ -325,16 +393,39 @@ impl Connection {
             sink.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
-            Ok(result) => result,
-            Err(_) => Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "send timed out"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Closed),
+            Err(_) => Err(WriteError::TimedOut),
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) {
+    /// Sends a close frame, giving it `window` to go out (frames still queued for the client go
+    /// first); the socket is dropped after that either way.
+    async fn close(&mut self, code: u16, reason: &'static str, window: Duration) {
         let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            let _ = self.sink.send(frame).await;
-        })
-        .await;
+        let _ = tokio::time::timeout(window, self.sink.send(frame)).await;
+    }
+}
+
+/// Cuts an error message or echoed name to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_MESSAGE {
+        let cut = (0..=MAX_ERROR_MESSAGE - 1).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let cut = truncate("é".repeat(1000));
+        assert!(cut.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short".into()), "short");
     }
 }
