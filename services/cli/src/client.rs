@@ -26,6 +26,8 @@ pub enum ClientError {
     Refused { code: String, message: String },
     #[error("timed out waiting for the server")]
     Timeout,
+    #[error("nothing heard from the server (not even a ping) for {0:?}")]
+    Silent(Duration),
 }
 
 pub struct WsClient {
@@ -34,6 +36,9 @@ pub struct WsClient {
     pending: VecDeque<ServerFrame>,
     pub connection_id: String,
     pub url: String,
+    /// When set, a read fails with [`ClientError::Silent`] if the server sends nothing at all
+    /// (the broadcaster pings idle connections, so silence means a dead peer or network).
+    idle_limit: Option<Duration>,
 }
 
 impl WsClient {
@@ -42,12 +47,35 @@ impl WsClient {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
-        let mut client = WsClient { socket, pending: VecDeque::new(), connection_id: String::new(), url: url.to_owned() };
+        Self::greeted(socket, url).await
+    }
+
+    /// Connects over an already connected TCP stream (e.g. one with tuned socket options).
+    pub async fn connect_over(stream: TcpStream, url: &str) -> Result<Self, ClientError> {
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+        Self::greeted(socket, url).await
+    }
+
+    async fn greeted(socket: WebSocketStream<MaybeTlsStream<TcpStream>>, url: &str) -> Result<Self, ClientError> {
+        let mut client = WsClient {
+            socket,
+            pending: VecDeque::new(),
+            connection_id: String::new(),
+            url: url.to_owned(),
+            idle_limit: None,
+        };
         match client.next_frame_within(Duration::from_secs(10)).await? {
             ServerFrame::ConnectionEstablished { connection_id, .. } => client.connection_id = connection_id,
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
         Ok(client)
+    }
+
+    /// Fail reads after `limit` without any frame from the server (see `idle_limit`).
+    pub fn set_idle_limit(&mut self, limit: Option<Duration>) {
+        self.idle_limit = limit;
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
@@ -100,7 +128,11 @@ impl WsClient {
 
     async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
-            let message = self.socket.next().await.ok_or(ClientError::Closed { code: None, reason: String::new() })??;
+            let next = match self.idle_limit {
+                Some(limit) => tokio::time::timeout(limit, self.socket.next()).await.map_err(|_| ClientError::Silent(limit))?,
+                None => self.socket.next().await,
+            };
+            let message = next.ok_or(ClientError::Closed { code: None, reason: String::new() })??;
             match message {
                 Message::Text(text) => {
                     return serde_json::from_str(&text).map_err(|err| ClientError::Unexpected(format!("{err}: {text}")));
@@ -152,7 +184,14 @@ pub struct ResumingSubscriber {
     client: Option<WsClient>,
     next_url: usize,
     backoff: Duration,
+    idle_limit: Duration,
+    connects: u64,
+    duplicates_dropped: u64,
 }
+
+/// Default for [`ResumingSubscriber::with_idle_limit`]: three of the broadcaster's default
+/// ping intervals (20 s), so a silently dead connection is replaced within a minute.
+pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -161,12 +200,60 @@ impl ResumingSubscriber {
     /// `since` applies to every channel (None: start live).
     pub fn new(urls: Vec<String>, channels: Vec<String>, since: Option<u64>, token: Option<String>) -> Self {
         let last_seq = since.map(|s| channels.iter().map(|c| (c.clone(), s)).collect()).unwrap_or_default();
-        ResumingSubscriber { urls, channels, token, last_seq, client: None, next_url: 0, backoff: MIN_BACKOFF }
+        ResumingSubscriber {
+            urls,
+            channels,
+            token,
+            last_seq,
+            client: None,
+            next_url: 0,
+            backoff: MIN_BACKOFF,
+            idle_limit: DEFAULT_IDLE_LIMIT,
+            connects: 0,
+            duplicates_dropped: 0,
+        }
+    }
+
+    /// Reconnect when the server has sent nothing (not even a ping) for `limit`.
+    pub fn with_idle_limit(mut self, limit: Duration) -> Self {
+        self.idle_limit = limit;
+        self
+    }
+
+    /// How many connections were established so far (1 + reconnects).
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    /// Event frames the server sent twice (a `seq` at or below the last one handed out) and
+    /// this subscriber dropped. The broadcaster's resume never does that; tests assert it.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped
+    }
+
+    /// The URL of the current connection, if connected.
+    pub fn connected_url(&self) -> Option<&str> {
+        self.client.as_ref().map(|c| c.url.as_str())
     }
 
     /// The last sequence delivered per channel.
     pub fn positions(&self) -> &HashMap<String, u64> {
         &self.last_seq
+    }
+
+    /// Connects and subscribes now (instead of on the first `next_event`), so that events
+    /// from this moment on are delivered. One attempt, on the next URL in turn.
+    pub async fn connect(&mut self, mut on_notice: impl FnMut(Notice)) -> Result<(), ClientError> {
+        if self.client.is_none() {
+            self.client = Some(self.connect_and_subscribe(&mut on_notice).await?);
+            self.backoff = MIN_BACKOFF;
+        }
+        Ok(())
+    }
+
+    /// Drops the current connection (the next `next_event` reconnects and resumes).
+    pub fn disconnect(&mut self) {
+        self.client = None;
     }
 
     /// The next event; `on_notice` hears about connects, subscriptions and disconnects.
@@ -189,6 +276,7 @@ impl ResumingSubscriber {
                 Ok(ServerFrame::Event { channel, seq, event }) => {
                     let last = self.last_seq.entry(channel.clone()).or_insert(0);
                     if seq <= *last {
+                        self.duplicates_dropped += 1;
                         continue; // never hand out a duplicate, whatever the server does
                     }
                     *last = seq;
@@ -208,6 +296,8 @@ impl ResumingSubscriber {
         let url = self.urls[self.next_url % self.urls.len()].clone();
         self.next_url += 1;
         let mut client = WsClient::connect(&url).await?;
+        client.set_idle_limit(Some(self.idle_limit));
+        self.connects += 1;
         on_notice(Notice::Connected { url, connection_id: client.connection_id.clone() });
         for channel in self.channels.clone() {
             let since = self.last_seq.get(&channel).copied();
