@@ -51,6 +51,8 @@ pub struct Server<K: ServerKind> {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Arguments added to the kind's own (kept across restarts).
+    extra_args: Vec<String>,
     kind: PhantomData<K>,
 }
 
@@ -61,8 +63,14 @@ pub type StoreServer = Server<Store>;
 
 impl<K: ServerKind> Server<K> {
     pub async fn start() -> Self {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts with `extra_args` after the usual ones (they apply to every restart too).
+    pub async fn start_with_args(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Server { port: crate::free_port(), dir, child: None, kind: PhantomData };
+        let extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Server { port: crate::free_port(), dir, child: None, extra_args, kind: PhantomData };
         server.restart().await;
         server
     }
@@ -74,7 +82,8 @@ impl<K: ServerKind> Server<K> {
     /// (Re)starts on the same port with the same data.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is already running", K::NAME);
-        let args = K::args(self.port, &self.dir.path().join("data"));
+        let mut args = K::args(self.port, &self.dir.path().join("data"));
+        args.extend(self.extra_args.iter().cloned());
         let bin = find_tool(K::TOOL, K::TOOL_ENV);
         self.child = Some(spawn(&bin, &args, &[], &self.log_path()));
         wait_for_port(self.port, K::TOOL, START_TIMEOUT).await;
@@ -95,6 +104,14 @@ impl NatsServer {
 }
 
 impl StoreServer {
+    /// A store that makes every commit durable before acknowledging it (`--sync-on-commit`).
+    /// By default SecantusDB, like mongod with `j: false`, may lose the last acknowledged
+    /// commits when its process is killed; tests that kill the store and then count what was
+    /// written need this (production MongoDB gets it from journaled, majority writes).
+    pub async fn start_durable() -> Self {
+        Self::start_with_args(&["--sync-on-commit"]).await
+    }
+
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }

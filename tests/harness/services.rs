@@ -125,22 +125,68 @@ pub struct ServiceProcess {
     pub port: u16,
     pub child: Child,
     pub log: PathBuf,
+    binary: String,
+    envs: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl ServiceProcess {
     /// Starts `binary` with `envs`, then waits for `http://127.0.0.1:<port>/readyz`.
     pub async fn start(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
+        let process = Self::spawn(binary, port, envs);
+        wait_ready(&process.http_url("/readyz")).await;
+        process
+    }
+
+    /// Starts `binary` without waiting for it to be ready.
+    pub fn spawn(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join(format!("{binary}.log"));
         let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let child = process::spawn(&process::courier_binary(binary), &[], &envs, &log);
-        wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
-        ServiceProcess { port, child, log, _dir: dir }
+        ServiceProcess { port, child, log, binary: binary.to_owned(), envs, _dir: dir }
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `ws://127.0.0.1:<port>/ws` (for a broadcaster).
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub async fn kill9(&mut self) {
+        process::kill9(&mut self.child).await;
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit (SIGKILL after that; `None`).
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        process::terminate(&mut self.child, timeout).await
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts the same binary again, same port and environment (after it exited or was
+    /// killed), and waits until it is ready; the log keeps growing in the same file.
+    pub async fn restart(&mut self) {
+        assert!(!self.is_running(), "{} is still running", self.binary);
+        self.child = process::spawn(&process::courier_binary(&self.binary), &[], &self.envs, &self.log);
+        wait_ready(&self.http_url("/readyz")).await;
     }
 }
 
