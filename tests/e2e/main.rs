@@ -2,6 +2,7 @@
 //! processes, driven over HTTP and WebSocket like a user would.
 
 mod api_errors;
+mod collections;
 mod delivery;
 mod helpers;
 mod protocol;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    collections::Collections, config::ApiConfig, metrics::ApiMetrics, outbox::Outbox, state::AppState,
+    collections::{Collections, CollectionsHandle}, config::ApiConfig, metrics::ApiMetrics, outbox::Outbox, state::AppState,
     store::Store,
 };
 
@@ -25,10 +25,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
-        Self::build_with(config, Collections::builtin()).await
-    }
-
-    pub async fn build_with(config: ApiConfig, collections: Collections) -> anyhow::Result<Self> {
+        let collections = Collections::load(&config.collections_file)?;
         let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout)
             .await
             .context("invalid MongoDB URI")?;
@@ -42,7 +39,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             outbox,
-            collections: Arc::new(collections),
+            collections: CollectionsHandle::new(collections),
             metrics,
             max_body_bytes: config.max_body_bytes,
             fault: config.fault,
@@ -69,10 +66,27 @@ impl Application {
             let (store, shutdown) = (state.store.clone(), shutdown.clone());
             let js = async_nats::jetstream::new(nats.clone());
             let replicas = config.nats.stream_replicas;
+            let collections = state.collections.current();
             tokio::spawn(async move {
-                tokio::join!(ensure_indexes_with_retry(&store, &shutdown), ensure_streams_with_retry(&js, replicas, &shutdown));
+                tokio::join!(
+                    ensure_indexes_with_retry(&store, &collections, &shutdown),
+                    ensure_streams_with_retry(&js, replicas, &shutdown)
+                );
             })
         };
+        let watcher = {
+            let (store, shutdown) = (state.store.clone(), shutdown.clone());
+            state.collections.clone().watch_file(
+                config.collections_file.clone(),
+                config.collections_reload_interval,
+                shutdown.clone(),
+                move |collections| {
+                    let (store, shutdown) = (store.clone(), shutdown.clone());
+                    async move { ensure_indexes_with_retry(&store, &collections, &shutdown).await }
+                },
+            )
+        };
+        let watcher = tokio::spawn(watcher);
         let relay = tokio::spawn(state.outbox.clone().run_relay(config.relay_interval, config.relay_grace, shutdown.clone()));
 
         axum::serve(listener, router)
@@ -83,6 +97,7 @@ impl Application {
         state.outbox.drain().await;
         let _ = relay.await;
         setup.abort();
+        let _ = watcher.await;
         if let Err(err) = nats.flush().await {
             tracing::debug!(%err, "flushing NATS at shutdown failed");
         }
@@ -91,10 +106,17 @@ impl Application {
     }
 }
 
-async fn ensure_indexes_with_retry(store: &Store, shutdown: &CancellationToken) {
+/// Creates the outbox's and every collection's indexes, retrying while the store is down.
+async fn ensure_indexes_with_retry(store: &Store, collections: &Collections, shutdown: &CancellationToken) {
     let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
     loop {
-        match store.ensure_indexes().await {
+        let mut result = store.ensure_indexes().await;
+        for def in collections.all() {
+            if result.is_ok() {
+                result = store.ensure_collection_indexes(&def.spec).await;
+            }
+        }
+        match result {
             Ok(()) => return,
             Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating MongoDB indexes failed"),
         }

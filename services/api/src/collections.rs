@@ -1,49 +1,171 @@
-//! The collections the api serves and their JSON Schemas, compiled once at start-up.
+//! The collections the api serves: loaded from `collections.yaml` (the format in
+//! `courier_core::collection_spec`), checked at start-up with errors naming the file, collection
+//! and problem, compiled once, and reloaded without restart when the file changes.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
-use serde_json::{Value, json};
+use courier_core::{
+    collection_spec::{AccessLevel, CollectionSpec, CollectionsFile, TriggerOn},
+    subjects::is_valid_collection_name,
+    task::is_valid_task_kind,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::FieldError;
 
-/// One collection: its name and compiled schema.
+/// A problem with the collections configuration; the message names file, collection and problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The JSON type of a top-level field, from its schema (used to type query filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    /// Objects, arrays or anything without one clear scalar type: matched as a string.
+    Other,
+}
+
+/// One collection, compiled.
 pub struct CollectionDef {
-    pub name: String,
-    pub schema: Value,
+    pub spec: CollectionSpec,
     validator: jsonschema::Validator,
+    /// Declared top-level properties and their types.
+    fields: HashMap<String, (FieldType, bool)>,
+    /// Whether documents may carry fields the schema does not declare.
+    open: bool,
 }
 
 impl std::fmt::Debug for CollectionDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectionDef").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("CollectionDef").field("name", &self.spec.name).finish_non_exhaustive()
     }
 }
 
+/// Whether `name` can be a document field used in filters, sorts and indexes.
+pub fn is_valid_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl CollectionDef {
-    pub fn new(name: &str, schema: Value) -> Result<Self, String> {
-        if !courier_core::subjects::is_valid_collection_name(name) {
-            return Err(format!(
-                "collection name '{name}' is invalid: lowercase letter first, then lowercase letters, digits or '_'"
-            ));
+    /// Compiles a spec, or says what is wrong with it (without the file name).
+    pub fn from_spec(spec: CollectionSpec) -> Result<Self, String> {
+        if !is_valid_collection_name(&spec.name) {
+            return Err("invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)".into());
         }
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|err| format!("collection '{name}': invalid JSON Schema: {err}"))?;
-        Ok(CollectionDef { name: name.to_owned(), schema, validator })
+        let schema = &spec.schema;
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err("schema must have \"type\": \"object\" (documents are JSON objects)".into());
+        }
+        let validator = jsonschema::validator_for(schema).map_err(|err| format!("schema does not compile: {err}"))?;
+        let mut fields = HashMap::new();
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, property) in properties {
+                if !is_valid_field_name(name) {
+                    return Err(format!("schema property '{name}': field names are letters, digits and '_'"));
+                }
+                if name == "id" {
+                    return Err("schema property 'id' is reserved: Courier assigns every document its id".into());
+                }
+                let read_only = property.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
+                fields.insert(name.clone(), (field_type(property), read_only));
+            }
+        }
+        let open = schema.get("additionalProperties") != Some(&Value::Bool(false));
+        for (i, index) in spec.indexes.iter().enumerate() {
+            if index.fields.is_empty() {
+                return Err(format!("index {}: 'fields' is empty", i + 1));
+            }
+            for field in &index.fields {
+                let name = field.strip_prefix('-').unwrap_or(field);
+                if !is_valid_field_name(name) {
+                    return Err(format!("index {}: '{field}' is not a field name ('-' prefix for descending)", i + 1));
+                }
+                if !open && !fields.contains_key(name) {
+                    return Err(format!("index {}: field '{name}' is not declared in the schema", i + 1));
+                }
+            }
+        }
+        for task in &spec.tasks {
+            if !is_valid_task_kind(&task.kind) {
+                return Err(format!("task kind '{}' is invalid: dot-separated lowercase words, e.g. pets.enrich", task.kind));
+            }
+            if task.on.is_empty() {
+                return Err(format!("task '{}': 'on' lists no trigger (create, update)", task.kind));
+            }
+        }
+        Ok(CollectionDef { spec, validator, fields, open })
     }
 
-    /// Checks a document body against the schema, listing every failing field.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn write_access(&self) -> AccessLevel {
+        self.spec.access.write
+    }
+
+    pub fn read_access(&self) -> AccessLevel {
+        self.spec.access.read
+    }
+
+    /// The type of a top-level field: `None` when the schema forbids undeclared fields and this
+    /// one is not declared.
+    pub fn field_type(&self, name: &str) -> Option<FieldType> {
+        match self.fields.get(name) {
+            Some((ty, _)) => Some(*ty),
+            None if self.open => Some(FieldType::Other),
+            None => None,
+        }
+    }
+
+    /// Fields Courier manages (`readOnly` in the schema): clients cannot set them.
+    pub fn read_only_fields(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().filter(|(_, (_, ro))| *ro).map(|(name, _)| name.as_str())
+    }
+
+    /// Task kinds to enqueue on `trigger`.
+    pub fn tasks_on(&self, trigger: TriggerOn) -> impl Iterator<Item = &str> {
+        self.spec.tasks.iter().filter(move |t| t.on.contains(&trigger)).map(|t| t.kind.as_str())
+    }
+
+    /// Checks a document against the schema, listing every failing field.
     pub fn validate(&self, document: &Value) -> Result<(), Vec<FieldError>> {
-        let mut fields: Vec<FieldError> = self
-            .validator
-            .iter_errors(document)
-            .flat_map(|err| field_errors(&err))
-            .collect();
+        let mut fields: Vec<FieldError> =
+            self.validator.iter_errors(document).flat_map(|err| field_errors(&err)).collect();
         if fields.is_empty() {
             return Ok(());
         }
         fields.sort_by(|a, b| a.field.cmp(&b.field));
         fields.dedup();
         Err(fields)
+    }
+}
+
+fn field_type(property: &Value) -> FieldType {
+    let types: Vec<&str> = match property.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        _ => vec![],
+    };
+    match types.as_slice() {
+        ["string"] => FieldType::String,
+        ["integer"] => FieldType::Integer,
+        ["number"] | ["integer", "number"] | ["number", "integer"] => FieldType::Number,
+        ["boolean"] => FieldType::Boolean,
+        _ => FieldType::Other,
     }
 }
 
@@ -80,76 +202,155 @@ fn pointer_to_dotted(pointer: &str) -> String {
 }
 
 /// The collections the api serves, by name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Collections {
     by_name: HashMap<String, Arc<CollectionDef>>,
 }
 
 impl Collections {
-    pub fn new(defs: Vec<CollectionDef>) -> Self {
-        Collections {
-            by_name: defs.into_iter().map(|d| (d.name.clone(), Arc::new(d))).collect(),
-        }
+    /// Parses and checks a `collections.yaml` text; `source` names it in errors.
+    pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let file: CollectionsFile =
+            serde_yaml::from_str(text).map_err(|err| ConfigError(format!("{source}: {err}")))?;
+        Self::from_specs(file.collections, source)
     }
 
-    /// The collections Courier ships with.
-    pub fn builtin() -> Self {
-        Self::new(vec![
-            CollectionDef::new("products", products_schema()).expect("built-in schema compiles"),
-        ])
+    pub fn from_specs(specs: Vec<CollectionSpec>, source: &str) -> Result<Self, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut by_name = HashMap::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let name = spec.name.clone();
+            if !seen.insert(name.clone()) {
+                return Err(ConfigError(format!("{source}: collection '{name}' is declared twice")));
+            }
+            let def = CollectionDef::from_spec(spec).map_err(|problem| {
+                let which = if name.is_empty() { format!("collection #{}", i + 1) } else { format!("collection '{name}'") };
+                ConfigError(format!("{source}: {which}: {problem}"))
+            })?;
+            by_name.insert(name, Arc::new(def));
+        }
+        Ok(Collections { by_name })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError(format!("{}: cannot read collections file: {err}", path.display())))?;
+        Self::from_yaml(&text, &path.display().to_string())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<CollectionDef>> {
         self.by_name.get(name).cloned()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
+    /// All collections, by name.
+    pub fn all(&self) -> Vec<Arc<CollectionDef>> {
+        let mut all: Vec<_> = self.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
     }
 }
 
-/// The seed project's product: `nombre`, `precio`, `talla`.
-fn products_schema() -> Value {
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["nombre", "precio"],
-        "properties": {
-            "nombre": {"type": "string", "minLength": 1, "maxLength": 200},
-            "precio": {"type": "number", "minimum": 0},
-            "talla": {"type": "string", "minLength": 1, "maxLength": 20}
+/// The current collections, swappable at run time (file reloads).
+#[derive(Clone)]
+pub struct CollectionsHandle {
+    current: Arc<RwLock<Arc<Collections>>>,
+}
+
+impl CollectionsHandle {
+    pub fn new(collections: Collections) -> Self {
+        CollectionsHandle { current: Arc::new(RwLock::new(Arc::new(collections))) }
+    }
+
+    pub fn current(&self) -> Arc<Collections> {
+        self.current.read().expect("collections lock poisoned").clone()
+    }
+
+    pub fn replace(&self, collections: Collections) {
+        *self.current.write().expect("collections lock poisoned") = Arc::new(collections);
+    }
+
+    /// Polls `path` every `interval`; a changed, valid file replaces the collections and
+    /// `on_change` runs (index creation); an invalid one is logged and the old set kept. The
+    /// file's content is captured now, so a change made before the future first runs counts.
+    /// Reading the path each time also follows a Kubernetes ConfigMap's symlink swaps.
+    pub fn watch_file<F, Fut>(
+        self,
+        path: PathBuf,
+        interval: Duration,
+        shutdown: CancellationToken,
+        on_change: F,
+    ) -> impl std::future::Future<Output = ()>
+    where
+        F: Fn(Arc<Collections>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = std::fs::read(&path).ok();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                if last.as_ref() == Some(&bytes) {
+                    continue;
+                }
+                last = Some(bytes);
+                match Collections::load(&path) {
+                    Ok(collections) => {
+                        let names: Vec<String> = collections.all().iter().map(|c| c.name().to_owned()).collect();
+                        self.replace(collections);
+                        tracing::info!(file = %path.display(), ?names, "collections reloaded");
+                        on_change(self.current()).await;
+                    }
+                    Err(err) => tracing::error!(%err, "collections file changed but is invalid; keeping the previous collections"),
+                }
+            }
         }
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn products() -> Arc<CollectionDef> {
-        Collections::builtin().get("products").unwrap()
+    fn shipped() -> Collections {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../collections.yaml");
+        Collections::load(&path).expect("the shipped collections.yaml is valid")
     }
 
     #[test]
-    fn a_seed_product_is_valid() {
-        assert_eq!(products().validate(&json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"})), Ok(()));
+    fn the_shipped_file_declares_products_desks_and_pets() {
+        let collections = shipped();
+        let names: Vec<_> = collections.all().iter().map(|c| c.name().to_owned()).collect();
+        assert_eq!(names, ["desks", "pets", "products"]);
+        let pets = collections.get("pets").unwrap();
+        assert_eq!(pets.write_access(), AccessLevel::Authenticated);
+        assert_eq!(pets.tasks_on(TriggerOn::Update).collect::<Vec<_>>(), ["pets.enrich"]);
+        assert_eq!(pets.read_only_fields().collect::<Vec<_>>(), ["enrichment"]);
+        assert_eq!(pets.field_type("age"), Some(FieldType::Integer));
+        assert_eq!(pets.field_type("vaccinated"), Some(FieldType::Boolean));
+        assert_eq!(pets.field_type("colour"), None, "closed schema: undeclared fields do not exist");
     }
 
     #[test]
     fn every_failing_field_is_named() {
-        let errors = products()
-            .validate(&json!({"precio": "cheap", "colour": "red"}))
-            .unwrap_err();
+        let products = shipped().get("products").unwrap();
+        assert_eq!(products.validate(&json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"})), Ok(()));
+        let errors = products.validate(&json!({"precio": "cheap", "colour": "red"})).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["colour", "nombre", "precio"]);
         assert!(errors[1].reason.contains("required"));
         assert!(errors[2].reason.contains("number"), "{}", errors[2].reason);
+        assert_eq!(products.validate(&json!([1, 2])).unwrap_err()[0].field, "(document)");
     }
 
     #[test]
-    fn a_non_object_body_is_reported_on_the_document() {
-        let errors = products().validate(&json!([1, 2])).unwrap_err();
-        assert_eq!(errors[0].field, "(document)");
+    fn desk_sizes_must_be_positive() {
+        let desks = shipped().get("desks").unwrap();
+        let errors = desks.validate(&json!({"name": "d", "width": 0, "height": -3})).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["height", "width"]);
     }
 
     #[test]
@@ -158,9 +359,62 @@ mod tests {
         assert_eq!(pointer_to_dotted(""), "");
     }
 
+    fn error_for(yaml: &str) -> String {
+        Collections::from_yaml(yaml, "collections.yaml").unwrap_err().0
+    }
+
     #[test]
-    fn invalid_definitions_are_refused() {
-        assert!(CollectionDef::new("Bad.Name", json!({})).is_err());
-        assert!(CollectionDef::new("ok", json!({"type": "no-such-type"})).is_err());
+    fn config_errors_name_the_file_the_collection_and_the_problem() {
+        let cases = [
+            ("collections: [{name: Bad.Name, schema: {type: object}}]", "collection 'Bad.Name': invalid name"),
+            ("collections: [{name: a, schema: {type: array}}]", "collection 'a': schema must have \"type\": \"object\""),
+            ("collections: [{name: a, schema: {type: object, properties: {x: {type: nope}}}}]", "collection 'a': schema does not compile"),
+            ("collections: [{name: a, schema: {type: object}}, {name: a, schema: {type: object}}]", "collection 'a' is declared twice"),
+            (
+                "collections: [{name: a, schema: {type: object, additionalProperties: false}, indexes: [{fields: [ghost]}]}]",
+                "collection 'a': index 1: field 'ghost' is not declared",
+            ),
+            ("collections: [{name: a, schema: {type: object}, indexes: [{fields: []}]}]", "index 1: 'fields' is empty"),
+            ("collections: [{name: a, schema: {type: object}, tasks: [{kind: 'Do It', on: [create]}]}]", "task kind 'Do It' is invalid"),
+            ("collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: []}]}]", "'on' lists no trigger"),
+            ("collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]", "'id' is reserved"),
+            ("collections: [{name: a, schema: {type: object}, acess: {}}]", "unknown field `acess`"),
+            ("collections: [{name: a, schema: {type: object}, access: {write: admins}}]", "unknown variant `admins`"),
+        ];
+        for (yaml, expected) in cases {
+            let message = error_for(yaml);
+            assert!(message.starts_with("collections.yaml: "), "{message}");
+            assert!(message.contains(expected), "{yaml}\n  → {message}\n  lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Collections::load(Path::new("/nonexistent/collections.yaml")).unwrap_err();
+        assert!(err.0.starts_with("/nonexistent/collections.yaml: cannot read"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_reloaded_and_an_invalid_one_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collections.yaml");
+        std::fs::write(&path, "collections: [{name: a, schema: {type: object}}]").unwrap();
+        let handle = CollectionsHandle::new(Collections::load(&path).unwrap());
+        let shutdown = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = tokio::spawn(handle.clone().watch_file(path.clone(), Duration::from_millis(20), shutdown.clone(), move |c| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(c.all().len());
+            }
+        }));
+        std::fs::write(&path, "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}}]").unwrap();
+        assert_eq!(rx.recv().await, Some(2));
+        assert!(handle.current().get("b").is_some());
+        std::fs::write(&path, "collections: [{name: B!, schema: {type: object}}]").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(handle.current().get("b").is_some(), "an invalid file keeps the previous collections");
+        shutdown.cancel();
+        watcher.await.unwrap();
     }
 }

@@ -43,6 +43,14 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = humantime_ms, default_value = "1000")]
     pub relay_grace: Duration,
 
+    /// The collections to serve (`collections.yaml` format); reloaded when it changes.
+    #[arg(long, env = "COURIER_COLLECTIONS_FILE", default_value = "collections.yaml")]
+    pub collections_file: PathBuf,
+
+    /// How often the collections file is checked for changes (ms).
+    #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", value_parser = humantime_ms, default_value = "2000")]
+    pub collections_reload_interval: Duration,
+
     /// Directory of the web app served at `/` (optional).
     #[arg(long, env = "COURIER_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
@@ -78,6 +86,7 @@ impl ApiConfig {
         config.mongodb_uri = mongodb_uri.to_owned();
         config.mongodb_database = mongodb_database.to_owned();
         config.nats.nats_url = nats_url.to_owned();
+        config.collections_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../collections.yaml"));
         config
     }
 }

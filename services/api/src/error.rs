@@ -30,6 +30,10 @@ pub enum ApiError {
     Validation { collection: String, fields: Vec<FieldError> },
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database is unavailable; nothing was written, retry shortly")]
     StoreUnavailable(#[source] mongodb::error::Error),
     #[error("internal error")]
@@ -44,6 +48,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,6 +63,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
             ApiError::NotFound(_) => "not_found",
+            ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::Conflict(_) => "conflict",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -73,6 +81,17 @@ impl From<mongodb::error::Error> for ApiError {
             ApiError::StoreUnavailable(err)
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("MongoDB operation failed"))
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        match err {
+            crate::store::StoreError::VersionConflict => {
+                ApiError::PreconditionFailed("the document changed since it was read (If-Match does not match)".into())
+            }
+            crate::store::StoreError::Mongo(err) => err.into(),
         }
     }
 }

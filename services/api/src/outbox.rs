@@ -40,6 +40,20 @@ pub struct OutboxRecord {
 }
 
 impl OutboxRecord {
+    /// A task to enqueue on `tasks.<kind>`. Tasks are ordered among themselves per document
+    /// (their own key), independently of the document's events.
+    pub fn for_task(task: &courier_core::Task) -> Self {
+        OutboxRecord {
+            id: task.id.to_string(),
+            subject: courier_core::subjects::task_subject(&task.kind),
+            payload: serde_json::to_string(task).expect("tasks always serialize"),
+            doc_key: format!("task:{}:{}/{}", task.kind, task.collection, task.doc_id),
+            doc_version: task.doc_version,
+            created_at: bson::DateTime::now(),
+            trace_id: task.trace_id.clone(),
+        }
+    }
+
     pub fn for_event(event: &Event, subject: String, doc_version: i64) -> Self {
         OutboxRecord {
             id: event.id.to_string(),
@@ -87,7 +101,7 @@ impl Outbox {
             for record in records {
                 match outbox.publish_if_next(&record).await {
                     Ok(true) => {}
-                    Ok(false) => break, // an older change of this document waits: the relay keeps order
+                    Ok(false) => continue, // an older change of this document waits: the relay keeps order
                     Err(err) => {
                         outbox.metrics.publish_failures.inc();
                         tracing::debug!(%err, event_id = %record.id, "fast-path publish failed; relay will retry");

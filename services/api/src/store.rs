@@ -5,20 +5,35 @@ use std::time::Duration;
 
 use mongodb::{
     Client, Collection, Database, IndexModel,
-    bson::{Document, doc},
+    bson::{Document, doc, oid::ObjectId},
     error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT},
     options::{ClientOptions, IndexOptions},
 };
 
-use crate::outbox::{OUTBOX_COLLECTION, OutboxRecord};
+use crate::{
+    documents::VERSION_FIELD,
+    outbox::{OUTBOX_COLLECTION, OutboxRecord},
+};
 
 /// Attempts for a transaction that keeps hitting transient errors (write conflicts, elections).
 const TRANSACTION_ATTEMPTS: usize = 5;
 
-/// One write inside a transaction.
+/// One write inside a transaction. Replace and delete apply only to the expected version
+/// (optimistic concurrency): otherwise the whole transaction fails with `VersionConflict`.
 #[derive(Debug, Clone)]
 pub enum Write {
     Insert { collection: String, document: Document },
+    Replace { collection: String, id: ObjectId, expected_version: i64, document: Document },
+    Delete { collection: String, id: ObjectId, expected_version: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The document changed (or vanished) since it was read.
+    #[error("the document changed since it was read")]
+    VersionConflict,
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
 }
 
 #[derive(Clone)]
@@ -83,9 +98,28 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the indexes a collection declares (idempotent; named after their fields).
+    pub async fn ensure_collection_indexes(&self, spec: &courier_core::collection_spec::CollectionSpec) -> mongodb::error::Result<()> {
+        for index in &spec.indexes {
+            let mut keys = Document::new();
+            for field in &index.fields {
+                match field.strip_prefix('-') {
+                    Some(name) => keys.insert(name, -1),
+                    None => keys.insert(field.as_str(), 1),
+                };
+            }
+            let name = format!("{}{}", index.fields.join("_"), if index.unique { "_unique" } else { "" });
+            let options = IndexOptions::builder().name(name).unique(index.unique).build();
+            self.collection(&spec.name)
+                .create_index(IndexModel::builder().keys(keys).options(options).build())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Applies `writes` and inserts `outbox` in one transaction, retrying transient failures as
     /// the MongoDB transaction protocol prescribes.
-    pub async fn commit(&self, writes: &[Write], outbox: &[OutboxRecord]) -> mongodb::error::Result<()> {
+    pub async fn commit(&self, writes: &[Write], outbox: &[OutboxRecord]) -> Result<(), StoreError> {
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;
         'transaction: loop {
@@ -97,15 +131,34 @@ impl Store {
                         Write::Insert { collection, document } => {
                             self.collection(collection).insert_one(document).session(&mut session).await?;
                         }
+                        Write::Replace { collection, id, expected_version, document } => {
+                            let filter = doc! {"_id": id, VERSION_FIELD: expected_version};
+                            let result = self.collection(collection).replace_one(filter, document).session(&mut session).await?;
+                            if result.matched_count != 1 {
+                                return Err(StoreError::VersionConflict);
+                            }
+                        }
+                        Write::Delete { collection, id, expected_version } => {
+                            let filter = doc! {"_id": id, VERSION_FIELD: expected_version};
+                            let result = self.collection(collection).delete_one(filter).session(&mut session).await?;
+                            if result.deleted_count != 1 {
+                                return Err(StoreError::VersionConflict);
+                            }
+                        }
                     }
                 }
-                self.outbox().insert_many(outbox).session(&mut session).await?;
-                Ok::<_, mongodb::error::Error>(())
+                if !outbox.is_empty() {
+                    self.outbox().insert_many(outbox).session(&mut session).await?;
+                }
+                Ok::<_, StoreError>(())
             }
             .await;
             if let Err(err) = applied {
                 let _ = session.abort_transaction().await;
-                if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS {
+                if let StoreError::Mongo(mongo) = &err
+                    && mongo.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                    && attempt < TRANSACTION_ATTEMPTS
+                {
                     continue 'transaction;
                 }
                 return Err(err);
@@ -120,7 +173,7 @@ impl Store {
                     Err(err) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS => {
                         continue 'transaction;
                     }
-                    Err(err) => return Err(err),
+                    Err(err) => return Err(err.into()),
                 }
             }
         }

@@ -1,0 +1,196 @@
+//! The OpenAPI 3.1 document (`/openapi.json`), generated from the routes this crate serves and
+//! the collections' JSON Schemas, and the interactive docs page (`/docs`) that reads it.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use courier_core::collection_spec::AccessLevel;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    collections::{CollectionDef, Collections, FieldType},
+    query::MAX_LIMIT,
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs_page))
+}
+
+async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    Json(document(&state.collections.current()))
+}
+
+async fn docs_page() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
+
+fn error_responses(codes: &[&str]) -> Map<String, Value> {
+    let describe = |code: &str| match code {
+        "400" => "Malformed JSON, id, filter or cursor",
+        "401" => "Missing or invalid access token",
+        "404" => "Unknown collection or document",
+        "409" => "Changed concurrently too often; retry",
+        "412" => "If-Match does not match the current version",
+        "413" => "Body over the size limit",
+        "415" => "Body is not JSON",
+        "422" => "Document does not match the schema (every failing field listed)",
+        "503" => "The database is unavailable; nothing was written",
+        _ => "Error",
+    };
+    codes
+        .iter()
+        .map(|code| {
+            let body = json!({"description": describe(code), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+            ((*code).to_owned(), body)
+        })
+        .collect()
+}
+
+fn responses(success: (&str, Value), errors: &[&str]) -> Value {
+    let mut all = error_responses(errors);
+    all.insert(success.0.to_owned(), success.1);
+    Value::Object(all)
+}
+
+fn document_content(name: &str) -> Value {
+    json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}Document")}}})
+}
+
+fn query_parameters(def: &CollectionDef) -> Vec<Value> {
+    let mut parameters = vec![
+        json!({"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields; '-' prefix for descending, e.g. -age,name"}),
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}),
+        json!({"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "The 'next' value of the previous page"}),
+    ];
+    if let Some(properties) = def.spec.schema.get("properties").and_then(Value::as_object) {
+        let mut names: Vec<&String> = properties.keys().collect();
+        names.sort();
+        for name in names {
+            let schema = match def.field_type(name) {
+                Some(FieldType::Integer) => json!({"type": "integer"}),
+                Some(FieldType::Number) => json!({"type": "number"}),
+                Some(FieldType::Boolean) => json!({"type": "boolean"}),
+                Some(FieldType::String) => json!({"type": "string"}),
+                _ => continue,
+            };
+            parameters.push(json!({"name": name, "in": "query", "schema": schema, "description": format!("Only documents whose {name} equals this (repeat for any of several)")}));
+        }
+    }
+    parameters
+}
+
+fn security(level: AccessLevel) -> Value {
+    match level {
+        AccessLevel::Public => json!([]),
+        AccessLevel::Authenticated => json!([{"bearerAuth": []}]),
+    }
+}
+
+/// The whole OpenAPI document for the current collections.
+pub fn document(collections: &Collections) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "fields": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}}}}}}}),
+    );
+    for def in collections.all() {
+        let name = def.name().to_owned();
+        let input = def.spec.schema.clone();
+        let mut stored = input.clone();
+        if let Some(object) = stored.as_object_mut() {
+            let properties = object.entry("properties").or_insert_with(|| json!({}));
+            if let Some(p) = properties.as_object_mut() {
+                p.insert("id".into(), json!({"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": true}));
+            }
+            let required = object.entry("required").or_insert_with(|| json!([]));
+            if let Some(r) = required.as_array_mut() {
+                r.push(json!("id"));
+            }
+        }
+        schemas.insert(name.clone(), input);
+        schemas.insert(format!("{name}Document"), stored);
+        let (read, write) = (security(def.read_access()), security(def.write_access()));
+        let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}});
+        let tags = json!([name]);
+        let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{24}$"}});
+        let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}, "description": "ETag of the version you read; 412 if it changed since"});
+        paths.insert(
+            format!("/api/v1/{name}"),
+            json!({
+                "get": {"tags": tags, "summary": format!("List {name}"), "security": read, "parameters": query_parameters(&def),
+                        "responses": responses(("200", json!({"description": "A page of documents", "content": {"application/json": {"schema": {
+                            "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}Document")}}, "next": {"type": ["string", "null"]}}}}}})), &["400", "404", "503"])},
+                "post": {"tags": tags, "summary": format!("Create a {name} document; emits {name}.created"), "security": write, "requestBody": body,
+                         "responses": responses(("201", json!({"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &["400", "401", "404", "413", "415", "422", "503"])},
+            }),
+        );
+        paths.insert(
+            format!("/api/v1/{name}/{{id}}"),
+            json!({
+                "parameters": [id_param],
+                "get": {"tags": tags, "summary": format!("Read a {name} document"), "security": read,
+                        "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
+                        "responses": responses(("200", json!({"description": "The document", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &["400", "404", "503"])},
+                "put": {"tags": tags, "summary": format!("Replace a {name} document; emits {name}.updated"), "security": write, "parameters": [if_match], "requestBody": body,
+                        "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                "patch": {"tags": tags, "summary": format!("Merge-patch a {name} document (RFC 7386); emits {name}.updated"), "security": write, "parameters": [if_match],
+                          "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
+                          "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                "delete": {"tags": tags, "summary": format!("Delete a {name} document; emits {name}.deleted with its last state"), "security": write, "parameters": [if_match],
+                           "responses": responses(("204", json!({"description": "Deleted"})), &["400", "401", "404", "409", "412", "503"])},
+            }),
+        );
+    }
+    for (path, summary) in [("/healthz", "The process is alive"), ("/readyz", "MongoDB and NATS answer")] {
+        paths.insert(path.into(), json!({"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Courier API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Declared collections with live events: every change is published as <collection>.<action> on channels <collection> and <collection>:<id> (WebSocket protocol: docs/protocol.md)."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Collections {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../collections.yaml");
+        Collections::load(&path).unwrap()
+    }
+
+    #[test]
+    fn every_collection_gets_its_paths_schemas_and_typed_filters() {
+        let doc = document(&shipped());
+        assert_eq!(doc["openapi"], "3.1.0");
+        for name in ["products", "desks", "pets"] {
+            let list = &doc["paths"][format!("/api/v1/{name}")];
+            assert!(list["get"].is_object() && list["post"].is_object(), "{name}");
+            let one = &doc["paths"][format!("/api/v1/{name}/{{id}}")];
+            for method in ["get", "put", "patch", "delete"] {
+                assert!(one[method].is_object(), "{name} {method}");
+            }
+            assert_eq!(doc["components"]["schemas"][name]["type"], "object");
+        }
+        let pets_filters: Vec<&str> = doc["paths"]["/api/v1/pets"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(pets_filters.contains(&"species") && pets_filters.contains(&"vaccinated"));
+        assert_eq!(doc["paths"]["/api/v1/pets"]["post"]["security"], json!([{"bearerAuth": []}]));
+        assert_eq!(doc["paths"]["/api/v1/products"]["post"]["security"], json!([]));
+        assert!(doc["paths"]["/api/v1/desks/{id}"]["put"]["responses"]["412"].is_object());
+    }
+}
