@@ -6,13 +6,15 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use axum::Router;
 use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
+use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    collections::{Collections, CollectionsHandle}, config::ApiConfig, metrics::ApiMetrics, outbox::Outbox, state::AppState,
-    store::Store,
+    collections::{Collections, CollectionsHandle},
+    config::ApiConfig,
+    state::AppState,
 };
 
 pub struct Application {
@@ -26,7 +28,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let collections = Collections::load(&config.collections_file)?;
-        let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout)
+        let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout, "courier-api")
             .await
             .context("invalid MongoDB URI")?;
         let nats = connect_nats(&config.nats.nats_url, "courier-api")
@@ -34,7 +36,7 @@ impl Application {
             .context("invalid NATS URL")?;
 
         let mut registry = Registry::default();
-        let metrics = ApiMetrics::register(&mut registry);
+        let metrics = OutboxMetrics::register(&mut registry);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
         let state = AppState {
             store: store.clone(),

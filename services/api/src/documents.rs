@@ -1,70 +1,26 @@
-//! Conversions between the api's JSON documents (`{"id": "...", ...}`) and stored BSON
-//! (`{_id: ObjectId, _v: version, ...}`).
+//! Document ids in URLs, and the stored-form conversions (from `courier_store`) with api errors.
 
-use mongodb::bson::{self, Bson, Document, oid::ObjectId};
+use courier_store::documents;
+use mongodb::bson::{Document, oid::ObjectId};
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// Field holding the document's version (1 on create, +1 per change): ETags and event order.
-pub const VERSION_FIELD: &str = "_v";
+pub use courier_store::documents::{to_api, version_of};
 
 pub fn parse_id(id: &str) -> Result<ObjectId, ApiError> {
     ObjectId::parse_str(id)
         .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a valid id (24 hexadecimal characters)")))
 }
 
-/// The stored form of a validated JSON object body.
+/// The stored form of a validated body; a body BSON cannot hold is the client's problem.
 pub fn to_stored(id: ObjectId, version: i64, body: &Value) -> Result<Document, ApiError> {
-    let mut doc = bson::to_document(body)
-        .map_err(|err| ApiError::BadRequest(format!("document cannot be stored: {err}")))?;
-    doc.insert("_id", id);
-    doc.insert(VERSION_FIELD, version);
-    Ok(doc)
-}
-
-/// The api form of a stored document: `_id` becomes `id`, internal fields are dropped.
-pub fn to_api(mut doc: Document) -> Value {
-    let id = match doc.remove("_id") {
-        Some(Bson::ObjectId(oid)) => Value::String(oid.to_hex()),
-        Some(other) => other.into_relaxed_extjson(),
-        None => Value::Null,
-    };
-    doc.remove(VERSION_FIELD);
-    let mut object = serde_json::Map::with_capacity(doc.len() + 1);
-    object.insert("id".into(), id);
-    for (key, value) in doc {
-        object.insert(key, value.into_relaxed_extjson());
-    }
-    Value::Object(object)
-}
-
-/// The stored version of a document (0 if absent).
-pub fn version_of(doc: &Document) -> i64 {
-    match doc.get(VERSION_FIELD) {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => i64::from(*v),
-        _ => 0,
-    }
+    documents::to_stored(id, version, body).map_err(|err| ApiError::BadRequest(format!("document cannot be stored: {err}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn stored_and_api_forms_round_trip() {
-        let id = ObjectId::new();
-        let body = json!({"nombre": "Camiseta", "precio": 25.99, "stock": 3, "tags": ["a"]});
-        let stored = to_stored(id, 1, &body).unwrap();
-        assert_eq!(version_of(&stored), 1);
-        let api = to_api(stored);
-        assert_eq!(
-            api,
-            json!({"id": id.to_hex(), "nombre": "Camiseta", "precio": 25.99, "stock": 3, "tags": ["a"]})
-        );
-    }
 
     #[test]
     fn malformed_ids_are_bad_requests() {

@@ -77,7 +77,7 @@ impl ApiError {
 
 impl From<mongodb::error::Error> for ApiError {
     fn from(err: mongodb::error::Error) -> Self {
-        if crate::store::is_unavailable(&err) {
+        if courier_store::store::is_unavailable(&err) {
             ApiError::StoreUnavailable(err)
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("MongoDB operation failed"))
@@ -85,13 +85,13 @@ impl From<mongodb::error::Error> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
+impl From<courier_store::StoreError> for ApiError {
+    fn from(err: courier_store::StoreError) -> Self {
         match err {
-            crate::store::StoreError::VersionConflict => {
+            courier_store::StoreError::VersionConflict => {
                 ApiError::PreconditionFailed("the document changed since it was read (If-Match does not match)".into())
             }
-            crate::store::StoreError::Mongo(err) => err.into(),
+            courier_store::StoreError::Mongo(err) => err.into(),
         }
     }
 }

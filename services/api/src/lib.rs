@@ -7,13 +7,10 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod extract;
-pub mod metrics;
 pub mod openapi;
-pub mod outbox;
 pub mod query;
 pub mod routes;
 pub mod state;
-pub mod store;
 
 pub use app::Application;
 pub use config::ApiConfig;

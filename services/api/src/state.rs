@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::{collections::CollectionsHandle, metrics::ApiMetrics, outbox::Outbox, store::Store};
+use courier_store::{Outbox, OutboxMetrics, Store};
+
+use crate::collections::CollectionsHandle;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub outbox: Outbox,
     pub collections: CollectionsHandle,
-    pub metrics: Arc<ApiMetrics>,
+    pub metrics: Arc<OutboxMetrics>,
     pub max_body_bytes: usize,
     pub fault: Option<crate::config::Fault>,
 }

@@ -16,16 +16,16 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::{Map, Value, json};
 
+use courier_store::{OutboxRecord, StoreError, Write};
+
 use crate::{
     collections::CollectionDef,
     documents::{parse_id, to_api, to_stored, version_of},
     error::{ApiError, FieldError},
     extract::JsonBody,
-    outbox::OutboxRecord,
     query::ListQuery,
     routes::{TRACE_ID_HEADER, trace_id},
     state::AppState,
-    store::{StoreError, Write},
 };
 
 /// Read-modify-write attempts when a concurrent change wins the race (no If-Match given).

@@ -54,9 +54,9 @@ pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
 impl Store {
     /// Builds the client. The driver connects lazily, so this succeeds while MongoDB is down;
     /// `timeout` bounds how long an operation waits for a server before failing (→ 503).
-    pub async fn connect(uri: &str, database: &str, timeout: Duration) -> mongodb::error::Result<Self> {
+    pub async fn connect(uri: &str, database: &str, timeout: Duration, app_name: &str) -> mongodb::error::Result<Self> {
         let mut options = ClientOptions::parse(uri).await?;
-        options.app_name = Some("courier-api".into());
+        options.app_name = Some(app_name.into());
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options)?;

@@ -15,7 +15,7 @@ use mongodb::bson::{self, doc};
 use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{metrics::ApiMetrics, store::Store};
+use crate::{metrics::OutboxMetrics, store::Store};
 
 pub const OUTBOX_COLLECTION: &str = "_outbox";
 
@@ -73,7 +73,7 @@ pub struct Outbox {
     store: Store,
     nats: async_nats::Client,
     js: jetstream::Context,
-    metrics: Arc<ApiMetrics>,
+    metrics: Arc<OutboxMetrics>,
     tasks: TaskTracker,
 }
 
@@ -88,7 +88,7 @@ pub enum PublishError {
 }
 
 impl Outbox {
-    pub fn new(store: Store, nats: async_nats::Client, metrics: Arc<ApiMetrics>) -> Self {
+    pub fn new(store: Store, nats: async_nats::Client, metrics: Arc<OutboxMetrics>) -> Self {
         let js = jetstream::new(nats.clone());
         Outbox { store, nats, js, metrics, tasks: TaskTracker::new() }
     }

@@ -1,4 +1,4 @@
-//! The api's Prometheus metrics (`courier_*`), registered once in the process registry.
+//! The outbox's Prometheus metrics (`courier_outbox_*`, `courier_events_published`).
 
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
@@ -6,7 +6,7 @@ use prometheus_client::{
 };
 
 #[derive(Debug, Default)]
-pub struct ApiMetrics {
+pub struct OutboxMetrics {
     /// Events JetStream acknowledged (fast path and relay).
     pub events_published: Counter,
     /// Publish attempts that failed (left for the relay).
@@ -19,7 +19,7 @@ pub struct ApiMetrics {
     pub outbox_oldest_age_seconds: Gauge,
 }
 
-impl ApiMetrics {
+impl OutboxMetrics {
     pub fn register(registry: &mut Registry) -> std::sync::Arc<Self> {
         let metrics = Self::default();
         registry.register("courier_events_published", "Events acknowledged by JetStream", metrics.events_published.clone());
