@@ -22,7 +22,7 @@ use axum::{
 use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub, metrics::BroadcasterMetrics};
@@ -75,7 +75,8 @@ impl Application {
             .route("/ws", get(upgrade))
             .with_state(shared.clone())
             .merge(courier_core::ops::router(Arc::new(registry), readiness));
-        let listener = courier_core::ops::bind(shared.config.listen).await?;
+        let listener = bind(shared.config.listen, shared.config.send_buffer_bytes)
+            .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
         Ok(Application { listener, router, shared, nats })
     }
 
@@ -164,6 +165,18 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
             connection::serve(socket, task_shared).await;
             drop(token);
         })
+}
+
+/// Binds the listener with `send_buffer` as its sockets' kernel send buffer: accepted sockets
+/// inherit it (Linux), so every client connection gets it without a call per connection.
+fn bind(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(u32::try_from(send_buffer).unwrap_or(u32::MAX))?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 fn unavailable(message: &str) -> Response {

@@ -36,6 +36,12 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_WS_SEND_TIMEOUT_MS", default_value_t = 5_000)]
     pub send_timeout_ms: u64,
 
+    /// Kernel send buffer of each client socket, in bytes (0: the OS default, which Linux grows
+    /// to megabytes). Bounds how much the kernel holds for a client that stopped reading, and
+    /// so how soon such a client meets the send timeout.
+    #[arg(long, env = "COURIER_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub send_buffer_bytes: usize,
+
     /// Server ping interval (ms); a client silent for 3 intervals is closed (4000).
     #[arg(long, env = "COURIER_WS_PING_INTERVAL_MS", default_value_t = 20_000)]
     pub ping_interval_ms: u64,

@@ -29,6 +29,8 @@ const WRITE_BATCH: usize = 64;
 const MAX_REPLAY_EVENTS: usize = 100_000;
 /// How long a close frame other than 4008 may take to go out before the socket is dropped.
 const CLOSE_WINDOW: Duration = Duration::from_secs(1);
+/// How long a connection closed for breaking the protocol stays open after its close frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(250);
 /// RFC 6455 close codes for a client that breaks the framing (core's `close_code` has ours).
 const PROTOCOL_ERROR: u16 = 1002;
 const INVALID_PAYLOAD: u16 = 1007;
@@ -198,6 +200,11 @@ impl Connection {
         match close {
             Some((code, reason)) => {
                 self.close(code, reason, CLOSE_WINDOW).await;
+                // The rest of the offending message is still unread in the kernel; closing now
+                // would send a TCP reset that can destroy our close frame before the client
+                // reads it. Reading on is no option (it would buffer the oversized message), so
+                // linger briefly: the client gets the close frame first.
+                tokio::time::sleep(CLOSE_LINGER).await;
                 CloseReason::ProtocolError
             }
             None => CloseReason::ClientClosed,
