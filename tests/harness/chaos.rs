@@ -239,6 +239,10 @@ pub async fn post_products(api_url: String, count: usize, concurrency: usize, do
     writes
 }
 
+/// The api's outbox collection (named here so the harness does not depend on where the api
+/// keeps the constant).
+const OUTBOX_COLLECTION: &str = "_outbox";
+
 /// Direct reads of a test database, bypassing the api (to check what really got written).
 pub struct StoreView {
     db: mongodb::Database,
@@ -270,7 +274,7 @@ impl StoreView {
     /// Outbox records still waiting to be published.
     pub async fn outbox_len(&self) -> u64 {
         self.db
-            .collection::<mongodb::bson::Document>(courier_api::outbox::OUTBOX_COLLECTION)
+            .collection::<mongodb::bson::Document>(OUTBOX_COLLECTION)
             .count_documents(mongodb::bson::doc! {})
             .await
             .expect("count outbox")
