@@ -1,8 +1,8 @@
 //! Chaos 3: the store is killed with SIGKILL under concurrent writes. The api answers 503
-//! `store_unavailable` with a clear message (within its store timeout for requests made while
-//! the store is down), no write is half done (every stored document has exactly one event and
-//! every event a document), and once the store is back the same api process serves writes
-//! again by itself. The store runs with `--sync-on-commit` (see `StoreServer::start_durable`):
+//! `store_unavailable` with a clear message, no write is half done (every stored document has
+//! exactly one event and every event a document; a write made while the store is down is never
+//! stored; one in flight at the kill may have committed with its answer lost), and once the
+//! store is back the same api process serves writes again by itself. The store runs with `--sync-on-commit` (see `StoreServer::start_durable`):
 //! without it SecantusDB loses its last acknowledged commits on SIGKILL — whose events were
 //! already out — which is a store durability setting, not something the api can repair.
 
@@ -128,14 +128,15 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
     let acknowledged_but_lost = acknowledged.iter().filter(|id| stored_docs.binary_search(id).is_err()).count();
     eprintln!(
         "chaos 3 (store kill -9): {} answers during the run: {} × 201 ({created_before_kill} before the kill), {} × 503, \
-         {} other; slowest 503 {slowest_503:?} for requests made while the store was down, \
-         {slowest_in_flight:?} for requests in flight at the kill; api wrote again {recovery:?} after the store restarted (same process); \
+         {} other ({} of the 503s were in flight at the kill); slowest 503 {slowest_503:?} for requests made while \
+         the store was down, {slowest_in_flight:?} for requests in flight at the kill; api wrote again {recovery:?} after the store restarted (same process); \
          {} more writes after; store holds {} documents ({unacknowledged_but_stored} not acknowledged with 201, {acknowledged_but_lost} acknowledged ones missing), \
          stream {} events",
         answers.len(),
         count(201),
         count(503),
         answers.len() - count(201) - count(503),
+        answers.iter().filter(|a| a.0 == 503 && a.2 < killed).count(),
         recovered_ids.len(),
         stored_docs.len(),
         events.len()
@@ -153,7 +154,14 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
     let mut event_docs: Vec<String> = events.iter().map(|(_, e)| e.doc_id.clone()).collect();
     event_docs.sort();
     assert_eq!(event_docs, stored_docs, "documents and events match one to one");
-    assert_eq!(unacknowledged_but_stored, 0, "a write answered 503 wrote nothing");
+    // A write in flight when the store died may have committed with its answer lost; the api
+    // cannot know, and says 503. Those are the only writes that may be stored without a 201 —
+    // never one made while the store was down — and each still has exactly one event (above).
+    let in_flight_503 = answers.iter().filter(|a| a.0 == 503 && a.2 < killed).count();
+    assert!(
+        unacknowledged_but_stored <= in_flight_503,
+        "{unacknowledged_but_stored} stored writes were not acknowledged, but only {in_flight_503} were in flight at the kill"
+    );
     assert_eq!(acknowledged_but_lost, 0, "every write answered 201 is stored");
     assert_exactly_once_in_order("subscriber", &tailed.events, &stored_docs);
 }
