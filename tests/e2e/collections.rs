@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{assert_in_order_without_duplicates, assert_no_event, collect_events};
 
 /// Sends `method path` with an optional JSON body and headers; returns status, ETag, body.
-async fn call(stack: &Stack, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, Option<String>, Value) {
+pub async fn call(stack: &Stack, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, Option<String>, Value) {
     let mut request = stack.http.request(method, format!("{}{path}", stack.api.url()));
     if let Some(body) = body {
         request = request.json(&body);
@@ -95,11 +95,12 @@ async fn put_replaces_and_a_stale_if_match_is_refused_without_any_effect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_change_is_refused_and_changes_nothing() {
     let stack = Stack::start().await;
+    let mut ws = stack.ws().await;
+    ws.subscribe("desks", None, None).await.unwrap();
     let (_, _, desk) = call(&stack, Method::POST, "/api/v1/desks", Some(json!({"name": "A", "width": 1, "height": 2})), &[]).await;
     let id = desk["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/desks/{id}");
-    let mut ws = stack.ws().await;
-    ws.subscribe("desks", None, None).await.unwrap();
+    assert_eq!(collect_events(&mut ws, 1, Duration::from_secs(10)).await[0].event.event_type, "desks.created");
 
     // 422: a patch whose result breaks the schema names the fields.
     let (status, _, error) = call(&stack, Method::PATCH, &path, Some(json!({"width": -1, "height": null})), &[]).await;
@@ -135,10 +136,11 @@ async fn every_bad_change_is_refused_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_of_one_document_are_announced_in_commit_order() {
     let stack = Stack::start().await;
+    let mut ws = stack.ws().await;
+    ws.subscribe("desks", None, None).await.unwrap();
     let (_, _, desk) = call(&stack, Method::POST, "/api/v1/desks", Some(json!({"name": "A", "width": 1, "height": 1})), &[]).await;
     let id = desk["id"].as_str().unwrap().to_owned();
-    let mut ws = stack.ws().await;
-    ws.subscribe(&format!("desks:{id}"), None, None).await.unwrap();
+    assert_eq!(collect_events(&mut ws, 1, Duration::from_secs(10)).await[0].event.event_type, "desks.created");
 
     let updates = (2..=9).map(|width| {
         let stack = &stack;
@@ -169,10 +171,11 @@ async fn concurrent_updates_of_one_document_are_announced_in_commit_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_sort_and_cursors_page_through_a_stable_order() {
     let stack = Stack::start().await;
+    let auth = format!("Bearer {}", stack.token("ana").await);
     let pets = [("Rex", "Dog", 3, true), ("Tom", "Cat", 5, false), ("Fido", "Dog", 3, false), ("Nemo", "Fish", 1, true), ("Max", "Dog", 7, true), ("Luna", "Cat", 3, true)];
     for (name, species, age, vaccinated) in pets {
         let body = json!({"name": name, "species": species, "age": age, "vaccinated": vaccinated, "owner": "ana"});
-        let (status, _, created) = call(&stack, Method::POST, "/api/v1/pets", Some(body), &[]).await;
+        let (status, _, created) = call(&stack, Method::POST, "/api/v1/pets", Some(body), &[("authorization", &auth)]).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
     }
     let names = |page: &Value| -> Vec<String> { page["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect() };
@@ -207,17 +210,19 @@ async fn filters_sort_and_cursors_page_through_a_stable_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn courier_fields_are_managed_and_tasks_are_enqueued_with_the_change() {
     let stack = Stack::start().await;
+    let auth = format!("Bearer {}", stack.token("ana").await);
+    let auth = [("authorization", auth.as_str())];
     // `enrichment` is readOnly in the pets schema: a client cannot set it.
     let body = json!({"name": "Rex", "species": "Dog", "age": 3, "enrichment": {"fake": true}});
-    let (status, _, pet) = call(&stack, Method::POST, "/api/v1/pets", Some(body), &[]).await;
+    let (status, _, pet) = call(&stack, Method::POST, "/api/v1/pets", Some(body), &auth).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(pet.get("enrichment"), None);
-    let (status, _, error) = call(&stack, Method::POST, "/api/v1/pets", Some(json!({"id": "x", "name": "A", "species": "Cat", "age": 1})), &[]).await;
+    let (status, _, error) = call(&stack, Method::POST, "/api/v1/pets", Some(json!({"id": "x", "name": "A", "species": "Cat", "age": 1})), &auth).await;
     assert_eq!((status, error["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("id")));
 
     // The create and an update each enqueued a pets.enrich task (no worker runs in this test).
     let path = format!("/api/v1/pets/{}", pet["id"].as_str().unwrap());
-    let (status, _, _) = call(&stack, Method::PATCH, &path, Some(json!({"vaccinated": true})), &[]).await;
+    let (status, _, _) = call(&stack, Method::PATCH, &path, Some(json!({"vaccinated": true})), &auth).await;
     assert_eq!(status, StatusCode::OK);
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -2,8 +2,10 @@
 //! processes, driven over HTTP and WebSocket like a user would.
 
 mod api_errors;
+mod auth;
 mod collections;
 mod delivery;
 mod helpers;
 mod protocol;
+mod queues;
 mod worker;

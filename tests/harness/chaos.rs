@@ -78,6 +78,8 @@ pub fn api_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer
         ("COURIER_NATS_URL", nats.url()),
         ("COURIER_OUTBOX_RELAY_INTERVAL", "100".to_owned()),
         ("COURIER_OUTBOX_RELAY_GRACE", "500".to_owned()),
+        ("COURIER_JWT_SECRET", crate::TEST_JWT_SECRET.to_owned()),
+        ("COURIER_COLLECTIONS_FILE", crate::workspace_root().join("collections.yaml").display().to_string()),
         ("COURIER_LOG_FORMAT", "json".to_owned()),
     ];
     let collections = crate::workspace_root().join("collections.yaml");

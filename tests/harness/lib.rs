@@ -11,6 +11,10 @@ pub use courier_cli::client::{ClientError, WsClient};
 pub use servers::{NatsServer, StoreServer};
 pub use services::{RunningApi, RunningBroadcaster, RunningWorker, Stack};
 
+/// The JWT secret every service in a test deployment shares (tests only; services have no
+/// built-in secret).
+pub const TEST_JWT_SECRET: &str = "courier-tests-only-jwt-secret-0123456789abcdef";
+
 /// Logs from the services under test, only when `TEST_LOG=1` (tests stay quiet otherwise).
 pub fn init_test_logging() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {

@@ -217,7 +217,18 @@ impl Stack {
         config.relay_interval = Duration::from_millis(100);
         config.relay_grace = Duration::from_millis(500);
         config.mongodb_timeout = Duration::from_secs(2);
+        config.jwt.secret = Some(courier_core::auth::Secret(crate::TEST_JWT_SECRET.to_owned()));
         config
+    }
+
+    /// Registers `username` (password `correct horse battery`) and logs in: an access token.
+    pub async fn token(&self, username: &str) -> String {
+        let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
+        let url = |path: &str| format!("{}/api/v1/auth/{path}", self.api.url());
+        let registered = self.http.post(url("register")).json(&credentials).send().await.expect("register");
+        assert!(registered.status().is_success() || registered.status() == reqwest::StatusCode::CONFLICT, "register: {}", registered.status());
+        let login: Value = self.http.post(url("login")).json(&credentials).send().await.expect("login").json().await.expect("login JSON");
+        login["access_token"].as_str().expect("an access token").to_owned()
     }
 
     /// A connected WebSocket client on this stack's broadcaster.

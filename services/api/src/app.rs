@@ -5,13 +5,14 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
-use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
+use courier_core::{auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{Accounts, LoginLimiter},
     collections::{Collections, CollectionsHandle},
     config::ApiConfig,
     state::AppState,
@@ -28,6 +29,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let collections = Collections::load(&config.collections_file)?;
+        let jwt = JwtKeys::from_args(&config.jwt).context("JWT configuration")?;
+        anyhow::ensure!(jwt.issue("check", "check").is_some(), "the api signs tokens: configure a secret or a private key");
         let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout, "courier-api")
             .await
             .context("invalid MongoDB URI")?;
@@ -45,6 +48,15 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             fault: config.fault,
+            accounts: Accounts::new(&store, std::time::Duration::from_secs(config.refresh_ttl_secs)),
+            jwt: Arc::new(jwt),
+            login_limiter: Arc::new(LoginLimiter::new(
+                config.login_max_failures,
+                std::time::Duration::from_secs(config.login_window_secs),
+                config.login_max_attempts_per_address,
+                std::time::Duration::from_secs(config.login_window_secs),
+            )),
+            trust_forwarded_for: config.trust_forwarded_for,
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
             let store = store.clone();
@@ -69,9 +81,11 @@ impl Application {
             let js = async_nats::jetstream::new(nats.clone());
             let replicas = config.nats.stream_replicas;
             let collections = state.collections.current();
+            let accounts = state.accounts.clone();
             tokio::spawn(async move {
                 tokio::join!(
                     ensure_indexes_with_retry(&store, &collections, &shutdown),
+                    ensure_account_indexes_with_retry(&accounts, &shutdown),
                     ensure_streams_with_retry(&js, replicas, &shutdown)
                 );
             })
@@ -91,7 +105,7 @@ impl Application {
         let watcher = tokio::spawn(watcher);
         let relay = tokio::spawn(state.outbox.clone().run_relay(config.relay_interval, config.relay_grace, shutdown.clone()));
 
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("api server failed")?;
@@ -122,6 +136,16 @@ async fn ensure_indexes_with_retry(store: &Store, collections: &Collections, shu
             Ok(()) => return,
             Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating MongoDB indexes failed"),
         }
+        if !backoff.wait(shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn ensure_account_indexes_with_retry(accounts: &Accounts, shutdown: &CancellationToken) {
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
+    while let Err(err) = accounts.ensure_indexes().await {
+        tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating account indexes failed");
         if !backoff.wait(shutdown).await {
             return;
         }

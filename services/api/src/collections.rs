@@ -51,6 +51,9 @@ impl std::fmt::Debug for CollectionDef {
     }
 }
 
+/// Names under `/api/v1/` that belong to Courier itself.
+pub const RESERVED_NAMES: [&str; 3] = ["auth", "queues", "chat"];
+
 /// Whether `name` can be a document field used in filters, sorts and indexes.
 pub fn is_valid_field_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -64,6 +67,9 @@ impl CollectionDef {
     pub fn from_spec(spec: CollectionSpec) -> Result<Self, String> {
         if !is_valid_collection_name(&spec.name) {
             return Err("invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)".into());
+        }
+        if RESERVED_NAMES.contains(&spec.name.as_str()) {
+            return Err(format!("the name is reserved for Courier's own endpoints ({})", RESERVED_NAMES.join(", ")));
         }
         let schema = &spec.schema;
         if schema.get("type").and_then(Value::as_str) != Some("object") {
@@ -379,6 +385,7 @@ mod tests {
             ("collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: []}]}]", "'on' lists no trigger"),
             ("collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]", "'id' is reserved"),
             ("collections: [{name: a, schema: {type: object}, acess: {}}]", "unknown field `acess`"),
+            ("collections: [{name: auth, schema: {type: object}}]", "collection 'auth': the name is reserved"),
             ("collections: [{name: a, schema: {type: object}, access: {write: admins}}]", "unknown variant `admins`"),
         ];
         for (yaml, expected) in cases {

@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use courier_core::config::{NatsArgs, TelemetryArgs};
+use courier_core::{
+    auth::{JwtArgs, Secret},
+    config::{NatsArgs, TelemetryArgs},
+};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "courier-api", about = "Courier REST API: collections, events through the outbox")]
@@ -55,6 +58,29 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// Lifetime of refresh tokens (seconds).
+    #[arg(long, env = "COURIER_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_secs: u64,
+
+    /// Failed logins per username within the window before 429.
+    #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: usize,
+
+    /// Login attempts per client address within the window before 429.
+    #[arg(long, env = "COURIER_LOGIN_MAX_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
+    pub login_max_attempts_per_address: usize,
+
+    /// The rate-limit window (seconds).
+    #[arg(long, env = "COURIER_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub login_window_secs: u64,
+
+    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(long, env = "COURIER_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
     /// Test-only fault injection: `exit-after-commit` makes the process exit right after a
     /// write commits and before its event is published (the outbox relay must recover it).
     #[arg(long, env = "COURIER_API_FAULT", hide = true)]
@@ -87,6 +113,9 @@ impl ApiConfig {
         config.mongodb_database = mongodb_database.to_owned();
         config.nats.nats_url = nats_url.to_owned();
         config.collections_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../collections.yaml"));
+        // A random key per call: local instances never share a built-in secret.
+        let random: [u8; 32] = rand::random();
+        config.jwt.secret = Some(Secret(random.iter().map(|b| format!("{b:02x}")).collect()));
         config
     }
 }

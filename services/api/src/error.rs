@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -34,8 +34,14 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{message}")]
+    Unauthorized { message: String, invalid_token: bool },
+    #[error("too many login attempts; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("the database is unavailable; nothing was written, retry shortly")]
     StoreUnavailable(#[source] mongodb::error::Error),
+    #[error("the database stopped answering while committing: the change may have been applied; read it before retrying")]
+    OutcomeUnknown(#[source] mongodb::error::Error),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -50,7 +56,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreUnavailable(_) | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,7 +73,10 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -77,7 +88,8 @@ impl ApiError {
 
 impl From<mongodb::error::Error> for ApiError {
     fn from(err: mongodb::error::Error) -> Self {
-        if courier_store::store::is_unavailable(&err) {
+        // Unreachable, or transient errors that outlasted the retries (write conflicts, elections).
+        if courier_store::store::is_unavailable(&err) || err.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) {
             ApiError::StoreUnavailable(err)
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("MongoDB operation failed"))
@@ -91,6 +103,7 @@ impl From<courier_store::StoreError> for ApiError {
             courier_store::StoreError::VersionConflict => {
                 ApiError::PreconditionFailed("the document changed since it was read (If-Match does not match)".into())
             }
+            courier_store::StoreError::OutcomeUnknown(err) => ApiError::OutcomeUnknown(err),
             courier_store::StoreError::Mongo(err) => err.into(),
         }
     }
@@ -101,13 +114,25 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         match &self {
             ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
-            ApiError::StoreUnavailable(err) => tracing::warn!(%err, "store unavailable"),
+            ApiError::StoreUnavailable(err) | ApiError::OutcomeUnknown(err) => tracing::warn!(%err, "store unavailable"),
             _ => {}
         }
         let mut body = json!({"code": self.code(), "message": self.to_string()});
         if let ApiError::Validation { fields, .. } = &self {
             body["fields"] = json!(fields);
         }
-        (status, Json(json!({"error": body}))).into_response()
+        let mut response = (status, Json(json!({"error": body}))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let challenge = if *invalid_token { r#"Bearer realm="courier", error="invalid_token""# } else { r#"Bearer realm="courier""# };
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
     }
 }

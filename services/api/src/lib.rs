@@ -2,6 +2,7 @@
 //! into exactly one JetStream event through the transactional outbox.
 
 pub mod app;
+pub mod auth;
 pub mod collections;
 pub mod config;
 pub mod documents;

@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use courier_store::{Outbox, OutboxMetrics, Store};
 
-use crate::collections::CollectionsHandle;
+use courier_core::auth::JwtKeys;
+
+use crate::{
+    auth::{Accounts, LoginLimiter},
+    collections::CollectionsHandle,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,5 +18,9 @@ pub struct AppState {
     pub collections: CollectionsHandle,
     pub metrics: Arc<OutboxMetrics>,
     pub max_body_bytes: usize,
+    pub accounts: Accounts,
+    pub jwt: Arc<JwtKeys>,
+    pub login_limiter: Arc<LoginLimiter>,
+    pub trust_forwarded_for: bool,
     pub fault: Option<crate::config::Fault>,
 }

@@ -2,6 +2,7 @@
 //! (event envelope, WebSocket protocol frames, NATS subjects and streams), plus the plumbing each
 //! service needs once (typed config pieces, telemetry, graceful shutdown, the ops HTTP server).
 
+pub mod auth;
 pub mod channel;
 pub mod collection_spec;
 pub mod config;

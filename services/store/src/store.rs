@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The document changed (or vanished) since it was read.
     #[error("the document changed since it was read")]
     VersionConflict,
+    /// The store stopped answering while committing: the change may or may not be stored.
+    #[error("the commit's outcome is unknown: {0}")]
+    OutcomeUnknown(#[source] mongodb::error::Error),
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
 }
@@ -48,7 +51,7 @@ pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
     matches!(
         err.kind.as_ref(),
         ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
-    ) || err.contains_label(TRANSIENT_TRANSACTION_ERROR)
+    )
 }
 
 impl Store {
@@ -154,6 +157,12 @@ impl Store {
             }
             .await;
             if let Err(err) = applied {
+                let unreachable = matches!(&err, StoreError::Mongo(m) if is_unavailable(m));
+                // An unreachable store would make the abort wait out the timeout again; the
+                // server discards the abandoned transaction by itself.
+                if unreachable {
+                    return Err(err);
+                }
                 let _ = session.abort_transaction().await;
                 if let StoreError::Mongo(mongo) = &err
                     && mongo.contains_label(TRANSIENT_TRANSACTION_ERROR)
@@ -166,9 +175,17 @@ impl Store {
             loop {
                 match session.commit_transaction().await {
                     Ok(()) => return Ok(()),
-                    Err(err) if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempt < TRANSACTION_ATTEMPTS => {
+                    // Reachable but unsure (e.g. a failover): retrying the commit is safe.
+                    Err(err)
+                        if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            && !is_unavailable(&err)
+                            && attempt < TRANSACTION_ATTEMPTS =>
+                    {
                         attempt += 1;
                         continue;
+                    }
+                    Err(err) if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) || is_unavailable(&err) => {
+                        return Err(StoreError::OutcomeUnknown(err));
                     }
                     Err(err) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS => {
                         continue 'transaction;

@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use courier_store::{OutboxRecord, StoreError, Write};
 
 use crate::{
+    auth::Caller,
     collections::CollectionDef,
     documents::{parse_id, to_api, to_stored, version_of},
     error::{ApiError, FieldError},
@@ -131,10 +132,11 @@ async fn commit_change(
     doc_id: &str,
     version: i64,
     data: Value,
+    actor: Option<String>,
     trace_id: &str,
 ) -> Result<(), StoreError> {
     let name = def.name();
-    let event = Event::new(name, doc_id, action, data, None, trace_id.to_owned());
+    let event = Event::new(name, doc_id, action, data, actor.clone(), trace_id.to_owned());
     let mut records = vec![OutboxRecord::for_event(&event, subjects::event_subject(name, doc_id, action), version)];
     let trigger = match action {
         EventAction::Created => Some(TriggerOn::Create),
@@ -143,7 +145,7 @@ async fn commit_change(
     };
     if let Some(trigger) = trigger {
         for kind in def.tasks_on(trigger) {
-            let task = Task::new(kind, name, doc_id, version, None, trace_id.to_owned());
+            let task = Task::new(kind, name, doc_id, version, actor.clone(), trace_id.to_owned());
             records.push(OutboxRecord::for_task(&task));
         }
     }
@@ -172,10 +174,12 @@ fn document_response(status: StatusCode, version: i64, trace_id: &str, document:
 async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
+    caller.require(def.write_access())?;
     let fields = client_fields(&def, body, None)?;
     let body = Value::Object(fields);
     def.validate(&body).map_err(|fields| ApiError::validation(&name, fields))?;
@@ -186,7 +190,7 @@ async fn create(
     let document = to_api(stored.clone());
     let trace_id = trace_id(&headers);
     let writes = vec![Write::Insert { collection: name.clone(), document: stored }];
-    commit_change(&state, &def, writes, EventAction::Created, &doc_id, 1, document.clone(), &trace_id).await?;
+    commit_change(&state, &def, writes, EventAction::Created, &doc_id, 1, document.clone(), caller.actor(), &trace_id).await?;
 
     let mut response = document_response(StatusCode::CREATED, 1, &trace_id, document);
     let location = HeaderValue::from_str(&format!("/api/v1/{name}/{doc_id}")).expect("ids are header-safe");
@@ -197,9 +201,10 @@ async fn create(
 async fn read(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    collection(&state, &name)?;
+    caller.require(collection(&state, &name)?.read_access())?;
     let oid = parse_id(&id)?;
     let stored = state
         .store
@@ -223,8 +228,16 @@ enum Edit {
 
 /// Read-modify-write with optimistic concurrency. With `If-Match` a stale version is 412;
 /// without it a lost race is retried on the fresh document.
-async fn modify(state: &AppState, name: &str, id: &str, headers: &HeaderMap, edit: Edit) -> Result<(i64, Option<Value>, String), ApiError> {
+async fn modify(
+    state: &AppState,
+    name: &str,
+    id: &str,
+    caller: &Caller,
+    headers: &HeaderMap,
+    edit: Edit,
+) -> Result<(i64, Option<Value>, String), ApiError> {
     let def = collection(state, name)?;
+    caller.require(def.write_access())?;
     let oid = parse_id(id)?;
     let precondition = Precondition::from_headers(headers, header::IF_MATCH);
     let trace_id = trace_id(headers);
@@ -272,7 +285,7 @@ async fn modify(state: &AppState, name: &str, id: &str, headers: &HeaderMap, edi
             }
         };
         let new_version = version + 1;
-        match commit_change(state, &def, writes, action, id, new_version, data.clone(), &trace_id).await {
+        match commit_change(state, &def, writes, action, id, new_version, data.clone(), caller.actor(), &trace_id).await {
             Ok(()) => return Ok((new_version, (action != EventAction::Deleted).then_some(data), trace_id)),
             Err(StoreError::VersionConflict) if precondition.is_none() => continue,
             Err(err) => return Err(err.into()),
@@ -284,33 +297,38 @@ async fn modify(state: &AppState, name: &str, id: &str, headers: &HeaderMap, edi
 async fn replace(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
+    caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
-    let (version, document, trace_id) = modify(&state, &name, &id, &headers, Edit::Replace(fields)).await?;
+    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::Replace(fields)).await?;
     Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
 }
 
 async fn patch(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
+    caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
-    let (version, document, trace_id) = modify(&state, &name, &id, &headers, Edit::MergePatch(fields)).await?;
+    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::MergePatch(fields)).await?;
     Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
 }
 
 async fn remove(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, trace_id) = modify(&state, &name, &id, &headers, Edit::Delete).await?;
+    let (_, _, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::Delete).await?;
     Ok((StatusCode::NO_CONTENT, [(HeaderName::from_static(TRACE_ID_HEADER), HeaderValue::from_str(&trace_id).expect("sane token"))])
         .into_response())
 }
@@ -339,9 +357,11 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     let def = collection(&state, &name)?;
+    caller.require(def.read_access())?;
     let query = ListQuery::parse(&def, &params)?;
     let docs: Vec<_> = state
         .store

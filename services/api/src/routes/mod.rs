@@ -15,7 +15,7 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
 pub fn router(state: AppState, registry: Arc<Registry>, readiness: courier_core::ops::Readiness) -> Router {
     Router::new()
-        .nest("/api/v1", documents::router())
+        .nest("/api/v1", crate::auth::router().merge(documents::router()))
         .merge(crate::openapi::router())
         .with_state(state)
         .merge(courier_core::ops::router(registry, readiness))

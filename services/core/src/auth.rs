@@ -1,0 +1,246 @@
+//! Access tokens shared by the api (which signs them) and the broadcaster (which verifies them):
+//! JWT with HS256 from a configured secret or RS256 from a key pair. There is no built-in key:
+//! a service that needs one and has none refuses to start.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use clap::Args;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// Issuer and audience of Courier's access tokens.
+pub const TOKEN_ISSUER: &str = "courier";
+pub const TOKEN_AUDIENCE: &str = "courier";
+/// Shortest HS256 secret accepted (bytes).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "<empty>" } else { "<redacted>" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 signing secret (at least 32 bytes). Prefer the _FILE form in production.
+    #[arg(long = "jwt-secret", env = "COURIER_JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+    /// File holding the HS256 secret.
+    #[arg(long = "jwt-secret-file", env = "COURIER_JWT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// RS256 private key (PEM) — the api signs with it.
+    #[arg(long = "jwt-private-key-file", env = "COURIER_JWT_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// RS256 public key (PEM) — every service verifies with it.
+    #[arg(long = "jwt-public-key-file", env = "COURIER_JWT_PUBLIC_KEY_FILE")]
+    pub public_key_file: Option<PathBuf>,
+    /// Lifetime of access tokens (seconds).
+    #[arg(long = "jwt-access-ttl-secs", env = "COURIER_JWT_ACCESS_TTL_SECS", default_value_t = 900)]
+    pub access_ttl_secs: u64,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The username (for display; authorization uses `sub`).
+    pub name: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+    pub iss: String,
+    pub aud: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token is invalid")]
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error(
+        "no JWT key configured: set COURIER_JWT_SECRET / COURIER_JWT_SECRET_FILE (HS256) or COURIER_JWT_PUBLIC_KEY_FILE (+ COURIER_JWT_PRIVATE_KEY_FILE to sign) for RS256"
+    )]
+    Missing,
+    #[error("the JWT secret is {0} bytes; use at least {MIN_SECRET_LEN} random bytes")]
+    WeakSecret(usize),
+    #[error("configure either an HS256 secret or an RS256 key pair, not both")]
+    Ambiguous,
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a usable RSA PEM key: {source}")]
+    BadKey { path: PathBuf, source: jsonwebtoken::errors::Error },
+}
+
+/// Signing (when configured) and verification keys.
+#[derive(Clone)]
+pub struct JwtKeys {
+    algorithm: Algorithm,
+    encoding: Option<EncodingKey>,
+    decoding: DecodingKey,
+    validation: Validation,
+    pub access_ttl: Duration,
+}
+
+impl fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtKeys").field("algorithm", &self.algorithm).field("can_sign", &self.encoding.is_some()).finish()
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, KeyConfigError> {
+    std::fs::read(path).map_err(|source| KeyConfigError::Read { path: path.clone(), source })
+}
+
+impl JwtKeys {
+    pub fn from_args(args: &JwtArgs) -> Result<Self, KeyConfigError> {
+        let secret = match (&args.secret, &args.secret_file) {
+            (Some(s), _) if !s.0.is_empty() => Some(s.0.clone().into_bytes()),
+            (_, Some(path)) => {
+                let mut bytes = read(path)?;
+                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            _ => None,
+        };
+        let ttl = Duration::from_secs(args.access_ttl_secs.max(1));
+        match (secret, &args.public_key_file) {
+            (Some(_), Some(_)) => Err(KeyConfigError::Ambiguous),
+            (Some(secret), None) => {
+                if secret.len() < MIN_SECRET_LEN {
+                    return Err(KeyConfigError::WeakSecret(secret.len()));
+                }
+                Ok(Self::hs256(&secret, ttl))
+            }
+            (None, Some(public)) => {
+                let decoding = DecodingKey::from_rsa_pem(&read(public)?)
+                    .map_err(|source| KeyConfigError::BadKey { path: public.clone(), source })?;
+                let encoding = match &args.private_key_file {
+                    Some(private) => Some(
+                        EncodingKey::from_rsa_pem(&read(private)?)
+                            .map_err(|source| KeyConfigError::BadKey { path: private.clone(), source })?,
+                    ),
+                    None => None,
+                };
+                Ok(Self::new(Algorithm::RS256, encoding, decoding, ttl))
+            }
+            (None, None) => Err(KeyConfigError::Missing),
+        }
+    }
+
+    /// HS256 keys from a secret (tests and tools; services go through [`JwtKeys::from_args`]).
+    pub fn hs256(secret: &[u8], access_ttl: Duration) -> Self {
+        Self::new(Algorithm::HS256, Some(EncodingKey::from_secret(secret)), DecodingKey::from_secret(secret), access_ttl)
+    }
+
+    fn new(algorithm: Algorithm, encoding: Option<EncodingKey>, decoding: DecodingKey, access_ttl: Duration) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[TOKEN_ISSUER]);
+        validation.set_audience(&[TOKEN_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.leeway = 5;
+        JwtKeys { algorithm, encoding, decoding, validation, access_ttl }
+    }
+
+    /// Signs an access token for a user; `None` if this service only verifies.
+    pub fn issue(&self, user_id: &str, username: &str) -> Option<(String, Claims)> {
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            name: username.to_owned(),
+            iat: now,
+            exp: now + self.access_ttl.as_secs(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            iss: TOKEN_ISSUER.to_owned(),
+            aud: TOKEN_AUDIENCE.to_owned(),
+        };
+        self.sign(&claims).map(|token| (token, claims))
+    }
+
+    /// Signs arbitrary claims (tests use it for expired or foreign tokens).
+    pub fn sign(&self, claims: &Claims) -> Option<String> {
+        let key = self.encoding.as_ref()?;
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, key).ok()
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token.as_bytes(), &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_user() {
+        let keys = JwtKeys::hs256(SECRET, Duration::from_secs(60));
+        let (token, claims) = keys.issue("u1", "ana").unwrap();
+        assert_eq!(keys.verify(&token), Ok(claims.clone()));
+        assert_eq!((claims.sub.as_str(), claims.exp - claims.iat), ("u1", 60));
+    }
+
+    #[test]
+    fn expired_forged_and_foreign_tokens_are_refused() {
+        let keys = JwtKeys::hs256(SECRET, Duration::from_secs(60));
+        let (_, mut claims) = keys.issue("u1", "ana").unwrap();
+        claims.exp = claims.iat - 120;
+        assert_eq!(keys.verify(&keys.sign(&claims).unwrap()), Err(TokenError::Expired));
+
+        let other = JwtKeys::hs256(b"another secret, also 32 bytes long!", Duration::from_secs(60));
+        let (foreign, _) = other.issue("u1", "ana").unwrap();
+        assert_eq!(keys.verify(&foreign), Err(TokenError::Invalid));
+
+        let (token, _) = keys.issue("u1", "ana").unwrap();
+        let mut tampered = token.clone();
+        tampered.insert(token.find('.').unwrap() + 5, 'x');
+        assert_eq!(keys.verify(&tampered), Err(TokenError::Invalid));
+        assert_eq!(keys.verify("not a token"), Err(TokenError::Invalid));
+
+        // alg=none is never accepted.
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
+        assert_eq!(keys.verify(&unsigned), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn configuration_has_no_default_and_refuses_weak_or_ambiguous_keys() {
+        let args = |secret: Option<&str>, public: Option<&str>| JwtArgs {
+            secret: secret.map(|s| Secret(s.into())),
+            secret_file: None,
+            private_key_file: None,
+            public_key_file: public.map(PathBuf::from),
+            access_ttl_secs: 900,
+        };
+        assert!(matches!(JwtKeys::from_args(&args(None, None)), Err(KeyConfigError::Missing)));
+        assert!(matches!(JwtKeys::from_args(&args(Some("short"), None)), Err(KeyConfigError::WeakSecret(5))));
+        assert!(matches!(JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), Some("/k.pem"))), Err(KeyConfigError::Ambiguous)));
+        assert!(JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), None)).is_ok());
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
+    }
+}

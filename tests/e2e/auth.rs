@@ -1,0 +1,164 @@
+//! Accounts end to end: register, login, refresh rotation and reuse detection, `me`, the login
+//! rate limit, forged/expired tokens, and collections that need authentication.
+
+use std::time::Duration;
+
+use courier_core::auth::{Claims, JwtKeys};
+use courier_tests::{Stack, TEST_JWT_SECRET};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{collections::call, helpers::collect_events};
+
+async fn post(stack: &Stack, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = stack.http.post(format!("{}/api/v1/auth/{path}", stack.api.url())).json(&body).send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn me(stack: &Stack, authorization: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut request = stack.http.get(format!("{}/api/v1/auth/me", stack.api.url()));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.json().await.unwrap_or(Value::Null))
+}
+
+fn fields(body: &Value) -> Vec<String> {
+    body["error"]["fields"].as_array().map_or_else(Vec::new, |f| f.iter().map(|f| f["field"].as_str().unwrap().to_owned()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_me_and_refresh_with_rotation() {
+    let stack = Stack::start().await;
+    let credentials = json!({"username": "Ana.Lopez", "password": "correct horse battery"});
+
+    let (status, _, user) = post(&stack, "register", credentials.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    assert_eq!(user["username"], "ana.lopez", "usernames are case-insensitive");
+    assert!(user.get("password").is_none() && user.get("password_hash").is_none(), "{user}");
+    let (status, _, taken) = post(&stack, "register", json!({"username": "ana.lopez", "password": "another good one"})).await;
+    assert_eq!((status, taken["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+
+    for (body, expected) in [
+        (json!({"username": "ana2", "password": "short"}), vec!["password"]),
+        (json!({"username": "x", "password": "correct horse battery"}), vec!["username"]),
+        (json!({"username": "ana3", "password": ""}), vec!["password"]),
+        (json!({"username": "ana4"}), vec!["password"]),
+        (json!({"username": 7, "password": "correct horse battery"}), vec!["username"]),
+    ] {
+        let (status, _, error) = post(&stack, "register", body.clone()).await;
+        assert_eq!((status, fields(&error)), (StatusCode::UNPROCESSABLE_ENTITY, expected.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{body}");
+    }
+
+    let (status, _, tokens) = post(&stack, "login", json!({"username": "ANA.LOPEZ", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, _, who) = me(&stack, Some(&format!("Bearer {access}"))).await;
+    assert_eq!((status, &who["username"], &who["id"]), (StatusCode::OK, &json!("ana.lopez"), &user["id"]));
+
+    // Refresh rotates: the new pair works, the used token is dead, and reusing it signs the
+    // whole family out (the newer token stops working too).
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, rotated) = post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_refresh, first_refresh);
+    let (status, _, _) = me(&stack, Some(&format!("Bearer {}", rotated["access_token"].as_str().unwrap()))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, reused) = post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(reused["error"]["message"].as_str().unwrap().contains("already used"), "{reused}");
+    let (status, _, _) = post(&stack, "refresh", json!({"refresh_token": second_refresh})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "reuse revoked the family");
+    let (status, _, _) = post(&stack, "refresh", json!({"refresh_token": "made-up"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = post(&stack, "refresh", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_look_alike_and_repeated_failures_are_rate_limited() {
+    let stack = Stack::start().await;
+    post(&stack, "register", json!({"username": "ana", "password": "correct horse battery"})).await;
+
+    let (status, headers, wrong_password) = post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, unknown_user) = post(&stack, "login", json!({"username": "nobody", "password": "wrong password!"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password, unknown_user, "the same answer whether or not the user exists");
+    assert!(headers.get("www-authenticate").is_some());
+
+    // Default: 5 failures per username per window. One so far for "ana"; four more, then 429.
+    for _ in 0..4 {
+        let (status, _, _) = post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, limited) = post(&stack, "login", json!({"username": "ana", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{limited}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    // Other accounts are not locked out by someone guessing at "ana".
+    post(&stack, "register", json!({"username": "bob", "password": "correct horse battery"})).await;
+    let (status, _, _) = post(&stack, "login", json!({"username": "bob", "password": "correct horse battery"})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_malformed_tokens_are_refused() {
+    let stack = Stack::start().await;
+    let token = stack.token("ana").await;
+    let keys = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900));
+    let claims = keys.verify(&token).unwrap();
+
+    let expired = keys.sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() }).unwrap();
+    let forged = JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900)).sign(&claims).unwrap();
+    for (authorization, expected) in [
+        (format!("Bearer {expired}"), "expired"),
+        (format!("Bearer {forged}"), "invalid"),
+        (format!("Basic {token}"), "Bearer"),
+        ("Bearer ".to_owned(), "Bearer"),
+    ] {
+        let (status, headers, error) = me(&stack, Some(&authorization)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(expected), "{error}");
+        assert_eq!(headers["www-authenticate"], r#"Bearer realm="courier", error="invalid_token""#);
+    }
+    let (status, headers, _) = me(&stack, None).await;
+    assert_eq!((status, headers["www-authenticate"].to_str().unwrap()), (StatusCode::UNAUTHORIZED, r#"Bearer realm="courier""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pets_need_a_token_to_write_and_events_name_the_actor() {
+    let stack = Stack::start().await;
+    let mut ws = stack.ws().await;
+    ws.subscribe("pets", None, None).await.unwrap();
+    let pet = json!({"name": "Rex", "species": "Dog", "age": 3, "vaccinated": false, "owner": "ana"});
+
+    let (status, _, error) = call(&stack, Method::POST, "/api/v1/pets", Some(pet.clone()), &[]).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (status, _, _) = call(&stack, Method::POST, "/api/v1/pets", Some(pet.clone()), &[("authorization", "Bearer garbage")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let token = stack.token("ana").await;
+    let auth = format!("Bearer {token}");
+    let (status, _, created) = call(&stack, Method::POST, "/api/v1/pets", Some(pet), &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/v1/pets/{}", created["id"].as_str().unwrap());
+    // Reads are public for pets; writes stay protected on every method.
+    let (status, _, _) = call(&stack, Method::GET, &path, None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for method in [Method::PATCH, Method::PUT, Method::DELETE] {
+        let body = (method != Method::DELETE).then(|| json!({"name": "X", "species": "Dog", "age": 1}));
+        let (status, _, _) = call(&stack, method.clone(), &path, body, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method}");
+    }
+
+    let (_, _, who) = me(&stack, Some(&auth)).await;
+    let got = collect_events(&mut ws, 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].event.actor.as_deref(), who["id"].as_str(), "the event's actor is the user");
+}
