@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use courier_core::auth::{Claims, JwtKeys};
-use courier_tests::{Stack, TEST_JWT_SECRET};
+use courier_core::{
+    auth::{Claims, JwtKeys, Secret},
+    protocol::ServerFrame,
+};
+use courier_tests::{ClientError, RunningBroadcaster, Stack, TEST_JWT_SECRET, WsClient};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -161,4 +164,62 @@ async fn pets_need_a_token_to_write_and_events_name_the_actor() {
     let (_, _, who) = me(&stack, Some(&auth)).await;
     let got = collect_events(&mut ws, 1, Duration::from_secs(10)).await;
     assert_eq!(got[0].event.actor.as_deref(), who["id"].as_str(), "the event's actor is the user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collections.yaml");
+    std::fs::write(&file, "collections:\n  - {name: secrets, schema: {type: object}, access: {read: authenticated}}\n  - {name: products, schema: {type: object}}\n").unwrap();
+    let mut config = Stack::broadcaster_config(&stack.nats);
+    config.collections_file = Some(file);
+    config.jwt.secret = Some(Secret(TEST_JWT_SECRET.to_owned()));
+    config.ping_interval_ms = 200;
+    let broadcaster = RunningBroadcaster::start(config).await;
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
+
+    ws.subscribe("products", None, None).await.expect("public channels need no token");
+    let keys = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900));
+    let (valid, claims) = keys.issue("u1", "ana").unwrap();
+    let expired = keys.sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() }).unwrap();
+    let forged = JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900)).sign(&claims).unwrap();
+    for (token, expected) in [(None, "requires an access token"), (Some(expired), "expired"), (Some(forged), "invalid")] {
+        match ws.subscribe("secrets:doc1", None, token).await {
+            Err(ClientError::Refused { code, message }) => {
+                assert_eq!(code, "unauthorized");
+                assert!(message.contains(expected), "{message}");
+            }
+            other => panic!("expected unauthorized ({expected}), got {other:?}"),
+        }
+    }
+    ws.subscribe("secrets:doc1", None, Some(valid)).await.expect("a valid token admits");
+
+    // A token about to expire admits, and the subscription ends when it does.
+    let now = claims.iat;
+    let short = keys.sign(&Claims { exp: now + 2, ..claims }).unwrap();
+    ws.subscribe("secrets", None, Some(short)).await.unwrap();
+    let mut ended = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ended && tokio::time::Instant::now() < deadline {
+        match ws.next_frame_within(Duration::from_secs(10)).await.unwrap() {
+            ServerFrame::Error { code, channel, message } => {
+                assert_eq!((code.as_str(), channel.as_deref()), ("unauthorized", Some("secrets")), "{message}");
+            }
+            ServerFrame::Unsubscribed { channel } => {
+                assert_eq!(channel, "secrets");
+                ended = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(ended, "the expired subscription was ended");
+    ws.send(&courier_core::ClientFrame::GetStatus {}).await.unwrap();
+    loop {
+        if let ServerFrame::Status(status) = ws.next_frame_within(Duration::from_secs(5)).await.unwrap() {
+            assert_eq!(status.subscriptions, ["products", "secrets:doc1"], "the others continue");
+            break;
+        }
+    }
+    broadcaster.stop().await;
 }

@@ -206,7 +206,7 @@ impl Stack {
         let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
         let database = format!("courier_{}", uuid::Uuid::now_v7().simple());
         let api = RunningApi::start(Self::api_config(&store, &database, &nats)).await;
-        let broadcaster = RunningBroadcaster::start(BroadcasterConfig::for_local(&nats.url())).await;
+        let broadcaster = RunningBroadcaster::start(Self::broadcaster_config(&nats)).await;
         Stack { nats, store, api, broadcaster, database, http: reqwest::Client::new() }
     }
 
@@ -217,6 +217,14 @@ impl Stack {
         config.relay_interval = Duration::from_millis(100);
         config.relay_grace = Duration::from_millis(500);
         config.mongodb_timeout = Duration::from_secs(2);
+        config.jwt.secret = Some(courier_core::auth::Secret(crate::TEST_JWT_SECRET.to_owned()));
+        config
+    }
+
+    /// The broadcaster config of this stack: the shipped collections' read rules, the shared key.
+    pub fn broadcaster_config(nats: &NatsServer) -> BroadcasterConfig {
+        let mut config = BroadcasterConfig::for_local(&nats.url());
+        config.collections_file = Some(crate::workspace_root().join("collections.yaml"));
         config.jwt.secret = Some(courier_core::auth::Secret(crate::TEST_JWT_SECRET.to_owned()));
         config
     }

@@ -19,13 +19,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
+use courier_core::{
+    auth::{JwtKeys, KeyConfigError},
+    config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub, metrics::BroadcasterMetrics};
+use crate::{access::Access, config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub, metrics::BroadcasterMetrics};
 
 /// Everything connections share.
 pub struct Shared {
@@ -39,6 +41,7 @@ pub struct Shared {
     /// Cancelled at shutdown: connections send 1001 and end.
     pub shutdown: CancellationToken,
     pub feed_attached: Arc<AtomicBool>,
+    pub access: Access,
     tracker: TaskTracker,
 }
 
@@ -55,7 +58,23 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = BroadcasterMetrics::register(&mut registry);
         let feed_attached = Arc::new(AtomicBool::new(false));
+        let read_rules = match &config.collections_file {
+            Some(path) => Access::read_rules(path)?,
+            None => {
+                tracing::warn!("no COURIER_COLLECTIONS_FILE: every channel is public");
+                Default::default()
+            }
+        };
+        let keys = match JwtKeys::from_args(&config.jwt) {
+            Ok(keys) => Some(keys),
+            Err(KeyConfigError::Missing) => {
+                tracing::warn!("no JWT keys configured: channels that need a token cannot be joined");
+                None
+            }
+            Err(err) => return Err(err).context("JWT configuration"),
+        };
         let shared = Arc::new(Shared {
+            access: Access::new(read_rules, keys),
             hub: Arc::new(Hub::new(config.channel_buffer)),
             js: jetstream::new(nats.clone()),
             node: config.node(),

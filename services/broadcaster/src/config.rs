@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use courier_core::config::{NatsArgs, TelemetryArgs};
+use courier_core::{
+    auth::JwtArgs,
+    config::{NatsArgs, TelemetryArgs},
+};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "courier-broadcaster", about = "Courier WebSocket broadcaster: fans JetStream events out to subscribed clients")]
@@ -14,6 +17,15 @@ pub struct BroadcasterConfig {
 
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    /// Collections file whose `read` rules decide which channels need an access token (the
+    /// api's `collections.yaml`). Without it every channel is public.
+    #[arg(long, env = "COURIER_COLLECTIONS_FILE")]
+    pub collections_file: Option<std::path::PathBuf>,
+
+    /// Token verification keys (the api's: secret, or RS256 public key).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 
     /// Name of this broadcaster in `status` frames and logs (defaults to host name + pid).
     #[arg(long, env = "COURIER_NODE_NAME")]

@@ -76,6 +76,8 @@ struct Sub {
     channel: Channel,
     /// Highest sequence already sent on this channel: live deliveries at or below it are skipped.
     sent_up_to: u64,
+    /// When the access token that admitted it expires (unix seconds); `None` for public channels.
+    expires_at: Option<u64>,
 }
 
 struct Connection {
@@ -154,6 +156,9 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
+                    if let Err(err) = self.end_expired_subscriptions().await {
+                        return self.write_failed(err).await;
+                    }
                     if self.last_heard.elapsed() > ping_interval * 3 {
                         self.close(close_code::IDLE_TIMEOUT, "no frame received within the idle timeout", CLOSE_WINDOW).await;
                         return CloseReason::IdleTimeout;
@@ -293,11 +298,11 @@ impl Connection {
                     self.send_frame(&ServerFrame::error(error_code::NOT_SUBSCRIBED, message, Some(&channel))).await
                 }
             }
-            ClientFrame::Subscribe { channel, since, token: _ } => self.subscribe(channel, since).await,
+            ClientFrame::Subscribe { channel, since, token } => self.subscribe(channel, since, token).await,
         }
     }
 
-    async fn subscribe(&mut self, name: String, since: Option<u64>) -> Result<(), WriteError> {
+    async fn subscribe(&mut self, name: String, since: Option<u64>, token: Option<String>) -> Result<(), WriteError> {
         let channel = match Channel::parse(&name) {
             Ok(channel) => channel,
             Err(err) => {
@@ -307,6 +312,13 @@ impl Connection {
             }
         };
         let name = channel.name();
+        let expires_at = match self.shared.access.admit(&channel, token.as_deref()) {
+            Ok(claims) => claims.map(|c| c.exp),
+            Err(err) => {
+                self.shared.metrics.unauthorized_subscribes.inc();
+                return self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, err.to_string(), Some(&name))).await;
+            }
+        };
         let already = self.by_name.get(&name).copied();
         if already.is_none() && self.subs.len() >= self.shared.config.max_subscriptions {
             let message = format!("at most {} subscriptions per connection", self.shared.config.max_subscriptions);
@@ -357,7 +369,7 @@ impl Connection {
             }
         };
         self.subscriptions.insert(sub, BroadcastStream::new(live.receiver));
-        self.subs.insert(sub, Sub { channel, sent_up_to: floor });
+        self.subs.insert(sub, Sub { channel, sent_up_to: floor, expires_at });
         let position = since.unwrap_or(after);
         self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered }).await?;
         if !replayed_frames.is_empty() {
@@ -367,6 +379,25 @@ impl Connection {
                 self.write_with_timeout(messages).await?;
             }
             self.shared.metrics.frames_sent.inc_by(count);
+        }
+        Ok(())
+    }
+
+    /// Ends subscriptions whose access token has expired, telling the client which (it can
+    /// subscribe again, with `since`, using a fresh token).
+    async fn end_expired_subscriptions(&mut self) -> Result<(), WriteError> {
+        let now = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(0);
+        let expired: Vec<u32> =
+            self.subs.iter().filter(|(_, s)| s.expires_at.is_some_and(|exp| exp <= now)).map(|(id, _)| *id).collect();
+        for id in expired {
+            self.subscriptions.remove(&id);
+            let Some(sub) = self.subs.remove(&id) else { continue };
+            let name = sub.channel.name();
+            self.by_name.remove(&name);
+            self.shared.metrics.subscription_removed(&sub.channel);
+            let message = format!("the access token for '{name}' expired; subscribe again with a fresh token and since={}", sub.sent_up_to);
+            self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, message, Some(&name))).await?;
+            self.send_frame(&ServerFrame::Unsubscribed { channel: name }).await?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Courier's WebSocket broadcaster: one JetStream consumer per process fanned out in-process to
 //! every subscribed client (protocol v1, docs/protocol.md), with `since` replay for resume.
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod connection;

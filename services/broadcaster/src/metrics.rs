@@ -31,6 +31,7 @@ pub struct BroadcasterMetrics {
     pub frames_sent: Counter,
     pub slow_consumer_disconnects: Counter,
     pub replays_served: Counter,
+    pub unauthorized_subscribes: Counter,
     pub events_received: Counter,
     pub channel_fanouts: Counter,
 }
@@ -49,6 +50,7 @@ impl BroadcasterMetrics {
             m.slow_consumer_disconnects.clone(),
         );
         registry.register("courier_ws_replays", "Subscriptions served with a since-replay", m.replays_served.clone());
+        registry.register("courier_ws_unauthorized_subscribes", "Subscribes refused for a missing, invalid or expired token", m.unauthorized_subscribes.clone());
         registry.register("courier_broadcaster_events_received", "Events read from the EVENTS stream", m.events_received.clone());
         registry.register("courier_broadcaster_channel_fanouts", "Event frames fanned out to channel rings", m.channel_fanouts.clone());
         Arc::new(m)

@@ -1,0 +1,89 @@
+//! Who may subscribe to what: the collections' read rules (from the same `collections.yaml` the
+//! api serves) and access-token verification with the api's keys. A channel of a collection
+//! with `read: authenticated` needs a valid token in `subscribe`; the subscription ends when
+//! that token expires.
+
+use std::{collections::HashMap, path::Path};
+
+use courier_core::{
+    auth::{Claims, JwtKeys, TokenError},
+    channel::Channel,
+    collection_spec::{AccessLevel, CollectionsFile},
+};
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("channel '{0}' requires an access token: send token in subscribe")]
+    TokenRequired(String),
+    #[error("the access token has expired; get a fresh one and subscribe again")]
+    Expired,
+    #[error("the access token is invalid")]
+    Invalid,
+    #[error("this broadcaster has no token keys configured, so it cannot admit '{0}'")]
+    NoKeys(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Access {
+    read: HashMap<String, AccessLevel>,
+    keys: Option<JwtKeys>,
+}
+
+impl Access {
+    pub fn new(read: HashMap<String, AccessLevel>, keys: Option<JwtKeys>) -> Self {
+        Access { read, keys }
+    }
+
+    /// Read rules from a `collections.yaml` file.
+    pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {
+        let text = std::fs::read_to_string(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let file: CollectionsFile = serde_yaml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Ok(file.collections.into_iter().map(|c| (c.name, c.access.read)).collect())
+    }
+
+    /// Admits a subscription: `Ok(None)` for a public channel, `Ok(Some(claims))` when a token
+    /// was required and is valid (its `exp` bounds the subscription).
+    pub fn admit(&self, channel: &Channel, token: Option<&str>) -> Result<Option<Claims>, AccessError> {
+        let level = self.read.get(channel.collection()).copied().unwrap_or_default();
+        if level == AccessLevel::Public {
+            return Ok(None);
+        }
+        let Some(keys) = &self.keys else {
+            return Err(AccessError::NoKeys(channel.name()));
+        };
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| AccessError::TokenRequired(channel.name()))?;
+        keys.verify(token).map(Some).map_err(|err| match err {
+            TokenError::Expired => AccessError::Expired,
+            TokenError::Invalid => AccessError::Invalid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn access() -> (Access, JwtKeys) {
+        let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
+        let read = HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated), ("products".to_owned(), AccessLevel::Public)]);
+        (Access::new(read, Some(keys.clone())), keys)
+    }
+
+    #[test]
+    fn public_channels_need_nothing_and_protected_ones_a_valid_token() {
+        let (access, keys) = access();
+        let secrets = Channel::parse("secrets:abc").unwrap();
+        assert_eq!(access.admit(&Channel::parse("products").unwrap(), None), Ok(None));
+        assert_eq!(access.admit(&Channel::parse("unknown").unwrap(), None), Ok(None), "undeclared collections are public");
+        assert_eq!(access.admit(&secrets, None), Err(AccessError::TokenRequired("secrets:abc".into())));
+        assert_eq!(access.admit(&secrets, Some("forged")), Err(AccessError::Invalid));
+        let (token, claims) = keys.issue("u1", "ana").unwrap();
+        assert_eq!(access.admit(&secrets, Some(&token)), Ok(Some(claims.clone())));
+        let expired = keys.sign(&Claims { exp: claims.iat - 600, ..claims }).unwrap();
+        assert_eq!(access.admit(&secrets, Some(&expired)), Err(AccessError::Expired));
+        let no_keys = Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
+        assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));
+    }
+}
