@@ -14,6 +14,23 @@ pub const EVENTS_ALL: &str = "events.>";
 pub const TASKS_ALL: &str = "tasks.>";
 pub const DLQ_ALL: &str = "dlq.tasks.>";
 
+/// The durable pull consumer on `TASKS` that every worker process shares.
+pub const WORKERS_CONSUMER: &str = "workers";
+
+/// Headers on a dead letter (a message in `DLQ`), written by the worker, read by the api.
+pub mod dead_letter_header {
+    /// Why the task was given up.
+    pub const REASON: &str = "Courier-Dead-Reason";
+    /// Deliveries the task got before it was given up.
+    pub const ATTEMPTS: &str = "Courier-Attempts";
+    /// The `tasks.<kind>` subject it was taken from (and is re-enqueued on by a retry).
+    pub const ORIGINAL_SUBJECT: &str = "Courier-Original-Subject";
+    /// The task's id (absent for an undecodable payload).
+    pub const TASK_ID: &str = "Courier-Task-Id";
+    /// The worker that gave up.
+    pub const WORKER: &str = "Courier-Worker";
+}
+
 /// Header carrying the request's trace id from the api through NATS to broadcaster and worker.
 pub const TRACE_HEADER: &str = "Courier-Trace-Id";
 
