@@ -6,7 +6,9 @@ pub mod documents;
 pub mod metrics;
 pub mod outbox;
 pub mod store;
+pub mod task_results;
 
 pub use metrics::OutboxMetrics;
 pub use outbox::{Outbox, OutboxRecord};
 pub use store::{Store, StoreError, Write};
+pub use task_results::TaskCommit;
