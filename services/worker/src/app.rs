@@ -9,12 +9,32 @@ use std::{
 };
 
 use anyhow::Context;
-use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
+use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
+use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::WorkerConfig, consumer::WorkLoop, handlers::Handlers, metrics::WorkerMetrics};
+use crate::{
+    config::WorkerConfig,
+    consumer::WorkLoop,
+    handlers::{Handlers, Noop},
+    metrics::WorkerMetrics,
+    pets::PetsEnrich,
+};
+
+/// Every built-in handler (`pets.enrich`, `system.noop`), writing to the store named in `config`
+/// and publishing events on `nats`. The store client connects lazily (a worker starts while
+/// MongoDB is down and reports not ready).
+pub async fn standard_handlers(config: &WorkerConfig, nats: async_nats::Client) -> anyhow::Result<Handlers> {
+    let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout(), "courier-worker")
+        .await
+        .context("invalid MongoDB URI")?;
+    // The api's relay publishes what the fast path leaves behind; these counters stay local.
+    let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
+    let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault).context("species data")?;
+    Ok(Handlers::new().with(Arc::new(pets)).with(Arc::new(Noop)).with_store(store))
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -25,18 +45,36 @@ pub struct Application {
 }
 
 impl Application {
+    /// The worker as `courier-worker` runs it: the [`standard_handlers`].
+    pub async fn build_standard(config: WorkerConfig) -> anyhow::Result<Self> {
+        let nats = connect_nats(&config.nats.nats_url, "courier-worker").await.context("invalid NATS URL")?;
+        let handlers = standard_handlers(&config, nats.clone()).await?;
+        Self::build_with_client(config, nats, handlers).await
+    }
+
+    /// A worker serving `handlers`.
     pub async fn build(config: WorkerConfig, handlers: Handlers) -> anyhow::Result<Self> {
         let nats = connect_nats(&config.nats.nats_url, "courier-worker").await.context("invalid NATS URL")?;
+        Self::build_with_client(config, nats, handlers).await
+    }
+
+    async fn build_with_client(config: WorkerConfig, nats: async_nats::Client, handlers: Handlers) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
         let metrics = WorkerMetrics::register(&mut registry);
         let attached = Arc::new(AtomicBool::new(false));
-        let readiness = Readiness::new().with_nats(nats.clone()).with_check("consumer", {
+        let mut readiness = Readiness::new().with_nats(nats.clone()).with_check("consumer", {
             let attached = attached.clone();
             move || {
                 let ok = attached.load(Ordering::Acquire);
                 async move { if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) } }
             }
         });
+        if let Some(store) = handlers.store().cloned() {
+            readiness = readiness.with_check("mongodb", move || {
+                let store = store.clone();
+                async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
+            });
+        }
         let listener = courier_core::ops::bind(config.metrics_listen).await?;
         let work = Arc::new(WorkLoop {
             js: async_nats::jetstream::new(nats.clone()),
@@ -60,12 +98,31 @@ impl Application {
         let replicas = work.config.nats.stream_replicas;
         let js = work.js.clone();
         let ops = tokio::spawn(courier_core::ops::serve(listener, registry, readiness, shutdown.clone()));
+        let indexes = work.handlers.store().cloned().map(|store| tokio::spawn(ensure_indexes_with_retry(store, shutdown.clone())));
         if ensure_streams_with_retry(&js, replicas, &shutdown).await {
-            work.run(shutdown.clone()).await;
+            work.clone().run(shutdown.clone()).await;
+        }
+        work.handlers.drain().await;
+        if let Some(indexes) = indexes {
+            indexes.abort();
         }
         ops.await.context("ops server task failed")?.context("ops server failed")?;
         let _ = nats.flush().await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// Creates the task-result index, retrying while the store is down.
+async fn ensure_indexes_with_retry(store: Store, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
+    loop {
+        match store.ensure_task_result_indexes().await {
+            Ok(()) => return,
+            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating the task-result index failed"),
+        }
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
     }
 }

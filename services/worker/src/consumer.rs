@@ -2,6 +2,11 @@
 //! worker process (competing consumers). Ack only after the handler stored its effect; transient
 //! failures are retried with exponential backoff (`nak` with delay); the last failed delivery,
 //! permanent failures and undecodable tasks go to the `DLQ` stream and leave the queue.
+//!
+//! The worker, not the server, enforces `max_deliver`: the consumer redelivers without limit
+//! and a delivery past `max_deliver` (earlier attempts died with their worker or overran
+//! `ack_wait`) is dead-lettered without running. A server-side limit would instead leave such a
+//! task stuck in the work queue forever, neither delivered nor dead-lettered.
 
 use std::{
     sync::{
@@ -29,22 +34,15 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::WorkerConfig,
+    config::{Fault, WorkerConfig},
     handlers::{Handlers, TaskError},
     metrics::WorkerMetrics,
 };
 
 /// The durable consumer every worker shares.
-pub const CONSUMER_NAME: &str = "workers";
+pub const CONSUMER_NAME: &str = courier_core::subjects::WORKERS_CONSUMER;
 
-/// Headers on a dead letter.
-pub mod dead_letter_header {
-    pub const REASON: &str = "Courier-Dead-Reason";
-    pub const ATTEMPTS: &str = "Courier-Attempts";
-    pub const ORIGINAL_SUBJECT: &str = "Courier-Original-Subject";
-    pub const TASK_ID: &str = "Courier-Task-Id";
-    pub const WORKER: &str = "Courier-Worker";
-}
+pub use courier_core::subjects::dead_letter_header;
 
 pub struct WorkLoop {
     pub js: jetstream::Context,
@@ -64,7 +62,8 @@ pub fn consumer_config(config: &WorkerConfig) -> pull::Config {
         filter_subject: TASKS_ALL.to_owned(),
         ack_policy: AckPolicy::Explicit,
         ack_wait: config.ack_wait(),
-        max_deliver: config.max_deliver,
+        // Unlimited on the server: the worker dead-letters (see the module docs).
+        max_deliver: -1,
         max_ack_pending: 10_000,
         ..Default::default()
     }
@@ -139,9 +138,14 @@ impl WorkLoop {
                 .await;
             return;
         };
+        if delivered > self.config.max_deliver {
+            let reason = format!("no attempt completed in {} deliveries (worker died or exceeded ack_wait)", delivered - 1);
+            self.dead_letter(&message, &kind, Some(&task), &reason, delivered - 1).await;
+            return;
+        }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let outcome = handler.handle(&task).await;
+        let outcome = self.run_handler(&message, handler.as_ref(), &task).await;
         self.metrics.in_flight.dec();
         self.metrics.observe_duration(&kind, started.elapsed());
         match outcome {
@@ -171,6 +175,30 @@ impl WorkLoop {
         }
     }
 
+    /// Runs the handler, telling the server every `ack_wait / 2` that the task is still being
+    /// worked on, so a slow task is not redelivered to another worker while this one is alive.
+    async fn run_handler(&self, message: &jetstream::Message, handler: &dyn crate::handlers::TaskHandler, task: &Task) -> Result<(), TaskError> {
+        let work = async {
+            if let Some(Fault::Delay(delay)) = self.config.fault {
+                tokio::time::sleep(delay).await;
+            }
+            handler.handle(task).await
+        };
+        tokio::pin!(work);
+        let period = (self.config.ack_wait() / 2).max(Duration::from_millis(100));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = heartbeat.tick() => {
+                    if let Err(err) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%err, task_id = %task.id, "in-progress ack failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Moves a task to `dlq.tasks.<kind>` with why and how often it failed, then removes it from
     /// the work queue. If the dead letter cannot be written, the task stays queued (nak).
     async fn dead_letter(&self, message: &jetstream::Message, kind: &str, task: Option<&Task>, reason: &str, attempts: i64) {
@@ -179,14 +207,14 @@ impl WorkLoop {
         headers.insert(dead_letter_header::ATTEMPTS, attempts.to_string().as_str());
         headers.insert(dead_letter_header::ORIGINAL_SUBJECT, message.subject.as_str());
         headers.insert(dead_letter_header::WORKER, self.worker_id.as_str());
-        let msg_id = match task {
-            Some(task) => {
-                headers.insert(dead_letter_header::TASK_ID, task.id.to_string().as_str());
-                headers.insert(TRACE_HEADER, task.trace_id.as_str());
-                format!("dead-{}", task.id)
-            }
-            None => format!("dead-seq-{}", message.info().map(|i| i.stream_sequence).unwrap_or(0)),
-        };
+        // One dead letter per TASKS message (a repeated attempt to dead-letter the same message is
+        // dropped), but a task retried from the DLQ and failing again is a new message.
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let msg_id = format!("dead-tasks-{sequence}");
+        if let Some(task) = task {
+            headers.insert(dead_letter_header::TASK_ID, task.id.to_string().as_str());
+            headers.insert(TRACE_HEADER, task.trace_id.as_str());
+        }
         let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers).message_id(msg_id);
         let stored = match self.js.send_publish(dead_letter_subject(kind), publish).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),

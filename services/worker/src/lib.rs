@@ -6,6 +6,9 @@ pub mod config;
 pub mod consumer;
 pub mod handlers;
 pub mod metrics;
+pub mod pets;
 
-pub use app::Application;
+pub use app::{Application, standard_handlers};
+/// The store layer the handlers write through (re-exported for tools and tests).
+pub use courier_store;
 pub use config::WorkerConfig;
