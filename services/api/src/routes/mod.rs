@@ -1,6 +1,7 @@
 //! The api's HTTP surface: one router per resource, merged here with the ops endpoints.
 
 mod documents;
+mod queues;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 pub fn router(state: AppState, registry: Arc<Registry>, readiness: courier_core::ops::Readiness) -> Router {
     Router::new()
         .nest("/api/v1", crate::auth::router().merge(documents::router()))
+        .merge(queues::router())
         .merge(crate::openapi::router())
         .with_state(state)
         .merge(courier_core::ops::router(registry, readiness))
