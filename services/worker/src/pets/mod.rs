@@ -15,7 +15,10 @@ use courier_store::{
     documents::{VERSION_FIELD, to_api, version_of},
 };
 use futures::future::BoxFuture;
-use mongodb::bson::{self, Bson, Document, doc, oid::ObjectId};
+use mongodb::{
+    bson::{self, Bson, Document, doc, oid::ObjectId},
+    error::TRANSIENT_TRANSACTION_ERROR,
+};
 use serde_json::json;
 
 use crate::{
@@ -68,13 +71,13 @@ impl PetsEnrich {
         let id = ObjectId::parse_str(&task.doc_id)
             .map_err(|_| TaskError::Permanent(format!("invalid document id '{}'", task.doc_id)))?;
         let task_id = task.id.to_string();
-        if self.store.task_applied(&task_id).await.map_err(transient)? {
-            return Ok(Outcome::AlreadyApplied);
-        }
         let pets = self.store.collection(&task.collection);
         for attempt in 0..COMMIT_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            if self.store.task_applied(&task_id).await.map_err(transient)? {
+                return Ok(Outcome::AlreadyApplied);
             }
             let Some(stored) = pets.find_one(doc! {"_id": id}).await.map_err(transient)? else {
                 return Ok(Outcome::Deleted);
@@ -129,7 +132,10 @@ impl PetsEnrich {
                     return Ok(Outcome::Applied { version: new_version });
                 }
                 Ok(TaskCommit::AlreadyApplied) => return Ok(Outcome::AlreadyApplied),
+                // The pet changed, or a concurrent transaction (perhaps this very task on another
+                // worker) wrote it first: read again.
                 Err(StoreError::VersionConflict) => continue,
+                Err(StoreError::Mongo(err)) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue,
                 // Committed or not, the retry finds out: the marker makes it apply at most once.
                 Err(StoreError::OutcomeUnknown(err) | StoreError::Mongo(err)) => return Err(transient(err)),
             }
