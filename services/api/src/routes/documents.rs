@@ -294,32 +294,40 @@ async fn modify(
     Err(ApiError::Conflict(format!("'{id}' is being changed concurrently; retry")))
 }
 
-async fn replace(
-    State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+/// PUT and PATCH: the body's client fields become a replacement or a merge patch.
+async fn update(
+    state: AppState,
+    (name, id): (String, String),
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: Value,
+    edit: fn(Map<String, Value>) -> Edit,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
-    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::Replace(fields)).await?;
+    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, edit(fields)).await?;
     Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Path(path): Path<(String, String)>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    update(state, path, caller, headers, body, Edit::Replace).await
 }
 
 async fn patch(
     State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let def = collection(&state, &name)?;
-    caller.require(def.write_access())?;
-    let fields = client_fields(&def, body, Some(&id))?;
-    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::MergePatch(fields)).await?;
-    Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
+    update(state, path, caller, headers, body, Edit::MergePatch).await
 }
 
 async fn remove(
