@@ -36,6 +36,9 @@ pub async fn standard_handlers(config: &WorkerConfig, nats: async_nats::Client) 
     Ok(Handlers::new().with(Arc::new(pets)).with(Arc::new(Noop)).with_store(store))
 }
 
+/// Longest wait at shutdown for the handlers' background work.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
     registry: Arc<Registry>,
@@ -102,12 +105,16 @@ impl Application {
         if ensure_streams_with_retry(&js, replicas, &shutdown).await {
             work.clone().run(shutdown.clone()).await;
         }
-        work.handlers.drain().await;
+        // Bounded: with NATS gone, background publishes give up; the api's relay has them.
+        if tokio::time::timeout(SHUTDOWN_GRACE, work.handlers.drain()).await.is_err() {
+            tracing::warn!("handlers' background work did not finish within {SHUTDOWN_GRACE:?}; the outbox relay will publish what is left");
+        }
         if let Some(indexes) = indexes {
             indexes.abort();
         }
         ops.await.context("ops server task failed")?.context("ops server failed")?;
-        let _ = nats.flush().await;
+        // A flush waits for a connection: never let an unreachable NATS block the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nats.flush()).await;
         tracing::info!("worker stopped");
         Ok(())
     }
