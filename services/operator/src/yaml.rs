@@ -21,8 +21,17 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json:
     Ok(out)
 }
 
+/// A mapping's entries in sorted key order: the output must not depend on whether some other
+/// crate in the build enabled `serde_json/preserve_order` (Cargo unifies features across the
+/// workspace, so `cargo test --workspace` and `-p courier-operator` would disagree otherwise).
+fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 fn write_mapping(map: &serde_json::Map<String, Value>, indent: usize, out: &mut String) {
-    for (key, value) in map {
+    for (key, value) in sorted(map) {
         push_indent(indent, out);
         out.push_str(&scalar_string(key));
         out.push(':');
@@ -68,7 +77,7 @@ fn write_sequence(items: &[Value], indent: usize, out: &mut String) {
             Value::Object(map) if !map.is_empty() => {
                 // The first key shares the dash's line; the rest align under it.
                 let mut first = true;
-                for (key, value) in map {
+                for (key, value) in sorted(map) {
                     if first {
                         out.push(' ');
                         first = false;
