@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
-use courier_core::{auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
+use courier_core::{auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::retry_until_ok};
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -84,21 +84,20 @@ impl Application {
             let accounts = state.accounts.clone();
             tokio::spawn(async move {
                 tokio::join!(
-                    ensure_indexes_with_retry(&store, &collections, &shutdown),
-                    ensure_account_indexes_with_retry(&accounts, &shutdown),
+                    ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown),
                     ensure_streams_with_retry(&js, replicas, &shutdown)
                 );
             })
         };
         let watcher = {
-            let (store, shutdown) = (state.store.clone(), shutdown.clone());
+            let (store, accounts, shutdown) = (state.store.clone(), state.accounts.clone(), shutdown.clone());
             state.collections.clone().watch_file(
                 config.collections_file.clone(),
                 config.collections_reload_interval,
                 shutdown.clone(),
                 move |collections| {
-                    let (store, shutdown) = (store.clone(), shutdown.clone());
-                    async move { ensure_indexes_with_retry(&store, &collections, &shutdown).await }
+                    let (store, accounts, shutdown) = (store.clone(), accounts.clone(), shutdown.clone());
+                    async move { ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown).await }
                 },
             )
         };
@@ -122,32 +121,16 @@ impl Application {
     }
 }
 
-/// Creates the outbox's and every collection's indexes, retrying while the store is down.
-async fn ensure_indexes_with_retry(store: &Store, collections: &Collections, shutdown: &CancellationToken) {
-    let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
-    loop {
-        let mut result = store.ensure_indexes().await;
+/// Creates every index the api needs — the outbox's, the accounts', and each collection's
+/// declared ones — retrying while the store is down.
+async fn ensure_indexes_with_retry(store: &Store, accounts: &Accounts, collections: &Collections, shutdown: &CancellationToken) {
+    retry_until_ok("creating MongoDB indexes", std::time::Duration::from_secs(5), shutdown, || async {
+        store.ensure_indexes().await?;
+        accounts.ensure_indexes().await?;
         for def in collections.all() {
-            if result.is_ok() {
-                result = store.ensure_collection_indexes(&def.spec).await;
-            }
+            store.ensure_collection_indexes(&def.spec).await?;
         }
-        match result {
-            Ok(()) => return,
-            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating MongoDB indexes failed"),
-        }
-        if !backoff.wait(shutdown).await {
-            return;
-        }
-    }
-}
-
-async fn ensure_account_indexes_with_retry(accounts: &Accounts, shutdown: &CancellationToken) {
-    let mut backoff = Backoff::new(std::time::Duration::from_secs(5));
-    while let Err(err) = accounts.ensure_indexes().await {
-        tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating account indexes failed");
-        if !backoff.wait(shutdown).await {
-            return;
-        }
-    }
+        Ok::<_, mongodb::error::Error>(())
+    })
+    .await;
 }

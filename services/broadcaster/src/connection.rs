@@ -31,9 +31,6 @@ const MAX_REPLAY_EVENTS: usize = 100_000;
 const CLOSE_WINDOW: Duration = Duration::from_secs(1);
 /// How long a connection closed for breaking the protocol stays open after its close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(250);
-/// RFC 6455 close codes for a client that breaks the framing (core's `close_code` has ours).
-const PROTOCOL_ERROR: u16 = 1002;
-const INVALID_PAYLOAD: u16 = 1007;
 /// Longest error message sent back (serde's messages can quote the client's input).
 const MAX_ERROR_MESSAGE: usize = 256;
 
@@ -196,9 +193,9 @@ impl Connection {
         let inner = err.into_inner();
         let close = match inner.downcast_ref::<tungstenite::Error>() {
             Some(tungstenite::Error::Capacity(_)) => Some((close_code::MESSAGE_TOO_BIG, "message exceeds the size limit")),
-            Some(tungstenite::Error::Utf8(_)) => Some((INVALID_PAYLOAD, "text frame is not valid UTF-8")),
+            Some(tungstenite::Error::Utf8(_)) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")),
             Some(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => None,
-            Some(tungstenite::Error::Protocol(_)) => Some((PROTOCOL_ERROR, "websocket protocol violation")),
+            Some(tungstenite::Error::Protocol(_)) => Some((close_code::PROTOCOL_ERROR, "websocket protocol violation")),
             _ => None,
         };
         tracing::debug!(connection_id = %self.id, err = %inner, "read failed");

@@ -74,21 +74,14 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
     Ok(())
 }
 
-/// Retries [`ensure_streams`] until it succeeds or `shutdown` fires; used at start-up so a
-/// service comes up while NATS is still down and completes the set-up once it is back.
+/// Retries [`ensure_streams`] until it succeeds or `shutdown` fires.
 pub async fn ensure_streams_with_retry(
     js: &jetstream::Context,
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    let mut backoff = crate::shutdown::Backoff::new(Duration::from_secs(2));
-    loop {
-        match ensure_streams(js, replicas).await {
-            Ok(()) => return true,
-            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "JetStream streams not ready"),
-        }
-        if !backoff.wait(shutdown).await {
-            return false;
-        }
-    }
+    crate::shutdown::retry_until_ok("ensuring the JetStream streams", Duration::from_secs(2), shutdown, || {
+        ensure_streams(js, replicas)
+    })
+    .await
 }

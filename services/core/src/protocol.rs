@@ -14,6 +14,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub mod close_code {
     /// The server is shutting down (or restarting); reconnect, possibly elsewhere.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket framing.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A message exceeded the frame/message size limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No frame (not even a pong) arrived within the idle timeout.

@@ -76,9 +76,46 @@ impl Backoff {
     }
 }
 
+/// Runs `op` until it succeeds, waiting with [`Backoff`] (capped at `max`) between failures and
+/// logging each as `what`; false if `shutdown` fires first. Start-up set-up uses it so a service
+/// comes up while a dependency is still down and completes the set-up once it is back.
+pub async fn retry_until_ok<F, Fut, E>(what: &str, max: Duration, shutdown: &CancellationToken, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Backoff::new(max);
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "{what} failed; retrying"),
+        }
+        if !backoff.wait(shutdown).await {
+            return false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_until_ok_retries_failures_and_yields_to_shutdown() {
+        let token = CancellationToken::new();
+        let mut calls = 0;
+        let ok = retry_until_ok("test", Duration::from_secs(1), &token, || {
+            calls += 1;
+            let outcome = if calls < 3 { Err("not yet") } else { Ok(()) };
+            async move { outcome }
+        })
+        .await;
+        assert!(ok);
+        assert_eq!(calls, 3);
+        token.cancel();
+        assert!(!retry_until_ok("test", Duration::from_secs(1), &token, || async { Err::<(), _>("down") }).await);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_to_its_cap_and_yields_to_shutdown() {

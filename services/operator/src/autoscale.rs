@@ -14,8 +14,7 @@ use futures::future::BoxFuture;
 use crate::crd::courier::AutoscalingSpec;
 use crate::error::{Error, Result};
 
-/// The durable pull consumer the workers share on the `TASKS` stream.
-pub const WORKERS_CONSUMER: &str = "workers";
+pub use courier_core::subjects::WORKERS_CONSUMER;
 /// How long one backlog read may take before the reconcile gives up on it.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -39,10 +39,8 @@ use crate::{
     metrics::WorkerMetrics,
 };
 
-/// The durable consumer every worker shares.
-pub const CONSUMER_NAME: &str = courier_core::subjects::WORKERS_CONSUMER;
 
-pub use courier_core::subjects::dead_letter_header;
+pub use courier_core::subjects::{WORKERS_CONSUMER, dead_letter_header};
 
 pub struct WorkLoop {
     pub js: jetstream::Context,
@@ -57,7 +55,7 @@ pub struct WorkLoop {
 /// The consumer definition (created, or updated to this, at start-up).
 pub fn consumer_config(config: &WorkerConfig) -> pull::Config {
     pull::Config {
-        durable_name: Some(CONSUMER_NAME.to_owned()),
+        durable_name: Some(WORKERS_CONSUMER.to_owned()),
         description: Some("Courier workers (competing consumers)".to_owned()),
         filter_subject: TASKS_ALL.to_owned(),
         ack_policy: AckPolicy::Explicit,
@@ -80,7 +78,7 @@ impl WorkLoop {
                     self.process_until_detached(consumer, &shutdown).await;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, retry_in = ?backoff.next_delay(), "cannot attach to the {CONSUMER_NAME} consumer");
+                    tracing::warn!(%err, retry_in = ?backoff.next_delay(), "cannot attach to the {WORKERS_CONSUMER} consumer");
                     if !backoff.wait(&shutdown).await {
                         break;
                     }
@@ -99,12 +97,12 @@ impl WorkLoop {
         let messages = match consumer.messages().await {
             Ok(messages) => messages,
             Err(err) => {
-                tracing::warn!(%err, "cannot pull from the {CONSUMER_NAME} consumer");
+                tracing::warn!(%err, "cannot pull from the {WORKERS_CONSUMER} consumer");
                 return;
             }
         };
         self.attached.store(true, Ordering::Release);
-        tracing::info!(worker = %self.worker_id, kinds = ?self.handlers.kinds(), "worker attached to {CONSUMER_NAME}");
+        tracing::info!(worker = %self.worker_id, kinds = ?self.handlers.kinds(), "worker attached to {WORKERS_CONSUMER}");
         // Stop pulling at shutdown; tasks already started run to completion.
         messages
             .take_until(shutdown.clone().cancelled_owned())

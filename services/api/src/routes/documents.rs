@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -43,7 +43,7 @@ async fn pause_before_retry(attempt: u32) {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/{collection}", get(list).post(create))
-        .route("/{collection}/{id}", get(read).put(replace).patch(patch).delete(remove))
+        .route("/{collection}/{id}", get(read).put(update).patch(update).delete(remove))
 }
 
 fn collection(state: &AppState, name: &str) -> Result<Arc<CollectionDef>, ApiError> {
@@ -294,40 +294,21 @@ async fn modify(
     Err(ApiError::Conflict(format!("'{id}' is being changed concurrently; retry")))
 }
 
-/// PUT and PATCH: the body's client fields become a replacement or a merge patch.
+/// PUT replaces the document with the body's client fields; PATCH merge-patches it.
 async fn update(
-    state: AppState,
-    (name, id): (String, String),
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    method: Method,
     caller: Caller,
     headers: HeaderMap,
-    body: Value,
-    edit: fn(Map<String, Value>) -> Edit,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
-    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, edit(fields)).await?;
+    let edit = if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
+    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, edit).await?;
     Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
-}
-
-async fn replace(
-    State(state): State<AppState>,
-    Path(path): Path<(String, String)>,
-    caller: Caller,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    update(state, path, caller, headers, body, Edit::Replace).await
-}
-
-async fn patch(
-    State(state): State<AppState>,
-    Path(path): Path<(String, String)>,
-    caller: Caller,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    update(state, path, caller, headers, body, Edit::MergePatch).await
 }
 
 async fn remove(
