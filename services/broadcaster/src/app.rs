@@ -21,8 +21,11 @@ use axum::{
 };
 use courier_core::{
     auth::{JwtKeys, KeyConfigError},
-    config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness};
-use prometheus_client::registry::Registry;
+    config::connect_nats,
+    jetstream::ensure_streams_with_retry,
+    ops::Readiness,
+    request_telemetry::{self, HttpMetrics},
+};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -55,8 +58,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: BroadcasterConfig) -> anyhow::Result<Self> {
         let nats = connect_nats(&config.nats.nats_url, "courier-broadcaster").await.context("invalid NATS URL")?;
-        let mut registry = Registry::default();
+        let mut registry = courier_core::ops::component_registry("broadcaster");
         let metrics = BroadcasterMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
         let feed_attached = Arc::new(AtomicBool::new(false));
         let read_rules = match &config.collections_file {
             Some(path) => Access::read_rules(path)?,
@@ -93,7 +97,8 @@ impl Application {
         let router = Router::new()
             .route("/ws", get(upgrade))
             .with_state(shared.clone())
-            .merge(courier_core::ops::router(Arc::new(registry), readiness));
+            .merge(courier_core::ops::router(Arc::new(registry), readiness))
+            .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe));
         let listener = bind(shared.config.listen, shared.config.send_buffer_bytes)
             .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
         Ok(Application { listener, router, shared, nats })

@@ -57,6 +57,9 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    pub const ALL: [CloseReason; 5] =
+        [CloseReason::ClientClosed, CloseReason::SlowConsumer, CloseReason::IdleTimeout, CloseReason::Shutdown, CloseReason::ProtocolError];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::ClientClosed => "client_closed",
@@ -90,6 +93,13 @@ struct Connection {
 }
 
 /// Runs one connection to its end.
+/// Live frames gathered for one write, with their commit times.
+#[derive(Default)]
+struct DeliveryBatch {
+    frames: Vec<Message>,
+    committed_at: Vec<Option<std::time::SystemTime>>,
+}
+
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let (sink, mut stream) = socket.split();
@@ -220,9 +230,9 @@ impl Connection {
         sub: u32,
         item: Result<Delivery, BroadcastStreamRecvError>,
     ) -> Result<Option<CloseReason>, WriteError> {
-        let mut batch = Vec::new();
+        let mut batch = DeliveryBatch::default();
         let mut lagged = self.take_delivery(sub, item, &mut batch);
-        while batch.len() < WRITE_BATCH && !lagged {
+        while batch.frames.len() < WRITE_BATCH && !lagged {
             match self.subscriptions.next().now_or_never() {
                 Some(Some((sub, item))) => lagged = self.take_delivery(sub, item, &mut batch),
                 _ => break,
@@ -231,40 +241,51 @@ impl Connection {
         if lagged {
             // The frames in `batch` are older than the gap: send them, then say why we stop,
             // so the client's last seq per channel is a correct resume point.
-            if !batch.is_empty() {
-                self.write_with_timeout(batch).await?;
+            if !batch.frames.is_empty() {
+                self.write_batch(batch).await?;
             }
             self.shared.metrics.slow_consumer_disconnects.inc();
             self.close_slow_consumer().await;
             return Ok(Some(CloseReason::SlowConsumer));
         }
-        let frames = batch.len() as u64;
-        if frames == 0 {
-            return Ok(None);
+        if !batch.frames.is_empty() {
+            self.write_batch(batch).await?;
         }
-        self.write_with_timeout(batch).await?;
-        self.shared.metrics.frames_sent.inc_by(frames);
         Ok(None)
     }
 
+    /// Writes live deliveries, recording their lag once written (or counting them dropped).
+    async fn write_batch(&mut self, batch: DeliveryBatch) -> Result<(), WriteError> {
+        let count = batch.frames.len() as u64;
+        match self.write_with_timeout(batch.frames).await {
+            Ok(()) => {
+                self.shared.metrics.delivered(&batch.committed_at);
+                Ok(())
+            }
+            Err(err) => {
+                self.shared.metrics.frames_dropped.inc_by(count);
+                Err(err)
+            }
+        }
+    }
+
     /// Adds a delivery to `batch` unless the client already has it; true if the ring lagged.
-    fn take_delivery(
-        &mut self,
-        sub: u32,
-        item: Result<Delivery, BroadcastStreamRecvError>,
-        batch: &mut Vec<Message>,
-    ) -> bool {
+    fn take_delivery(&mut self, sub: u32, item: Result<Delivery, BroadcastStreamRecvError>, batch: &mut DeliveryBatch) -> bool {
         match item {
             Ok(delivery) => {
                 if let Some(sub) = self.subs.get_mut(&sub)
                     && delivery.seq > sub.sent_up_to
                 {
                     sub.sent_up_to = delivery.seq;
-                    batch.push(Message::Text(delivery.frame));
+                    batch.frames.push(Message::Text(delivery.frame));
+                    batch.committed_at.push(delivery.committed_at);
                 }
                 false
             }
-            Err(BroadcastStreamRecvError::Lagged(_)) => true,
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                self.shared.metrics.frames_dropped.inc_by(skipped);
+                true
+            }
         }
     }
 

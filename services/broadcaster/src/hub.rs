@@ -19,6 +19,8 @@ use tokio::sync::broadcast;
 pub struct Delivery {
     pub seq: u64,
     pub frame: Utf8Bytes,
+    /// When the change was committed (the event's `time`), for the delivery-lag histogram.
+    pub committed_at: Option<std::time::SystemTime>,
 }
 
 pub struct Hub {
@@ -70,7 +72,7 @@ impl Hub {
 
     /// Fans out one event from the stream. `payload` is the event JSON as stored. Returns how
     /// many channel rings received it.
-    pub fn publish(&self, subject: &str, seq: u64, payload: &str) -> usize {
+    pub fn publish(&self, subject: &str, seq: u64, payload: &str, committed_at: Option<std::time::SystemTime>) -> usize {
         let Some(parts) = parse_event_subject(subject) else {
             tracing::warn!(subject, "ignoring event with an unexpected subject");
             return 0;
@@ -84,7 +86,7 @@ impl Hub {
             {
                 let frame = Utf8Bytes::from(encode_event_frame(name, seq, payload));
                 // An error only means every receiver left since the check: nothing to do.
-                let _ = sender.send(Delivery { seq, frame });
+                let _ = sender.send(Delivery { seq, frame, committed_at });
                 delivered += 1;
             }
         }
@@ -120,7 +122,7 @@ mod tests {
         let mut other = hub.subscribe(&Channel::parse("products:zzz").unwrap()).receiver;
         let mut desks = hub.subscribe(&Channel::parse("desks").unwrap()).receiver;
 
-        assert_eq!(hub.publish("events.products.abc.created", 7, EVENT), 2);
+        assert_eq!(hub.publish("events.products.abc.created", 7, EVENT, None), 2);
 
         for (receiver, channel) in [(&mut all, "products"), (&mut one, "products:abc")] {
             let delivery = receiver.try_recv().unwrap();
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn a_subscription_starts_after_the_last_fanned_out_sequence() {
         let hub = Hub::new(8);
-        hub.publish("events.products.abc.created", 3, EVENT);
+        hub.publish("events.products.abc.created", 3, EVENT, None);
         let sub = hub.subscribe(&Channel::parse("products").unwrap());
         assert_eq!(sub.after_seq, 3);
     }
@@ -150,7 +152,7 @@ mod tests {
         let hub = Hub::new(2);
         let mut slow = hub.subscribe(&Channel::parse("products").unwrap()).receiver;
         for seq in 1..=3 {
-            hub.publish("events.products.abc.created", seq, EVENT);
+            hub.publish("events.products.abc.created", seq, EVENT, None);
         }
         assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(1))));
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use courier_core::channel::Channel;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -22,13 +22,21 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-#[derive(Debug, Default)]
+/// Delivery-lag buckets (seconds): 1 ms … 30 s.
+const LAG_BUCKETS: [f64; 15] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+
+#[derive(Debug)]
 pub struct BroadcasterMetrics {
     pub connections: Gauge,
     pub connects: Counter,
     pub disconnects: Family<ReasonLabel, Counter>,
     pub subscriptions: Family<KindLabel, Gauge>,
     pub frames_sent: Counter,
+    /// Frames a client never got: skipped when it fell a whole ring behind, or lost with its
+    /// connection when a write failed.
+    pub frames_dropped: Counter,
+    /// Commit (event `time`) → written to the socket, for live deliveries (not replays).
+    pub delivery_lag: Histogram,
     pub slow_consumer_disconnects: Counter,
     pub replays_served: Counter,
     pub unauthorized_subscribes: Counter,
@@ -38,12 +46,38 @@ pub struct BroadcasterMetrics {
 
 impl BroadcasterMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
-        let m = Self::default();
+        let m = BroadcasterMetrics {
+            connections: Gauge::default(),
+            connects: Counter::default(),
+            disconnects: Family::default(),
+            subscriptions: Family::default(),
+            frames_sent: Counter::default(),
+            frames_dropped: Counter::default(),
+            delivery_lag: Histogram::new(LAG_BUCKETS),
+            slow_consumer_disconnects: Counter::default(),
+            replays_served: Counter::default(),
+            unauthorized_subscribes: Counter::default(),
+            events_received: Counter::default(),
+            channel_fanouts: Counter::default(),
+        };
+        // Every label value exists from the start (at 0), so rates and alerts see the first one.
+        for reason in CloseReason::ALL {
+            let _ = m.disconnects.get_or_create(&ReasonLabel { reason: reason.as_str() });
+        }
+        for kind in Channel::KINDS {
+            let _ = m.subscriptions.get_or_create(&KindLabel { kind });
+        }
         registry.register("courier_ws_connections", "Open WebSocket connections", m.connections.clone());
         registry.register("courier_ws_connects", "WebSocket connections accepted", m.connects.clone());
         registry.register("courier_ws_disconnects", "WebSocket connections closed, by reason", m.disconnects.clone());
         registry.register("courier_ws_subscriptions", "Active subscriptions, by channel kind", m.subscriptions.clone());
         registry.register("courier_ws_frames_sent", "Event frames written to clients", m.frames_sent.clone());
+        registry.register("courier_ws_frames_dropped", "Event frames a client never got (fell behind, or its write failed)", m.frames_dropped.clone());
+        registry.register(
+            "courier_ws_delivery_lag_seconds",
+            "Time from a change's commit to its frame being written to a client (live deliveries)",
+            m.delivery_lag.clone(),
+        );
         registry.register(
             "courier_ws_slow_consumer_disconnects",
             "Clients cut off for falling behind (close 4008)",
@@ -67,6 +101,17 @@ impl BroadcasterMetrics {
         for channel in subscriptions {
             self.subscription_removed(channel);
         }
+    }
+
+    /// Records the lag of frames just written, one per entry of `committed_at`.
+    pub fn delivered(&self, committed_at: &[Option<std::time::SystemTime>]) {
+        let now = std::time::SystemTime::now();
+        for at in committed_at.iter().flatten() {
+            // A commit "in the future" (clock skew between hosts) counts as no lag.
+            let lag = now.duration_since(*at).unwrap_or_default();
+            self.delivery_lag.observe(lag.as_secs_f64());
+        }
+        self.frames_sent.inc_by(committed_at.len() as u64);
     }
 
     pub fn subscription_added(&self, channel: &Channel) {

@@ -73,6 +73,9 @@ impl Channel {
     }
 
     /// A bounded label for metrics: the kind of channel, never the id.
+    /// Every value [`Channel::kind`] returns (metric labels are initialised from it).
+    pub const KINDS: [&'static str; 3] = ["collection", "document", "chat"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Channel::Collection(_) => "collection",

@@ -1,7 +1,7 @@
 //! The operations endpoints every service exposes: `/healthz` (the process is alive), `/readyz`
 //! (its dependencies answer) and `/metrics` (Prometheus text format).
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{borrow::Cow, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -127,9 +127,37 @@ pub async fn serve(
         .await
 }
 
+/// A service's metrics registry: every metric carries `component="<component>"`, and
+/// `courier_build_info{component, version}` is 1 (dashboards list pods from it).
+pub fn component_registry(component: &'static str) -> Registry {
+    let mut registry = Registry::with_labels(std::iter::once((Cow::Borrowed("component"), Cow::Borrowed(component))));
+    let build_info = prometheus_client::metrics::family::Family::<[(&'static str, &'static str); 1], prometheus_client::metrics::gauge::Gauge>::default();
+    build_info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
+    registry.register("courier_build_info", "Always 1; labelled with the running version", build_info);
+    registry
+}
+
 /// Binds `addr`, naming it in the error so a port clash is obvious.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[test]
+    fn every_metric_of_a_component_registry_carries_the_component_and_build_info_is_one() {
+        let mut registry = component_registry("api");
+        registry.register("courier_things", "Things", Counter::<u64>::default());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let build_info = format!(r#"courier_build_info{{component="api",version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build_info), "{text}");
+        assert!(text.contains(r#"courier_things_total{component="api"} 0"#), "{text}");
+    }
 }

@@ -5,7 +5,6 @@
 use std::{io::Write, sync::Arc, time::Duration};
 
 use kube::{Api, Client, runtime::events::Reporter};
-use prometheus_client::registry::Registry;
 
 use crate::{
     Result,
@@ -45,7 +44,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     courier_core::telemetry::init(&args.telemetry);
     let stop = courier_core::shutdown::on_signals();
 
-    let mut registry = Registry::default();
+    let mut registry = courier_core::ops::component_registry("operator");
     let metrics = Arc::new(Metrics::new(&mut registry));
     let client = Client::try_default().await?;
     let identity = args

@@ -62,8 +62,8 @@ impl Application {
     }
 
     async fn build_with_client(config: WorkerConfig, nats: async_nats::Client, handlers: Handlers) -> anyhow::Result<Self> {
-        let mut registry = Registry::default();
-        let metrics = WorkerMetrics::register(&mut registry);
+        let mut registry = courier_core::ops::component_registry("worker");
+        let metrics = WorkerMetrics::register(&mut registry, &handlers.kinds());
         let attached = Arc::new(AtomicBool::new(false));
         let mut readiness = Readiness::new().with_nats(nats.clone()).with_check("consumer", {
             let attached = attached.clone();

@@ -32,6 +32,7 @@ use courier_core::{
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     config::{Fault, WorkerConfig},
@@ -131,6 +132,12 @@ impl WorkLoop {
                 return;
             }
         };
+        let span = tracing::info_span!("task", task_id = %task.id, %kind, trace_id = %task.trace_id, attempt = delivered);
+        self.handle(message, kind, task, delivered).instrument(span).await;
+    }
+
+    /// Runs a decoded task and settles its message: ack, nak with backoff, or dead letter.
+    async fn handle(&self, message: jetstream::Message, kind: String, task: Task, delivered: i64) {
         let Some(handler) = self.handlers.get(&task.kind).cloned() else {
             self.dead_letter(&message, &kind, Some(&task), &format!("no handler for task kind '{}'", task.kind), delivered)
                 .await;

@@ -24,7 +24,9 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    pub fn register(registry: &mut Registry) -> Arc<Self> {
+    /// Registers the metrics; `kinds` (the handled task kinds) start at 0, so a rate or an alert
+    /// sees their first failure.
+    pub fn register(registry: &mut Registry, kinds: &[&str]) -> Arc<Self> {
         let m = WorkerMetrics {
             processed: Family::default(),
             failed: Family::default(),
@@ -35,6 +37,13 @@ impl WorkerMetrics {
             }),
             in_flight: Gauge::default(),
         };
+        for kind in kinds {
+            let label = Self::label(kind);
+            for family in [&m.processed, &m.failed, &m.retried, &m.dead_lettered] {
+                let _ = family.get_or_create(&label);
+            }
+            let _ = m.duration.get_or_create(&label);
+        }
         registry.register("courier_tasks_processed", "Tasks completed", m.processed.clone());
         registry.register("courier_tasks_failed", "Task attempts that failed", m.failed.clone());
         registry.register("courier_tasks_retried", "Tasks scheduled for a retry", m.retried.clone());

@@ -1,0 +1,199 @@
+//! JetStream gauges polled by Courier itself (`courier_jetstream_*`): stream sizes and durable
+//! consumer backlogs for `EVENTS`, `TASKS` and `DLQ`, so dashboards and alerts work without a
+//! separate NATS exporter. Ephemeral consumers (the broadcasters' ordered ones) are left out: their
+//! names are random and would make labels unbounded.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use futures::TryStreamExt;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub stream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub stream: String,
+    pub consumer: String,
+}
+
+#[derive(Debug, Default)]
+pub struct JetStreamMetrics {
+    pub up: Gauge,
+    pub poll_errors: Counter,
+    pub stream_messages: Family<StreamLabels, Gauge>,
+    pub stream_bytes: Family<StreamLabels, Gauge>,
+    pub stream_last_seq: Family<StreamLabels, Gauge>,
+    pub stream_oldest_age_seconds: Family<StreamLabels, Gauge>,
+    pub consumer_pending: Family<ConsumerLabels, Gauge>,
+    pub consumer_ack_pending: Family<ConsumerLabels, Gauge>,
+    pub consumer_redelivered: Family<ConsumerLabels, Gauge>,
+    pub consumer_waiting: Family<ConsumerLabels, Gauge>,
+}
+
+/// One poll's readings, computed before any gauge changes so a scrape never sees half a poll.
+#[derive(Debug, Default, PartialEq)]
+struct Reading {
+    streams: Vec<(String, StreamReading)>,
+    consumers: Vec<(ConsumerLabels, ConsumerReading)>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct StreamReading {
+    messages: u64,
+    bytes: u64,
+    last_seq: u64,
+    oldest_age_seconds: i64,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct ConsumerReading {
+    pending: u64,
+    ack_pending: usize,
+    redelivered: usize,
+    waiting: usize,
+}
+
+fn gauge_value<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+impl JetStreamMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Self::default();
+        registry.register("courier_jetstream_up", "1 when the last JetStream poll succeeded", m.up.clone());
+        registry.register("courier_jetstream_poll_errors", "JetStream polls that failed", m.poll_errors.clone());
+        registry.register("courier_jetstream_stream_messages", "Messages stored in the stream", m.stream_messages.clone());
+        registry.register("courier_jetstream_stream_bytes", "Bytes stored in the stream", m.stream_bytes.clone());
+        registry.register("courier_jetstream_stream_last_seq", "Last sequence written to the stream", m.stream_last_seq.clone());
+        registry.register(
+            "courier_jetstream_stream_oldest_age_seconds",
+            "Age of the oldest message in the stream (0 when empty)",
+            m.stream_oldest_age_seconds.clone(),
+        );
+        registry.register("courier_jetstream_consumer_pending", "Messages not yet delivered to the durable consumer", m.consumer_pending.clone());
+        registry.register("courier_jetstream_consumer_ack_pending", "Messages delivered and not yet acknowledged", m.consumer_ack_pending.clone());
+        registry.register("courier_jetstream_consumer_redelivered", "Messages delivered more than once and not yet acknowledged", m.consumer_redelivered.clone());
+        registry.register("courier_jetstream_consumer_waiting", "Pull requests waiting (idle consumers)", m.consumer_waiting.clone());
+        Arc::new(m)
+    }
+
+    /// Polls every `interval` until `shutdown`.
+    pub async fn run(self: Arc<Self>, js: jetstream::Context, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match tokio::time::timeout(interval.max(Duration::from_secs(2)), read(&js)).await {
+                Ok(Ok(reading)) => self.apply(reading),
+                Ok(Err(err)) => self.failed(&err.to_string()),
+                Err(_) => self.failed("timed out"),
+            }
+        }
+    }
+
+    fn failed(&self, reason: &str) {
+        tracing::debug!(reason, "polling JetStream for metrics failed");
+        self.up.set(0);
+        self.poll_errors.inc();
+    }
+
+    fn apply(&self, reading: Reading) {
+        self.consumer_pending.clear();
+        self.consumer_ack_pending.clear();
+        self.consumer_redelivered.clear();
+        self.consumer_waiting.clear();
+        for (stream, s) in reading.streams {
+            let labels = StreamLabels { stream };
+            self.stream_messages.get_or_create(&labels).set(gauge_value(s.messages));
+            self.stream_bytes.get_or_create(&labels).set(gauge_value(s.bytes));
+            self.stream_last_seq.get_or_create(&labels).set(gauge_value(s.last_seq));
+            self.stream_oldest_age_seconds.get_or_create(&labels).set(s.oldest_age_seconds);
+        }
+        for (labels, c) in reading.consumers {
+            self.consumer_pending.get_or_create(&labels).set(gauge_value(c.pending));
+            self.consumer_ack_pending.get_or_create(&labels).set(gauge_value(c.ack_pending));
+            self.consumer_redelivered.get_or_create(&labels).set(gauge_value(c.redelivered));
+            self.consumer_waiting.get_or_create(&labels).set(gauge_value(c.waiting));
+        }
+        self.up.set(1);
+    }
+}
+
+async fn read(js: &jetstream::Context) -> Result<Reading, async_nats::Error> {
+    let mut reading = Reading::default();
+    let now = std::time::SystemTime::now();
+    for name in [EVENTS_STREAM, TASKS_STREAM, DLQ_STREAM] {
+        let stream = match js.get_stream(name).await {
+            Ok(stream) => stream,
+            // Not created yet (services create the streams at start-up): nothing to report.
+            Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => continue,
+            Err(err) => return Err(err.into()),
+        };
+        let state = &stream.cached_info().state;
+        let oldest_age_seconds = if state.messages == 0 {
+            0
+        } else {
+            now.duration_since(state.first_timestamp.into()).map_or(0, |age| gauge_value(age.as_secs()))
+        };
+        reading.streams.push((
+            name.to_owned(),
+            StreamReading { messages: state.messages, bytes: state.bytes, last_seq: state.last_sequence, oldest_age_seconds },
+        ));
+        let consumers: Vec<_> = stream.consumers().try_collect().await?;
+        for info in consumers.into_iter().filter(|info| info.config.durable_name.is_some()) {
+            reading.consumers.push((
+                ConsumerLabels { stream: name.to_owned(), consumer: info.name.clone() },
+                ConsumerReading {
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending,
+                    redelivered: info.num_redelivered,
+                    waiting: info.num_waiting,
+                },
+            ));
+        }
+    }
+    Ok(reading)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_replaces_the_consumer_series_so_deleted_consumers_disappear() {
+        let mut registry = Registry::default();
+        let metrics = JetStreamMetrics::register(&mut registry);
+        let consumer = |name: &str, pending| {
+            (
+                ConsumerLabels { stream: "TASKS".into(), consumer: name.into() },
+                ConsumerReading { pending, ..Default::default() },
+            )
+        };
+        metrics.apply(Reading {
+            streams: vec![("TASKS".into(), StreamReading { messages: 7, bytes: 700, last_seq: 9, oldest_age_seconds: 3 })],
+            consumers: vec![consumer("workers", 5), consumer("old", 1)],
+        });
+        metrics.apply(Reading { streams: vec![], consumers: vec![consumer("workers", 2)] });
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains(r#"courier_jetstream_consumer_pending{stream="TASKS",consumer="workers"} 2"#), "{text}");
+        assert!(!text.contains(r#"consumer="old""#), "{text}");
+        assert!(text.contains(r#"courier_jetstream_stream_messages{stream="TASKS"} 7"#), "{text}");
+        assert!(text.contains(r#"courier_jetstream_stream_oldest_age_seconds{stream="TASKS"} 3"#), "{text}");
+        assert!(text.contains("courier_jetstream_up 1"), "{text}");
+    }
+}
