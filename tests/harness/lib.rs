@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod process;
+pub mod prometheus;
 pub mod servers;
 pub mod services;
 

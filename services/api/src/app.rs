@@ -5,9 +5,11 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
-use courier_core::{auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::retry_until_ok};
+use courier_core::{
+    auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, jetstream_metrics::JetStreamMetrics, ops::Readiness,
+    request_telemetry::HttpMetrics, shutdown::retry_until_ok,
+};
 use courier_store::{Outbox, OutboxMetrics, Store};
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +26,7 @@ pub struct Application {
     state: AppState,
     nats: async_nats::Client,
     config: ApiConfig,
+    jetstream_metrics: Arc<JetStreamMetrics>,
 }
 
 impl Application {
@@ -38,8 +41,10 @@ impl Application {
             .await
             .context("invalid NATS URL")?;
 
-        let mut registry = Registry::default();
+        let mut registry = courier_core::ops::component_registry("api");
         let metrics = OutboxMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
         let state = AppState {
             store: store.clone(),
@@ -62,9 +67,9 @@ impl Application {
             let store = store.clone();
             async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
         });
-        let router = crate::routes::router(state.clone(), Arc::new(registry), readiness);
+        let router = crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
         let listener = courier_core::ops::bind(config.listen).await?;
-        Ok(Application { listener, router, state, nats, config })
+        Ok(Application { listener, router, state, nats, config, jetstream_metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,7 +78,7 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and publishes.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, router, state, nats, config } = self;
+        let Application { listener, router, state, nats, config, jetstream_metrics } = self;
         tracing::info!(addr = %listener.local_addr()?, "api listening");
 
         let setup = {
@@ -102,6 +107,10 @@ impl Application {
             )
         };
         let watcher = tokio::spawn(watcher);
+        if !config.jetstream_metrics_interval.is_zero() {
+            let js = async_nats::jetstream::new(nats.clone());
+            tokio::spawn(jetstream_metrics.run(js, config.jetstream_metrics_interval, shutdown.clone()));
+        }
         let relay = tokio::spawn(state.outbox.clone().run_relay(config.relay_interval, config.relay_grace, shutdown.clone()));
 
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

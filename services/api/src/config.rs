@@ -46,6 +46,11 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = humantime_ms, default_value = "1000")]
     pub relay_grace: Duration,
 
+    /// How often the api polls JetStream for the `courier_jetstream_*` gauges (ms); 0 turns the
+    /// poll off.
+    #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = humantime_ms, default_value = "5000")]
+    pub jetstream_metrics_interval: Duration,
+
     /// The collections to serve (`collections.yaml` format); reloaded when it changes.
     #[arg(long, env = "COURIER_COLLECTIONS_FILE", default_value = "collections.yaml")]
     pub collections_file: PathBuf,

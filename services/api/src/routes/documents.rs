@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use courier_core::{Event, EventAction, Task, collection_spec::TriggerOn, subjects};
+use courier_core::{Event, EventAction, Task, collection_spec::TriggerOn, request_telemetry::TraceId, subjects};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::{Map, Value, json};
@@ -25,7 +25,6 @@ use crate::{
     error::{ApiError, FieldError},
     extract::JsonBody,
     query::ListQuery,
-    routes::{TRACE_ID_HEADER, trace_id},
     state::AppState,
 };
 
@@ -159,23 +158,15 @@ async fn commit_change(
     Ok(())
 }
 
-fn document_response(status: StatusCode, version: i64, trace_id: &str, document: Value) -> Response {
-    (
-        status,
-        [
-            (header::ETAG, etag(version)),
-            (HeaderName::from_static(TRACE_ID_HEADER), HeaderValue::from_str(trace_id).expect("sane token")),
-        ],
-        Json(document),
-    )
-        .into_response()
+fn document_response(status: StatusCode, version: i64, document: Value) -> Response {
+    (status, [(header::ETAG, etag(version))], Json(document)).into_response()
 }
 
 async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
     caller: Caller,
-    headers: HeaderMap,
+    Extension(trace_id): Extension<TraceId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
@@ -188,11 +179,10 @@ async fn create(
     let doc_id = id.to_hex();
     let stored = to_stored(id, 1, &body)?;
     let document = to_api(stored.clone());
-    let trace_id = trace_id(&headers);
     let writes = vec![Write::Insert { collection: name.clone(), document: stored }];
-    commit_change(&state, &def, writes, EventAction::Created, &doc_id, 1, document.clone(), caller.actor(), &trace_id).await?;
+    commit_change(&state, &def, writes, EventAction::Created, &doc_id, 1, document.clone(), caller.actor(), trace_id.as_str()).await?;
 
-    let mut response = document_response(StatusCode::CREATED, 1, &trace_id, document);
+    let mut response = document_response(StatusCode::CREATED, 1, document);
     let location = HeaderValue::from_str(&format!("/api/v1/{name}/{doc_id}")).expect("ids are header-safe");
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
@@ -234,13 +224,13 @@ async fn modify(
     id: &str,
     caller: &Caller,
     headers: &HeaderMap,
+    trace_id: &TraceId,
     edit: Edit,
-) -> Result<(i64, Option<Value>, String), ApiError> {
+) -> Result<(i64, Option<Value>), ApiError> {
     let def = collection(state, name)?;
     caller.require(def.write_access())?;
     let oid = parse_id(id)?;
     let precondition = Precondition::from_headers(headers, header::IF_MATCH);
-    let trace_id = trace_id(headers);
     for attempt in 0..UPDATE_ATTEMPTS {
         if attempt > 0 {
             pause_before_retry(attempt).await;
@@ -285,8 +275,8 @@ async fn modify(
             }
         };
         let new_version = version + 1;
-        match commit_change(state, &def, writes, action, id, new_version, data.clone(), caller.actor(), &trace_id).await {
-            Ok(()) => return Ok((new_version, (action != EventAction::Deleted).then_some(data), trace_id)),
+        match commit_change(state, &def, writes, action, id, new_version, data.clone(), caller.actor(), trace_id.as_str()).await {
+            Ok(()) => return Ok((new_version, (action != EventAction::Deleted).then_some(data))),
             Err(StoreError::VersionConflict) if precondition.is_none() => continue,
             Err(err) => return Err(err.into()),
         }
@@ -301,14 +291,15 @@ async fn update(
     method: Method,
     caller: Caller,
     headers: HeaderMap,
+    Extension(trace_id): Extension<TraceId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
     let edit = if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
-    let (version, document, trace_id) = modify(&state, &name, &id, &caller, &headers, edit).await?;
-    Ok(document_response(StatusCode::OK, version, &trace_id, document.unwrap_or(Value::Null)))
+    let (version, document) = modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
+    Ok(document_response(StatusCode::OK, version, document.unwrap_or(Value::Null)))
 }
 
 async fn remove(
@@ -316,10 +307,10 @@ async fn remove(
     Path((name, id)): Path<(String, String)>,
     caller: Caller,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let (_, _, trace_id) = modify(&state, &name, &id, &caller, &headers, Edit::Delete).await?;
-    Ok((StatusCode::NO_CONTENT, [(HeaderName::from_static(TRACE_ID_HEADER), HeaderValue::from_str(&trace_id).expect("sane token"))])
-        .into_response())
+    Extension(trace_id): Extension<TraceId>,
+) -> Result<StatusCode, ApiError> {
+    modify(&state, &name, &id, &caller, &headers, &trace_id, Edit::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// RFC 7386 JSON merge patch: objects merge recursively, `null` removes, anything else replaces.
