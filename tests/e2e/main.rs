@@ -9,4 +9,5 @@ mod helpers;
 mod observability;
 mod protocol;
 mod queues;
+mod web_app;
 mod worker;

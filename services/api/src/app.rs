@@ -62,6 +62,7 @@ impl Application {
                 std::time::Duration::from_secs(config.login_window_secs),
             )),
             trust_forwarded_for: config.trust_forwarded_for,
+            web: Arc::new(crate::web::WebSettings::from_config(&config)?),
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
             let store = store.clone();

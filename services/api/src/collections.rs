@@ -52,7 +52,7 @@ impl std::fmt::Debug for CollectionDef {
 }
 
 /// Names under `/api/v1/` that belong to Courier itself.
-pub const RESERVED_NAMES: [&str; 3] = ["auth", "queues", "chat"];
+pub const RESERVED_NAMES: [&str; 4] = ["auth", "queues", "chat", "collections"];
 
 /// Whether `name` can be a document field used in filters, sorts and indexes.
 pub fn is_valid_field_name(name: &str) -> bool {
@@ -290,29 +290,27 @@ impl CollectionsHandle {
         F: Fn(Arc<Collections>) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut last = std::fs::read(&path).ok();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
+        let watched = path.clone();
+        courier_core::file_watch::on_file_change(watched, interval, shutdown, move || {
+            let outcome = Collections::load(&path).map(|collections| {
+                let names: Vec<String> = collections.all().iter().map(|c| c.name().to_owned()).collect();
+                self.replace(collections);
+                tracing::info!(file = %path.display(), ?names, "collections reloaded");
+                self.current()
+            });
+            let reloaded = match outcome {
+                Ok(current) => Some(on_change(current)),
+                Err(err) => {
+                    tracing::error!(%err, "collections file changed but is invalid; keeping the previous collections");
+                    None
                 }
-                let Ok(bytes) = std::fs::read(&path) else { continue };
-                if last.as_ref() == Some(&bytes) {
-                    continue;
-                }
-                last = Some(bytes);
-                match Collections::load(&path) {
-                    Ok(collections) => {
-                        let names: Vec<String> = collections.all().iter().map(|c| c.name().to_owned()).collect();
-                        self.replace(collections);
-                        tracing::info!(file = %path.display(), ?names, "collections reloaded");
-                        on_change(self.current()).await;
-                    }
-                    Err(err) => tracing::error!(%err, "collections file changed but is invalid; keeping the previous collections"),
+            };
+            async move {
+                if let Some(done) = reloaded {
+                    done.await;
                 }
             }
-        }
+        })
     }
 }
 
@@ -386,6 +384,7 @@ mod tests {
             ("collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]", "'id' is reserved"),
             ("collections: [{name: a, schema: {type: object}, acess: {}}]", "unknown field `acess`"),
             ("collections: [{name: auth, schema: {type: object}}]", "collection 'auth': the name is reserved"),
+            ("collections: [{name: collections, schema: {type: object}}]", "collection 'collections': the name is reserved"),
             ("collections: [{name: a, schema: {type: object}, access: {write: admins}}]", "unknown variant `admins`"),
         ];
         for (yaml, expected) in cases {

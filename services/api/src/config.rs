@@ -59,9 +59,17 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", value_parser = humantime_ms, default_value = "2000")]
     pub collections_reload_interval: Duration,
 
-    /// Directory of the web app served at `/` (optional).
+    /// Serve the web app's files from this directory instead of the copies built into the
+    /// binary (for working on `services/api/web/` without rebuilding; only the app's own file
+    /// names are served).
     #[arg(long, env = "COURIER_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+
+    /// The broadcaster's WebSocket URL as the web app's browsers reach it: `ws://…` or `wss://…`,
+    /// or a path such as `/ws` (same host as the page, e.g. behind an Ingress). Empty: the
+    /// page's host on port 8765, path `/ws`.
+    #[arg(long, env = "COURIER_PUBLIC_WS_URL", default_value = "")]
+    pub public_ws_url: String,
 
     #[command(flatten)]
     pub jwt: JwtArgs,

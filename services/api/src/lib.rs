@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 pub use app::Application;
 pub use config::ApiConfig;

@@ -23,4 +23,6 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     pub trust_forwarded_for: bool,
     pub fault: Option<crate::config::Fault>,
+    /// The web app's settings (`/app-config.json`, optional development directory).
+    pub web: Arc<crate::web::WebSettings>,
 }

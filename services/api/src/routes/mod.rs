@@ -1,5 +1,6 @@
 //! The api's HTTP surface: one router per resource, merged here with the ops endpoints.
 
+mod collections;
 mod documents;
 mod queues;
 
@@ -17,6 +18,8 @@ pub fn router(state: AppState, registry: Arc<Registry>, http_metrics: Arc<HttpMe
         .nest("/api/v1", crate::auth::router().merge(documents::router()))
         .merge(queues::router())
         .merge(crate::openapi::router())
+        .merge(collections::router())
+        .merge(crate::web::router())
         .with_state(state)
         .merge(courier_core::ops::router(registry, readiness))
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))

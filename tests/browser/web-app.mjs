@@ -1,0 +1,382 @@
+// Browser tests of Courier's web app (services/api/web), against a real stack started by
+// tests/e2e/web_app.rs: api + broadcaster process + worker + nats-server + store.
+//
+//   COURIER_WEB_URL          the api (serves the app at /)                 (required)
+//   COURIER_CHROMIUM         the browser (default /usr/bin/chromium)
+//   COURIER_WEB_SCREENSHOTS  a directory: save screenshots there
+//   COURIER_WEB_ONLY         run only scenarios whose name contains this
+//   COURIER_TEST_CONTROL=stdio  the driver stops/restarts the broadcaster on request
+
+import { assert, assertClean, control, env, eventually, http, runAll, scenario, screenshot } from './lib.mjs';
+
+const PASSWORD = 'correct horse battery';
+let counter = 0;
+const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter += 1)}`;
+
+/** Console errors Chromium itself prints for expected 4xx answers and broadcaster outages. */
+const HTTP_ERROR = (status) => new RegExp(`Failed to load resource: the server responded with a status of ${status}`);
+const WS_FAILED = /WebSocket connection to .* failed/;
+
+async function openApp(open, hash = '#/products', options) {
+  const page = await open(options);
+  await page.goto(`${env.webUrl}/${hash}`);
+  await page.locator('#connection[data-state="open"]').waitFor();
+  await page.locator('.table-status', { hasText: /shown|yet/ }).waitFor();
+  return page;
+}
+
+const row = (page, id) => page.locator(`tbody tr[data-id="${id}"]`);
+const cell = (page, id, field) => row(page, id).locator(`td[data-field="${field}"]`);
+const dialog = (page) => page.locator('dialog[open]');
+/** A row's Edit or Delete button (their accessible names are "Edit <title>", "Delete <title>"). */
+const rowButton = (page, id, action) => row(page, id).getByRole('button', { name: new RegExp(`^${action} `) });
+const logEvents = (page, type, id) => page.locator(`#event-log li.log-event[data-type="${type}"][data-doc-id="${id}"]`);
+
+async function createViaHttp(collection, body, token) {
+  const { status, data } = await http('POST', `/api/v1/${collection}`, { body, token });
+  assert.equal(status, 201, JSON.stringify(data));
+  return data;
+}
+
+async function signUp(page, username) {
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await dialog(page).getByLabel('Username').fill(username);
+  await dialog(page).getByLabel('Password').fill(PASSWORD);
+  await dialog(page).getByRole('button', { name: 'Create account' }).click();
+  await page.locator('.user-name', { hasText: username }).waitFor();
+  await dialog(page).waitFor({ state: 'detached' });
+}
+
+async function signIn(page, username, password = PASSWORD) {
+  await dialog(page).getByLabel('Username').fill(username);
+  await dialog(page).getByLabel('Password').fill(password);
+  await dialog(page).getByRole('button', { name: 'Sign in' }).click();
+}
+
+async function apiToken(username) {
+  await http('POST', '/api/v1/auth/register', { body: { username, password: PASSWORD } });
+  const { status, data } = await http('POST', '/api/v1/auth/login', { body: { username, password: PASSWORD } });
+  assert.equal(status, 200, JSON.stringify(data));
+  return data.access_token;
+}
+
+// --- scenarios -------------------------------------------------------------------------------
+
+scenario('the page loads with its security headers, no console errors and no CSP violations', async ({ open }) => {
+  const index = await fetch(`${env.webUrl}/`);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-type'), /^text\/html/);
+  assert.match(index.headers.get('content-security-policy'), /default-src 'self'.*connect-src 'self' ws: wss:/);
+  assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
+  assert.ok(index.headers.get('referrer-policy'));
+  assert.equal((await (await fetch(`${env.webUrl}/static/js/main.js`)).headers.get('content-type')), 'text/javascript; charset=utf-8');
+
+  const page = await openApp(open, '');
+  assert.equal(await page.locator('h1').textContent(), 'desks', 'the first collection opens by default');
+  const names = await page.locator('#collection-list a .nav-name').allTextContents();
+  assert.deepEqual(names, ['desks', 'pets', 'products']);
+  await page.getByRole('link', { name: 'products' }).click();
+  await page.locator('h1', { hasText: 'products' }).waitFor();
+  assert.match(page.url(), /#\/products$/);
+  assert.deepEqual(await page.locator('thead th').allTextContents(), ['id', 'nombre', 'precio', 'talla', 'Actions']);
+  await screenshot(page, 'products-empty');
+
+  // The broadcaster address: configured (absolute or a path) or the page's host on :8765.
+  const urls = await page.evaluate(async () => {
+    const { resolveWsUrl } = await import('/static/js/live.js');
+    const http = { protocol: 'http:', hostname: 'courier.test', host: 'courier.test:8000' };
+    const https = { protocol: 'https:', hostname: 'courier.test', host: 'courier.test' };
+    return [resolveWsUrl('', http), resolveWsUrl('', https), resolveWsUrl('/ws', https), resolveWsUrl('/ws', http), resolveWsUrl('wss://live.test/ws', http)];
+  });
+  assert.deepEqual(urls, ['ws://courier.test:8765/ws', 'wss://courier.test:8765/ws', 'wss://courier.test/ws', 'ws://courier.test:8000/ws', 'wss://live.test/ws']);
+  await assertClean(page);
+
+  // The policy is in force: an injected inline script does not run and is reported.
+  const ran = await page.evaluate(() => {
+    const script = document.createElement('script');
+    script.textContent = 'window.__inline = true';
+    document.body.append(script);
+    return window.__inline === true;
+  });
+  assert.equal(ran, false, 'inline script must be blocked by the CSP');
+  await eventually('the CSP violation report', () => page.evaluate(() => window.__csp.length === 1));
+  await page.evaluate(() => (window.__csp = []));
+  page.problems.console.length = 0;
+});
+
+scenario('register, sign out, sign in (tokens in sessionStorage only)', async ({ open }) => {
+  const page = await openApp(open);
+  const username = unique('web');
+
+  // A weak password: the api's 422 is shown next to the password field.
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await dialog(page).getByLabel('Username').fill(username);
+  await dialog(page).getByLabel('Password').fill('short');
+  await dialog(page).getByRole('button', { name: 'Create account' }).click();
+  await dialog(page).locator('#auth-password-error', { hasText: 'password must be at least 8 characters' }).waitFor();
+  assert.equal(await dialog(page).getByLabel('Password').getAttribute('aria-invalid'), 'true');
+  await dialog(page).getByRole('button', { name: 'Close' }).click();
+
+  await signUp(page, username);
+  const storage = await page.evaluate(() => ({ session: sessionStorage.getItem('courier.session'), local: localStorage.length }));
+  assert.ok(JSON.parse(storage.session).refreshToken, 'the session is kept in sessionStorage');
+  assert.equal(storage.local, 0, 'nothing in localStorage');
+  const me = await http('GET', '/api/v1/auth/me', { token: JSON.parse(storage.session).accessToken });
+  assert.equal(me.data.username, username);
+
+  // A reload keeps the session (same tab).
+  await page.reload();
+  await page.locator('.user-name', { hasText: username }).waitFor();
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('courier.session')), null);
+
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await signIn(page, username, 'wrong password!');
+  await dialog(page).locator('.banner-error', { hasText: 'Invalid username or password' }).waitFor();
+  await signIn(page, username);
+  await page.locator('.user-name', { hasText: username }).waitFor();
+  await assertClean(page, [HTTP_ERROR(401), HTTP_ERROR(422)]);
+});
+
+scenario('the access token is refreshed before it expires', async ({ open }) => {
+  const page = await openApp(open);
+  const username = unique('refresh');
+  await signUp(page, username);
+  const first = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')));
+  // Pretend the token expires in 62 s: the refresh is planned a minute before, so in ~2 s.
+  await page.evaluate(() => {
+    const saved = JSON.parse(sessionStorage.getItem('courier.session'));
+    saved.expiresAt = Date.now() + 62_000;
+    sessionStorage.setItem('courier.session', JSON.stringify(saved));
+  });
+  await page.reload();
+  await page.locator('.user-name', { hasText: username }).waitFor();
+  const second = await eventually('a new token pair', async () => {
+    const now = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')));
+    return now && now.refreshToken !== first.refreshToken ? now : null;
+  });
+  assert.notEqual(second.accessToken, first.accessToken);
+  assert.ok(second.expiresAt > Date.now() + 5 * 60_000, 'the new token has a full lifetime');
+  assert.equal((await http('GET', '/api/v1/auth/me', { token: second.accessToken })).data.username, username);
+  // The old refresh token was used up by the rotation (presenting it again is refused).
+  const reuse = await http('POST', '/api/v1/auth/refresh', { body: { refresh_token: first.refreshToken } });
+  assert.equal(reuse.status, 401);
+  await assertClean(page);
+});
+
+scenario('a product created in the UI appears in the table and the log once', async ({ open }) => {
+  const page = await openApp(open);
+  const name = unique('Camiseta');
+  await page.getByRole('button', { name: 'New product' }).click();
+  const form = dialog(page);
+  await form.getByLabel('nombre').fill(name);
+  await form.getByLabel('precio').fill('25.99');
+  await form.getByLabel('talla').fill('M');
+  await form.getByRole('button', { name: 'Create' }).click();
+  await form.waitFor({ state: 'detached' });
+  const id = await page.locator('tbody tr', { hasText: name }).getAttribute('data-id');
+  assert.match(id, /^[0-9a-f]{24}$/);
+  assert.equal(await cell(page, id, 'precio').textContent(), '25.99');
+  const stored = await http('GET', `/api/v1/products/${id}`);
+  assert.deepEqual(stored.data, { id, nombre: name, precio: 25.99, talla: 'M' });
+  await logEvents(page, 'products.created', id).waitFor();
+  await page.waitForTimeout(300);
+  assert.equal(await row(page, id).count(), 1, 'one row');
+  assert.equal(await logEvents(page, 'products.created', id).count(), 1, 'one log entry');
+  await screenshot(page, 'products-created');
+  await assertClean(page);
+});
+
+scenario('a 422 shows each field’s message next to it', async ({ open }) => {
+  const page = await openApp(open);
+  await page.getByRole('button', { name: 'New product' }).click();
+  const form = dialog(page);
+  await form.getByLabel('precio').fill('-5');
+  await form.getByRole('button', { name: 'Create' }).click();
+  const precioError = form.locator('[data-field="precio"] .field-error');
+  await precioError.waitFor();
+  assert.match(await precioError.textContent(), /minimum of 0/);
+  assert.match(await form.locator('[data-field="nombre"] .field-error').textContent(), /nombre is required/);
+  assert.equal(await form.getByLabel('precio').getAttribute('aria-invalid'), 'true');
+  assert.equal(await form.locator('[data-field="talla"] .field-error').isVisible(), false, 'talla is fine');
+  await screenshot(page, 'products-422');
+  // Fixing the fields clears the errors and creates the product.
+  await form.getByLabel('nombre').fill(unique('Fixed'));
+  await form.getByLabel('precio').fill('5');
+  await form.getByRole('button', { name: 'Create' }).click();
+  await form.waitFor({ state: 'detached' });
+  await assertClean(page, [HTTP_ERROR(422)]);
+});
+
+scenario('changes by another client appear live, without reload', async ({ open }) => {
+  const page = await openApp(open);
+  const created = await createViaHttp('products', { nombre: unique('Remote'), precio: 10, talla: 'S' });
+  await row(page, created.id).waitFor({ timeout: 5_000 });
+  await logEvents(page, 'products.created', created.id).waitFor();
+
+  const patched = await http('PATCH', `/api/v1/products/${created.id}`, { body: { precio: 12.5 }, contentType: 'application/merge-patch+json' });
+  assert.equal(patched.status, 200);
+  await eventually('the live update', async () => (await cell(page, created.id, 'precio').textContent()) === '12.5');
+
+  const deleted = await http('DELETE', `/api/v1/products/${created.id}`);
+  assert.equal(deleted.status, 204);
+  await row(page, created.id).waitFor({ state: 'detached' });
+  await logEvents(page, 'products.deleted', created.id).waitFor();
+  for (const type of ['products.created', 'products.updated', 'products.deleted']) {
+    assert.equal(await logEvents(page, type, created.id).count(), 1, type);
+  }
+  await assertClean(page);
+});
+
+scenario('edit and delete through the UI', async ({ open }) => {
+  const created = await createViaHttp('products', { nombre: unique('Editable'), precio: 30, talla: 'L' });
+  const page = await openApp(open);
+  await row(page, created.id).waitFor();
+
+  await rowButton(page, created.id, 'Edit').click();
+  const form = dialog(page);
+  assert.equal(await form.getByLabel('precio').inputValue(), '30');
+  await form.getByLabel('precio').fill('31.5');
+  await form.getByLabel('talla').fill('');
+  await form.getByRole('button', { name: 'Save' }).click();
+  await form.waitFor({ state: 'detached' });
+  await eventually('the edited cell', async () => (await cell(page, created.id, 'precio').textContent()) === '31.5');
+  const stored = await http('GET', `/api/v1/products/${created.id}`);
+  assert.deepEqual(stored.data, { id: created.id, nombre: created.nombre, precio: 31.5 }, 'PATCH changed precio and removed talla');
+  assert.equal(stored.headers.get('etag'), '"2"');
+
+  await rowButton(page, created.id, 'Delete').click();
+  await dialog(page).getByRole('button', { name: 'Delete' }).click();
+  await row(page, created.id).waitFor({ state: 'detached' });
+  assert.equal((await http('GET', `/api/v1/products/${created.id}`)).status, 404);
+  await assertClean(page);
+});
+
+scenario('an If-Match conflict is explained, and can be resolved keeping both changes', async ({ open }) => {
+  const created = await createViaHttp('products', { nombre: unique('Contested'), precio: 40, talla: 'M' });
+  const page = await openApp(open);
+  await rowButton(page, created.id, 'Edit').click();
+  const form = dialog(page);
+  await form.getByLabel('precio').fill('41');
+
+  // Meanwhile another client renames it.
+  const theirs = `${created.nombre} (renamed)`;
+  const other = await http('PATCH', `/api/v1/products/${created.id}`, { body: { nombre: theirs }, contentType: 'application/merge-patch+json' });
+  assert.equal(other.status, 200);
+  await form.locator('.banner-warning', { hasText: 'Someone else just changed this document' }).waitFor();
+
+  await form.getByRole('button', { name: 'Save' }).click();
+  const conflict = form.locator('.banner-error[data-code="conflict"]');
+  await conflict.waitFor();
+  assert.match(await conflict.textContent(), /changed by someone else.*not saved.*412/s);
+  await screenshot(page, 'products-412');
+  assert.equal((await http('GET', `/api/v1/products/${created.id}`)).data.nombre, theirs, 'their change was not overwritten');
+
+  await form.getByRole('button', { name: 'Keep my edits on top of theirs' }).click();
+  await form.locator('.etag', { hasText: '"2"' }).waitFor();
+  assert.equal(await form.getByLabel('nombre').inputValue(), theirs);
+  assert.equal(await form.getByLabel('precio').inputValue(), '41');
+  await form.getByRole('button', { name: 'Save' }).click();
+  await form.waitFor({ state: 'detached' });
+  const stored = await http('GET', `/api/v1/products/${created.id}`);
+  assert.deepEqual({ nombre: stored.data.nombre, precio: stored.data.precio }, { nombre: theirs, precio: 41 });
+  await assertClean(page, [HTTP_ERROR(412)]);
+});
+
+scenario('pets need sign-in to write; a new pet is enriched live by the workers', async ({ open }) => {
+  const page = await openApp(open, '#/pets');
+  await page.locator('.notice', { hasText: 'requires signing in' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'New pet' }).isDisabled(), true);
+  const username = unique('petowner');
+  await apiToken(username);
+  await page.locator('.notice').getByRole('button', { name: 'Sign in' }).click();
+  await signIn(page, username);
+  await page.locator('.user-name', { hasText: username }).waitFor();
+  await eventually('the New pet button', () => page.getByRole('button', { name: 'New pet' }).isEnabled());
+  assert.equal(await page.locator('.notice').isVisible(), false);
+
+  const name = unique('Rex');
+  await page.getByRole('button', { name: 'New pet' }).click();
+  const form = dialog(page);
+  assert.equal(await form.locator('[data-field="enrichment"]').count(), 0, 'read-only fields are not in the create form');
+  await form.getByLabel('name').fill(name);
+  await form.getByLabel('species').fill('Dog');
+  await form.getByLabel('age').fill('3');
+  await form.getByLabel('vaccinated').selectOption({ label: 'No' });
+  await form.getByLabel('owner').fill(username);
+  await form.getByRole('button', { name: 'Create' }).click();
+  await form.waitFor({ state: 'detached' });
+  const id = await page.locator('tbody tr', { hasText: name }).getAttribute('data-id');
+
+  // The worker's pets.enrich result arrives as pets.enriched and fills the read-only column.
+  await logEvents(page, 'pets.enriched', id).waitFor({ timeout: 20_000 });
+  await eventually('the enrichment cell', async () => /alert/.test(await cell(page, id, 'enrichment').textContent()));
+  const stored = await http('GET', `/api/v1/pets/${id}`);
+  assert.equal(stored.data.owner, username);
+  assert.equal(stored.data.vaccinated, false);
+  assert.ok(stored.data.enrichment, 'stored with its enrichment');
+
+  // Editing shows the enrichment read-only and never sends it.
+  await rowButton(page, id, 'Edit').click();
+  assert.match(await dialog(page).locator('[data-field="enrichment"] pre').textContent(), /not_vaccinated/);
+  await dialog(page).getByLabel('vaccinated').selectOption({ label: 'Yes' });
+  await dialog(page).getByRole('button', { name: 'Save' }).click();
+  await dialog(page).waitFor({ state: 'detached' });
+  await eventually('the re-enriched pet', async () => {
+    const { data } = await http('GET', `/api/v1/pets/${id}`);
+    return data.vaccinated === true && data.enrichment.alerts.every((a) => a.code !== 'not_vaccinated');
+  }, 20_000);
+  await screenshot(page, 'pets');
+
+  // Signed out, writes are refused in the UI again.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await eventually('disabled buttons', () => rowButton(page, id, 'Edit').isDisabled());
+  assert.equal(await page.getByRole('button', { name: 'New pet' }).isDisabled(), true);
+  await assertClean(page);
+});
+
+scenario('after a broadcaster restart the page resumes: every event exactly once', async ({ open }) => {
+  const page = await openApp(open);
+  const before = await createViaHttp('products', { nombre: unique('Before'), precio: 1 });
+  await logEvents(page, 'products.created', before.id).waitFor();
+
+  await control('stop-broadcaster');
+  await page.locator('#connection[data-state="reconnecting"]').waitFor();
+  await screenshot(page, 'resume-offline');
+  const during = [];
+  for (let i = 0; i < 5; i += 1) during.push(await createViaHttp('products', { nombre: unique(`During ${i}`), precio: 2 + i }));
+  const patched = await http('PATCH', `/api/v1/products/${before.id}`, { body: { precio: 99 }, contentType: 'application/merge-patch+json' });
+  assert.equal(patched.status, 200);
+  await control('start-broadcaster');
+
+  await page.locator('#connection[data-state="open"]').waitFor({ timeout: 30_000 });
+  for (const doc of during) await row(page, doc.id).waitFor();
+  await eventually('the update made while offline', async () => (await cell(page, before.id, 'precio').textContent()) === '99');
+  await page.locator('#event-log .log-notice', { hasText: /Resumed products after #\d+/ }).waitFor();
+  // Anything shown twice would have arrived by now.
+  await page.waitForTimeout(1_000);
+  for (const doc of [before, ...during]) {
+    assert.equal(await row(page, doc.id).count(), 1, `one row for ${doc.nombre}`);
+    assert.equal(await logEvents(page, 'products.created', doc.id).count(), 1, `one created entry for ${doc.nombre}`);
+  }
+  assert.equal(await logEvents(page, 'products.updated', before.id).count(), 1, 'one updated entry');
+  const seqs = await page.locator('#event-log li.log-event').evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+  assert.equal(new Set(seqs).size, seqs.length, `no seq twice in the log: ${seqs}`);
+  assert.deepEqual([...seqs].sort((a, b) => b - a), seqs, 'newest first, in stream order');
+  await screenshot(page, 'resume-back');
+  await assertClean(page, [WS_FAILED]);
+});
+
+scenario('narrow screens: no horizontal scrolling, documents as cards', async ({ open }) => {
+  await createViaHttp('products', { nombre: unique('Narrow'), precio: 7, talla: 'XS' });
+  const page = await openApp(open, '#/products', { width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+  assert.equal(await page.locator('thead').evaluate((el) => el.getBoundingClientRect().height <= 1), true, 'table header hidden');
+  await screenshot(page, 'narrow');
+  await assertClean(page);
+});
+
+await runAll();
