@@ -148,6 +148,15 @@ pub fn document(collections: &Collections) -> Value {
             }),
         );
     }
+    paths.insert(
+        "/api/v1/collections".into(),
+        json!({"get": {"tags": ["collections"], "summary": "The declared collections: name, JSON Schema, access rules, tasks", "security": [],
+                "responses": {"200": {"description": "Every collection, by name", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
+                        "name": {"type": "string"}, "schema": {"type": "object"},
+                        "access": {"type": "object", "properties": {"read": {"enum": ["public", "authenticated"]}, "write": {"enum": ["public", "authenticated"]}}},
+                        "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}}}}}}}}}}}}}}}}),
+    );
     for (path, summary) in [("/healthz", "The process is alive"), ("/readyz", "MongoDB and NATS answer")] {
         paths.insert(path.into(), json!({"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}));
     }
@@ -192,5 +201,6 @@ mod tests {
         assert_eq!(doc["paths"]["/api/v1/pets"]["post"]["security"], json!([{"bearerAuth": []}]));
         assert_eq!(doc["paths"]["/api/v1/products"]["post"]["security"], json!([]));
         assert!(doc["paths"]["/api/v1/desks/{id}"]["put"]["responses"]["412"].is_object());
+        assert_eq!(doc["paths"]["/api/v1/collections"]["get"]["security"], json!([]));
     }
 }
