@@ -75,7 +75,7 @@ export async function openPage(browser, { width = 1400, height = 900 } = {}) {
     });
   });
   page.problems = problems;
-  page.setDefaultTimeout(10_000);
+  page.setDefaultTimeout(15_000);
   return page;
 }
 

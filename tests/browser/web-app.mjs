@@ -21,7 +21,7 @@ async function openApp(open, hash = '#/products', options) {
   const page = await open(options);
   await page.goto(`${env.webUrl}/${hash}`);
   await page.locator('#connection[data-state="open"]').waitFor();
-  await page.locator('.table-status', { hasText: /shown|yet/ }).waitFor();
+  await page.locator('.table-status', { hasText: /shown|yet|Sign in/ }).waitFor();
   return page;
 }
 
@@ -74,7 +74,7 @@ scenario('the page loads with its security headers, no console errors and no CSP
   const page = await openApp(open, '');
   assert.equal(await page.locator('h1').textContent(), 'desks', 'the first collection opens by default');
   const names = await page.locator('#collection-list a .nav-name').allTextContents();
-  assert.deepEqual(names, ['desks', 'pets', 'products']);
+  assert.deepEqual(names, ['desks', 'notes', 'pets', 'products']);
   await page.getByRole('link', { name: 'products' }).click();
   await page.locator('h1', { hasText: 'products' }).waitFor();
   assert.match(page.url(), /#\/products$/);
@@ -334,6 +334,46 @@ scenario('pets need sign-in to write; a new pet is enriched live by the workers'
   await page.getByRole('button', { name: 'Sign out' }).click();
   await eventually('disabled buttons', () => rowButton(page, id, 'Edit').isDisabled());
   assert.equal(await page.getByRole('button', { name: 'New pet' }).isDisabled(), true);
+  await assertClean(page);
+});
+
+scenario('a collection that needs sign-in to read: list and live channel use the token', async ({ open }) => {
+  const page = await openApp(open, '#/notes');
+  await page.locator('.notice', { hasText: 'Reading notes requires signing in' }).waitFor();
+  assert.equal(await page.locator('tbody tr').count(), 0);
+  assert.equal(await page.getByRole('button', { name: 'Reload' }).isDisabled(), true);
+  const username = unique('reader');
+  const token = await apiToken(username);
+  await page.locator('.notice').getByRole('button', { name: 'Sign in' }).click();
+  await signIn(page, username);
+  await page.locator('.table-status', { hasText: /No notes yet|shown/ }).waitFor();
+  assert.equal(await page.locator('.notice').isVisible(), false);
+
+  // Another client's note arrives live: the subscription carried the token.
+  const theirs = await createViaHttp('notes', { title: unique('From the api'), priority: 'low' }, token);
+  await row(page, theirs.id).waitFor();
+  assert.equal(await cell(page, theirs.id, 'priority').textContent(), 'low');
+
+  // The enum is a choice, the boolean a yes/no.
+  await page.getByRole('button', { name: 'New note' }).click();
+  const form = dialog(page);
+  const options = await form.getByLabel('priority').locator('option').allTextContents();
+  assert.deepEqual(options, ['— not set —', 'low', 'normal', 'high']);
+  const title = unique('Mine');
+  await form.getByLabel('title').fill(title);
+  await form.getByLabel('priority').selectOption({ label: 'high' });
+  await form.getByLabel('done').selectOption({ label: 'Yes' });
+  await form.getByRole('button', { name: 'Create' }).click();
+  await form.waitFor({ state: 'detached' });
+  const id = await page.locator('tbody tr', { hasText: title }).getAttribute('data-id');
+  const stored = await http('GET', `/api/v1/notes/${id}`, { token });
+  assert.deepEqual(stored.data, { id, title, priority: 'high', done: true });
+  await logEvents(page, 'notes.created', id).waitFor();
+
+  // Signed out, the notes disappear from the page.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await eventually('the rows to go', async () => (await page.locator('tbody tr').count()) === 0);
+  await page.locator('.notice', { hasText: 'Reading notes requires signing in' }).waitFor();
   await assertClean(page);
 });
 

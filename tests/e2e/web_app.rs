@@ -16,6 +16,22 @@ use tokio::{
 /// The whole browser run (ten scenarios, one broadcaster restart) stays well under this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Appended to the shipped `collections.yaml`: private notes (reads need a token, also on the
+/// WebSocket) with an enum field.
+const NOTES: &str = "  - name: notes
+    schema:
+      type: object
+      additionalProperties: false
+      required: [title]
+      properties:
+        title: {type: string, minLength: 1, maxLength: 100}
+        priority: {type: string, enum: [low, normal, high]}
+        done: {type: boolean}
+    access:
+      read: authenticated
+      write: authenticated
+";
+
 const SETUP_HINT: &str = "run `./dev test` (it apt-installs Debian's chromium and runs `npm ci` in tests/browser), \
      or by hand: `apt-get install chromium` and `cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci`";
 
@@ -55,8 +71,14 @@ async fn the_web_app_works_in_a_real_browser() {
     let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
     let database = chaos::fresh_database();
 
+    // The shipped collections plus one that needs sign-in to read (no shipped one does).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let collections_file = dir.path().join("collections.yaml");
+    let shipped = std::fs::read_to_string(workspace_root().join("collections.yaml")).expect("collections.yaml");
+    std::fs::write(&collections_file, format!("{shipped}\n{NOTES}")).expect("writing the test collections");
+    let collections = collections_file.display().to_string();
+
     // The broadcaster as a process, so the script can have it killed and restarted.
-    let collections = workspace_root().join("collections.yaml").display().to_string();
     let mut broadcaster = chaos::broadcaster_process(
         &nats.url(),
         &[("COURIER_COLLECTIONS_FILE", collections), ("COURIER_JWT_SECRET", courier_tests::TEST_JWT_SECRET.to_owned())],
@@ -65,6 +87,7 @@ async fn the_web_app_works_in_a_real_browser() {
 
     let mut api_config = Stack::api_config(&store, &database, &nats);
     api_config.public_ws_url = broadcaster.ws_url();
+    api_config.collections_file = collections_file.clone();
     let api = RunningApi::start(api_config).await;
 
     let mut worker_config = WorkerConfig::for_local(&nats.url());

@@ -245,6 +245,8 @@ export class CollectionView {
     );
     this.renderHead();
     this.refreshAccess();
+    if (this.canRead) this.setStatus('Loading…');
+    else this.updateStatus();
     this.subscribe();
     // With the broadcaster connected, the list loads once the subscription point is known
     // (nothing can fall between the two); otherwise load now and again when live starts.
@@ -300,7 +302,10 @@ export class CollectionView {
     }
     if (!this.session.signedIn) {
       this.live.unsubscribe(this.name);
+      this.loading?.abort();
       this.clearRows();
+      this.next = null;
+      this.updateStatus();
       return;
     }
     if (reason === 'refreshed') {
@@ -411,6 +416,11 @@ export class CollectionView {
   }
 
   updateStatus() {
+    if (!this.canRead) {
+      this.setStatus(`Sign in to see the ${this.name}.`);
+      this.moreButton.hidden = true;
+      return;
+    }
     const n = this.docs.size;
     const shown = n === 0 ? `No ${this.name} yet.` : `${n} document${n === 1 ? '' : 's'} shown`;
     this.setStatus(this.next ? `${shown} · more to load` : n === 0 ? shown : `${shown} · all loaded`);
