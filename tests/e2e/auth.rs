@@ -223,3 +223,42 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     }
     broadcaster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broadcaster_follows_read_rule_changes_in_the_collections_file() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collections.yaml");
+    let rules = |read: &str| format!("collections:\n  - {{name: notes, schema: {{type: object}}, access: {{read: {read}}}}}\n");
+    std::fs::write(&file, rules("public")).unwrap();
+    let mut config = Stack::broadcaster_config(&stack.nats);
+    config.collections_file = Some(file.clone());
+    config.collections_reload_interval_ms = 100;
+    let broadcaster = RunningBroadcaster::start(config).await;
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
+    ws.subscribe("notes", None, None).await.expect("public at first");
+
+    // An invalid edit keeps the previous rules; a valid one protects the collection.
+    std::fs::write(&file, "collections: [oops").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    ws.subscribe("notes:a", None, None).await.expect("an invalid file changes nothing");
+    std::fs::write(&file, rules("authenticated")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ws.subscribe("notes:b", None, None).await {
+            Err(ClientError::Refused { code, .. }) => {
+                assert_eq!(code, "unauthorized");
+                break;
+            }
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "the new read rule was never applied");
+                ws.send(&courier_core::ClientFrame::Unsubscribe { channel: "notes:b".into() }).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let token = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900)).issue("u1", "ana").unwrap().0;
+    ws.subscribe("notes:b", None, Some(token)).await.expect("a token admits");
+    broadcaster.stop().await;
+}

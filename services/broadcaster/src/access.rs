@@ -3,7 +3,7 @@
 //! with `read: authenticated` needs a valid token in `subscribe`; the subscription ends when
 //! that token expires.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, path::Path, sync::RwLock};
 
 use courier_core::{
     auth::{Claims, JwtKeys, TokenError},
@@ -26,13 +26,19 @@ pub enum AccessError {
 
 #[derive(Debug, Default)]
 pub struct Access {
-    read: HashMap<String, AccessLevel>,
+    /// Replaced whole when the collections file changes (see [`Access::replace_rules`]).
+    read: RwLock<HashMap<String, AccessLevel>>,
     keys: Option<JwtKeys>,
 }
 
 impl Access {
     pub fn new(read: HashMap<String, AccessLevel>, keys: Option<JwtKeys>) -> Self {
-        Access { read, keys }
+        Access { read: RwLock::new(read), keys }
+    }
+
+    /// New read rules for the subscribes that follow (existing subscriptions keep running).
+    pub fn replace_rules(&self, read: HashMap<String, AccessLevel>) {
+        *self.read.write().expect("access rules lock poisoned") = read;
     }
 
     /// Read rules from a `collections.yaml` file.
@@ -45,7 +51,7 @@ impl Access {
     /// Admits a subscription: `Ok(None)` for a public channel, `Ok(Some(claims))` when a token
     /// was required and is valid (its `exp` bounds the subscription).
     pub fn admit(&self, channel: &Channel, token: Option<&str>) -> Result<Option<Claims>, AccessError> {
-        let level = self.read.get(channel.collection()).copied().unwrap_or_default();
+        let level = self.read.read().expect("access rules lock poisoned").get(channel.collection()).copied().unwrap_or_default();
         if level == AccessLevel::Public {
             return Ok(None);
         }

@@ -126,6 +126,21 @@ impl Application {
             tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
         };
         let feed_task = tokio::spawn(feed.run(background.clone()));
+        let rules_watcher = shared.config.collections_file.clone().map(|path| {
+            let interval = Duration::from_millis(shared.config.collections_reload_interval_ms.max(100));
+            let shared = shared.clone();
+            let watch = courier_core::file_watch::on_file_change(path.clone(), interval, background.clone(), move || {
+                match Access::read_rules(&path) {
+                    Ok(rules) => {
+                        tracing::info!(file = %path.display(), collections = rules.len(), "read rules reloaded");
+                        shared.access.replace_rules(rules);
+                    }
+                    Err(err) => tracing::error!(%err, "collections file changed but is invalid; keeping the previous read rules"),
+                }
+                async {}
+            });
+            tokio::spawn(watch)
+        });
         let pruner = {
             let (hub, token) = (shared.hub.clone(), background.clone());
             tokio::spawn(async move {
@@ -152,6 +167,9 @@ impl Application {
         }
         background.cancel();
         let _ = tokio::join!(feed_task, pruner);
+        if let Some(watcher) = rules_watcher {
+            let _ = watcher.await;
+        }
         setup.abort();
         drop(nats);
         tracing::info!("broadcaster stopped");

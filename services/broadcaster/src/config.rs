@@ -19,9 +19,13 @@ pub struct BroadcasterConfig {
     pub nats: NatsArgs,
 
     /// Collections file whose `read` rules decide which channels need an access token (the
-    /// api's `collections.yaml`). Without it every channel is public.
+    /// api's `collections.yaml`); re-read when it changes. Without it every channel is public.
     #[arg(long, env = "COURIER_COLLECTIONS_FILE")]
     pub collections_file: Option<std::path::PathBuf>,
+
+    /// How often the collections file is checked for changes (ms).
+    #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", default_value_t = 2_000)]
+    pub collections_reload_interval_ms: u64,
 
     /// Token verification keys (the api's: secret, or RS256 public key).
     #[command(flatten)]

@@ -7,6 +7,7 @@ pub mod channel;
 pub mod collection_spec;
 pub mod config;
 pub mod event;
+pub mod file_watch;
 pub mod jetstream;
 pub mod jetstream_metrics;
 pub mod ops;

@@ -77,6 +77,12 @@ impl Component {
         }
     }
 
+    /// Whether the component reads the collections file: the api serves the collections, the
+    /// broadcaster enforces their read rules on subscribe (both reload it when it changes).
+    pub fn reads_collections(self) -> bool {
+        matches!(self, Component::Api | Component::Broadcaster)
+    }
+
     /// `<courier>-<component>`: the Deployment, Service and PodDisruptionBudget name.
     pub fn object_name(self, courier: &Courier) -> String {
         format!("{}-{}", courier.name_any(), self.as_str())

@@ -112,6 +112,7 @@ fn each_service_gets_its_config_env_and_secrets() {
     assert_eq!(broadcaster["COURIER_BROADCASTER_LISTEN"]["value"], "0.0.0.0:8765");
     assert_eq!(broadcaster["COURIER_LOG_FORMAT"]["value"], "json");
     assert!(broadcaster.contains_key("COURIER_JWT_SECRET"));
+    assert_eq!(broadcaster["COURIER_COLLECTIONS_FILE"]["value"], "/etc/courier/collections.yaml", "it enforces read rules");
     assert!(!broadcaster.contains_key("COURIER_MONGODB_URI"));
 
     let worker = env_of(&container(&deployment(&children, "shop-worker")));
@@ -121,16 +122,19 @@ fn each_service_gets_its_config_env_and_secrets() {
 }
 
 #[test]
-fn the_collections_configmap_is_mounted_into_the_api_only() {
+fn the_collections_configmap_is_mounted_into_the_api_and_the_broadcaster_only() {
     let children = build_sample();
     let Child::ConfigMap(cm) = &children[1] else { panic!("second object is the ConfigMap") };
     assert_eq!(cm.data.as_ref().unwrap()["collections.yaml"], "collections: []\n");
-    let api = deployment(&children, "shop-api");
-    let pod = api.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "collections").unwrap();
-    assert_eq!(volume.config_map.as_ref().unwrap().name, "shop-collections");
-    let mount = container(&api).volume_mounts.unwrap().into_iter().find(|m| m.name == "collections").unwrap();
-    assert_eq!((mount.mount_path.as_str(), mount.read_only, mount.sub_path), ("/etc/courier", Some(true), None));
+    for name in ["shop-api", "shop-broadcaster"] {
+        let reader = deployment(&children, name);
+        let pod = reader.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "collections").unwrap();
+        assert_eq!(volume.config_map.as_ref().unwrap().name, "shop-collections");
+        let mount = container(&reader).volume_mounts.unwrap().into_iter().find(|m| m.name == "collections").unwrap();
+        // No subPath: a subPath mount would never see ConfigMap updates.
+        assert_eq!((mount.mount_path.as_str(), mount.read_only, mount.sub_path), ("/etc/courier", Some(true), None), "{name}");
+    }
     let worker = deployment(&children, "shop-worker");
     let worker_volumes = worker.spec.unwrap().template.spec.unwrap().volumes.unwrap();
     assert!(worker_volumes.iter().all(|v| v.name != "collections"));

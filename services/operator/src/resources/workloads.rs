@@ -75,7 +75,7 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
         empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("64Mi".into())), ..Default::default() }),
         ..Volume::default()
     }];
-    if component == Component::Api {
+    if component.reads_collections() {
         volumes.push(Volume {
             name: "collections".into(),
             config_map: Some(ConfigMapVolumeSource { name: config_map_name(courier), ..Default::default() }),
@@ -129,7 +129,7 @@ fn default_spread(courier: &Courier, component: Component) -> Vec<TopologySpread
 fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> Container {
     let image = &courier.spec.image;
     let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }];
-    if component == Component::Api {
+    if component.reads_collections() {
         mounts.push(VolumeMount {
             name: "collections".into(),
             mount_path: COLLECTIONS_DIR.into(),
@@ -225,6 +225,7 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
         Component::Broadcaster => {
             vars.push(value("COURIER_BROADCASTER_LISTEN", listen));
             vars.push(secret("COURIER_JWT_SECRET", &s.jwt_secret_ref));
+            vars.push(value("COURIER_COLLECTIONS_FILE", format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}")));
         }
         Component::Worker => {
             vars.push(value("COURIER_WORKER_METRICS_LISTEN", listen));
