@@ -409,6 +409,88 @@ scenario('after a broadcaster restart the page resumes: every event exactly once
   await assertClean(page, [WS_FAILED]);
 });
 
+scenario('the WebSocket client against a scripted server: resume point, duplicates, recovered:false, replay_failed', async ({ open }) => {
+  const page = await openApp(open);
+  const result = await page.evaluate(async () => {
+    const { LiveClient } = await import('/static/js/live.js');
+    const sockets = [];
+    class ScriptedSocket {
+      static OPEN = 1;
+      constructor(url) {
+        this.url = url;
+        this.readyState = 0;
+        this.sent = [];
+        sockets.push(this);
+        setTimeout(() => {
+          this.readyState = 1;
+          this.deliver({ type: 'connection_established', connection_id: `c${sockets.length}`, protocol: 1 });
+        }, 0);
+      }
+      send(text) {
+        this.sent.push(JSON.parse(text));
+      }
+      close() {
+        this.readyState = 3;
+      }
+      deliver(frame) {
+        this.onmessage?.({ data: JSON.stringify(frame) });
+      }
+      drop(code) {
+        this.readyState = 3;
+        this.onclose?.({ code });
+      }
+    }
+    const until = async (check) => {
+      for (let i = 0; i < 200 && !check(); i += 1) await new Promise((r) => setTimeout(r, 20));
+      return check();
+    };
+    const event = (seq) => ({ type: 'event', channel: 'products', seq, event: { id: `e${seq}`, type: 'products.updated', doc_id: 'd', data: {} } });
+    const real = window.WebSocket;
+    window.WebSocket = ScriptedSocket;
+    const seen = { events: [], resyncs: [], subscribed: [], errors: [], states: [] };
+    const live = new LiveClient('ws://scripted/ws', { onStatus: (s) => seen.states.push(s.state) });
+    try {
+      live.subscribe('products', {
+        onEvent: (_, seq) => seen.events.push(seq),
+        onResync: (reason) => seen.resyncs.push(reason),
+        onSubscribed: (s) => seen.subscribed.push(s),
+        onError: (code) => seen.errors.push(code),
+      });
+      live.start();
+      await until(() => sockets[0]?.sent.length === 1);
+      const first = sockets[0];
+      first.deliver({ type: 'subscribed', channel: 'products', seq: 10 });
+      for (const seq of [11, 12, 12, 11]) first.deliver(event(seq));
+      first.drop(1006);
+      await until(() => sockets[1]?.sent.length === 1);
+      const second = sockets[1];
+      const resumeFrame = second.sent[0];
+      second.deliver({ type: 'subscribed', channel: 'products', seq: 12, recovered: false });
+      for (const seq of [12, 13]) second.deliver(event(seq));
+      second.deliver({ type: 'error', code: 'replay_failed', channel: 'products', message: 'too much history' });
+      const afterReplayFailed = second.sent[1];
+      second.deliver({ type: 'subscribed', channel: 'products', seq: 40 });
+      second.deliver(event(39));
+      second.deliver(event(41));
+      second.deliver({ type: 'error', code: 'bad_channel', channel: 'products', message: 'nope' });
+      return { firstFrame: first.sent[0], resumeFrame, afterReplayFailed, ...seen, duplicates: live.stats.duplicates };
+    } finally {
+      live.stop();
+      window.WebSocket = real;
+    }
+  });
+  assert.deepEqual(result.firstFrame, { type: 'subscribe', channel: 'products' }, 'a fresh subscription has no since');
+  assert.deepEqual(result.resumeFrame, { type: 'subscribe', channel: 'products', since: 12 }, 'resumes after the last seq delivered');
+  assert.deepEqual(result.events, [11, 12, 13, 41], 'each seq once, in order');
+  assert.equal(result.duplicates, 4, '12, 11, then 12 after the resume, and 39 after the fresh start at 40');
+  assert.deepEqual(result.resyncs, ['history_lost'], 'recovered:false makes the view reload');
+  assert.deepEqual(result.afterReplayFailed, { type: 'subscribe', channel: 'products' }, 'replay_failed: subscribe afresh');
+  assert.deepEqual(result.subscribed.map((s) => s.fresh), [true, false, true], 'the fresh subscription after replay_failed makes the view reload');
+  assert.deepEqual(result.errors, ['bad_channel']);
+  assert.deepEqual(result.states.slice(0, 4), ['connecting', 'open', 'reconnecting', 'connecting']);
+  await assertClean(page);
+});
+
 scenario('narrow screens: no horizontal scrolling, documents as cards', async ({ open }) => {
   await createViaHttp('products', { nombre: unique('Narrow'), precio: 7, talla: 'XS' });
   const page = await openApp(open, '#/products', { width: 390, height: 844 });
