@@ -92,3 +92,37 @@ async fn writes_while_nats_is_down_are_delivered_exactly_once_when_it_returns() 
     assert_no_event(&mut ws, Duration::from_secs(1)).await;
     eprintln!("nats outage: 20 writes accepted while down, 20 events delivered after restart, 0 duplicates");
 }
+
+/// `courier bench latency` (what the chart's `helm test` runs): counts only its own documents'
+/// events while someone else writes to the same collection, and deletes what it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_latency_measures_its_own_posts_amid_other_writers_and_cleans_up() {
+    let stack = Stack::start().await;
+    let others = {
+        let (http, url) = (stack.http.clone(), format!("{}/api/v1/products", stack.api.url()));
+        tokio::spawn(async move {
+            for n in 0..30 {
+                let answer = http.post(&url).json(&product(n)).send().await.unwrap();
+                assert_eq!(answer.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    let args = courier_cli::bench::LatencyArgs {
+        api: stack.api.url(),
+        ws: stack.broadcaster.ws_url(),
+        posts: 20,
+        concurrency: 4,
+        collection: "products".into(),
+        json: true,
+        keep: false,
+    };
+    let report = courier_cli::bench::latency(&args).await.expect("bench runs");
+    others.await.unwrap();
+    assert_eq!((report.posts, report.delivered), (20, 20), "{report}");
+    assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms, "{report}");
+    let (status, page) = stack.get("/api/v1/products?limit=100").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = page["items"].as_array().unwrap().iter().filter_map(|d| d["nombre"].as_str()).collect();
+    assert_eq!(names.len(), 30, "only the other writer's products remain: {names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("bench-")), "{names:?}");
+}

@@ -39,6 +39,9 @@ pub struct LatencyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keep the documents the run created (by default they are deleted at the end).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -85,10 +88,37 @@ struct Timings {
     sent: HashMap<String, Instant>,
     arrived: HashMap<String, Instant>,
     latencies: Vec<Duration>,
+    /// Every document the run created (to delete afterwards).
+    ids: Vec<String>,
+}
+
+/// The `p` quantile (0–1) of sorted `latencies` in ms; 0 when there are none.
+fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[index].as_secs_f64() * 1000.0
+}
+
+/// Deletes the run's documents; failures are reported, not fatal (the numbers are measured).
+async fn delete_all(http: &reqwest::Client, collection_url: &str, ids: &[String], concurrency: usize) {
+    let failed = stream::iter(ids)
+        .map(|id| async move { http.delete(format!("{collection_url}/{id}")).send().await.map(|r| r.status().is_success()).unwrap_or(false) })
+        .buffer_unordered(concurrency.max(4))
+        .filter(|deleted| std::future::ready(!deleted))
+        .count()
+        .await;
+    if failed > 0 {
+        eprintln!("warning: {failed} of {} bench documents could not be deleted", ids.len());
+    }
 }
 
 impl Timings {
     fn record(&mut self, doc_id: String, sent: Option<Instant>, arrived: Option<Instant>) {
+        if sent.is_some() {
+            self.ids.push(doc_id.clone());
+        }
         let sent = sent.or_else(|| self.sent.remove(&doc_id));
         let arrived = arrived.or_else(|| self.arrived.remove(&doc_id));
         match (sent, arrived) {
@@ -111,15 +141,20 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
     let mut ws = WsClient::connect(&args.ws).await?;
     ws.subscribe(&args.collection, None, None).await?;
     let timings = Arc::new(Mutex::new(Timings::default()));
+    // Names of this run's documents start with this, so other writers' events are not counted.
+    let run_prefix = format!("bench-{}-", uuid::Uuid::now_v7().simple());
 
     let reader = {
         let timings = timings.clone();
         let expected = args.posts;
+        let (created_type, prefix) = (format!("{}.created", args.collection), run_prefix.clone());
         tokio::spawn(async move {
             let mut seen = 0;
             while seen < expected {
                 match ws.next_frame_within(Duration::from_secs(30)).await {
-                    Ok(ServerFrame::Event { event, .. }) => {
+                    Ok(ServerFrame::Event { event, .. })
+                        if event.event_type == created_type && event.data["nombre"].as_str().is_some_and(|n| n.starts_with(&prefix)) =>
+                    {
                         seen += 1;
                         timings.lock().expect("timings lock").record(event.doc_id, None, Some(Instant::now()));
                     }
@@ -140,8 +175,9 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
     let results: Vec<anyhow::Result<()>> = stream::iter(0..args.posts)
         .map(|i| {
             let (http, url, timings, progress) = (http.clone(), url.clone(), timings.clone(), progress.clone());
+            let name = format!("{run_prefix}{i}");
             async move {
-                let body = serde_json::json!({"nombre": format!("bench-{i}"), "precio": (i % 100) as f64 + 0.99, "talla": "M"});
+                let body = serde_json::json!({"nombre": name, "precio": (i % 100) as f64 + 0.99, "talla": "M"});
                 let sent = Instant::now();
                 let response = http.post(&url).json(&body).send().await.context("POST failed")?;
                 let status = response.status();
@@ -166,12 +202,15 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
         .context("subscriber failed")?;
     let elapsed = started.elapsed();
 
-    let mut latencies = std::mem::take(&mut timings.lock().expect("timings lock").latencies);
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index].as_secs_f64() * 1000.0
+    let (mut latencies, ids) = {
+        let mut timings = timings.lock().expect("timings lock");
+        (std::mem::take(&mut timings.latencies), std::mem::take(&mut timings.ids))
     };
+    if !args.keep {
+        delete_all(&http, &url, &ids, args.concurrency).await;
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| percentile_ms(&latencies, p);
     Ok(LatencyReport {
         posts: args.posts,
         concurrency: args.concurrency,
@@ -200,5 +239,14 @@ mod tests {
         t.record("b".into(), None, Some(later));
         assert_eq!(t.latencies, [Duration::from_millis(5); 2]);
         assert!(t.sent.is_empty() && t.arrived.is_empty());
+        assert_eq!(t.ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn percentiles_of_nothing_are_zero_and_of_one_value_that_value() {
+        assert_eq!(percentile_ms(&[], 0.99), 0.0);
+        assert_eq!(percentile_ms(&[Duration::from_millis(7)], 0.5), 7.0);
+        let ten: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!((percentile_ms(&ten, 0.5), percentile_ms(&ten, 0.9), percentile_ms(&ten, 0.99)), (5.0, 9.0, 10.0));
     }
 }
