@@ -69,6 +69,10 @@ pub struct ImageSpec {
     pub tag: String,
     #[serde(default)]
     pub pull_policy: PullPolicy,
+    /// Names of Secrets (type `kubernetes.io/dockerconfigjson`, in this namespace) for pulling
+    /// the image from a private registry; set on every pod the operator creates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]

@@ -239,3 +239,19 @@ fn a_courier_read_from_a_file_has_no_owner_reference() {
     let children = build(&courier, &BuildInput { collections_yaml: String::new(), worker_replicas: 1 }).unwrap();
     assert!(children.iter().all(|c| c.meta().owner_references.is_none()));
 }
+
+#[test]
+fn image_pull_secrets_reach_every_pod_and_are_absent_by_default() {
+    for deployment_name in ["shop-api", "shop-broadcaster", "shop-worker"] {
+        let pod = deployment(&build_sample(), deployment_name).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.image_pull_secrets, None, "{deployment_name}");
+    }
+    let mut courier = fixtures::courier();
+    courier.spec.image.pull_secrets = vec!["regcred".into(), "mirror".into()];
+    let children = build(&courier, &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 1 }).unwrap();
+    for deployment_name in ["shop-api", "shop-broadcaster", "shop-worker"] {
+        let pod = deployment(&children, deployment_name).spec.unwrap().template.spec.unwrap();
+        let names: Vec<String> = pod.image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["regcred", "mirror"], "{deployment_name}");
+    }
+}

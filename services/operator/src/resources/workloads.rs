@@ -8,7 +8,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            HTTPGetAction, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
             SeccompProfile, SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
@@ -96,6 +96,9 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
             ..PodSecurityContext::default()
         }),
         containers: vec![container(courier, component, spec)],
+        image_pull_secrets: (!courier.spec.image.pull_secrets.is_empty()).then(|| {
+            courier.spec.image.pull_secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect()
+        }),
         volumes: Some(volumes),
         node_selector: (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone()),
         tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
