@@ -185,6 +185,7 @@ export class CollectionView {
     this.loading = null; // AbortController of the list request in flight
     this.buffered = null; // events that arrived while the list was loading
     this.editor = null; // the open edit dialog's hooks, if any
+    this.liveChanges = new Map(); // id → how many live events changed it (REST answers may be older)
     this.subscribedOnce = false;
   }
 
@@ -459,6 +460,7 @@ export class CollectionView {
     const action = actionOf(event);
     const id = String(event.doc_id ?? event.data?.id ?? '');
     if (!id) return;
+    this.liveChanges.set(id, (this.liveChanges.get(id) ?? 0) + 1);
     if (action === 'deleted') {
       this.remove(id);
     } else if (event.data && typeof event.data === 'object') {
@@ -560,7 +562,8 @@ export class CollectionView {
       submit.disabled = true;
       try {
         const { doc } = await this.api.create(this.name, value);
-        this.upsert(doc, true);
+        // Its events may have overtaken this answer (a pet can be enriched already): keep theirs.
+        if (!this.docs.has(doc.id)) this.upsert(doc, true);
         this.updateStatus();
         toast(`Created ${this.singular()} ${shortId(doc.id)}`, 'success');
         dialog.close();
@@ -677,9 +680,12 @@ export class CollectionView {
         return;
       }
       submit.disabled = true;
+      const changesBefore = this.liveChanges.get(id);
       try {
         const { doc } = await this.api.patch(this.name, id, patch, etag);
-        this.upsert(doc, true);
+        // A live event for it arrived meanwhile: events come in commit order and this change's own
+        // event is among them or still to come, so the answer could only put an older state back.
+        if (this.liveChanges.get(id) === changesBefore) this.upsert(doc, true);
         toast(`Saved ${this.singular()} ${shortId(id)}`, 'success');
         dialog.close();
       } catch (err) {
