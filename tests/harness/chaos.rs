@@ -70,7 +70,7 @@ pub async fn broadcaster_process(nats_url: &str, envs: &[(&str, String)]) -> Ser
 /// The environment of an api process on `port` using `database` in `store` and `nats`, with
 /// quick outbox relay rounds (as the in-process `Stack` uses).
 pub fn api_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer) -> Vec<(&'static str, String)> {
-    let mut envs = vec![
+    vec![
         ("COURIER_API_LISTEN", format!("127.0.0.1:{port}")),
         ("COURIER_MONGODB_URI", store.uri()),
         ("COURIER_MONGODB_DATABASE", database.to_owned()),
@@ -81,12 +81,7 @@ pub fn api_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer
         ("COURIER_JWT_SECRET", crate::TEST_JWT_SECRET.to_owned()),
         ("COURIER_COLLECTIONS_FILE", crate::workspace_root().join("collections.yaml").display().to_string()),
         ("COURIER_LOG_FORMAT", "json".to_owned()),
-    ];
-    let collections = crate::workspace_root().join("collections.yaml");
-    if collections.exists() {
-        envs.push(("COURIER_COLLECTIONS_FILE", collections.display().to_string()));
-    }
-    envs
+    ]
 }
 
 /// `courier-api` as a child process on a free port; `envs` add or override settings.
