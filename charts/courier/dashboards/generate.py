@@ -20,17 +20,24 @@ HERE = Path(__file__).resolve().parent
 # from the scrape (ServiceMonitor / pod annotations); ./dev up --with-prometheus adds them too.
 SEL = 'namespace=~"$namespace", pod=~"$pod"'
 RATE = "$__rate_interval"
+# HTTP panels leave out probes and scrapes: they are not user traffic and would dilute ratios.
+NOT_OPS = 'route!~"/healthz|/readyz|/metrics"'
+
+
+def selector(metric, extra):
+    parts = [SEL] + ([NOT_OPS] if metric.startswith("courier_http_") else []) + ([extra] if extra else [])
+    return ", ".join(parts)
 
 
 def rate(metric, extra="", by=None):
-    labels = SEL + (", " + extra if extra else "")
+    labels = selector(metric, extra)
     inner = f"rate({metric}{{{labels}}}[{RATE}])"
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
 def quantile(q, bucket_metric, by=None, extra=""):
     group = f"{by}, le" if by else "le"
-    labels = SEL + (", " + extra if extra else "")
+    labels = selector(bucket_metric, extra)
     return f"histogram_quantile({q}, sum by ({group}) (rate({bucket_metric}{{{labels}}}[{RATE}])))"
 
 
