@@ -10,27 +10,18 @@
 # (install them with: pip install -r tests/requirements.txt).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-versions=(1.30 1.31 1.32 1.33)
+# shellcheck source=tests/k8s/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../k8s/common.sh"
 
 if [[ -n "${COURIER_VENV:-}" ]]; then
-    python="$COURIER_VENV/bin/python"
     validate="$COURIER_VENV/bin/kubernetes-validate"
 else
-    python="$(command -v python || command -v python3 || true)"
     validate="$(command -v kubernetes-validate || true)"
 fi
 if [[ -z "$python" || ! -x "$python" || -z "$validate" || ! -x "$validate" ]]; then
     echo "k8s-operator: python and kubernetes-validate are needed: pip install -r tests/requirements.txt" >&2
     exit 1
 fi
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failed=0
-step() { printf '\n== %s\n' "$*"; }
-fail() { echo "FAIL: $*"; failed=1; }
 
 samples=(k8s/samples/courier.yaml k8s/samples/collection-products.yaml k8s/samples/collection-desks.yaml k8s/samples/collection-pets.yaml)
 

@@ -18,15 +18,8 @@
 # (pip install -r tests/requirements.txt).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$root"
-versions=(1.30 1.31 1.32 1.33)
-
-if [[ -n "${COURIER_VENV:-}" ]]; then
-    python="$COURIER_VENV/bin/python"
-else
-    python="$(command -v python3 || command -v python || true)"
-fi
+# shellcheck source=tests/k8s/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../k8s/common.sh"
 # The tools as modules of that interpreter (independent of console-script shebangs).
 validate=("$python" -m kubernetes_validate)
 check_jsonschema=("$python" -m check_jsonschema)
@@ -35,12 +28,7 @@ if [[ -z "$python" || ! -x "$python" ]] || ! "$python" -c 'import kubernetes_val
     exit 1
 fi
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failed=0
 skipped=()
-step() { printf '\n== %s\n' "$*"; }
-fail() { echo "FAIL: $*"; failed=1; }
 skip() { echo "SKIP $*"; skipped+=("$*"); }
 checks() { "$python" tests/k8s/packaging_checks.py "$@" || failed=1; }
 count_docs() { grep -c '^kind: ' "$1" || true; }

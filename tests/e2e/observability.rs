@@ -18,10 +18,10 @@ use std::{
 use courier_core::ServerFrame;
 use courier_tests::{
     NatsServer, StoreServer, TEST_JWT_SECRET, WsClient,
-    chaos::{api_process, broadcaster_process, fresh_database, wait_until},
-    free_port, init_test_logging,
+    chaos::{api_process, broadcaster_process, fresh_database, wait_until, worker_process},
+    init_test_logging,
     prometheus::{PrometheusServer, ScrapeTarget},
-    services::{ServiceProcess, product},
+    services::{ServiceProcess, access_token, product},
     workspace_root,
 };
 use serde_json::{Value, json};
@@ -54,38 +54,12 @@ impl Deployment {
             ],
         )
         .await;
-        let port = free_port();
-        let worker = ServiceProcess::start(
-            "courier-worker",
-            port,
-            &[
-                ("COURIER_WORKER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
-                ("COURIER_NATS_URL", nats.url()),
-                ("COURIER_MONGODB_URI", store.uri()),
-                ("COURIER_MONGODB_DATABASE", database.clone()),
-                ("COURIER_WORKER_ID", "worker-0".to_owned()),
-                ("COURIER_LOG_FORMAT", "json".to_owned()),
-            ],
-        )
-        .await;
+        let worker = worker_process(&store, &database, &nats, "worker-0", &[("COURIER_LOG_FORMAT", "json".to_owned())]).await;
         Deployment { _nats: nats, _store: store, api, broadcaster, worker, http: reqwest::Client::new() }
     }
 
     async fn token(&self) -> String {
-        let credentials = json!({"username": "grafana-fan", "password": "correct horse battery"});
-        let register = self.http.post(self.api.http_url("/api/v1/auth/register")).json(&credentials).send().await.expect("register");
-        assert!(register.status().is_success(), "register: {}", register.status());
-        let login: Value = self
-            .http
-            .post(self.api.http_url("/api/v1/auth/login"))
-            .json(&credentials)
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login body");
-        login["access_token"].as_str().expect("access token").to_owned()
+        access_token(&self.http, &self.api.http_url(""), "grafana-fan").await
     }
 
     async fn post(&self, collection: &str, body: &Value, token: Option<&str>, trace_id: Option<&str>) -> reqwest::Response {

@@ -15,7 +15,7 @@ use courier_core::{
 };
 use courier_tests::{
     NatsServer, RunningWorker, Stack, WsClient,
-    chaos::{Metrics, wait_until},
+    chaos::{self, Metrics, wait_until},
     free_port,
     services::ServiceProcess,
 };
@@ -222,26 +222,16 @@ async fn a_task_applies_at_most_once_even_when_handled_twice_at_the_same_time() 
     assert_eq!(again, courier_worker::courier_store::TaskCommit::AlreadyApplied);
 }
 
-/// The environment of a `courier-worker` process for `stack` with a short `ack_wait`.
-fn worker_env(stack: &Stack, port: u16, id: &str, fault: Option<&str>) -> Vec<(&'static str, String)> {
+/// A `courier-worker` process for `stack` with a short `ack_wait` (and `fault`, if any).
+async fn worker_process(stack: &Stack, id: &str, fault: Option<&str>) -> ServiceProcess {
     let mut envs = vec![
-        ("COURIER_WORKER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
-        ("COURIER_NATS_URL", stack.nats.url()),
-        ("COURIER_MONGODB_URI", stack.store.uri()),
-        ("COURIER_MONGODB_DATABASE", stack.database.clone()),
-        ("COURIER_WORKER_ID", id.to_owned()),
         ("COURIER_WORKER_ACK_WAIT_MS", "1500".to_owned()),
         ("COURIER_LOG", "info,courier_worker=debug".to_owned()),
     ];
     if let Some(fault) = fault {
         envs.push(("COURIER_WORKER_FAULT", fault.to_owned()));
     }
-    envs
-}
-
-async fn worker_process(stack: &Stack, id: &str, fault: Option<&str>) -> ServiceProcess {
-    let port = free_port();
-    ServiceProcess::start("courier-worker", port, &worker_env(stack, port, id, fault)).await
+    chaos::worker_process(&stack.store, &stack.database, &stack.nats, id, &envs).await
 }
 
 /// Kills worker A in the middle of a pet's task (`fault` decides where), starts worker B, and

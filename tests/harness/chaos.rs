@@ -92,6 +92,26 @@ pub async fn api_process(store: &StoreServer, database: &str, nats: &NatsServer,
     ServiceProcess::start("courier-api", port, &all).await
 }
 
+/// The environment of a `courier-worker` process serving its metrics on `port`, working on
+/// `database` in `store` as worker `id`.
+pub fn worker_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("COURIER_WORKER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
+        ("COURIER_NATS_URL", nats.url()),
+        ("COURIER_MONGODB_URI", store.uri()),
+        ("COURIER_MONGODB_DATABASE", database.to_owned()),
+        ("COURIER_WORKER_ID", id.to_owned()),
+    ]
+}
+
+/// `courier-worker` as a child process on a free port; `envs` add or override settings.
+pub async fn worker_process(store: &StoreServer, database: &str, nats: &NatsServer, id: &str, envs: &[(&str, String)]) -> ServiceProcess {
+    let port = free_port();
+    let mut all = worker_env(port, store, database, nats, id);
+    all.extend(envs.iter().cloned());
+    ServiceProcess::start("courier-worker", port, &all).await
+}
+
 /// A fresh database name, so tests never see each other's documents.
 pub fn fresh_database() -> String {
     format!("courier_{}", uuid::Uuid::now_v7().simple())

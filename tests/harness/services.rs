@@ -190,6 +190,17 @@ impl ServiceProcess {
     }
 }
 
+/// Registers `username` (password `correct horse battery`) at the api at `api_url` (already
+/// registered is fine) and logs in: an access token.
+pub async fn access_token(http: &reqwest::Client, api_url: &str, username: &str) -> String {
+    let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
+    let url = |path: &str| format!("{api_url}/api/v1/auth/{path}");
+    let registered = http.post(url("register")).json(&credentials).send().await.expect("register");
+    assert!(registered.status().is_success() || registered.status() == reqwest::StatusCode::CONFLICT, "register: {}", registered.status());
+    let login: Value = http.post(url("login")).json(&credentials).send().await.expect("login").json().await.expect("login JSON");
+    login["access_token"].as_str().expect("an access token").to_owned()
+}
+
 /// A whole local deployment: nats-server, the store, one api and one broadcaster.
 pub struct Stack {
     pub nats: NatsServer,
@@ -231,12 +242,7 @@ impl Stack {
 
     /// Registers `username` (password `correct horse battery`) and logs in: an access token.
     pub async fn token(&self, username: &str) -> String {
-        let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
-        let url = |path: &str| format!("{}/api/v1/auth/{path}", self.api.url());
-        let registered = self.http.post(url("register")).json(&credentials).send().await.expect("register");
-        assert!(registered.status().is_success() || registered.status() == reqwest::StatusCode::CONFLICT, "register: {}", registered.status());
-        let login: Value = self.http.post(url("login")).json(&credentials).send().await.expect("login").json().await.expect("login JSON");
-        login["access_token"].as_str().expect("an access token").to_owned()
+        access_token(&self.http, &self.api.url(), username).await
     }
 
     /// A connected WebSocket client on this stack's broadcaster.

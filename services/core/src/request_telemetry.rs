@@ -64,14 +64,14 @@ pub fn is_sane_trace_id(value: &str) -> bool {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
 }
 
 /// The RED metrics of one HTTP service.
@@ -119,7 +119,7 @@ pub async fn observe(State(metrics): State<Arc<HttpMetrics>>, mut request: Reque
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics.requests.get_or_create(&RequestLabels { route: route.clone(), method: method.clone(), status }).inc();
+    metrics.requests.get_or_create(&RequestLabels { route: route.clone(), method, status }).inc();
     metrics.duration.get_or_create(&RouteLabels { route, method }).observe(elapsed.as_secs_f64());
     span.in_scope(|| tracing::debug!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request done"));
     if let Ok(value) = HeaderValue::from_str(trace_id.as_str()) {
@@ -129,18 +129,18 @@ pub async fn observe(State(metrics): State<Arc<HttpMetrics>>, mut request: Reque
 }
 
 /// Standard methods by name; anything else as `other` (labels stay bounded).
-fn bounded_method(method: &axum::http::Method) -> String {
+fn bounded_method(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
-    let known = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-    ];
-    if known.contains(method) { method.as_str().to_owned() } else { "other".to_owned() }
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
