@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use courier_tests::{
     NatsServer, StoreServer,
-    chaos::{Metrics, StoreView, api_process, broadcaster_process, fresh_database, share_machine, stored_events, wait_until},
+    chaos::{
+        Metrics, StoreView, api_process, broadcaster_process, fresh_database, share_machine,
+        stored_events, wait_until,
+    },
     init_test_logging,
     services::product,
 };
@@ -28,7 +31,13 @@ async fn an_api_killed_between_commit_and_publish_publishes_exactly_once_after_r
     let http = reqwest::Client::new();
 
     for n in 0..CRASHES {
-        let mut faulty = api_process(&store, &database, &nats, &[("COURIER_API_FAULT", "exit-after-commit".to_owned())]).await;
+        let mut faulty = api_process(
+            &store,
+            &database,
+            &nats,
+            &[("COURIER_API_FAULT", "exit-after-commit".to_owned())],
+        )
+        .await;
         let answer = http.post(faulty.http_url("/api/v1/products")).json(&product(n)).send().await;
         assert!(answer.is_err(), "the faulty api must die before answering, got {answer:?}");
         let status = faulty.wait_exit(Duration::from_secs(10)).await.expect("the faulty api exits");
@@ -37,17 +46,29 @@ async fn an_api_killed_between_commit_and_publish_publishes_exactly_once_after_r
     let committed = view.document_ids("products").await;
     let waiting = view.outbox_len().await;
     let published_before = stored_events(&js, "events.products.>").await.len();
-    assert_eq!((committed.len(), waiting as usize, published_before), (CRASHES, CRASHES, 0), "committed, not published");
+    assert_eq!(
+        (committed.len(), waiting as usize, published_before),
+        (CRASHES, CRASHES, 0),
+        "committed, not published"
+    );
     assert_eq!(tail.received(), 0);
 
     // Two fresh replicas: both relays see the same records and race to publish them.
-    let (first, second) = tokio::join!(api_process(&store, &database, &nats, &[]), api_process(&store, &database, &nats, &[]));
-    wait_until("the outbox to drain", Duration::from_secs(30), || async { view.outbox_len().await == 0 }).await;
+    let (first, second) = tokio::join!(
+        api_process(&store, &database, &nats, &[]),
+        api_process(&store, &database, &nats, &[])
+    );
+    wait_until("the outbox to drain", Duration::from_secs(30), || async {
+        view.outbox_len().await == 0
+    })
+    .await;
     let tailed = tail.finish(CRASHES, Duration::from_secs(30)).await;
     let stored = stored_events(&js, "events.products.>").await;
     let mut republished = 0.0;
     for api in [&first, &second] {
-        republished += Metrics::scrape(&api.http_url("/metrics")).await.sum("courier_outbox_relay_republished_total", "");
+        republished += Metrics::scrape(&api.http_url("/metrics"))
+            .await
+            .sum("courier_outbox_relay_republished_total", "");
     }
 
     eprintln!(

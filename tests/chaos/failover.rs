@@ -3,10 +3,7 @@
 //! duplicate.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::AtomicUsize,
-    },
+    sync::{Arc, atomic::AtomicUsize},
     time::Duration,
 };
 
@@ -27,10 +24,12 @@ async fn killing_the_broadcaster_a_client_is_on_loses_and_repeats_nothing() {
     let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
     let api = api_process(&store, &fresh_database(), &nats, &[]).await;
     let nats_url = nats.url();
-    let (mut first, second) = tokio::join!(broadcaster_process(&nats_url, &[]), broadcaster_process(&nats_url, &[]));
+    let (mut first, second) =
+        tokio::join!(broadcaster_process(&nats_url, &[]), broadcaster_process(&nats_url, &[]));
 
     let tail = Tail::start(vec![first.ws_url(), second.ws_url()], "products").await;
-    let writer = tokio::spawn(post_products(api.http_url(""), WRITES, 8, Arc::new(AtomicUsize::new(0))));
+    let writer =
+        tokio::spawn(post_products(api.http_url(""), WRITES, 8, Arc::new(AtomicUsize::new(0))));
 
     tail.wait_for(WRITES / 4, Duration::from_secs(60)).await;
     first.kill9().await;
@@ -49,8 +48,19 @@ async fn killing_the_broadcaster_a_client_is_on_loses_and_repeats_nothing() {
     assert!(killed_after < WRITES, "the kill happened mid-stream");
     assert_exactly_once_in_order("failed-over subscriber", &tailed.events, &writes.created);
     eprintln!("    duplicate frames dropped by the client: {}", tailed.duplicates_dropped);
-    assert_eq!(tailed.duplicates_dropped, 0, "the new broadcaster resumes after the last seq, never before");
-    assert_eq!(tailed.last_url.as_deref(), Some(second.ws_url().as_str()), "the client moved to the surviving broadcaster");
-    let resumed = tailed.notices.iter().filter(|n| n.contains("Subscribed") && n.contains("recovered: Some(true)")).count();
+    assert_eq!(
+        tailed.duplicates_dropped, 0,
+        "the new broadcaster resumes after the last seq, never before"
+    );
+    assert_eq!(
+        tailed.last_url.as_deref(),
+        Some(second.ws_url().as_str()),
+        "the client moved to the surviving broadcaster"
+    );
+    let resumed = tailed
+        .notices
+        .iter()
+        .filter(|n| n.contains("Subscribed") && n.contains("recovered: Some(true)"))
+        .count();
     assert_eq!(resumed, 1, "one resume with since, fully recovered: {:#?}", tailed.notices);
 }

@@ -43,7 +43,10 @@ impl Rng {
     /// 1 to `max` characters, many of them JSON punctuation or multi-byte.
     fn text(&mut self, max: u64) -> String {
         let len = 1 + self.below(max);
-        const ALPHABET: &[char] = &['a', 'Z', '0', '{', '}', '"', ':', ',', '[', ']', '\\', ' ', '.', '*', '>', 'é', '€', '🦀', '\u{0}', '\n'];
+        const ALPHABET: &[char] = &[
+            'a', 'Z', '0', '{', '}', '"', ':', ',', '[', ']', '\\', ' ', '.', '*', '>', 'é', '€',
+            '🦀', '\u{0}', '\n',
+        ];
         (0..len).map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize]).collect()
     }
 }
@@ -63,10 +66,18 @@ fn fuzz_frame(rng: &mut Rng, n: usize) -> (&'static str, Message, Expect) {
     // One frame in 50 ends its connection (each costs a reconnect); the rest must not.
     if rng.below(50) == 0 {
         return match n % 3 {
-            0 => ("oversized", Message::text("x".repeat(MAX_MESSAGE_BYTES + 1 + rng.below(10_000) as usize)), Expect::Close(1009)),
+            0 => (
+                "oversized",
+                Message::text("x".repeat(MAX_MESSAGE_BYTES + 1 + rng.below(10_000) as usize)),
+                Expect::Close(1009),
+            ),
             1 => {
                 let invalid = vec![b'{', 0xff, 0xfe, b'}'];
-                ("invalid_utf8", Message::Frame(Frame::message(invalid, OpCode::Data(OpData::Text), true)), Expect::Close(1007))
+                (
+                    "invalid_utf8",
+                    Message::Frame(Frame::message(invalid, OpCode::Data(OpData::Text), true)),
+                    Expect::Close(1007),
+                )
             }
             _ => {
                 let stray = Frame::message(b"x".to_vec(), OpCode::Data(OpData::Continue), true);
@@ -77,11 +88,18 @@ fn fuzz_frame(rng: &mut Rng, n: usize) -> (&'static str, Message, Expect) {
     match rng.below(14) {
         0 => text("garbage", rng.text(200)),
         1 => {
-            let valid = format!(r#"{{"type":"subscribe","channel":"products","since":{}}}"#, rng.next());
+            let valid =
+                format!(r#"{{"type":"subscribe","channel":"products","since":{}}}"#, rng.next());
             let cut = rng.below(valid.len() as u64) as usize;
             text("truncated_json", valid[..cut].to_owned())
         }
-        2 => text("unknown_type", format!(r#"{{"type":"{}"}}"#, ["launch", "SUBSCRIBE", "", "event", "pong"][rng.below(5) as usize])),
+        2 => text(
+            "unknown_type",
+            format!(
+                r#"{{"type":"{}"}}"#,
+                ["launch", "SUBSCRIBE", "", "event", "pong"][rng.below(5) as usize]
+            ),
+        ),
         3 => text(
             "wrong_field_types",
             [
@@ -106,27 +124,48 @@ fn fuzz_frame(rng: &mut Rng, n: usize) -> (&'static str, Message, Expect) {
                 4 => format!("{}:x", "p".repeat(100)),
                 _ => rng.text(40),
             };
-            text("bad_channel", serde_json::json!({"type": "subscribe", "channel": channel}).to_string())
+            text(
+                "bad_channel",
+                serde_json::json!({"type": "subscribe", "channel": channel}).to_string(),
+            )
         }
         5 => {
             let depth = 100 + rng.below(5_000) as usize;
             text("deep_nesting", format!("{}{}", "[".repeat(depth), "]".repeat(depth)))
         }
-        6 => ("binary", Message::binary((0..rng.below(300)).map(|_| rng.next() as u8).collect::<Vec<u8>>()), Expect::Answer),
+        6 => (
+            "binary",
+            Message::binary((0..rng.below(300)).map(|_| rng.next() as u8).collect::<Vec<u8>>()),
+            Expect::Answer,
+        ),
         7 => text("unknown_field", r#"{"type":"ping","now":1}"#.to_owned()),
-        8 => text("top_level_not_object", ["null", "42", r#""subscribe""#, "[]", "true", "{}"][rng.below(6) as usize].to_owned()),
+        8 => text(
+            "top_level_not_object",
+            ["null", "42", r#""subscribe""#, "[]", "true", "{}"][rng.below(6) as usize].to_owned(),
+        ),
         9 => text("long_string", format!(r#"{{"type":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES - 64))),
         10 => text("ping", r#"{"type":"ping"}"#.to_owned()),
         11 => text("get_status", r#"{"type":"get_status"}"#.to_owned()),
         12 => {
-            let since = if rng.below(2) == 0 { format!(r#","since":{}"#, rng.next() >> 1) } else { String::new() };
-            text("subscribe", format!(r#"{{"type":"subscribe","channel":"fuzz:d{}"{since}}}"#, rng.below(150)))
+            let since = if rng.below(2) == 0 {
+                format!(r#","since":{}"#, rng.next() >> 1)
+            } else {
+                String::new()
+            };
+            text(
+                "subscribe",
+                format!(r#"{{"type":"subscribe","channel":"fuzz:d{}"{since}}}"#, rng.below(150)),
+            )
         }
-        _ => text("unsubscribe", format!(r#"{{"type":"unsubscribe","channel":"fuzz:d{}"}}"#, rng.below(150))),
+        _ => text(
+            "unsubscribe",
+            format!(r#"{{"type":"unsubscribe","channel":"fuzz:d{}"}}"#, rng.below(150)),
+        ),
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Reads frames until `answers` non-event frames arrived; counts them by type.
 async fn read_answers(socket: &mut Socket, answers: usize, counts: &mut BTreeMap<String, usize>) {
@@ -138,11 +177,15 @@ async fn read_answers(socket: &mut Socket, answers: usize, counts: &mut BTreeMap
             .expect("connection open")
             .expect("readable");
         if let Message::Text(text) = message {
-            let frame: ServerFrame = serde_json::from_str(&text).expect("server frames are valid JSON");
+            let frame: ServerFrame =
+                serde_json::from_str(&text).expect("server frames are valid JSON");
             let label = match frame {
                 ServerFrame::Event { .. } => continue,
                 ServerFrame::Error { code, .. } => format!("error {code}"),
-                other => serde_json::to_value(&other).expect("json")["type"].as_str().unwrap_or_default().to_owned(),
+                other => serde_json::to_value(&other).expect("json")["type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             };
             *counts.entry(label).or_default() += 1;
             got += 1;
@@ -153,7 +196,10 @@ async fn read_answers(socket: &mut Socket, answers: usize, counts: &mut BTreeMap
 /// Reads until the server closes; returns the close code.
 async fn read_close(socket: &mut Socket) -> Option<u16> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("closed within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed within 10 s")
+        {
             Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
@@ -190,7 +236,9 @@ async fn ten_thousand_hostile_frames_break_nothing() {
             match frame {
                 Ok(ServerFrame::Event { seq, .. }) => delivered.push(seq),
                 Ok(_) => {}
-                Err(err) => return Err(format!("subscriber lost after {} events: {err}", delivered.len())),
+                Err(err) => {
+                    return Err(format!("subscriber lost after {} events: {err}", delivered.len()));
+                }
             }
         }
     });
@@ -199,7 +247,15 @@ async fn ten_thousand_hostile_frames_break_nothing() {
         async move {
             let mut seqs = Vec::new();
             while !stop.is_cancelled() {
-                seqs.push(publish_event(&js, "products", &format!("f{}", seqs.len()), serde_json::json!({"n": seqs.len()})).await);
+                seqs.push(
+                    publish_event(
+                        &js,
+                        "products",
+                        &format!("f{}", seqs.len()),
+                        serde_json::json!({"n": seqs.len()}),
+                    )
+                    .await,
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             seqs
@@ -212,7 +268,8 @@ async fn ten_thousand_hostile_frames_break_nothing() {
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     let mut closes: BTreeMap<Option<u16>, usize> = BTreeMap::new();
     'sessions: while sent < FRAMES {
-        let (mut socket, _) = tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("fuzzer connects");
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("fuzzer connects");
         sessions += 1;
         read_answers(&mut socket, 1, &mut answers).await; // connection_established
         loop {
@@ -249,9 +306,13 @@ async fn ten_thousand_hostile_frames_break_nothing() {
     let published = publisher.await.expect("publisher");
     let _ = delivered_tx.send(published.len());
     let delivered = reader.await.expect("reader task").expect("the subscriber is served all along");
-    let mut fresh = WsClient::connect(&broadcaster.ws_url()).await.expect("new connections still accepted");
+    let mut fresh =
+        WsClient::connect(&broadcaster.ws_url()).await.expect("new connections still accepted");
     fresh.send(&courier_core::ClientFrame::Ping {}).await.expect("ping");
-    assert_eq!(fresh.next_frame_within(Duration::from_secs(5)).await.expect("pong"), ServerFrame::Pong);
+    assert_eq!(
+        fresh.next_frame_within(Duration::from_secs(5)).await.expect("pong"),
+        ServerFrame::Pong
+    );
     let metrics = Metrics::scrape(&broadcaster.http_url("/metrics")).await;
     let running = broadcaster.is_running();
     let panics = broadcaster.log_text().matches("panicked").count();
@@ -267,7 +328,10 @@ async fn ten_thousand_hostile_frames_break_nothing() {
         metrics.sum("courier_ws_connections", ""),
     );
     assert_eq!(answered + closed, FRAMES, "every frame got its answer or its close");
-    assert_eq!(delivered, published, "the subscriber got every event, in order, during the fuzzing");
+    assert_eq!(
+        delivered, published,
+        "the subscriber got every event, in order, during the fuzzing"
+    );
     assert!(running, "the broadcaster is still running");
     assert_eq!(panics, 0, "no panic in the broadcaster's log");
 }

@@ -12,7 +12,10 @@ use std::{
 
 use courier_tests::{
     NatsServer, StoreServer,
-    chaos::{api_process, broadcaster_process, fresh_database, post_products, share_machine, stored_events, wait_until},
+    chaos::{
+        api_process, broadcaster_process, fresh_database, post_products, share_machine,
+        stored_events, wait_until,
+    },
     init_test_logging,
 };
 
@@ -34,16 +37,27 @@ async fn nats_killed_during_2000_posts_loses_and_repeats_nothing() {
     let done = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(post_products(api.http_url(""), WRITES, 16, done.clone()));
 
-    wait_until("500 POSTs", Duration::from_secs(60), || async { done.load(Ordering::Relaxed) >= 500 }).await;
+    wait_until("500 POSTs", Duration::from_secs(60), || async {
+        done.load(Ordering::Relaxed) >= 500
+    })
+    .await;
     nats.kill().await;
     let killed_at = done.load(Ordering::Relaxed);
     reconnected.drop_connection(); // it reconnects and resumes while NATS is still down
-    wait_until("700 more POSTs", Duration::from_secs(60), || async { done.load(Ordering::Relaxed) >= killed_at + 700 }).await;
+    wait_until("700 more POSTs", Duration::from_secs(60), || async {
+        done.load(Ordering::Relaxed) >= killed_at + 700
+    })
+    .await;
     nats.restart().await;
     let restarted_at = done.load(Ordering::Relaxed);
 
     let writes = writer.await.expect("writer");
-    assert_eq!(writes.statuses.get(&201), Some(&WRITES), "every write is accepted, NATS or not: {:?}", writes.statuses);
+    assert_eq!(
+        writes.statuses.get(&201),
+        Some(&WRITES),
+        "every write is accepted, NATS or not: {:?}",
+        writes.statuses
+    );
 
     let (stayed, reconnected) = tokio::join!(
         stayed.finish(WRITES, Duration::from_secs(90)),
@@ -61,13 +75,27 @@ async fn nats_killed_during_2000_posts_loses_and_repeats_nothing() {
     let mut unique = stored_ids.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((stored.len(), unique.len()), (WRITES, WRITES), "exactly one stored event per write");
-    for (who, tailed) in [("subscriber that stayed connected", &stayed), ("subscriber that reconnected mid-outage", &reconnected)] {
+    assert_eq!(
+        (stored.len(), unique.len()),
+        (WRITES, WRITES),
+        "exactly one stored event per write"
+    );
+    for (who, tailed) in [
+        ("subscriber that stayed connected", &stayed),
+        ("subscriber that reconnected mid-outage", &reconnected),
+    ] {
         assert_exactly_once_in_order(who, &tailed.events, &writes.created);
-        eprintln!("    connections {}, duplicate frames dropped by the client {}", tailed.connects, tailed.duplicates_dropped);
+        eprintln!(
+            "    connections {}, duplicate frames dropped by the client {}",
+            tailed.connects, tailed.duplicates_dropped
+        );
         assert_eq!(tailed.duplicates_dropped, 0, "the broadcaster never sends a seq twice");
         let seqs: Vec<u64> = tailed.events.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), "{who} got the stream, seq for seq");
+        assert_eq!(
+            seqs,
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            "{who} got the stream, seq for seq"
+        );
     }
     assert!(reconnected.connects >= 2, "the second subscriber really reconnected");
 }

@@ -47,7 +47,9 @@ async fn assert_quiet(ws: &mut WsClient) {
 
 /// Reads a server's unmasked WebSocket frames off the raw socket until it closes; returns
 /// (opcode, payload) per frame.
-async fn raw_server_frames(stream: &mut tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>) -> Vec<(u8, Vec<u8>)> {
+async fn raw_server_frames(
+    stream: &mut tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+) -> Vec<(u8, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let mut bytes = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
@@ -84,7 +86,10 @@ async fn since_resumes_exactly_and_says_recovered_false_once_history_is_gone() {
     }
 
     let mut intact = WsClient::connect(&broadcaster.ws_url()).await.expect("connect");
-    assert_eq!(intact.subscribe("products", Some(seqs[1]), None).await.expect("subscribe"), (seqs[1], Some(true)));
+    assert_eq!(
+        intact.subscribe("products", Some(seqs[1]), None).await.expect("subscribe"),
+        (seqs[1], Some(true))
+    );
     assert_eq!(event_seqs(&mut intact, 8).await, seqs[2..]);
 
     // Retention takes everything before the sixth product event.
@@ -92,7 +97,10 @@ async fn since_resumes_exactly_and_says_recovered_false_once_history_is_gone() {
     let purged = stream.purge().sequence(seqs[5]).await.expect("purge").purged;
 
     let mut lossy = WsClient::connect(&broadcaster.ws_url()).await.expect("connect");
-    assert_eq!(lossy.subscribe("products", Some(seqs[1]), None).await.expect("subscribe"), (seqs[1], Some(false)));
+    assert_eq!(
+        lossy.subscribe("products", Some(seqs[1]), None).await.expect("subscribe"),
+        (seqs[1], Some(false))
+    );
     assert_eq!(event_seqs(&mut lossy, 5).await, seqs[5..], "what is left is replayed");
     let live = publish_event(&js, "products", "r10", json!({"n": 10})).await;
     assert_eq!(event_seqs(&mut lossy, 1).await, [live], "then live events follow");
@@ -100,12 +108,20 @@ async fn since_resumes_exactly_and_says_recovered_false_once_history_is_gone() {
 
     // Right at the edge of what is left, nothing was lost.
     let mut edge = WsClient::connect(&broadcaster.ws_url()).await.expect("connect");
-    assert_eq!(edge.subscribe("products", Some(seqs[5] - 1), None).await.expect("subscribe"), (seqs[5] - 1, Some(true)));
+    assert_eq!(
+        edge.subscribe("products", Some(seqs[5] - 1), None).await.expect("subscribe"),
+        (seqs[5] - 1, Some(true))
+    );
     assert_eq!(event_seqs(&mut edge, 6).await, [&seqs[5..], &[live]].concat());
 
     // `courier tail`'s subscriber passes the loss on.
     let mut notices = Vec::new();
-    let mut tail = courier_cli::client::ResumingSubscriber::new(vec![broadcaster.ws_url()], vec!["products".into()], Some(seqs[1]), None);
+    let mut tail = courier_cli::client::ResumingSubscriber::new(
+        vec![broadcaster.ws_url()],
+        vec!["products".into()],
+        Some(seqs[1]),
+        None,
+    );
     let first = tail.next_event(|n| notices.push(format!("{n:?}"))).await;
     assert_eq!(first.seq, seqs[5]);
     assert!(notices.iter().any(|n| n.contains("recovered: Some(false)")), "{notices:?}");
@@ -138,11 +154,15 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_gap() {
 
     let pad = "x".repeat(1024);
     let mut published = Vec::new();
-    while Metrics::scrape(&metrics_url).await.sum("courier_ws_slow_consumer_disconnects_total", "") < 1.0 {
+    while Metrics::scrape(&metrics_url).await.sum("courier_ws_slow_consumer_disconnects_total", "")
+        < 1.0
+    {
         assert!(published.len() < 20_000, "never cut off");
         for _ in 0..20 {
             let n = published.len();
-            published.push(publish_event(&js, "products", &format!("s{n}"), json!({"n": n, "pad": pad})).await);
+            published.push(
+                publish_event(&js, "products", &format!("s{n}"), json!({"n": n, "pad": pad})).await,
+            );
         }
     }
     // It reads again (within the close window): what was in flight, then close 4008.
@@ -162,7 +182,10 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_gap() {
 
     let mut resumed = WsClient::connect(&broadcaster.ws_url()).await.expect("reconnect");
     let last = *got.last().expect("some events arrived before the cut");
-    assert_eq!(resumed.subscribe("products", Some(last), None).await.expect("resume"), (last, Some(true)));
+    assert_eq!(
+        resumed.subscribe("products", Some(last), None).await.expect("resume"),
+        (last, Some(true))
+    );
     let rest = event_seqs(&mut resumed, published.len() - got.len()).await;
     assert_eq!([got.clone(), rest.clone()].concat(), published, "no gap, no duplicate");
     assert_quiet(&mut resumed).await;
@@ -180,7 +203,8 @@ async fn sigterm_sends_1001_stops_accepting_and_clients_resume_elsewhere() {
     init_test_logging();
     let nats = NatsServer::start().await;
     let nats_url = nats.url();
-    let (mut first, second) = tokio::join!(broadcaster_process(&nats_url, &[]), broadcaster_process(&nats_url, &[]));
+    let (mut first, second) =
+        tokio::join!(broadcaster_process(&nats_url, &[]), broadcaster_process(&nats_url, &[]));
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     let tail = Tail::start(vec![first.ws_url(), second.ws_url()], "products").await;
     let mut watcher = WsClient::connect(&first.ws_url()).await.expect("connect");
@@ -192,7 +216,9 @@ async fn sigterm_sends_1001_stops_accepting_and_clients_resume_elsewhere() {
         async move {
             let mut seqs = Vec::new();
             while !stop.is_cancelled() {
-                seqs.push(publish_event(&js, "products", &format!("t{}", seqs.len()), json!({})).await);
+                seqs.push(
+                    publish_event(&js, "products", &format!("t{}", seqs.len()), json!({})).await,
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             seqs
@@ -209,7 +235,10 @@ async fn sigterm_sends_1001_stops_accepting_and_clients_resume_elsewhere() {
             Err(err) => break err,
         }
     };
-    assert!(matches!(close, ClientError::Closed { code: Some(close_code::GOING_AWAY), .. }), "expected 1001, got {close}");
+    assert!(
+        matches!(close, ClientError::Closed { code: Some(close_code::GOING_AWAY), .. }),
+        "expected 1001, got {close}"
+    );
     let draining = first.is_running();
     let refused = WsClient::connect(&first.ws_url()).await.is_err();
     assert!(refused, "no new connection once shutdown began");
@@ -231,7 +260,12 @@ async fn sigterm_sends_1001_stops_accepting_and_clients_resume_elsewhere() {
         tailed.duplicates_dropped
     );
     assert_eq!(seqs, published, "every event once, in order, across the move");
-    assert_eq!((told, tailed.connects, tailed.duplicates_dropped), (1, 2, 0), "{:#?}", tailed.notices);
+    assert_eq!(
+        (told, tailed.connects, tailed.duplicates_dropped),
+        (1, 2, 0),
+        "{:#?}",
+        tailed.notices
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,8 +282,10 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
 
     // A silent client (reads nothing, so answers no ping) and a lively one (reads, so its
     // library answers every ping) connect together.
-    let (mut silent, _) = tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("connect");
-    let (lively, _) = tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("connect");
+    let (mut silent, _) =
+        tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("connect");
+    let (lively, _) =
+        tokio_tungstenite::connect_async(broadcaster.ws_url()).await.expect("connect");
     let stop_lively = CancellationToken::new();
     let lively_task = tokio::spawn({
         let stop = stop_lively.clone();
@@ -273,7 +309,9 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
     let mut big = WsClient::connect(&broadcaster.ws_url()).await.expect("connect");
     big.send_raw(Message::text("x".repeat(1025))).await.expect("send");
     match big.next_frame_within(Duration::from_secs(5)).await {
-        Err(ClientError::Closed { code, .. }) => assert_eq!(code, Some(close_code::MESSAGE_TOO_BIG)),
+        Err(ClientError::Closed { code, .. }) => {
+            assert_eq!(code, Some(close_code::MESSAGE_TOO_BIG))
+        }
         other => panic!("expected close 1009, got {other:?}"),
     }
 
@@ -292,7 +330,12 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
 
     // Malformed frames: an error each, and the connection keeps working.
     let mut errors = 0;
-    for bad in [Message::text("not json"), Message::text(r#"{"type":"launch"}"#), Message::text("{}"), Message::binary(vec![1, 2, 3])] {
+    for bad in [
+        Message::text("not json"),
+        Message::text(r#"{"type":"launch"}"#),
+        Message::text("{}"),
+        Message::binary(vec![1, 2, 3]),
+    ] {
         ws.send_raw(bad).await.expect("send");
         loop {
             match ws.next_frame_within(Duration::from_secs(5)).await.expect("answer") {
@@ -331,11 +374,17 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
     assert!(silent_pings >= 2, "the server pinged before giving up ({silent_pings})");
     stop_lively.cancel();
     let (mut lively, lively_pings) = lively_task.await.expect("lively task");
-    lively.send(Message::text(r#"{"type":"ping"}"#)).await.expect("the lively client is still connected");
+    lively
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .expect("the lively client is still connected");
     loop {
         match lively.next().await {
             Some(Ok(Message::Text(text))) => {
-                assert_eq!(serde_json::from_str::<ServerFrame>(&text).expect("frame"), ServerFrame::Pong);
+                assert_eq!(
+                    serde_json::from_str::<ServerFrame>(&text).expect("frame"),
+                    ServerFrame::Pong
+                );
                 break;
             }
             Some(Ok(_)) => continue,

@@ -39,7 +39,11 @@ fn now_us() -> u64 {
 }
 
 /// Reads events until `done`, recording (phase, latency µs) per event.
-async fn read(mut ws: WsClient, received: Arc<AtomicU64>, done: CancellationToken) -> Result<Vec<(u64, u64)>, ClientError> {
+async fn read(
+    mut ws: WsClient,
+    received: Arc<AtomicU64>,
+    done: CancellationToken,
+) -> Result<Vec<(u64, u64)>, ClientError> {
     let mut samples = Vec::new();
     loop {
         let frame = tokio::select! {
@@ -47,7 +51,8 @@ async fn read(mut ws: WsClient, received: Arc<AtomicU64>, done: CancellationToke
             frame = ws.next_frame() => frame?,
         };
         if let ServerFrame::Event { event, .. } = frame {
-            let latency = now_us().saturating_sub(event.data["sent_us"].as_u64().unwrap_or(u64::MAX));
+            let latency =
+                now_us().saturating_sub(event.data["sent_us"].as_u64().unwrap_or(u64::MAX));
             samples.push((event.data["phase"].as_u64().unwrap_or(u64::MAX), latency));
             received.fetch_add(1, Ordering::Relaxed);
         }
@@ -55,7 +60,11 @@ async fn read(mut ws: WsClient, received: Arc<AtomicU64>, done: CancellationToke
 }
 
 /// Publishes at `EVENTS_PER_SEC` in `phase` until `until` says stop; returns how many.
-async fn publish_phase(js: &async_nats::jetstream::Context, phase: u64, mut until: impl AsyncFnMut(Duration) -> bool) -> u64 {
+async fn publish_phase(
+    js: &async_nats::jetstream::Context,
+    phase: u64,
+    mut until: impl AsyncFnMut(Duration) -> bool,
+) -> u64 {
     let pad = "x".repeat(PAYLOAD_BYTES);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / EVENTS_PER_SEC));
     let started = Instant::now();
@@ -81,7 +90,11 @@ async fn a_stalled_client_is_cut_off_without_slowing_199_others() {
     let _machine = whole_machine().await;
     init_test_logging();
     let nats = NatsServer::start().await;
-    let broadcaster = broadcaster_process(&nats.url(), &[("COURIER_WS_SEND_TIMEOUT_MS", SEND_TIMEOUT_MS.to_string())]).await;
+    let broadcaster = broadcaster_process(
+        &nats.url(),
+        &[("COURIER_WS_SEND_TIMEOUT_MS", SEND_TIMEOUT_MS.to_string())],
+    )
+    .await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     let metrics_url = broadcaster.http_url("/metrics");
 
@@ -99,13 +112,21 @@ async fn a_stalled_client_is_cut_off_without_slowing_199_others() {
     // The stalled client: a tiny receive buffer, subscribed, and then never reads again.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = socket.connect(([127, 0, 0, 1], broadcaster.port).into()).await.expect("tcp connect");
-    let mut stalled = WsClient::connect_over(stream, &broadcaster.ws_url()).await.expect("stalled client connects");
+    let stream =
+        socket.connect(([127, 0, 0, 1], broadcaster.port).into()).await.expect("tcp connect");
+    let mut stalled = WsClient::connect_over(stream, &broadcaster.ws_url())
+        .await
+        .expect("stalled client connects");
     stalled.subscribe("products", None, None).await.expect("stalled client subscribes");
     let stalled_since = Instant::now();
     let mut cut_off_after = None;
     published += publish_phase(&js, STALLED, async |t| {
-        if cut_off_after.is_none() && Metrics::scrape(&metrics_url).await.sum("courier_ws_slow_consumer_disconnects_total", "") >= 1.0 {
+        if cut_off_after.is_none()
+            && Metrics::scrape(&metrics_url)
+                .await
+                .sum("courier_ws_slow_consumer_disconnects_total", "")
+                >= 1.0
+        {
             cut_off_after = Some(stalled_since.elapsed());
         }
         (t >= PHASE && cut_off_after.is_some()) || t >= Duration::from_secs(30)
@@ -152,8 +173,15 @@ async fn a_stalled_client_is_cut_off_without_slowing_199_others() {
         metrics.sum("courier_ws_connections", ""),
     );
     assert_eq!(samples.len() as u64, expected, "every reader got every event");
-    assert!(with_stalled <= bound, "p99 with a stalled client {with_stalled:.1} ms exceeds {bound:.1} ms");
-    assert_eq!(metrics.sum("courier_ws_slow_consumer_disconnects_total", ""), 1.0, "only the stalled client is cut off");
+    assert!(
+        with_stalled <= bound,
+        "p99 with a stalled client {with_stalled:.1} ms exceeds {bound:.1} ms"
+    );
+    assert_eq!(
+        metrics.sum("courier_ws_slow_consumer_disconnects_total", ""),
+        1.0,
+        "only the stalled client is cut off"
+    );
     assert_eq!(metrics.sum("courier_ws_connections", ""), READERS as f64);
     assert!((stalled_events as u64) < published, "the stalled client did not get everything");
     assert!(!matches!(stalled_end, ClientError::Timeout), "the stalled client's connection ended");

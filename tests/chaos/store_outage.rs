@@ -16,7 +16,10 @@ use std::{
 
 use courier_tests::{
     NatsServer, StoreServer,
-    chaos::{StoreView, api_process, broadcaster_process, fresh_database, share_machine, stored_events, wait_until},
+    chaos::{
+        StoreView, api_process, broadcaster_process, fresh_database, share_machine, stored_events,
+        wait_until,
+    },
     init_test_logging,
     services::product,
 };
@@ -31,15 +34,26 @@ const WRITERS: usize = 8;
 type Answer = (u16, Value, Instant, Duration);
 
 /// POSTs products in a loop until `stop`, counting 201s and 503s as they come.
-async fn write_until(url: String, stop: CancellationToken, created: Arc<AtomicUsize>, unavailable: Arc<AtomicUsize>) -> Vec<Answer> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+async fn write_until(
+    url: String,
+    stop: CancellationToken,
+    created: Arc<AtomicUsize>,
+    unavailable: Arc<AtomicUsize>,
+) -> Vec<Answer> {
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
     let mut answers = Vec::new();
     let mut n = 0;
     while !stop.is_cancelled() {
         n += 1;
         let started = Instant::now();
         let answer = match http.post(&url).json(&product(n)).send().await {
-            Ok(response) => (response.status().as_u16(), response.json().await.unwrap_or(Value::Null), started, started.elapsed()),
+            Ok(response) => (
+                response.status().as_u16(),
+                response.json().await.unwrap_or(Value::Null),
+                started,
+                started.elapsed(),
+            ),
             Err(_) => (0, Value::Null, started, started.elapsed()),
         };
         match answer.0 {
@@ -59,20 +73,36 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
     let (nats, mut store) = tokio::join!(NatsServer::start(), StoreServer::start_durable());
     let database = fresh_database();
     // A short store timeout keeps the outage phase short (each 503 costs a few timeouts).
-    let mut api = api_process(&store, &database, &nats, &[("COURIER_MONGODB_TIMEOUT", "500".to_owned())]).await;
+    let mut api =
+        api_process(&store, &database, &nats, &[("COURIER_MONGODB_TIMEOUT", "500".to_owned())])
+            .await;
     let broadcaster = broadcaster_process(&nats.url(), &[]).await;
     let tail = Tail::start(vec![broadcaster.ws_url()], "products").await;
     let url = api.http_url("/api/v1/products");
 
-    let (stop, created, unavailable) = (CancellationToken::new(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (stop, created, unavailable) =
+        (CancellationToken::new(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let writers: Vec<_> = (0..WRITERS)
-        .map(|_| tokio::spawn(write_until(url.clone(), stop.clone(), created.clone(), unavailable.clone())))
+        .map(|_| {
+            tokio::spawn(write_until(
+                url.clone(),
+                stop.clone(),
+                created.clone(),
+                unavailable.clone(),
+            ))
+        })
         .collect();
-    wait_until("100 writes", Duration::from_secs(60), || async { created.load(Ordering::Relaxed) >= 100 }).await;
+    wait_until("100 writes", Duration::from_secs(60), || async {
+        created.load(Ordering::Relaxed) >= 100
+    })
+    .await;
     store.kill().await;
     let killed = Instant::now();
     let created_before_kill = created.load(Ordering::Relaxed);
-    wait_until("16 answers 503", Duration::from_secs(60), || async { unavailable.load(Ordering::Relaxed) >= 16 }).await;
+    wait_until("16 answers 503", Duration::from_secs(60), || async {
+        unavailable.load(Ordering::Relaxed) >= 16
+    })
+    .await;
     stop.cancel();
     let mut answers = Vec::new();
     for writer in writers {
@@ -93,7 +123,10 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
             recovered_ids.push(body["id"].as_str().expect("id").to_owned());
             break;
         }
-        assert!(down_since.elapsed() < Duration::from_secs(60), "the api did not recover within 60 s");
+        assert!(
+            down_since.elapsed() < Duration::from_secs(60),
+            "the api did not recover within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recovery = down_since.elapsed();
@@ -105,7 +138,10 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
     }
 
     let view = StoreView::open(&store, &database).await;
-    wait_until("the outbox to drain", Duration::from_secs(30), || async { view.outbox_len().await == 0 }).await;
+    wait_until("the outbox to drain", Duration::from_secs(30), || async {
+        view.outbox_len().await == 0
+    })
+    .await;
     let mut stored_docs = view.document_ids("products").await;
     stored_docs.sort();
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
@@ -121,11 +157,18 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
         .collect();
     acknowledged.sort();
     let slowest = |after_kill: bool| {
-        answers.iter().filter(|a| a.0 == 503 && (a.2 >= killed) == after_kill).map(|a| a.3).max().unwrap_or_default()
+        answers
+            .iter()
+            .filter(|a| a.0 == 503 && (a.2 >= killed) == after_kill)
+            .map(|a| a.3)
+            .max()
+            .unwrap_or_default()
     };
     let (slowest_in_flight, slowest_503) = (slowest(false), slowest(true));
-    let unacknowledged_but_stored = stored_docs.iter().filter(|id| acknowledged.binary_search(id).is_err()).count();
-    let acknowledged_but_lost = acknowledged.iter().filter(|id| stored_docs.binary_search(id).is_err()).count();
+    let unacknowledged_but_stored =
+        stored_docs.iter().filter(|id| acknowledged.binary_search(id).is_err()).count();
+    let acknowledged_but_lost =
+        acknowledged.iter().filter(|id| stored_docs.binary_search(id).is_err()).count();
     eprintln!(
         "chaos 3 (store kill -9): {} answers during the run: {} × 201 ({created_before_kill} before the kill), {} × 503, \
          {} other ({} of the 503s were in flight at the kill, {} said outcome unknown); slowest 503 {slowest_503:?} for requests made while \
@@ -137,23 +180,42 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
         count(503),
         answers.len() - count(201) - count(503),
         answers.iter().filter(|a| a.0 == 503 && a.2 < killed).count(),
-        answers.iter().filter(|a| a.0 == 503 && a.1["error"]["code"] == "store_outcome_unknown").count(),
+        answers
+            .iter()
+            .filter(|a| a.0 == 503 && a.1["error"]["code"] == "store_outcome_unknown")
+            .count(),
         recovered_ids.len(),
         stored_docs.len(),
         events.len()
     );
-    assert_eq!(count(201) + count(503), answers.len(), "only 201 or 503, never a 500 or a dropped connection");
+    assert_eq!(
+        count(201) + count(503),
+        answers.len(),
+        "only 201 or 503, never a 500 or a dropped connection"
+    );
     // A 503 says which kind it is: nothing was written, or the commit's outcome is unknown.
     for (_, body, _, _) in answers.iter().filter(|a| a.0 == 503) {
         let code = body["error"]["code"].as_str().unwrap_or_default();
         assert!(code == "store_unavailable" || code == "store_outcome_unknown", "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("database")), "a clear message: {body}");
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| m.contains("database")),
+            "a clear message: {body}"
+        );
     }
-    let outcome_unknown = answers.iter().filter(|a| a.0 == 503 && a.1["error"]["code"] == "store_outcome_unknown").count();
+    let outcome_unknown = answers
+        .iter()
+        .filter(|a| a.0 == 503 && a.1["error"]["code"] == "store_outcome_unknown")
+        .count();
     // An unreachable store is not retried (the driver already waited its timeout, 500 ms
     // here), so a 503 arrives within a couple of timeouts.
-    assert!(slowest_503 < Duration::from_secs(3), "503 comes quickly, not after retries: {slowest_503:?}");
-    assert!(slowest_in_flight < Duration::from_secs(3), "an interrupted write ends quickly too: {slowest_in_flight:?}");
+    assert!(
+        slowest_503 < Duration::from_secs(3),
+        "503 comes quickly, not after retries: {slowest_503:?}"
+    );
+    assert!(
+        slowest_in_flight < Duration::from_secs(3),
+        "an interrupted write ends quickly too: {slowest_in_flight:?}"
+    );
     // Nothing half done: every stored document has exactly one event, and every event a document.
     let mut event_docs: Vec<String> = events.iter().map(|(_, e)| e.doc_id.clone()).collect();
     event_docs.sort();

@@ -39,7 +39,8 @@ impl Tail {
         let mut subscriber = ResumingSubscriber::new(urls, vec![channel.to_owned()], None, None);
         let mut notices = Vec::new();
         subscriber.connect(|n| notices.push(format!("{n:?}"))).await.expect("subscriber connects");
-        let (count, disconnect, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()), CancellationToken::new());
+        let (count, disconnect, stop) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()), CancellationToken::new());
         let task = tokio::spawn({
             let (count, disconnect, stop) = (count.clone(), disconnect.clone(), stop.clone());
             async move {
@@ -73,7 +74,10 @@ impl Tail {
 
     /// Waits until at least `n` events arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
-        wait_until(&format!("{n} events (have {})", self.received()), timeout, || async { self.received() >= n }).await;
+        wait_until(&format!("{n} events (have {})", self.received()), timeout, || async {
+            self.received() >= n
+        })
+        .await;
     }
 
     /// Drops the current connection; the subscriber reconnects and resumes by itself.
@@ -111,6 +115,10 @@ pub fn assert_exactly_once_in_order(who: &str, events: &[Received], created: &[S
         events.len(),
         created.len()
     );
-    assert_eq!((missing, repeated, unexpected, out_of_order), (0, 0, 0, 0), "{who} must get every write exactly once, in order");
+    assert_eq!(
+        (missing, repeated, unexpected, out_of_order),
+        (0, 0, 0, 0),
+        "{who} must get every write exactly once, in order"
+    );
     assert_eq!(events.len(), created.len());
 }

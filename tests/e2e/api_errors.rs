@@ -33,28 +33,47 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "malformed_json");
 
-    let (status, body) = send(&stack, "/api/v1/products", json_ct, br#"{"nombre": "x", "precio": "cheap"}"#.to_vec()).await;
+    let (status, body) = send(
+        &stack,
+        "/api/v1/products",
+        json_ct,
+        br#"{"nombre": "x", "precio": "cheap"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["fields"], json!([{"field": "precio", "reason": "\"cheap\" is not of type \"number\""}]));
+    assert_eq!(
+        body["error"]["fields"],
+        json!([{"field": "precio", "reason": "\"cheap\" is not of type \"number\""}])
+    );
 
-    let (status, body) = send(&stack, "/api/v1/products", json_ct, br#"{"talla": "M"}"#.to_vec()).await;
+    let (status, body) =
+        send(&stack, "/api/v1/products", json_ct, br#"{"talla": "M"}"#.to_vec()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let fields: Vec<&str> = body["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["nombre", "precio"], "missing fields are each named");
 
     let (status, body) = send(&stack, "/api/v1/products", json_ct, b"[1, 2]".to_vec()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
-    let (status, body) = send(&stack, "/api/v1/products", "text/plain", serde_json::to_vec(&product(1)).unwrap()).await;
+    let (status, body) =
+        send(&stack, "/api/v1/products", "text/plain", serde_json::to_vec(&product(1)).unwrap())
+            .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
     let huge = json!({"nombre": "x".repeat(300 * 1024), "precio": 1.0});
-    let (status, body) = send(&stack, "/api/v1/products", json_ct, serde_json::to_vec(&huge).unwrap()).await;
+    let (status, body) =
+        send(&stack, "/api/v1/products", json_ct, serde_json::to_vec(&huge).unwrap()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "payload_too_large");
 
-    let (status, body) = send(&stack, "/api/v1/unicorns", json_ct, serde_json::to_vec(&product(1)).unwrap()).await;
+    let (status, body) =
+        send(&stack, "/api/v1/unicorns", json_ct, serde_json::to_vec(&product(1)).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"]["message"].as_str().unwrap().contains("unicorns"));
 

@@ -13,13 +13,26 @@ use serde_json::{Value, json};
 
 use crate::{collections::call, helpers::collect_events};
 
-async fn post(stack: &Stack, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let response = stack.http.post(format!("{}/api/v1/auth/{path}", stack.api.url())).json(&body).send().await.unwrap();
+async fn post(
+    stack: &Stack,
+    path: &str,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = stack
+        .http
+        .post(format!("{}/api/v1/auth/{path}", stack.api.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, headers) = (response.status(), response.headers().clone());
     (status, headers, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn me(stack: &Stack, authorization: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn me(
+    stack: &Stack,
+    authorization: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let mut request = stack.http.get(format!("{}/api/v1/auth/me", stack.api.url()));
     if let Some(value) = authorization {
         request = request.header("authorization", value);
@@ -30,7 +43,9 @@ async fn me(stack: &Stack, authorization: Option<&str>) -> (StatusCode, reqwest:
 }
 
 fn fields(body: &Value) -> Vec<String> {
-    body["error"]["fields"].as_array().map_or_else(Vec::new, |f| f.iter().map(|f| f["field"].as_str().unwrap().to_owned()).collect())
+    body["error"]["fields"].as_array().map_or_else(Vec::new, |f| {
+        f.iter().map(|f| f["field"].as_str().unwrap().to_owned()).collect()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +57,9 @@ async fn register_login_me_and_refresh_with_rotation() {
     assert_eq!(status, StatusCode::CREATED, "{user}");
     assert_eq!(user["username"], "ana.lopez", "usernames are case-insensitive");
     assert!(user.get("password").is_none() && user.get("password_hash").is_none(), "{user}");
-    let (status, _, taken) = post(&stack, "register", json!({"username": "ana.lopez", "password": "another good one"})).await;
+    let (status, _, taken) =
+        post(&stack, "register", json!({"username": "ana.lopez", "password": "another good one"}))
+            .await;
     assert_eq!((status, taken["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
 
     for (body, expected) in [
@@ -53,27 +70,45 @@ async fn register_login_me_and_refresh_with_rotation() {
         (json!({"username": 7, "password": "correct horse battery"}), vec!["username"]),
     ] {
         let (status, _, error) = post(&stack, "register", body.clone()).await;
-        assert_eq!((status, fields(&error)), (StatusCode::UNPROCESSABLE_ENTITY, expected.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{body}");
+        assert_eq!(
+            (status, fields(&error)),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                expected.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+            ),
+            "{body}"
+        );
     }
 
-    let (status, _, tokens) = post(&stack, "login", json!({"username": "ANA.LOPEZ", "password": "correct horse battery"})).await;
+    let (status, _, tokens) = post(
+        &stack,
+        "login",
+        json!({"username": "ANA.LOPEZ", "password": "correct horse battery"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let (status, _, who) = me(&stack, Some(&format!("Bearer {access}"))).await;
-    assert_eq!((status, &who["username"], &who["id"]), (StatusCode::OK, &json!("ana.lopez"), &user["id"]));
+    assert_eq!(
+        (status, &who["username"], &who["id"]),
+        (StatusCode::OK, &json!("ana.lopez"), &user["id"])
+    );
 
     // Refresh rotates: the new pair works, the used token is dead, and reusing it signs the
     // whole family out (the newer token stops working too).
     let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let (status, _, rotated) = post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
+    let (status, _, rotated) =
+        post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second_refresh, first_refresh);
-    let (status, _, _) = me(&stack, Some(&format!("Bearer {}", rotated["access_token"].as_str().unwrap()))).await;
+    let (status, _, _) =
+        me(&stack, Some(&format!("Bearer {}", rotated["access_token"].as_str().unwrap()))).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _, reused) = post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
+    let (status, _, reused) =
+        post(&stack, "refresh", json!({"refresh_token": first_refresh})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(reused["error"]["message"].as_str().unwrap().contains("already used"), "{reused}");
     let (status, _, _) = post(&stack, "refresh", json!({"refresh_token": second_refresh})).await;
@@ -89,25 +124,32 @@ async fn wrong_credentials_look_alike_and_repeated_failures_are_rate_limited() {
     let stack = Stack::start().await;
     post(&stack, "register", json!({"username": "ana", "password": "correct horse battery"})).await;
 
-    let (status, headers, wrong_password) = post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
+    let (status, headers, wrong_password) =
+        post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, unknown_user) = post(&stack, "login", json!({"username": "nobody", "password": "wrong password!"})).await;
+    let (status, _, unknown_user) =
+        post(&stack, "login", json!({"username": "nobody", "password": "wrong password!"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_password, unknown_user, "the same answer whether or not the user exists");
     assert!(headers.get("www-authenticate").is_some());
 
     // Default: 5 failures per username per window. One so far for "ana"; four more, then 429.
     for _ in 0..4 {
-        let (status, _, _) = post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
+        let (status, _, _) =
+            post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let (status, headers, limited) = post(&stack, "login", json!({"username": "ana", "password": "correct horse battery"})).await;
+    let (status, headers, limited) =
+        post(&stack, "login", json!({"username": "ana", "password": "correct horse battery"}))
+            .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{limited}");
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=300).contains(&retry_after), "{retry_after}");
     // Other accounts are not locked out by someone guessing at "ana".
     post(&stack, "register", json!({"username": "bob", "password": "correct horse battery"})).await;
-    let (status, _, _) = post(&stack, "login", json!({"username": "bob", "password": "correct horse battery"})).await;
+    let (status, _, _) =
+        post(&stack, "login", json!({"username": "bob", "password": "correct horse battery"}))
+            .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -118,8 +160,13 @@ async fn forged_expired_and_malformed_tokens_are_refused() {
     let keys = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900));
     let claims = keys.verify(&token).unwrap();
 
-    let expired = keys.sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() }).unwrap();
-    let forged = JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900)).sign(&claims).unwrap();
+    let expired = keys
+        .sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() })
+        .unwrap();
+    let forged =
+        JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900))
+            .sign(&claims)
+            .unwrap();
     for (authorization, expected) in [
         (format!("Bearer {expired}"), "expired"),
         (format!("Bearer {forged}"), "invalid"),
@@ -132,7 +179,10 @@ async fn forged_expired_and_malformed_tokens_are_refused() {
         assert_eq!(headers["www-authenticate"], r#"Bearer realm="courier", error="invalid_token""#);
     }
     let (status, headers, _) = me(&stack, None).await;
-    assert_eq!((status, headers["www-authenticate"].to_str().unwrap()), (StatusCode::UNAUTHORIZED, r#"Bearer realm="courier""#));
+    assert_eq!(
+        (status, headers["www-authenticate"].to_str().unwrap()),
+        (StatusCode::UNAUTHORIZED, r#"Bearer realm="courier""#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,23 +190,37 @@ async fn pets_need_a_token_to_write_and_events_name_the_actor() {
     let stack = Stack::start().await;
     let mut ws = stack.ws().await;
     ws.subscribe("pets", None, None).await.unwrap();
-    let pet = json!({"name": "Rex", "species": "Dog", "age": 3, "vaccinated": false, "owner": "ana"});
+    let pet =
+        json!({"name": "Rex", "species": "Dog", "age": 3, "vaccinated": false, "owner": "ana"});
 
-    let (status, _, error) = call(&stack, Method::POST, "/api/v1/pets", Some(pet.clone()), &[]).await;
-    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
-    let (status, _, _) = call(&stack, Method::POST, "/api/v1/pets", Some(pet.clone()), &[("authorization", "Bearer garbage")]).await;
+    let (status, _, error) =
+        call(&stack, Method::POST, "/api/v1/pets", Some(pet.clone()), &[]).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, _, _) = call(
+        &stack,
+        Method::POST,
+        "/api/v1/pets",
+        Some(pet.clone()),
+        &[("authorization", "Bearer garbage")],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let token = stack.token("ana").await;
     let auth = format!("Bearer {token}");
-    let (status, _, created) = call(&stack, Method::POST, "/api/v1/pets", Some(pet), &[("authorization", &auth)]).await;
+    let (status, _, created) =
+        call(&stack, Method::POST, "/api/v1/pets", Some(pet), &[("authorization", &auth)]).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let path = format!("/api/v1/pets/{}", created["id"].as_str().unwrap());
     // Reads are public for pets; writes stay protected on every method.
     let (status, _, _) = call(&stack, Method::GET, &path, None, &[]).await;
     assert_eq!(status, StatusCode::OK);
     for method in [Method::PATCH, Method::PUT, Method::DELETE] {
-        let body = (method != Method::DELETE).then(|| json!({"name": "X", "species": "Dog", "age": 1}));
+        let body =
+            (method != Method::DELETE).then(|| json!({"name": "X", "species": "Dog", "age": 1}));
         let (status, _, _) = call(&stack, method.clone(), &path, body, &[]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method}");
     }
@@ -182,9 +246,16 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     ws.subscribe("products", None, None).await.expect("public channels need no token");
     let keys = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900));
     let (valid, claims) = keys.issue("u1", "ana").unwrap();
-    let expired = keys.sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() }).unwrap();
-    let forged = JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900)).sign(&claims).unwrap();
-    for (token, expected) in [(None, "requires an access token"), (Some(expired), "expired"), (Some(forged), "invalid")] {
+    let expired = keys
+        .sign(&Claims { iat: claims.iat - 3600, exp: claims.iat - 1800, ..claims.clone() })
+        .unwrap();
+    let forged =
+        JwtKeys::hs256(b"an attacker's own secret, 32+ bytes long", Duration::from_secs(900))
+            .sign(&claims)
+            .unwrap();
+    for (token, expected) in
+        [(None, "requires an access token"), (Some(expired), "expired"), (Some(forged), "invalid")]
+    {
         match ws.subscribe("secrets:doc1", None, token).await {
             Err(ClientError::Refused { code, message }) => {
                 assert_eq!(code, "unauthorized");
@@ -204,7 +275,11 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     while !ended && tokio::time::Instant::now() < deadline {
         match ws.next_frame_within(Duration::from_secs(10)).await.unwrap() {
             ServerFrame::Error { code, channel, message } => {
-                assert_eq!((code.as_str(), channel.as_deref()), ("unauthorized", Some("secrets")), "{message}");
+                assert_eq!(
+                    (code.as_str(), channel.as_deref()),
+                    ("unauthorized", Some("secrets")),
+                    "{message}"
+                );
             }
             ServerFrame::Unsubscribed { channel } => {
                 assert_eq!(channel, "secrets");
@@ -216,7 +291,9 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     assert!(ended, "the expired subscription was ended");
     ws.send(&courier_core::ClientFrame::GetStatus {}).await.unwrap();
     loop {
-        if let ServerFrame::Status(status) = ws.next_frame_within(Duration::from_secs(5)).await.unwrap() {
+        if let ServerFrame::Status(status) =
+            ws.next_frame_within(Duration::from_secs(5)).await.unwrap()
+        {
             assert_eq!(status.subscriptions, ["products", "secrets:doc1"], "the others continue");
             break;
         }
@@ -229,7 +306,11 @@ async fn the_broadcaster_follows_read_rule_changes_in_the_collections_file() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("collections.yaml");
-    let rules = |read: &str| format!("collections:\n  - {{name: notes, schema: {{type: object}}, access: {{read: {read}}}}}\n");
+    let rules = |read: &str| {
+        format!(
+            "collections:\n  - {{name: notes, schema: {{type: object}}, access: {{read: {read}}}}}\n"
+        )
+    };
     std::fs::write(&file, rules("public")).unwrap();
     let mut config = Stack::broadcaster_config(&stack.nats);
     config.collections_file = Some(file.clone());
@@ -251,14 +332,22 @@ async fn the_broadcaster_follows_read_rule_changes_in_the_collections_file() {
                 break;
             }
             Ok(_) => {
-                assert!(tokio::time::Instant::now() < deadline, "the new read rule was never applied");
-                ws.send(&courier_core::ClientFrame::Unsubscribe { channel: "notes:b".into() }).await.unwrap();
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the new read rule was never applied"
+                );
+                ws.send(&courier_core::ClientFrame::Unsubscribe { channel: "notes:b".into() })
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    let token = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900)).issue("u1", "ana").unwrap().0;
+    let token = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900))
+        .issue("u1", "ana")
+        .unwrap()
+        .0;
     ws.subscribe("notes:b", None, Some(token)).await.expect("a token admits");
     broadcaster.stop().await;
 }

@@ -15,7 +15,9 @@ async fn a_created_product_reaches_subscribers_of_the_collection_and_the_documen
     let mut ws = stack.ws().await;
     let (seq, _) = ws.subscribe("products", None, None).await.unwrap();
 
-    let (status, created) = stack.post("products", &serde_json::json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"})).await;
+    let (status, created) = stack
+        .post("products", &serde_json::json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
 
@@ -78,7 +80,11 @@ async fn writes_while_nats_is_down_are_delivered_exactly_once_when_it_returns() 
     let mut ids = Vec::new();
     for n in 0..20 {
         let (status, created) = stack.post("products", &product(n)).await;
-        assert_eq!(status, StatusCode::CREATED, "writes are accepted while NATS is down: {created}");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "writes are accepted while NATS is down: {created}"
+        );
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     let (status, ready) = stack.get("/readyz").await;
@@ -90,7 +96,9 @@ async fn writes_while_nats_is_down_are_delivered_exactly_once_when_it_returns() 
     let delivered: Vec<_> = got.iter().map(|g| g.event.doc_id.clone()).collect();
     assert_eq!(delivered, ids, "every write, once, in commit order");
     assert_no_event(&mut ws, Duration::from_secs(1)).await;
-    eprintln!("nats outage: 20 writes accepted while down, 20 events delivered after restart, 0 duplicates");
+    eprintln!(
+        "nats outage: 20 writes accepted while down, 20 events delivered after restart, 0 duplicates"
+    );
 }
 
 /// `courier bench latency` (what the chart's `helm test` runs): counts only its own documents'
@@ -119,10 +127,14 @@ async fn bench_latency_measures_its_own_posts_amid_other_writers_and_cleans_up()
     let report = courier_cli::bench::latency(&args).await.expect("bench runs");
     others.await.unwrap();
     assert_eq!((report.posts, report.delivered), (20, 20), "{report}");
-    assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms, "{report}");
+    assert!(
+        report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms,
+        "{report}"
+    );
     let (status, page) = stack.get("/api/v1/products?limit=100").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = page["items"].as_array().unwrap().iter().filter_map(|d| d["nombre"].as_str()).collect();
+    let names: Vec<&str> =
+        page["items"].as_array().unwrap().iter().filter_map(|d| d["nombre"].as_str()).collect();
     assert_eq!(names.len(), 30, "only the other writer's products remain: {names:?}");
     assert!(names.iter().all(|n| !n.starts_with("bench-")), "{names:?}");
 }

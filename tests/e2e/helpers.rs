@@ -22,7 +22,9 @@ pub async fn collect_events(ws: &mut WsClient, n: usize, timeout: Duration) -> V
         match ws.next_frame_within(left).await {
             Ok(ServerFrame::Event { channel, seq, event }) => got.push(Got { channel, seq, event }),
             Ok(_) => {}
-            Err(ClientError::Timeout) => panic!("only {} of {n} events arrived within {timeout:?}", got.len()),
+            Err(ClientError::Timeout) => {
+                panic!("only {} of {n} events arrived within {timeout:?}", got.len())
+            }
             Err(err) => panic!("subscriber failed after {} of {n} events: {err}", got.len()),
         }
     }
@@ -36,7 +38,9 @@ pub async fn assert_no_event(ws: &mut WsClient, window: Duration) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ws.next_frame_within(left).await {
             Err(ClientError::Timeout) => return,
-            Ok(ServerFrame::Event { seq, event, .. }) => panic!("unexpected event #{seq}: {}", event.event_type),
+            Ok(ServerFrame::Event { seq, event, .. }) => {
+                panic!("unexpected event #{seq}: {}", event.event_type)
+            }
             Ok(_) => continue,
             Err(err) => panic!("subscriber failed: {err}"),
         }
@@ -46,7 +50,12 @@ pub async fn assert_no_event(ws: &mut WsClient, window: Duration) {
 /// Asserts sequences strictly increase and event ids are unique.
 pub fn assert_in_order_without_duplicates(events: &[Got]) {
     for pair in events.windows(2) {
-        assert!(pair[0].seq < pair[1].seq, "out of order or duplicate: #{} then #{}", pair[0].seq, pair[1].seq);
+        assert!(
+            pair[0].seq < pair[1].seq,
+            "out of order or duplicate: #{} then #{}",
+            pair[0].seq,
+            pair[1].seq
+        );
     }
     let mut ids: Vec<_> = events.iter().map(|g| g.event.id).collect();
     ids.sort();

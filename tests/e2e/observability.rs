@@ -44,7 +44,13 @@ impl Deployment {
         let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
         let database = fresh_database();
         let collections = workspace_root().join("collections.yaml").display().to_string();
-        let api = api_process(&store, &database, &nats, &[("COURIER_JETSTREAM_METRICS_INTERVAL", "500".to_owned())]).await;
+        let api = api_process(
+            &store,
+            &database,
+            &nats,
+            &[("COURIER_JETSTREAM_METRICS_INTERVAL", "500".to_owned())],
+        )
+        .await;
         let broadcaster = broadcaster_process(
             &nats.url(),
             &[
@@ -54,16 +60,37 @@ impl Deployment {
             ],
         )
         .await;
-        let worker = worker_process(&store, &database, &nats, "worker-0", &[("COURIER_LOG_FORMAT", "json".to_owned())]).await;
-        Deployment { _nats: nats, _store: store, api, broadcaster, worker, http: reqwest::Client::new() }
+        let worker = worker_process(
+            &store,
+            &database,
+            &nats,
+            "worker-0",
+            &[("COURIER_LOG_FORMAT", "json".to_owned())],
+        )
+        .await;
+        Deployment {
+            _nats: nats,
+            _store: store,
+            api,
+            broadcaster,
+            worker,
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn token(&self) -> String {
         access_token(&self.http, &self.api.http_url(""), "grafana-fan").await
     }
 
-    async fn post(&self, collection: &str, body: &Value, token: Option<&str>, trace_id: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.post(self.api.http_url(&format!("/api/v1/{collection}"))).json(body);
+    async fn post(
+        &self,
+        collection: &str,
+        body: &Value,
+        token: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request =
+            self.http.post(self.api.http_url(&format!("/api/v1/{collection}"))).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -89,11 +116,25 @@ async fn varied_traffic(d: &Deployment, token: &str) {
     // A client resuming from the start: its subscribe is served with a replay.
     let mut leaving = WsClient::connect(&ws).await.expect("ws");
     leaving.subscribe("products", Some(0), None).await.expect("replaying subscribe");
-    let desk: Value = d.post("desks", &json!({"name": "Standing", "width": 120, "height": 75}), None, None).await.json().await.expect("desk");
+    let desk: Value = d
+        .post("desks", &json!({"name": "Standing", "width": 120, "height": 75}), None, None)
+        .await
+        .json()
+        .await
+        .expect("desk");
     let desk_url = d.api.http_url(&format!("/api/v1/desks/{}", desk["id"].as_str().expect("id")));
     let mut document = WsClient::connect(&ws).await.expect("ws");
-    document.subscribe(&format!("desks:{}", desk["id"].as_str().unwrap()), None, None).await.expect("document subscribe");
-    let patched = d.http.patch(&desk_url).header("content-type", "application/merge-patch+json").body(r#"{"height": 110}"#).send().await;
+    document
+        .subscribe(&format!("desks:{}", desk["id"].as_str().unwrap()), None, None)
+        .await
+        .expect("document subscribe");
+    let patched = d
+        .http
+        .patch(&desk_url)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"height": 110}"#)
+        .send()
+        .await;
     assert_eq!(patched.expect("patch").status(), 200);
     assert_eq!(d.http.delete(&desk_url).send().await.expect("delete").status(), 204);
     // Client errors, each counted under its route template and status.
@@ -108,7 +149,11 @@ async fn varied_traffic(d: &Deployment, token: &str) {
 }
 
 /// Keeps products and pets flowing, and a subscriber reading them, until `stop`.
-fn steady_traffic(d: &Deployment, token: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+fn steady_traffic(
+    d: &Deployment,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
     let (http, api, ws) = (d.http.clone(), d.api.http_url(""), d.broadcaster.ws_url());
     tokio::spawn(async move {
         let mut subscriber = WsClient::connect(&ws).await.expect("ws");
@@ -117,9 +162,15 @@ fn steady_traffic(d: &Deployment, token: String, stop: Arc<AtomicBool>) -> tokio
         let mut n = 0;
         while !stop.load(Ordering::Acquire) {
             n += 1;
-            let _ = http.post(format!("{api}/api/v1/products")).json(&product(1000 + n)).send().await;
+            let _ =
+                http.post(format!("{api}/api/v1/products")).json(&product(1000 + n)).send().await;
             if n % 4 == 0 {
-                let _ = http.post(format!("{api}/api/v1/pets")).bearer_auth(&token).json(&pet(n)).send().await;
+                let _ = http
+                    .post(format!("{api}/api/v1/pets"))
+                    .bearer_auth(&token)
+                    .json(&pet(n))
+                    .send()
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -135,8 +186,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(pos) = expr[i..].find("courier_") {
         let start = i + pos;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-        let end = expr[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| start + e);
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = expr[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(expr.len(), |e| start + e);
         if boundary {
             names.insert(expr[start..end].to_owned());
         }
@@ -158,7 +212,8 @@ fn dashboards() -> Vec<(String, Value)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("dashboard file");
-            let json: Value = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()));
+            let json: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()));
             (path.file_name().unwrap().to_string_lossy().into_owned(), json)
         })
         .collect()
@@ -166,12 +221,23 @@ fn dashboards() -> Vec<(String, Value)> {
 
 /// A panel query as Grafana sends it with "All" pods of the local namespace selected.
 fn as_grafana_sends_it(expr: &str) -> String {
-    expr.replace("$__rate_interval", RATE_INTERVAL).replace("$namespace", NAMESPACE).replace("$pod", ".*")
+    expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$namespace", NAMESPACE)
+        .replace("$pod", ".*")
 }
 
 /// Checks what Grafana needs of each dashboard and panel; returns every panel query.
-fn check_dashboard_shape(file: &str, dashboard: &Value, problems: &mut Vec<String>) -> Vec<(String, String)> {
-    let variables: Vec<&str> = dashboard["templating"]["list"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
+fn check_dashboard_shape(
+    file: &str,
+    dashboard: &Value,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     for needed in ["datasource", "namespace", "pod"] {
         if !variables.contains(&needed) {
             problems.push(format!("{file}: no '{needed}' variable"));
@@ -182,13 +248,15 @@ fn check_dashboard_shape(file: &str, dashboard: &Value, problems: &mut Vec<Strin
     }
     let mut queries = Vec::new();
     let mut titles = BTreeSet::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten().filter(|p| p["type"] != "row") {
+    for panel in dashboard["panels"].as_array().into_iter().flatten().filter(|p| p["type"] != "row")
+    {
         let title = panel["title"].as_str().unwrap_or("?").to_owned();
         if !titles.insert(title.clone()) {
             problems.push(format!("{file}: two panels titled '{title}'"));
         }
         if panel["datasource"]["uid"] != "${datasource}" {
-            problems.push(format!("{file} / {title}: datasource is not the ${{datasource}} variable"));
+            problems
+                .push(format!("{file} / {title}: datasource is not the ${{datasource}} variable"));
         }
         if panel["fieldConfig"]["defaults"]["unit"].as_str().is_none_or(str::is_empty) {
             problems.push(format!("{file} / {title}: no unit"));
@@ -200,7 +268,9 @@ fn check_dashboard_shape(file: &str, dashboard: &Value, problems: &mut Vec<Strin
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or_default();
             if !expr.contains("$namespace") || !expr.contains("$pod") {
-                problems.push(format!("{file} / {title}: query not scoped to $namespace and $pod: {expr}"));
+                problems.push(format!(
+                    "{file} / {title}: query not scoped to $namespace and $pod: {expr}"
+                ));
             }
             queries.push((format!("{file} / {title}"), expr.to_owned()));
         }
@@ -210,19 +280,36 @@ fn check_dashboard_shape(file: &str, dashboard: &Value, problems: &mut Vec<Strin
 
 fn alert_rules() -> Vec<(String, String)> {
     let path = workspace_root().join("charts/courier/rules/courier-alerts.yaml");
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("alert rules")).expect("rules YAML");
+    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("alert rules"))
+        .expect("rules YAML");
     rules["groups"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
-        .map(|rule| (rule["alert"].as_str().unwrap_or("?").to_owned(), rule["expr"].as_str().unwrap_or_default().to_owned()))
+        .map(|rule| {
+            (
+                rule["alert"].as_str().unwrap_or("?").to_owned(),
+                rule["expr"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn run_tool(program: &Path, args: &[&str], dir: &Path) -> (bool, String) {
-    let output = std::process::Command::new(program).args(args).current_dir(dir).output().expect("tool runs");
-    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("tool runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -231,21 +318,37 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
     let root = workspace_root();
 
     // The committed dashboards are what their generator writes.
-    let (fresh, out) = run_tool(Path::new("python3"), &["charts/courier/dashboards/generate.py", "--check"], &root);
+    let (fresh, out) = run_tool(
+        Path::new("python3"),
+        &["charts/courier/dashboards/generate.py", "--check"],
+        &root,
+    );
     assert!(fresh, "dashboards are stale: {out}");
     // The rules are valid and their unit tests pass.
     let promtool = courier_tests::process::find_tool("promtool", "COURIER_PROMTOOL_BIN");
-    let (valid, out) = run_tool(&promtool, &["check", "rules", "charts/courier/rules/courier-alerts.yaml"], &root);
+    let (valid, out) =
+        run_tool(&promtool, &["check", "rules", "charts/courier/rules/courier-alerts.yaml"], &root);
     assert!(valid, "promtool check rules:\n{out}");
-    let (passed, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yaml"], &root.join("tests/observability"));
+    let (passed, out) = run_tool(
+        &promtool,
+        &["test", "rules", "alerts.test.yaml"],
+        &root.join("tests/observability"),
+    );
     assert!(passed, "promtool test rules:\n{out}");
 
     let d = Deployment::start().await;
-    let targets: Vec<ScrapeTarget> = [(&d.api, "api-0"), (&d.broadcaster, "broadcaster-0"), (&d.worker, "worker-0")]
-        .into_iter()
-        .map(|(process, pod)| ScrapeTarget { address: format!("127.0.0.1:{}", process.port), namespace: NAMESPACE.into(), pod: pod.into() })
-        .collect();
-    let prometheus = PrometheusServer::start(&targets, &[root.join("charts/courier/rules/courier-alerts.yaml")]).await;
+    let targets: Vec<ScrapeTarget> =
+        [(&d.api, "api-0"), (&d.broadcaster, "broadcaster-0"), (&d.worker, "worker-0")]
+            .into_iter()
+            .map(|(process, pod)| ScrapeTarget {
+                address: format!("127.0.0.1:{}", process.port),
+                namespace: NAMESPACE.into(),
+                pod: pod.into(),
+            })
+            .collect();
+    let prometheus =
+        PrometheusServer::start(&targets, &[root.join("charts/courier/rules/courier-alerts.yaml")])
+            .await;
 
     let token = d.token().await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,7 +371,11 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         if seen.iter().all(|(_, _, ok)| *ok) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "Prometheus never saw the traffic: {seen:?}\n{}", prometheus.log_text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never saw the traffic: {seen:?}\n{}",
+            prometheus.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -293,8 +400,12 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
             let query = as_grafana_sends_it(&expr);
             match prometheus.values(&query).await {
                 Err(err) => problems.push(format!("{panel}: {err}\n    {query}")),
-                Ok(values) if values.is_empty() => problems.push(format!("{panel}: no data\n    {query}")),
-                Ok(values) if !values.iter().any(|v| v.is_finite()) => problems.push(format!("{panel}: only NaN/Inf {values:?}\n    {query}")),
+                Ok(values) if values.is_empty() => {
+                    problems.push(format!("{panel}: no data\n    {query}"))
+                }
+                Ok(values) if !values.iter().any(|v| v.is_finite()) => {
+                    problems.push(format!("{panel}: only NaN/Inf {values:?}\n    {query}"))
+                }
                 Ok(_) => {}
             }
         }
@@ -315,7 +426,12 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         .into_iter()
         .flatten()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-        .map(|r| (r["name"].as_str().unwrap_or("?").to_owned(), r["health"].as_str().unwrap_or("?").to_owned()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("?").to_owned(),
+                r["health"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
         .collect();
     if evaluated.len() != rules.len() || evaluated.iter().any(|(_, health)| health != "ok") {
         problems.push(format!("Prometheus rule health: {evaluated:?}"));
@@ -331,7 +447,10 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         known.iter().filter(|n| n.starts_with("courier_")).count(),
         problems.len()
     );
-    assert!(panel_queries >= 40, "expected the four dashboards' panels, found {panel_queries} queries");
+    assert!(
+        panel_queries >= 40,
+        "expected the four dashboards' panels, found {panel_queries} queries"
+    );
     assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
 }
 
@@ -356,7 +475,11 @@ async fn a_trace_id_follows_a_request_through_nats_to_the_broadcaster_the_worker
     while types.len() < 2 {
         match client.next_frame_within(Duration::from_secs(20)).await.expect("events arrive") {
             ServerFrame::Event { event, .. } => {
-                assert_eq!(event.trace_id, trace_id, "{} carries the request's trace id", event.event_type);
+                assert_eq!(
+                    event.trace_id, trace_id,
+                    "{} carries the request's trace id",
+                    event.event_type
+                );
                 types.push(event.event_type.clone());
             }
             _ => {}
@@ -370,12 +493,16 @@ async fn a_trace_id_follows_a_request_through_nats_to_the_broadcaster_the_worker
         [&d.api, &d.broadcaster, &d.worker].iter().all(|p| p.log_text().contains(&trace_id))
     })
     .await;
-    for (name, process) in [("api", &d.api), ("broadcaster", &d.broadcaster), ("worker", &d.worker)] {
+    for (name, process) in [("api", &d.api), ("broadcaster", &d.broadcaster), ("worker", &d.worker)]
+    {
         let lines: Vec<Value> = process
             .log_text()
             .lines()
             .filter(|line| line.contains(&trace_id))
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("{name} logs JSON lines: {line}")))
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|_| panic!("{name} logs JSON lines: {line}"))
+            })
             .collect();
         assert!(!lines.is_empty(), "{name} logged the trace id");
     }

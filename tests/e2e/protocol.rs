@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use courier_core::protocol::{ClientFrame, ServerFrame, close_code};
-use courier_tests::{ClientError, NatsServer, Stack, WsClient, process, services::{ServiceProcess, product}};
+use courier_tests::{
+    ClientError, NatsServer, Stack, WsClient, process,
+    services::{ServiceProcess, product},
+};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::collect_events;
@@ -30,7 +33,9 @@ async fn frames_ping_status_and_errors_that_keep_the_connection_usable() {
         other => panic!("wildcard channel must be refused, got {other:?}"),
     }
     ws.send(&ClientFrame::Unsubscribe { channel: "products".into() }).await.unwrap();
-    assert!(matches!(ws.next_frame_within(Duration::from_secs(5)).await.unwrap(), ServerFrame::Error { code, .. } if code == "not_subscribed"));
+    assert!(
+        matches!(ws.next_frame_within(Duration::from_secs(5)).await.unwrap(), ServerFrame::Error { code, .. } if code == "not_subscribed")
+    );
 
     ws.subscribe("products", None, None).await.unwrap();
     ws.send(&ClientFrame::GetStatus {}).await.unwrap();
@@ -71,7 +76,11 @@ async fn since_replays_the_history_then_continues_live_without_gap_or_duplicate(
         stack.post("products", &product(n)).await;
     }
     let got = collect_events(&mut resumed, 6, Duration::from_secs(10)).await;
-    let expected: Vec<u64> = live[2..].iter().map(|g| g.seq).chain(collect_events(&mut first, 3, Duration::from_secs(10)).await.iter().map(|g| g.seq)).collect();
+    let expected: Vec<u64> = live[2..]
+        .iter()
+        .map(|g| g.seq)
+        .chain(collect_events(&mut first, 3, Duration::from_secs(10)).await.iter().map(|g| g.seq))
+        .collect();
     assert_eq!(got.iter().map(|g| g.seq).collect::<Vec<_>>(), expected);
 }
 
@@ -82,7 +91,10 @@ async fn sigterm_closes_clients_with_1001_and_the_process_exits_cleanly() {
     let mut broadcaster = ServiceProcess::start(
         "courier-broadcaster",
         port,
-        &[("COURIER_BROADCASTER_LISTEN", format!("127.0.0.1:{port}")), ("COURIER_NATS_URL", nats.url())],
+        &[
+            ("COURIER_BROADCASTER_LISTEN", format!("127.0.0.1:{port}")),
+            ("COURIER_NATS_URL", nats.url()),
+        ],
     )
     .await;
     let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
@@ -93,6 +105,7 @@ async fn sigterm_closes_clients_with_1001_and_the_process_exits_cleanly() {
         Err(ClientError::Closed { code, .. }) => assert_eq!(code, Some(close_code::GOING_AWAY)),
         other => panic!("expected close 1001, got {other:?}"),
     }
-    let status = status.unwrap_or_else(|| panic!("did not exit after SIGTERM; log:\n{}", broadcaster.log_text()));
+    let status = status
+        .unwrap_or_else(|| panic!("did not exit after SIGTERM; log:\n{}", broadcaster.log_text()));
     assert!(status.success(), "exit status {status}; log:\n{}", broadcaster.log_text());
 }

@@ -46,7 +46,8 @@ impl TaskHandler for Gate {
             if task.doc_id.starts_with("retry") && !self.seen_retry.swap(true, Ordering::SeqCst) {
                 return Err(TaskError::Transient("first attempt fails".into()));
             }
-            let permit = self.gate.acquire().await.map_err(|e| TaskError::Transient(e.to_string()))?;
+            let permit =
+                self.gate.acquire().await.map_err(|e| TaskError::Transient(e.to_string()))?;
             permit.forget();
             self.done.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -62,7 +63,12 @@ async fn queue(stack: &Stack, token: &Option<String>) -> Value {
     queues[0].clone()
 }
 
-async fn wait_for_queue(stack: &Stack, token: &Option<String>, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for_queue(
+    stack: &Stack,
+    token: &Option<String>,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let mut last = Value::Null;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
@@ -77,7 +83,11 @@ async fn wait_for_queue(stack: &Stack, token: &Option<String>, what: &str, check
 
 async fn enqueue(js: &jetstream::Context, doc_id: &str) -> Task {
     let task = Task::new("test.gate", "things", doc_id, 1, None, format!("trace-{doc_id}"));
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into()).await.unwrap().await.unwrap();
+    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     task
 }
 
@@ -88,7 +98,11 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
 
     // Signed-in users only.
-    for (method, path) in [(reqwest::Method::GET, "/api/v1/queues"), (reqwest::Method::GET, "/api/v1/queues/tasks/dead"), (reqwest::Method::POST, "/api/v1/queues/tasks/dead/1/retry")] {
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/queues"),
+        (reqwest::Method::GET, "/api/v1/queues/tasks/dead"),
+        (reqwest::Method::POST, "/api/v1/queues/tasks/dead/1/retry"),
+    ] {
         let (status, _) = send(&stack, &None, method, path, None).await;
         assert_eq!(status, 401, "{path} without a token");
     }
@@ -127,15 +141,24 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     })
     .await;
     assert_eq!(q["pending"], 0);
-    assert_eq!(q["by_kind"]["test.gate"]["queued"], 4, "in-flight tasks stay in the stream until acknowledged");
+    assert_eq!(
+        q["by_kind"]["test.gate"]["queued"], 4,
+        "in-flight tasks stay in the stream until acknowledged"
+    );
     assert!(q["deliveries_total"].as_u64().unwrap() >= 5, "{q}");
 
     // Release them: all four processed.
     gate.add_permits(4);
-    wait_until("four tasks done", Duration::from_secs(10), || async { done.load(Ordering::SeqCst) == 4 }).await;
+    wait_until("four tasks done", Duration::from_secs(10), || async {
+        done.load(Ordering::SeqCst) == 4
+    })
+    .await;
     wait_queue_drained(&js).await;
     let q = wait_for_queue(&stack, &token, "4 processed", |q| q["processed_total"] == 4).await;
-    assert_eq!((q["pending"].clone(), q["in_flight"].clone(), q["redelivered"].clone()), (json!(0), json!(0), json!(0)));
+    assert_eq!(
+        (q["pending"].clone(), q["in_flight"].clone(), q["redelivered"].clone()),
+        (json!(0), json!(0), json!(0))
+    );
 
     // A permanent failure: dead-lettered, listed, retried once it can succeed.
     let task = enqueue(&js, "fail0").await;
@@ -145,7 +168,8 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     assert_eq!(q["processed_total"], 4, "a dead letter is not processed");
     assert_eq!(q["by_kind"]["test.gate"], json!({"queued": 0, "dead_lettered": 1}));
 
-    let (status, dead) = send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
+    let (status, dead) =
+        send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
     assert_eq!(status, 200);
     let items = dead["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{dead}");
@@ -164,16 +188,26 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["task_id"], task.id.to_string());
     assert_eq!(body["subject"], "tasks.test.gate");
-    wait_until("the retried task to be processed", Duration::from_secs(10), || async { done.load(Ordering::SeqCst) == 5 }).await;
+    wait_until("the retried task to be processed", Duration::from_secs(10), || async {
+        done.load(Ordering::SeqCst) == 5
+    })
+    .await;
     wait_queue_drained(&js).await;
-    let q = wait_for_queue(&stack, &token, "the retry processed", |q| q["processed_total"] == 5).await;
+    let q =
+        wait_for_queue(&stack, &token, "the retry processed", |q| q["processed_total"] == 5).await;
     assert_eq!(q["dead_lettered"], 0, "the retried dead letter left the DLQ");
     assert_eq!(q["enqueued_total"], 6);
-    let (_, dead) = send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
+    let (_, dead) =
+        send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
     assert_eq!(dead["items"], json!([]));
 
     // Unknown ids and queues.
-    for path in [retry.as_str(), "/api/v1/queues/tasks/dead/99999/retry", "/api/v1/queues/tasks/dead/abc/retry", "/api/v1/queues/other/dead/1/retry"] {
+    for path in [
+        retry.as_str(),
+        "/api/v1/queues/tasks/dead/99999/retry",
+        "/api/v1/queues/tasks/dead/abc/retry",
+        "/api/v1/queues/other/dead/1/retry",
+    ] {
         let (status, body) = send(&stack, &token, reqwest::Method::POST, path, None).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert_eq!(body["error"]["code"], "not_found");

@@ -6,7 +6,10 @@
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
-use courier_tests::{NatsServer, RunningApi, RunningWorker, Stack, StoreServer, chaos, services::ServiceProcess, workspace_root};
+use courier_tests::{
+    NatsServer, RunningApi, RunningWorker, Stack, StoreServer, chaos, services::ServiceProcess,
+    workspace_root,
+};
 use courier_worker::WorkerConfig;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -38,12 +41,20 @@ const SETUP_HINT: &str = "run `./dev test` (it apt-installs Debian's chromium an
 /// node, chromium and the script's packages; a missing one fails the test (never skips it).
 fn browser_tools() -> (PathBuf, PathBuf) {
     let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
+        })
     };
-    let node = on_path("node").unwrap_or_else(|| panic!("node is not installed (the browser tests need Node 20+): {SETUP_HINT}"));
-    let chromium = std::env::var_os("COURIER_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(chromium.is_file(), "{} is missing (the browser tests use Debian's chromium): {SETUP_HINT}", chromium.display());
+    let node = on_path("node").unwrap_or_else(|| {
+        panic!("node is not installed (the browser tests need Node 20+): {SETUP_HINT}")
+    });
+    let chromium = std::env::var_os("COURIER_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        chromium.is_file(),
+        "{} is missing (the browser tests use Debian's chromium): {SETUP_HINT}",
+        chromium.display()
+    );
     let packages = workspace_root().join("tests/browser/node_modules/playwright-core/package.json");
     assert!(packages.is_file(), "tests/browser has no node_modules/playwright-core: {SETUP_HINT}");
     (node, chromium)
@@ -74,14 +85,19 @@ async fn the_web_app_works_in_a_real_browser() {
     // The shipped collections plus one that needs sign-in to read (no shipped one does).
     let dir = tempfile::tempdir().expect("temp dir");
     let collections_file = dir.path().join("collections.yaml");
-    let shipped = std::fs::read_to_string(workspace_root().join("collections.yaml")).expect("collections.yaml");
-    std::fs::write(&collections_file, format!("{shipped}\n{NOTES}")).expect("writing the test collections");
+    let shipped = std::fs::read_to_string(workspace_root().join("collections.yaml"))
+        .expect("collections.yaml");
+    std::fs::write(&collections_file, format!("{shipped}\n{NOTES}"))
+        .expect("writing the test collections");
     let collections = collections_file.display().to_string();
 
     // The broadcaster as a process, so the script can have it killed and restarted.
     let mut broadcaster = chaos::broadcaster_process(
         &nats.url(),
-        &[("COURIER_COLLECTIONS_FILE", collections), ("COURIER_JWT_SECRET", courier_tests::TEST_JWT_SECRET.to_owned())],
+        &[
+            ("COURIER_COLLECTIONS_FILE", collections),
+            ("COURIER_JWT_SECRET", courier_tests::TEST_JWT_SECRET.to_owned()),
+        ],
     )
     .await;
 
@@ -94,7 +110,9 @@ async fn the_web_app_works_in_a_real_browser() {
     worker_config.mongodb_uri = store.uri();
     worker_config.mongodb_database = database.clone();
     let worker_nats = async_nats::connect(nats.url()).await.expect("NATS for the worker");
-    let handlers = courier_worker::standard_handlers(&worker_config, worker_nats).await.expect("worker handlers");
+    let handlers = courier_worker::standard_handlers(&worker_config, worker_nats)
+        .await
+        .expect("worker handlers");
     let worker = RunningWorker::start(worker_config, handlers).await;
 
     let script = workspace_root().join("tests/browser/web-app.mjs");
@@ -125,7 +143,10 @@ async fn the_web_app_works_in_a_real_browser() {
             if let Some(command) = line.strip_prefix("@@control ") {
                 let answer = handle(command.trim(), &mut broadcaster).await;
                 output.push_str(&format!("[driver] {command}: {answer}\n"));
-                stdin.write_all(format!("{answer}\n").as_bytes()).await.expect("answering the script");
+                stdin
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .expect("answering the script");
                 stdin.flush().await.expect("answering the script");
             } else {
                 output.push_str(&line);
@@ -148,7 +169,10 @@ async fn the_web_app_works_in_a_real_browser() {
         Ok(status) => assert!(status.success(), "the browser tests failed ({status}):\n{report}"),
         Err(_) => panic!("the browser tests did not finish within {RUN_TIMEOUT:?}:\n{report}"),
     }
-    assert!(output.contains(" 0 failed") && !output.contains("not ok"), "unexpected summary:\n{report}");
+    assert!(
+        output.contains(" 0 failed") && !output.contains("not ok"),
+        "unexpected summary:\n{report}"
+    );
     eprintln!("{output}");
 
     worker.stop().await;

@@ -37,7 +37,10 @@ pub async fn wait_for_messages(js: &jetstream::Context, stream: &str, count: u64
         if messages == count {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{stream} has {messages} messages, expected {count}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stream} has {messages} messages, expected {count}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -80,7 +83,13 @@ pub async fn writer_token(stack: &Stack) -> Option<String> {
 }
 
 /// Sends `method path` with a JSON body (and the token, if any); the status and JSON answer.
-pub async fn send(stack: &Stack, token: &Option<String>, method: reqwest::Method, path: &str, body: Option<Value>) -> (reqwest::StatusCode, Value) {
+pub async fn send(
+    stack: &Stack,
+    token: &Option<String>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
     let mut request = stack.http.request(method, format!("{}{path}", stack.api.url()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -95,7 +104,8 @@ pub async fn send(stack: &Stack, token: &Option<String>, method: reqwest::Method
 
 /// Creates a pet through the api; its id.
 pub async fn create_pet(stack: &Stack, token: &Option<String>, body: Value) -> String {
-    let (status, created) = send(stack, token, reqwest::Method::POST, "/api/v1/pets", Some(body)).await;
+    let (status, created) =
+        send(stack, token, reqwest::Method::POST, "/api/v1/pets", Some(body)).await;
     assert_eq!(status, 201, "{created}");
     created["id"].as_str().unwrap().to_owned()
 }
@@ -118,7 +128,12 @@ async fn a_created_pet_is_enriched_stored_and_announced_then_re_enriched_on_upda
     let token = writer_token(&stack).await;
     let mut all = subscribed(&stack, "pets", None).await;
 
-    let id = create_pet(&stack, &token, json!({"name": "Rex", "species": "DOG", "age": 9, "vaccinated": false})).await;
+    let id = create_pet(
+        &stack,
+        &token,
+        json!({"name": "Rex", "species": "DOG", "age": 9, "vaccinated": false}),
+    )
+    .await;
     let events = collect_events(&mut all, 2, Duration::from_secs(10)).await;
     let types: Vec<&str> = events.iter().map(|g| g.event.event_type.as_str()).collect();
     assert_eq!(types, ["pets.created", "pets.enriched"]);
@@ -130,7 +145,10 @@ async fn a_created_pet_is_enriched_stored_and_announced_then_re_enriched_on_upda
     assert_eq!(enrichment["species"]["group"], "mammal");
     assert_eq!(enrichment["statistics"]["age_category"], "senior");
     assert_eq!(enrichment["statistics"]["vaccination_status"], "not_vaccinated");
-    assert_eq!(enrichment["statistics"]["tip_count"], enrichment["health_tips"].as_array().unwrap().len());
+    assert_eq!(
+        enrichment["statistics"]["tip_count"],
+        enrichment["health_tips"].as_array().unwrap().len()
+    );
     assert_eq!(enrichment["alerts"][0]["code"], "not_vaccinated");
     assert_eq!(enrichment["metadata"]["source_version"], 1);
     assert!(enrichment["metadata"]["processed_at"].as_str().unwrap().ends_with('Z'));
@@ -139,10 +157,14 @@ async fn a_created_pet_is_enriched_stored_and_announced_then_re_enriched_on_upda
     // The per-document channel replays the same two events, in order.
     let mut one = subscribed(&stack, &format!("pets:{id}"), Some(0)).await;
     let replayed = collect_events(&mut one, 2, Duration::from_secs(5)).await;
-    assert_eq!(replayed.iter().map(|g| g.event.id).collect::<Vec<_>>(), events.iter().map(|g| g.event.id).collect::<Vec<_>>());
+    assert_eq!(
+        replayed.iter().map(|g| g.event.id).collect::<Vec<_>>(),
+        events.iter().map(|g| g.event.id).collect::<Vec<_>>()
+    );
 
     // GET returns the stored enrichment, at version 2.
-    let response = stack.http.get(format!("{}/api/v1/pets/{id}", stack.api.url())).send().await.unwrap();
+    let response =
+        stack.http.get(format!("{}/api/v1/pets/{id}", stack.api.url())).send().await.unwrap();
     assert_eq!(response.headers()["etag"], "\"2\"");
     let pet: Value = response.json().await.unwrap();
     assert_eq!(pet["enrichment"], *enrichment);
@@ -166,7 +188,11 @@ async fn a_created_pet_is_enriched_stored_and_announced_then_re_enriched_on_upda
     assert_eq!(enrichment["metadata"]["source_version"], 3);
     assert!(enrichment.get("forged").is_none());
     assert_no_event(&mut all, Duration::from_millis(500)).await;
-    assert_eq!(task_results(&stack).await.count_documents(doc! {"doc_id": &id}).await.unwrap(), 2, "one result per task");
+    assert_eq!(
+        task_results(&stack).await.count_documents(doc! {"doc_id": &id}).await.unwrap(),
+        2,
+        "one result per task"
+    );
     worker.stop().await;
 }
 
@@ -178,14 +204,19 @@ async fn a_pet_deleted_before_its_task_runs_completes_as_a_no_op() {
     let mut all = subscribed(&stack, "pets", None).await;
     let id = create_pet(&stack, &token, json!({"name": "Ghost", "species": "cat", "age": 2})).await;
     wait_for_messages(&js, TASKS_STREAM, 1).await;
-    let (status, _) = send(&stack, &token, reqwest::Method::DELETE, &format!("/api/v1/pets/{id}"), None).await;
+    let (status, _) =
+        send(&stack, &token, reqwest::Method::DELETE, &format!("/api/v1/pets/{id}"), None).await;
     assert_eq!(status, 204);
     let events = collect_events(&mut all, 2, Duration::from_secs(5)).await;
     assert_eq!(events[1].event.event_type, "pets.deleted");
 
     let worker = standard_worker(worker_config(&stack)).await;
     wait_queue_drained(&js).await;
-    assert_eq!(js.get_stream(DLQ_STREAM).await.unwrap().info().await.unwrap().state.messages, 0, "not a dead letter");
+    assert_eq!(
+        js.get_stream(DLQ_STREAM).await.unwrap().info().await.unwrap().state.messages,
+        0,
+        "not a dead letter"
+    );
     let metrics = Metrics::scrape(&format!("http://{}/metrics", worker.metrics_addr)).await;
     assert_eq!(metrics.sum("courier_tasks_processed_total", "pets.enrich"), 1.0);
     assert_no_event(&mut all, Duration::from_millis(500)).await;
@@ -198,23 +229,56 @@ async fn a_task_applies_at_most_once_even_when_handled_twice_at_the_same_time() 
     let token = writer_token(&stack).await;
     let config = worker_config(&stack);
     let nats = async_nats::connect(stack.nats.url()).await.unwrap();
-    let store = courier_worker::courier_store::Store::connect(&config.mongodb_uri, &config.mongodb_database, Duration::from_secs(2), "test").await.unwrap();
-    let outbox = courier_worker::courier_store::Outbox::new(store.clone(), nats, Arc::new(courier_worker::courier_store::OutboxMetrics::default()));
-    let pets = courier_worker::pets::PetsEnrich::new(store.clone(), outbox, "test-worker".into(), None).unwrap();
+    let store = courier_worker::courier_store::Store::connect(
+        &config.mongodb_uri,
+        &config.mongodb_database,
+        Duration::from_secs(2),
+        "test",
+    )
+    .await
+    .unwrap();
+    let outbox = courier_worker::courier_store::Outbox::new(
+        store.clone(),
+        nats,
+        Arc::new(courier_worker::courier_store::OutboxMetrics::default()),
+    );
+    let pets =
+        courier_worker::pets::PetsEnrich::new(store.clone(), outbox, "test-worker".into(), None)
+            .unwrap();
 
-    let id = create_pet(&stack, &token, json!({"name": "Tom", "species": "Cat", "age": 4, "vaccinated": true})).await;
+    let id = create_pet(
+        &stack,
+        &token,
+        json!({"name": "Tom", "species": "Cat", "age": 4, "vaccinated": true}),
+    )
+    .await;
     let task = Task::new("pets.enrich", "pets", &id, 1, None, "trace-twice".into());
     let (a, b) = tokio::join!(pets.enrich(&task), pets.enrich(&task));
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| format!("{o:?}"));
     use courier_worker::pets::Outcome;
-    assert!(matches!(outcomes[0], Outcome::Applied { version: 2 }) || matches!(outcomes[1], Outcome::Applied { version: 2 }), "{outcomes:?}");
-    assert!(outcomes.iter().any(|o| matches!(o, Outcome::AlreadyApplied | Outcome::UpToDate)), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[0], Outcome::Applied { version: 2 })
+            || matches!(outcomes[1], Outcome::Applied { version: 2 }),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Outcome::AlreadyApplied | Outcome::UpToDate)),
+        "{outcomes:?}"
+    );
     // A later redelivery of the same task: found by its marker.
     assert_eq!(pets.enrich(&task).await.unwrap(), Outcome::AlreadyApplied);
-    let stored = store.collection("pets").find_one(doc! {"_id": ObjectId::parse_str(&id).unwrap()}).await.unwrap().unwrap();
+    let stored = store
+        .collection("pets")
+        .find_one(doc! {"_id": ObjectId::parse_str(&id).unwrap()})
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.get_i64("_v").unwrap(), 2, "applied once");
-    assert_eq!(store.task_results().count_documents(doc! {"_id": task.id.to_string()}).await.unwrap(), 1);
+    assert_eq!(
+        store.task_results().count_documents(doc! {"_id": task.id.to_string()}).await.unwrap(),
+        1
+    );
 
     // The marker alone stops a second commit (the unique `_id`, not just the look-up first).
     let marker = doc! {"_id": task.id.to_string(), "at": mongodb::bson::DateTime::now()};
@@ -243,10 +307,16 @@ async fn kill_mid_task_then_check_exactly_once(fault: &str, a_exits_by_itself: b
     let mut all = subscribed(&stack, "pets", None).await;
     let mut a = worker_process(&stack, "worker-a", Some(fault)).await;
 
-    let id = create_pet(&stack, &token, json!({"name": "Bun", "species": "rabbit", "age": 1, "vaccinated": true})).await;
+    let id = create_pet(
+        &stack,
+        &token,
+        json!({"name": "Bun", "species": "rabbit", "age": 1, "vaccinated": true}),
+    )
+    .await;
     let started = Instant::now();
     if a_exits_by_itself {
-        let status = a.wait_exit(Duration::from_secs(10)).await.expect("worker A exits after its commit");
+        let status =
+            a.wait_exit(Duration::from_secs(10)).await.expect("worker A exits after its commit");
         assert_eq!(status.code(), Some(86), "{}", a.log_text());
     } else {
         let metrics = a.http_url("/metrics");
@@ -266,14 +336,22 @@ async fn kill_mid_task_then_check_exactly_once(fault: &str, a_exits_by_itself: b
     assert_no_event(&mut all, Duration::from_millis(1_500)).await;
 
     let results = task_results(&stack).await;
-    assert_eq!(results.count_documents(doc! {"doc_id": &id}).await.unwrap(), 1, "one stored result");
+    assert_eq!(
+        results.count_documents(doc! {"doc_id": &id}).await.unwrap(),
+        1,
+        "one stored result"
+    );
     let (_, pet) = stack.get(&format!("/api/v1/pets/{id}")).await;
     let expected_worker = if a_exits_by_itself { "worker-a" } else { "worker-b" };
     assert_eq!(pet["enrichment"]["metadata"]["worker_id"], expected_worker);
     assert_eq!(events[1].event.data["enrichment"], pet["enrichment"]);
     assert_eq!(js.get_stream(DLQ_STREAM).await.unwrap().info().await.unwrap().state.messages, 0);
     let b_metrics = Metrics::scrape(&b.http_url("/metrics")).await;
-    assert_eq!(b_metrics.sum("courier_tasks_processed_total", "pets.enrich"), 1.0, "B acknowledged the redelivery");
+    assert_eq!(
+        b_metrics.sum("courier_tasks_processed_total", "pets.enrich"),
+        1.0,
+        "B acknowledged the redelivery"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,11 +393,19 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     config.backoff_base_ms = 150;
     config.backoff_max_ms = 5_000;
     let attempts = Arc::new(Mutex::new(Vec::new()));
-    let worker = RunningWorker::start(config, Handlers::new().with(Arc::new(AlwaysFails { attempts: attempts.clone() }))).await;
+    let worker = RunningWorker::start(
+        config,
+        Handlers::new().with(Arc::new(AlwaysFails { attempts: attempts.clone() })),
+    )
+    .await;
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     let task = Task::new("test.fails", "pets", "abc", 1, None, "trace-fails".into());
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into()).await.unwrap().await.unwrap();
+    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     wait_for_messages(&js, DLQ_STREAM, 1).await;
     wait_for_messages(&js, TASKS_STREAM, 0).await;
 
@@ -328,7 +414,10 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
     println!("delays between attempts: {gaps:?}");
     for (gap, configured) in gaps.iter().zip([150, 300, 600]) {
-        assert!(*gap >= Duration::from_millis(configured), "delay {gap:?} shorter than the configured {configured} ms");
+        assert!(
+            *gap >= Duration::from_millis(configured),
+            "delay {gap:?} shorter than the configured {configured} ms"
+        );
     }
     assert!(gaps.windows(2).all(|w| w[1] > w[0]), "delays grow: {gaps:?}");
 
@@ -336,7 +425,12 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     assert_eq!(dead.subject.as_str(), "dlq.tasks.test.fails");
     let header = |name: &str| dead.headers.get(name).map(|v| v.to_string()).unwrap_or_default();
     assert_eq!(header(dead_letter_header::ATTEMPTS), "4");
-    assert!(header(dead_letter_header::REASON).contains("gave up after 4 attempts: the dependency is down"), "{}", header(dead_letter_header::REASON));
+    assert!(
+        header(dead_letter_header::REASON)
+            .contains("gave up after 4 attempts: the dependency is down"),
+        "{}",
+        header(dead_letter_header::REASON)
+    );
     assert_eq!(header(dead_letter_header::TASK_ID), task.id.to_string());
     assert_eq!(header(dead_letter_header::ORIGINAL_SUBJECT), "tasks.test.fails");
     let metrics = Metrics::scrape(&format!("http://{}/metrics", worker.metrics_addr)).await;
@@ -353,7 +447,11 @@ async fn unknown_and_undecodable_tasks_go_to_the_dead_letter_stream() {
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     let task = Task::new("nobody.handles", "pets", "abc", 1, None, "trace-1".into());
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into()).await.unwrap().await.unwrap();
+    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     js.publish(task_subject("pets.enrich"), "not json".into()).await.unwrap().await.unwrap();
 
     wait_for_messages(&js, DLQ_STREAM, 2).await;

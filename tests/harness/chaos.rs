@@ -48,7 +48,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -69,7 +72,12 @@ pub async fn broadcaster_process(nats_url: &str, envs: &[(&str, String)]) -> Ser
 
 /// The environment of an api process on `port` using `database` in `store` and `nats`, with
 /// quick outbox relay rounds (as the in-process `Stack` uses).
-pub fn api_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer) -> Vec<(&'static str, String)> {
+pub fn api_env(
+    port: u16,
+    store: &StoreServer,
+    database: &str,
+    nats: &NatsServer,
+) -> Vec<(&'static str, String)> {
     vec![
         ("COURIER_API_LISTEN", format!("127.0.0.1:{port}")),
         ("COURIER_MONGODB_URI", store.uri()),
@@ -79,13 +87,21 @@ pub fn api_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer
         ("COURIER_OUTBOX_RELAY_INTERVAL", "100".to_owned()),
         ("COURIER_OUTBOX_RELAY_GRACE", "500".to_owned()),
         ("COURIER_JWT_SECRET", crate::TEST_JWT_SECRET.to_owned()),
-        ("COURIER_COLLECTIONS_FILE", crate::workspace_root().join("collections.yaml").display().to_string()),
+        (
+            "COURIER_COLLECTIONS_FILE",
+            crate::workspace_root().join("collections.yaml").display().to_string(),
+        ),
         ("COURIER_LOG_FORMAT", "json".to_owned()),
     ]
 }
 
 /// `courier-api` as a child process on a free port; `envs` add or override settings.
-pub async fn api_process(store: &StoreServer, database: &str, nats: &NatsServer, envs: &[(&str, String)]) -> ServiceProcess {
+pub async fn api_process(
+    store: &StoreServer,
+    database: &str,
+    nats: &NatsServer,
+    envs: &[(&str, String)],
+) -> ServiceProcess {
     let port = free_port();
     let mut all = api_env(port, store, database, nats);
     all.extend(envs.iter().cloned());
@@ -94,7 +110,13 @@ pub async fn api_process(store: &StoreServer, database: &str, nats: &NatsServer,
 
 /// The environment of a `courier-worker` process serving its metrics on `port`, working on
 /// `database` in `store` as worker `id`.
-pub fn worker_env(port: u16, store: &StoreServer, database: &str, nats: &NatsServer, id: &str) -> Vec<(&'static str, String)> {
+pub fn worker_env(
+    port: u16,
+    store: &StoreServer,
+    database: &str,
+    nats: &NatsServer,
+    id: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("COURIER_WORKER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
         ("COURIER_NATS_URL", nats.url()),
@@ -105,7 +127,13 @@ pub fn worker_env(port: u16, store: &StoreServer, database: &str, nats: &NatsSer
 }
 
 /// `courier-worker` as a child process on a free port; `envs` add or override settings.
-pub async fn worker_process(store: &StoreServer, database: &str, nats: &NatsServer, id: &str, envs: &[(&str, String)]) -> ServiceProcess {
+pub async fn worker_process(
+    store: &StoreServer,
+    database: &str,
+    nats: &NatsServer,
+    id: &str,
+    envs: &[(&str, String)],
+) -> ServiceProcess {
     let port = free_port();
     let mut all = worker_env(port, store, database, nats, id);
     all.extend(envs.iter().cloned());
@@ -160,7 +188,12 @@ impl Metrics {
 
 /// Publishes one synthetic `<collection>.created` event straight into the `EVENTS` stream (as
 /// the api's outbox would) and returns its stream sequence.
-pub async fn publish_event(js: &jetstream::Context, collection: &str, doc_id: &str, data: Value) -> u64 {
+pub async fn publish_event(
+    js: &jetstream::Context,
+    collection: &str,
+    doc_id: &str,
+    data: Value,
+) -> u64 {
     let event = Event::new(collection, doc_id, EventAction::Created, data, None, "chaos".into());
     let subject = courier_core::subjects::event_subject(collection, doc_id, EventAction::Created);
     let mut headers = HeaderMap::new();
@@ -200,7 +233,10 @@ pub async fn stored_events(js: &jetstream::Context, filter: &str) -> Vec<(u64, E
         let info = message.info().expect("JetStream metadata");
         pending = info.pending;
         let seq = info.stream_sequence;
-        events.push((seq, serde_json::from_slice(&message.payload).expect("stored events are Events")));
+        events.push((
+            seq,
+            serde_json::from_slice(&message.payload).expect("stored events are Events"),
+        ));
     }
     events
 }
@@ -220,8 +256,14 @@ pub struct Writes {
 
 /// POSTs `count` products to `api_url` with `concurrency` requests in flight; `done` counts
 /// finished requests as they finish (tests use it to inject a fault mid-run).
-pub async fn post_products(api_url: String, count: usize, concurrency: usize, done: Arc<AtomicUsize>) -> Writes {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+pub async fn post_products(
+    api_url: String,
+    count: usize,
+    concurrency: usize,
+    done: Arc<AtomicUsize>,
+) -> Writes {
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
     let url = format!("{api_url}/api/v1/products");
     let mut answers = futures::stream::iter(0..count)
         .map(|n| {
@@ -245,7 +287,9 @@ pub async fn post_products(api_url: String, count: usize, concurrency: usize, do
             Some((status, body)) => {
                 *writes.statuses.entry(status).or_default() += 1;
                 if status == 201 {
-                    writes.created.push(body["id"].as_str().expect("a created document has an id").to_owned());
+                    writes.created.push(
+                        body["id"].as_str().expect("a created document has an id").to_owned(),
+                    );
                 } else {
                     writes.refusals.push((status, body));
                 }

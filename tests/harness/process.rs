@@ -19,8 +19,14 @@ pub fn find_tool(name: &str, env_var: &str) -> PathBuf {
         return local;
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.exists()))
-        .unwrap_or_else(|| panic!("{name} not found: run ./dev test (it installs it into .dev/venv) or set {env_var}"))
+        .and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found: run ./dev test (it installs it into .dev/venv) or set {env_var}"
+            )
+        })
 }
 
 /// A Courier binary built next to the test executable (`target/<profile>/<name>`).
@@ -28,7 +34,11 @@ pub fn courier_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (./dev test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (./dev test does)",
+        path.display()
+    );
     path
 }
 

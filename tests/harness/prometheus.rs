@@ -40,7 +40,8 @@ impl PrometheusServer {
             "scrape_configs": [{"job_name": "courier", "static_configs": static_configs}],
         });
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("config")).expect("write prometheus.yml");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("config"))
+            .expect("write prometheus.yml");
         let args = [
             format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", dir.path().join("data").display()),
@@ -77,17 +78,19 @@ impl PrometheusServer {
 
     /// `GET /api/v1/<path>`: the `data` of a successful answer, or the error Prometheus gave.
     pub async fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
-        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/{path}", self.url()), params).map_err(|err| err.to_string())?;
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|err| format!("request failed: {err}"))?;
-        let body: Value = response.json().await.map_err(|err| format!("unreadable answer: {err}"))?;
+        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/{path}", self.url()), params)
+            .map_err(|err| err.to_string())?;
+        let response =
+            self.http.get(url).send().await.map_err(|err| format!("request failed: {err}"))?;
+        let body: Value =
+            response.json().await.map_err(|err| format!("unreadable answer: {err}"))?;
         match body["status"].as_str() {
             Some("success") => Ok(body["data"].clone()),
-            _ => Err(format!("{}: {}", body["errorType"].as_str().unwrap_or("error"), body["error"].as_str().unwrap_or("?"))),
+            _ => Err(format!(
+                "{}: {}",
+                body["errorType"].as_str().unwrap_or("error"),
+                body["error"].as_str().unwrap_or("?")
+            )),
         }
     }
 

@@ -70,7 +70,8 @@ impl<K: ServerKind> Server<K> {
     pub async fn start_with_args(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Server { port: crate::free_port(), dir, child: None, extra_args, kind: PhantomData };
+        let mut server =
+            Server { port: crate::free_port(), dir, child: None, extra_args, kind: PhantomData };
         server.restart().await;
         server
     }

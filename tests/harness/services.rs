@@ -67,7 +67,8 @@ impl RunningApi {
     pub async fn start(config: ApiConfig) -> Self {
         let app = courier_api::Application::build(config).await.expect("api builds");
         let addr = app.local_addr();
-        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
+        let inner =
+            InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
         RunningApi { addr, inner }
     }
 
@@ -87,9 +88,11 @@ pub struct RunningBroadcaster {
 
 impl RunningBroadcaster {
     pub async fn start(config: BroadcasterConfig) -> Self {
-        let app = courier_broadcaster::Application::build(config).await.expect("broadcaster builds");
+        let app =
+            courier_broadcaster::Application::build(config).await.expect("broadcaster builds");
         let addr = app.local_addr();
-        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
+        let inner =
+            InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{addr}/readyz")).await;
         RunningBroadcaster { addr, inner }
     }
 
@@ -109,9 +112,12 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     pub async fn start(config: WorkerConfig, handlers: Handlers) -> Self {
-        let app = courier_worker::Application::build(config, handlers).await.expect("worker builds");
+        let app =
+            courier_worker::Application::build(config, handlers).await.expect("worker builds");
         let metrics_addr = app.metrics_addr();
-        let inner = InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{metrics_addr}/readyz")).await;
+        let inner =
+            InProcess::spawn(|shutdown| app.run(shutdown), format!("http://{metrics_addr}/readyz"))
+                .await;
         RunningWorker { metrics_addr, inner }
     }
 
@@ -142,7 +148,8 @@ impl ServiceProcess {
     pub fn spawn(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join(format!("{binary}.log"));
-        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let envs: Vec<(String, String)> =
+            envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let child = process::spawn(&process::courier_binary(binary), &[], &envs, &log);
         ServiceProcess { port, child, log, binary: binary.to_owned(), envs, _dir: dir }
     }
@@ -185,7 +192,8 @@ impl ServiceProcess {
     /// killed), and waits until it is ready; the log keeps growing in the same file.
     pub async fn restart(&mut self) {
         assert!(!self.is_running(), "{} is still running", self.binary);
-        self.child = process::spawn(&process::courier_binary(&self.binary), &[], &self.envs, &self.log);
+        self.child =
+            process::spawn(&process::courier_binary(&self.binary), &[], &self.envs, &self.log);
         wait_ready(&self.http_url("/readyz")).await;
     }
 }
@@ -193,11 +201,24 @@ impl ServiceProcess {
 /// Registers `username` (password `correct horse battery`) at the api at `api_url` (already
 /// registered is fine) and logs in: an access token.
 pub async fn access_token(http: &reqwest::Client, api_url: &str, username: &str) -> String {
-    let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
+    let credentials =
+        serde_json::json!({"username": username, "password": "correct horse battery"});
     let url = |path: &str| format!("{api_url}/api/v1/auth/{path}");
     let registered = http.post(url("register")).json(&credentials).send().await.expect("register");
-    assert!(registered.status().is_success() || registered.status() == reqwest::StatusCode::CONFLICT, "register: {}", registered.status());
-    let login: Value = http.post(url("login")).json(&credentials).send().await.expect("login").json().await.expect("login JSON");
+    assert!(
+        registered.status().is_success() || registered.status() == reqwest::StatusCode::CONFLICT,
+        "register: {}",
+        registered.status()
+    );
+    let login: Value = http
+        .post(url("login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login JSON");
     login["access_token"].as_str().expect("an access token").to_owned()
 }
 
@@ -265,7 +286,12 @@ impl Stack {
 
     /// GETs `path` (relative to the api); returns the status and JSON body.
     pub async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
-        let response = self.http.get(format!("{}{path}", self.api.url())).send().await.expect("GET reaches the api");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.api.url()))
+            .send()
+            .await
+            .expect("GET reaches the api");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -6,8 +6,9 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use axum::Router;
 use courier_core::{
-    auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry, jetstream_metrics::JetStreamMetrics, ops::Readiness,
-    request_telemetry::HttpMetrics, shutdown::retry_until_ok,
+    auth::JwtKeys, config::connect_nats, jetstream::ensure_streams_with_retry,
+    jetstream_metrics::JetStreamMetrics, ops::Readiness, request_telemetry::HttpMetrics,
+    shutdown::retry_until_ok,
 };
 use courier_store::{Outbox, OutboxMetrics, Store};
 use tokio::net::TcpListener;
@@ -33,13 +34,20 @@ impl Application {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let collections = Collections::load(&config.collections_file)?;
         let jwt = JwtKeys::from_args(&config.jwt).context("JWT configuration")?;
-        anyhow::ensure!(jwt.issue("check", "check").is_some(), "the api signs tokens: configure a secret or a private key");
-        let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout, "courier-api")
-            .await
-            .context("invalid MongoDB URI")?;
-        let nats = connect_nats(&config.nats.nats_url, "courier-api")
-            .await
-            .context("invalid NATS URL")?;
+        anyhow::ensure!(
+            jwt.issue("check", "check").is_some(),
+            "the api signs tokens: configure a secret or a private key"
+        );
+        let store = Store::connect(
+            &config.mongodb_uri,
+            &config.mongodb_database,
+            config.mongodb_timeout,
+            "courier-api",
+        )
+        .await
+        .context("invalid MongoDB URI")?;
+        let nats =
+            connect_nats(&config.nats.nats_url, "courier-api").await.context("invalid NATS URL")?;
 
         let mut registry = courier_core::ops::component_registry("api");
         let metrics = OutboxMetrics::register(&mut registry);
@@ -53,7 +61,10 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             fault: config.fault,
-            accounts: Accounts::new(&store, std::time::Duration::from_secs(config.refresh_ttl_secs)),
+            accounts: Accounts::new(
+                &store,
+                std::time::Duration::from_secs(config.refresh_ttl_secs),
+            ),
             jwt: Arc::new(jwt),
             login_limiter: Arc::new(LoginLimiter::new(
                 config.login_max_failures,
@@ -68,7 +79,8 @@ impl Application {
             let store = store.clone();
             async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
         });
-        let router = crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
+        let router =
+            crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
         let listener = courier_core::ops::bind(config.listen).await?;
         Ok(Application { listener, router, state, nats, config, jetstream_metrics })
     }
@@ -96,23 +108,35 @@ impl Application {
             })
         };
         let watcher = {
-            let (store, accounts, shutdown) = (state.store.clone(), state.accounts.clone(), shutdown.clone());
+            let (store, accounts, shutdown) =
+                (state.store.clone(), state.accounts.clone(), shutdown.clone());
             state.collections.clone().watch_file(
                 config.collections_file.clone(),
                 config.collections_reload_interval,
                 shutdown.clone(),
                 move |collections| {
-                    let (store, accounts, shutdown) = (store.clone(), accounts.clone(), shutdown.clone());
-                    async move { ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown).await }
+                    let (store, accounts, shutdown) =
+                        (store.clone(), accounts.clone(), shutdown.clone());
+                    async move {
+                        ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown).await
+                    }
                 },
             )
         };
         let watcher = tokio::spawn(watcher);
         if !config.jetstream_metrics_interval.is_zero() {
             let js = async_nats::jetstream::new(nats.clone());
-            tokio::spawn(jetstream_metrics.run(js, config.jetstream_metrics_interval, shutdown.clone()));
+            tokio::spawn(jetstream_metrics.run(
+                js,
+                config.jetstream_metrics_interval,
+                shutdown.clone(),
+            ));
         }
-        let relay = tokio::spawn(state.outbox.clone().run_relay(config.relay_interval, config.relay_grace, shutdown.clone()));
+        let relay = tokio::spawn(state.outbox.clone().run_relay(
+            config.relay_interval,
+            config.relay_grace,
+            shutdown.clone(),
+        ));
 
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -133,14 +157,24 @@ impl Application {
 
 /// Creates every index the api needs — the outbox's, the accounts', and each collection's
 /// declared ones — retrying while the store is down.
-async fn ensure_indexes_with_retry(store: &Store, accounts: &Accounts, collections: &Collections, shutdown: &CancellationToken) {
-    retry_until_ok("creating MongoDB indexes", std::time::Duration::from_secs(5), shutdown, || async {
-        store.ensure_indexes().await?;
-        accounts.ensure_indexes().await?;
-        for def in collections.all() {
-            store.ensure_collection_indexes(&def.spec).await?;
-        }
-        Ok::<_, mongodb::error::Error>(())
-    })
+async fn ensure_indexes_with_retry(
+    store: &Store,
+    accounts: &Accounts,
+    collections: &Collections,
+    shutdown: &CancellationToken,
+) {
+    retry_until_ok(
+        "creating MongoDB indexes",
+        std::time::Duration::from_secs(5),
+        shutdown,
+        || async {
+            store.ensure_indexes().await?;
+            accounts.ensure_indexes().await?;
+            for def in collections.all() {
+                store.ensure_collection_indexes(&def.spec).await?;
+            }
+            Ok::<_, mongodb::error::Error>(())
+        },
+    )
     .await;
 }

@@ -69,21 +69,30 @@ impl CollectionDef {
             return Err("invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)".into());
         }
         if RESERVED_NAMES.contains(&spec.name.as_str()) {
-            return Err(format!("the name is reserved for Courier's own endpoints ({})", RESERVED_NAMES.join(", ")));
+            return Err(format!(
+                "the name is reserved for Courier's own endpoints ({})",
+                RESERVED_NAMES.join(", ")
+            ));
         }
         let schema = &spec.schema;
         if schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err("schema must have \"type\": \"object\" (documents are JSON objects)".into());
         }
-        let validator = jsonschema::validator_for(schema).map_err(|err| format!("schema does not compile: {err}"))?;
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|err| format!("schema does not compile: {err}"))?;
         let mut fields = HashMap::new();
         if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
             for (name, property) in properties {
                 if !is_valid_field_name(name) {
-                    return Err(format!("schema property '{name}': field names are letters, digits and '_'"));
+                    return Err(format!(
+                        "schema property '{name}': field names are letters, digits and '_'"
+                    ));
                 }
                 if name == "id" {
-                    return Err("schema property 'id' is reserved: Courier assigns every document its id".into());
+                    return Err(
+                        "schema property 'id' is reserved: Courier assigns every document its id"
+                            .into(),
+                    );
                 }
                 let read_only = property.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
                 fields.insert(name.clone(), (field_type(property), read_only));
@@ -97,19 +106,31 @@ impl CollectionDef {
             for field in &index.fields {
                 let name = field.strip_prefix('-').unwrap_or(field);
                 if !is_valid_field_name(name) {
-                    return Err(format!("index {}: '{field}' is not a field name ('-' prefix for descending)", i + 1));
+                    return Err(format!(
+                        "index {}: '{field}' is not a field name ('-' prefix for descending)",
+                        i + 1
+                    ));
                 }
                 if !open && !fields.contains_key(name) {
-                    return Err(format!("index {}: field '{name}' is not declared in the schema", i + 1));
+                    return Err(format!(
+                        "index {}: field '{name}' is not declared in the schema",
+                        i + 1
+                    ));
                 }
             }
         }
         for task in &spec.tasks {
             if !is_valid_task_kind(&task.kind) {
-                return Err(format!("task kind '{}' is invalid: dot-separated lowercase words, e.g. pets.enrich", task.kind));
+                return Err(format!(
+                    "task kind '{}' is invalid: dot-separated lowercase words, e.g. pets.enrich",
+                    task.kind
+                ));
             }
             if task.on.is_empty() {
-                return Err(format!("task '{}': 'on' lists no trigger (create, update)", task.kind));
+                return Err(format!(
+                    "task '{}': 'on' lists no trigger (create, update)",
+                    task.kind
+                ));
             }
         }
         Ok(CollectionDef { spec, validator, fields, open })
@@ -163,7 +184,9 @@ impl CollectionDef {
 fn field_type(property: &Value) -> FieldType {
     let types: Vec<&str> = match property.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        Some(Value::Array(ts)) => {
+            ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect()
+        }
         _ => vec![],
     };
     match types.as_slice() {
@@ -180,7 +203,8 @@ fn field_type(property: &Value) -> FieldType {
 fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     use jsonschema::error::ValidationErrorKind as Kind;
     let parent = pointer_to_dotted(err.instance_path().as_str());
-    let child = |name: &str| if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") };
+    let child =
+        |name: &str| if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") };
     match err.kind() {
         Kind::Required { property } => {
             let name = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
@@ -227,10 +251,16 @@ impl Collections {
         for (i, spec) in specs.into_iter().enumerate() {
             let name = spec.name.clone();
             if !seen.insert(name.clone()) {
-                return Err(ConfigError(format!("{source}: collection '{name}' is declared twice")));
+                return Err(ConfigError(format!(
+                    "{source}: collection '{name}' is declared twice"
+                )));
             }
             let def = CollectionDef::from_spec(spec).map_err(|problem| {
-                let which = if name.is_empty() { format!("collection #{}", i + 1) } else { format!("collection '{name}'") };
+                let which = if name.is_empty() {
+                    format!("collection #{}", i + 1)
+                } else {
+                    format!("collection '{name}'")
+                };
                 ConfigError(format!("{source}: {which}: {problem}"))
             })?;
             by_name.insert(name, Arc::new(def));
@@ -239,8 +269,9 @@ impl Collections {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| ConfigError(format!("{}: cannot read collections file: {err}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError(format!("{}: cannot read collections file: {err}", path.display()))
+        })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
@@ -293,7 +324,8 @@ impl CollectionsHandle {
         let watched = path.clone();
         courier_core::file_watch::on_file_change(watched, interval, shutdown, move || {
             let outcome = Collections::load(&path).map(|collections| {
-                let names: Vec<String> = collections.all().iter().map(|c| c.name().to_owned()).collect();
+                let names: Vec<String> =
+                    collections.all().iter().map(|c| c.name().to_owned()).collect();
                 self.replace(collections);
                 tracing::info!(file = %path.display(), ?names, "collections reloaded");
                 self.current()
@@ -335,13 +367,20 @@ mod tests {
         assert_eq!(pets.read_only_fields().collect::<Vec<_>>(), ["enrichment"]);
         assert_eq!(pets.field_type("age"), Some(FieldType::Integer));
         assert_eq!(pets.field_type("vaccinated"), Some(FieldType::Boolean));
-        assert_eq!(pets.field_type("colour"), None, "closed schema: undeclared fields do not exist");
+        assert_eq!(
+            pets.field_type("colour"),
+            None,
+            "closed schema: undeclared fields do not exist"
+        );
     }
 
     #[test]
     fn every_failing_field_is_named() {
         let products = shipped().get("products").unwrap();
-        assert_eq!(products.validate(&json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"})), Ok(()));
+        assert_eq!(
+            products.validate(&json!({"nombre": "Camiseta", "precio": 25.99, "talla": "M"})),
+            Ok(())
+        );
         let errors = products.validate(&json!({"precio": "cheap", "colour": "red"})).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["colour", "nombre", "precio"]);
@@ -354,7 +393,10 @@ mod tests {
     fn desk_sizes_must_be_positive() {
         let desks = shipped().get("desks").unwrap();
         let errors = desks.validate(&json!({"name": "d", "width": 0, "height": -3})).unwrap_err();
-        assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["height", "width"]);
+        assert_eq!(
+            errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["height", "width"]
+        );
     }
 
     #[test]
@@ -370,22 +412,58 @@ mod tests {
     #[test]
     fn config_errors_name_the_file_the_collection_and_the_problem() {
         let cases = [
-            ("collections: [{name: Bad.Name, schema: {type: object}}]", "collection 'Bad.Name': invalid name"),
-            ("collections: [{name: a, schema: {type: array}}]", "collection 'a': schema must have \"type\": \"object\""),
-            ("collections: [{name: a, schema: {type: object, properties: {x: {type: nope}}}}]", "collection 'a': schema does not compile"),
-            ("collections: [{name: a, schema: {type: object}}, {name: a, schema: {type: object}}]", "collection 'a' is declared twice"),
+            (
+                "collections: [{name: Bad.Name, schema: {type: object}}]",
+                "collection 'Bad.Name': invalid name",
+            ),
+            (
+                "collections: [{name: a, schema: {type: array}}]",
+                "collection 'a': schema must have \"type\": \"object\"",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object, properties: {x: {type: nope}}}}]",
+                "collection 'a': schema does not compile",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}}, {name: a, schema: {type: object}}]",
+                "collection 'a' is declared twice",
+            ),
             (
                 "collections: [{name: a, schema: {type: object, additionalProperties: false}, indexes: [{fields: [ghost]}]}]",
                 "collection 'a': index 1: field 'ghost' is not declared",
             ),
-            ("collections: [{name: a, schema: {type: object}, indexes: [{fields: []}]}]", "index 1: 'fields' is empty"),
-            ("collections: [{name: a, schema: {type: object}, tasks: [{kind: 'Do It', on: [create]}]}]", "task kind 'Do It' is invalid"),
-            ("collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: []}]}]", "'on' lists no trigger"),
-            ("collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]", "'id' is reserved"),
-            ("collections: [{name: a, schema: {type: object}, acess: {}}]", "unknown field `acess`"),
-            ("collections: [{name: auth, schema: {type: object}}]", "collection 'auth': the name is reserved"),
-            ("collections: [{name: collections, schema: {type: object}}]", "collection 'collections': the name is reserved"),
-            ("collections: [{name: a, schema: {type: object}, access: {write: admins}}]", "unknown variant `admins`"),
+            (
+                "collections: [{name: a, schema: {type: object}, indexes: [{fields: []}]}]",
+                "index 1: 'fields' is empty",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}, tasks: [{kind: 'Do It', on: [create]}]}]",
+                "task kind 'Do It' is invalid",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: []}]}]",
+                "'on' lists no trigger",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]",
+                "'id' is reserved",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}, acess: {}}]",
+                "unknown field `acess`",
+            ),
+            (
+                "collections: [{name: auth, schema: {type: object}}]",
+                "collection 'auth': the name is reserved",
+            ),
+            (
+                "collections: [{name: collections, schema: {type: object}}]",
+                "collection 'collections': the name is reserved",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}, access: {write: admins}}]",
+                "unknown variant `admins`",
+            ),
         ];
         for (yaml, expected) in cases {
             let message = error_for(yaml);
@@ -408,18 +486,30 @@ mod tests {
         let handle = CollectionsHandle::new(Collections::load(&path).unwrap());
         let shutdown = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let watcher = tokio::spawn(handle.clone().watch_file(path.clone(), Duration::from_millis(20), shutdown.clone(), move |c| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(c.all().len());
-            }
-        }));
-        std::fs::write(&path, "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}}]").unwrap();
+        let watcher = tokio::spawn(handle.clone().watch_file(
+            path.clone(),
+            Duration::from_millis(20),
+            shutdown.clone(),
+            move |c| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(c.all().len());
+                }
+            },
+        ));
+        std::fs::write(
+            &path,
+            "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}}]",
+        )
+        .unwrap();
         assert_eq!(rx.recv().await, Some(2));
         assert!(handle.current().get("b").is_some());
         std::fs::write(&path, "collections: [{name: B!, schema: {type: object}}]").unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(handle.current().get("b").is_some(), "an invalid file keeps the previous collections");
+        assert!(
+            handle.current().get("b").is_some(),
+            "an invalid file keeps the previous collections"
+        );
         shutdown.cancel();
         watcher.await.unwrap();
     }

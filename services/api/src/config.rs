@@ -125,7 +125,8 @@ impl ApiConfig {
         config.mongodb_uri = mongodb_uri.to_owned();
         config.mongodb_database = mongodb_database.to_owned();
         config.nats.nats_url = nats_url.to_owned();
-        config.collections_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../collections.yaml"));
+        config.collections_file =
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../collections.yaml"));
         // A random key per call: local instances never share a built-in secret.
         let random: [u8; 32] = rand::random();
         config.jwt.secret = Some(Secret(random.iter().map(|b| format!("{b:02x}")).collect()));

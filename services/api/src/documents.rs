@@ -9,13 +9,15 @@ use crate::error::ApiError;
 pub use courier_store::documents::{to_api, version_of};
 
 pub fn parse_id(id: &str) -> Result<ObjectId, ApiError> {
-    ObjectId::parse_str(id)
-        .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a valid id (24 hexadecimal characters)")))
+    ObjectId::parse_str(id).map_err(|_| {
+        ApiError::BadRequest(format!("'{id}' is not a valid id (24 hexadecimal characters)"))
+    })
 }
 
 /// The stored form of a validated body; a body BSON cannot hold is the client's problem.
 pub fn to_stored(id: ObjectId, version: i64, body: &Value) -> Result<Document, ApiError> {
-    documents::to_stored(id, version, body).map_err(|err| ApiError::BadRequest(format!("document cannot be stored: {err}")))
+    documents::to_stored(id, version, body)
+        .map_err(|err| ApiError::BadRequest(format!("document cannot be stored: {err}")))
 }
 
 #[cfg(test)]

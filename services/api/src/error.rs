@@ -40,7 +40,9 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("the database is unavailable; nothing was written, retry shortly")]
     StoreUnavailable(#[source] mongodb::error::Error),
-    #[error("the database stopped answering while committing: the change may have been applied; read it before retrying")]
+    #[error(
+        "the database stopped answering while committing: the change may have been applied; read it before retrying"
+    )]
     OutcomeUnknown(#[source] mongodb::error::Error),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -58,7 +60,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable(_) | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::OutcomeUnknown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,7 +93,9 @@ impl ApiError {
 impl From<mongodb::error::Error> for ApiError {
     fn from(err: mongodb::error::Error) -> Self {
         // Unreachable, or transient errors that outlasted the retries (write conflicts, elections).
-        if courier_store::store::is_unavailable(&err) || err.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) {
+        if courier_store::store::is_unavailable(&err)
+            || err.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+        {
             ApiError::StoreUnavailable(err)
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("MongoDB operation failed"))
@@ -100,9 +106,9 @@ impl From<mongodb::error::Error> for ApiError {
 impl From<courier_store::StoreError> for ApiError {
     fn from(err: courier_store::StoreError) -> Self {
         match err {
-            courier_store::StoreError::VersionConflict => {
-                ApiError::PreconditionFailed("the document changed since it was read (If-Match does not match)".into())
-            }
+            courier_store::StoreError::VersionConflict => ApiError::PreconditionFailed(
+                "the document changed since it was read (If-Match does not match)".into(),
+            ),
             courier_store::StoreError::OutcomeUnknown(err) => ApiError::OutcomeUnknown(err),
             courier_store::StoreError::Mongo(err) => err.into(),
         }
@@ -114,7 +120,9 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         match &self {
             ApiError::Internal(err) => tracing::error!(error = ?err, "request failed"),
-            ApiError::StoreUnavailable(err) | ApiError::OutcomeUnknown(err) => tracing::warn!(%err, "store unavailable"),
+            ApiError::StoreUnavailable(err) | ApiError::OutcomeUnknown(err) => {
+                tracing::warn!(%err, "store unavailable")
+            }
             _ => {}
         }
         let mut body = json!({"code": self.code(), "message": self.to_string()});
@@ -125,7 +133,11 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized { invalid_token, .. } => {
-                let challenge = if *invalid_token { r#"Bearer realm="courier", error="invalid_token""# } else { r#"Bearer realm="courier""# };
+                let challenge = if *invalid_token {
+                    r#"Bearer realm="courier", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="courier""#
+                };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
             ApiError::TooManyRequests { retry_after_secs } => {

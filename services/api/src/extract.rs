@@ -23,7 +23,8 @@ impl FromRequest<AppState> for JsonBody {
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -41,8 +42,8 @@ impl FromRequest<AppState> for JsonBody {
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|err| ApiError::MalformedJson(err.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|err| ApiError::MalformedJson(err.to_string()))?;
         Ok(JsonBody(value))
     }
 }

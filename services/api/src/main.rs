@@ -1,7 +1,7 @@
 //! `courier-api`: parse config, start telemetry, run until SIGINT/SIGTERM.
 
 use clap::Parser;
-use courier_api::{Application, ApiConfig};
+use courier_api::{ApiConfig, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -107,7 +107,10 @@ pub fn document(collections: &Collections) -> Value {
         if let Some(object) = stored.as_object_mut() {
             let properties = object.entry("properties").or_insert_with(|| json!({}));
             if let Some(p) = properties.as_object_mut() {
-                p.insert("id".into(), json!({"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": true}));
+                p.insert(
+                    "id".into(),
+                    json!({"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": true}),
+                );
             }
             let required = object.entry("required").or_insert_with(|| json!([]));
             if let Some(r) = required.as_array_mut() {
@@ -157,7 +160,9 @@ pub fn document(collections: &Collections) -> Value {
                         "access": {"type": "object", "properties": {"read": {"enum": ["public", "authenticated"]}, "write": {"enum": ["public", "authenticated"]}}},
                         "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}}}}}}}}}}}}}}}}),
     );
-    for (path, summary) in [("/healthz", "The process is alive"), ("/readyz", "MongoDB and NATS answer")] {
+    for (path, summary) in
+        [("/healthz", "The process is alive"), ("/readyz", "MongoDB and NATS answer")]
+    {
         paths.insert(path.into(), json!({"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}));
     }
     json!({

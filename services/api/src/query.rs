@@ -60,7 +60,9 @@ impl ListQuery {
                         .parse::<i64>()
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| bad(format!("limit must be a whole number from 1 to {MAX_LIMIT}")))?;
+                        .ok_or_else(|| {
+                            bad(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
+                        })?;
                 }
                 "cursor" => cursor = Some(value.clone()),
                 field => {
@@ -75,7 +77,11 @@ impl ListQuery {
         let sort = parse_sort(def, &sort_text)?;
         let mut filter = Document::new();
         for (field, mut values) in filters {
-            let condition = if values.len() == 1 { values.remove(0) } else { Bson::Document(doc! {"$in": values}) };
+            let condition = if values.len() == 1 {
+                values.remove(0)
+            } else {
+                Bson::Document(doc! {"$in": values})
+            };
             filter.insert(field, condition);
         }
         let after = cursor.map(|c| decode_cursor(&c, &sort_text, sort.len())).transpose()?;
@@ -98,7 +104,11 @@ impl ListQuery {
             return Ok(self.filter.clone());
         };
         let id = ObjectId::parse_str(&after.id).map_err(|_| malformed_cursor())?;
-        let values: Vec<Bson> = after.values.iter().map(|v| bson::to_bson(v).map_err(|_| malformed_cursor())).collect::<Result<_, _>>()?;
+        let values: Vec<Bson> = after
+            .values
+            .iter()
+            .map(|v| bson::to_bson(v).map_err(|_| malformed_cursor()))
+            .collect::<Result<_, _>>()?;
         // (k1 > v1) or (k1 = v1 and k2 > v2) or … or (all equal and _id > id)
         let mut alternatives = Vec::new();
         for depth in 0..=self.sort.len() {
@@ -126,7 +136,8 @@ impl ListQuery {
     /// The cursor for the page that ends with `last` (an api-form document).
     pub fn cursor_after(&self, last: &Value) -> Option<String> {
         let id = last.get("id")?.as_str()?.to_owned();
-        let values = self.sort.iter().map(|k| last.get(&k.field).cloned().unwrap_or(Value::Null)).collect();
+        let values =
+            self.sort.iter().map(|k| last.get(&k.field).cloned().unwrap_or(Value::Null)).collect();
         let position = CursorPosition { sort: self.sort_text.clone(), values, id };
         Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).expect("cursor serializes")))
     }
@@ -138,7 +149,8 @@ fn malformed_cursor() -> ApiError {
 
 fn decode_cursor(text: &str, sort_text: &str, keys: usize) -> Result<CursorPosition, ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed_cursor())?;
-    let position: CursorPosition = serde_json::from_slice(&bytes).map_err(|_| malformed_cursor())?;
+    let position: CursorPosition =
+        serde_json::from_slice(&bytes).map_err(|_| malformed_cursor())?;
     if position.sort != sort_text || position.values.len() != keys {
         return Err(bad("cursor belongs to a different sort; repeat the same sort with it"));
     }
@@ -158,7 +170,9 @@ fn after_value(key: &SortKey, value: &Bson) -> Document {
         // Descending: nulls come last, so nothing sorts after a null…
         (true, Bson::Null) => doc! {"_id": {"$exists": false}},
         // …and after a value come smaller values, then nulls.
-        (true, v) => doc! {"$or": [{key.field.clone(): {"$lt": v.clone()}}, {key.field.clone(): Bson::Null}]},
+        (true, v) => {
+            doc! {"$or": [{key.field.clone(): {"$lt": v.clone()}}, {key.field.clone(): Bson::Null}]}
+        }
     }
 }
 
@@ -173,7 +187,10 @@ fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError>
             None => (part, false),
         };
         if !is_valid_field_name(field) || def.field_type(field).is_none() {
-            return Err(bad(format!("cannot sort by '{part}': '{field}' is not a field of '{}'", def.name())));
+            return Err(bad(format!(
+                "cannot sort by '{part}': '{field}' is not a field of '{}'",
+                def.name()
+            )));
         }
         if keys.iter().any(|k: &SortKey| k.field == field) {
             return Err(bad(format!("sort names '{field}' twice")));
@@ -186,7 +203,10 @@ fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError>
 /// A filter value typed by the field's schema type.
 fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Bson, ApiError> {
     if !is_valid_field_name(field) {
-        return Err(bad(format!("'{field}' is not a field name (and not one of {})", RESERVED.join(", "))));
+        return Err(bad(format!(
+            "'{field}' is not a field name (and not one of {})",
+            RESERVED.join(", ")
+        )));
     }
     let Some(field_type) = def.field_type(field) else {
         return Err(bad(format!("'{field}' is not a field of '{}'", def.name())));
@@ -232,8 +252,20 @@ mod tests {
 
     #[test]
     fn filters_are_typed_by_the_schema_and_repeats_mean_any_of() {
-        let q = ListQuery::parse(&pets(), &params(&[("species", "Dog"), ("vaccinated", "true"), ("age", "3"), ("species", "Cat")])).unwrap();
-        assert_eq!(q.filter, doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64});
+        let q = ListQuery::parse(
+            &pets(),
+            &params(&[
+                ("species", "Dog"),
+                ("vaccinated", "true"),
+                ("age", "3"),
+                ("species", "Cat"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            q.filter,
+            doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64}
+        );
         let q = ListQuery::parse(&pets(), &params(&[("weight", "4.5")])).unwrap();
         assert_eq!(q.filter, doc! {"weight": 4.5});
     }
@@ -252,7 +284,9 @@ mod tests {
             (vec![("cursor", "!!")], "cursor is malformed"),
         ] {
             match ListQuery::parse(&pets(), &params(&pairs)) {
-                Err(ApiError::BadRequest(message)) => assert!(message.contains(expected), "{message} lacks {expected}"),
+                Err(ApiError::BadRequest(message)) => {
+                    assert!(message.contains(expected), "{message} lacks {expected}")
+                }
                 other => panic!("{pairs:?} gave {other:?}"),
             }
         }
@@ -260,11 +294,16 @@ mod tests {
 
     #[test]
     fn a_cursor_continues_after_the_last_document_of_the_same_sort() {
-        let q = ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog")])).unwrap();
+        let q =
+            ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog")])).unwrap();
         assert_eq!(q.sort_document(), doc! {"age": -1, "_id": 1});
         let last = serde_json::json!({"id": "65f0c0ffee0123456789abcd", "age": 4});
         let cursor = q.cursor_after(&last).unwrap();
-        let next = ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog"), ("cursor", &cursor)])).unwrap();
+        let next = ListQuery::parse(
+            &pets(),
+            &params(&[("sort", "-age"), ("species", "Dog"), ("cursor", &cursor)]),
+        )
+        .unwrap();
         let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
         assert_eq!(
             next.full_filter().unwrap(),
@@ -276,7 +315,8 @@ mod tests {
                 ]},
             ]}
         );
-        let other_sort = ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]));
+        let other_sort =
+            ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]));
         assert!(matches!(other_sort, Err(ApiError::BadRequest(m)) if m.contains("different sort")));
     }
 }

@@ -39,7 +39,11 @@ struct Asset {
 
 macro_rules! asset {
     ($path:literal, $content_type:expr) => {
-        Asset { path: $path, content_type: $content_type, bytes: include_bytes!(concat!("../web/", $path)) }
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            bytes: include_bytes!(concat!("../web/", $path)),
+        }
     };
 }
 
@@ -75,8 +79,9 @@ impl WebSettings {
     /// Checks `public_ws_url` and `web_dir`; the error names the setting.
     pub fn from_config(config: &ApiConfig) -> anyhow::Result<Self> {
         let ws_url = config.public_ws_url.trim();
-        check_public_ws_url(ws_url)
-            .map_err(|problem| anyhow::anyhow!("COURIER_PUBLIC_WS_URL (--public-ws-url) '{ws_url}': {problem}"))?;
+        check_public_ws_url(ws_url).map_err(|problem| {
+            anyhow::anyhow!("COURIER_PUBLIC_WS_URL (--public-ws-url) '{ws_url}': {problem}")
+        })?;
         if let Some(dir) = &config.web_dir {
             anyhow::ensure!(
                 dir.join("index.html").is_file(),
@@ -84,7 +89,8 @@ impl WebSettings {
                 dir.display()
             );
         }
-        let config_json = serde_json::json!({"ws_url": ws_url, "version": env!("CARGO_PKG_VERSION")}).to_string();
+        let config_json =
+            serde_json::json!({"ws_url": ws_url, "version": env!("CARGO_PKG_VERSION")}).to_string();
         Ok(WebSettings { config_json: config_json.into(), dir: config.web_dir.clone() })
     }
 }
@@ -132,7 +138,11 @@ async fn index(State(settings): Shared, headers: HeaderMap) -> Response {
     serve(&settings, "index.html", &headers).await
 }
 
-async fn static_file(State(settings): Shared, Path(path): Path<String>, headers: HeaderMap) -> Response {
+async fn static_file(
+    State(settings): Shared,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     // `index.html` is served at `/` only, so the page has one address.
     if path == "index.html" {
         return not_found(&path);
@@ -157,7 +167,10 @@ fn not_found(path: &str) -> Response {
 }
 
 /// The file's bytes: from the directory in development, else the embedded copy.
-async fn contents(settings: &WebSettings, asset: &'static Asset) -> Option<std::borrow::Cow<'static, [u8]>> {
+async fn contents(
+    settings: &WebSettings,
+    asset: &'static Asset,
+) -> Option<std::borrow::Cow<'static, [u8]>> {
     match &settings.dir {
         None => Some(asset.bytes.into()),
         // Only names from the table are joined, so no request can reach outside `dir`.
@@ -183,7 +196,9 @@ fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
         return false;
     };
     let etag = etag.to_str().unwrap_or("");
-    text.split(',').map(|tag| tag.trim().trim_start_matches("W/")).any(|tag| tag == "*" || tag == etag)
+    text.split(',')
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
 }
 
 async fn serve(settings: &WebSettings, path: &str, request: &HeaderMap) -> Response {
@@ -194,8 +209,11 @@ async fn serve(settings: &WebSettings, path: &str, request: &HeaderMap) -> Respo
         return not_found(path);
     };
     let etag = etag_of(&bytes);
-    let mut response =
-        if not_modified(request, &etag) { StatusCode::NOT_MODIFIED.into_response() } else { bytes.into_owned().into_response() };
+    let mut response = if not_modified(request, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        bytes.into_owned().into_response()
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -206,12 +224,19 @@ async fn serve(settings: &WebSettings, path: &str, request: &HeaderMap) -> Respo
 
 /// The security headers of every web response.
 fn secure(headers: &mut HeaderMap) {
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers
+        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
-    headers.insert(HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin"));
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
 }
 
 #[cfg(test)]
@@ -244,7 +269,11 @@ mod tests {
     }
 
     fn header<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
-        response.headers().get(&name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header"))
+        response
+            .headers()
+            .get(&name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {name} header"))
     }
 
     #[tokio::test]
@@ -260,13 +289,18 @@ mod tests {
             let response = get(&app, uri, None).await;
             assert_eq!(response.status(), StatusCode::OK, "{uri}");
             assert_eq!(header(&response, header::CONTENT_TYPE), content_type, "{uri}");
-            assert_eq!(header(&response, header::CONTENT_SECURITY_POLICY), CONTENT_SECURITY_POLICY, "{uri}");
+            assert_eq!(
+                header(&response, header::CONTENT_SECURITY_POLICY),
+                CONTENT_SECURITY_POLICY,
+                "{uri}"
+            );
             assert_eq!(header(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
             assert_eq!(header(&response, header::REFERRER_POLICY), "no-referrer");
             assert_eq!(header(&response, header::CACHE_CONTROL), "no-cache");
             let etag = header(&response, header::ETAG).to_owned();
             assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26, "{etag}");
-            let expected = find(uri.strip_prefix("/static/").unwrap_or("index.html")).unwrap().bytes;
+            let expected =
+                find(uri.strip_prefix("/static/").unwrap_or("index.html")).unwrap().bytes;
             assert_eq!(body(response).await, expected, "{uri}");
 
             let again = get(&app, uri, Some(&etag)).await;
@@ -282,8 +316,18 @@ mod tests {
     #[tokio::test]
     async fn the_policy_forbids_inline_code_and_foreign_origins() {
         let policy: Vec<&str> = CONTENT_SECURITY_POLICY.split(';').map(str::trim).collect();
-        for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self' ws: wss:", "object-src 'none'", "frame-ancestors 'none'"] {
-            assert!(policy.contains(&directive), "CSP lacks {directive}: {CONTENT_SECURITY_POLICY}");
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self' ws: wss:",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                policy.contains(&directive),
+                "CSP lacks {directive}: {CONTENT_SECURITY_POLICY}"
+            );
         }
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"), "no 'unsafe-inline' or 'unsafe-eval'");
     }
@@ -291,7 +335,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_files_are_json_404s_that_stay_inside_the_app() {
         let app = app(settings(""));
-        for uri in ["/static/nope.js", "/static/../Cargo.toml", "/static/%2e%2e/src/web.rs", "/static/index.html", "/static/js"] {
+        for uri in [
+            "/static/nope.js",
+            "/static/../Cargo.toml",
+            "/static/%2e%2e/src/web.rs",
+            "/static/index.html",
+            "/static/js",
+        ] {
             let response = get(&app, uri, None).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{uri}");
             assert_eq!(header(&response, header::CONTENT_TYPE), "application/json");
@@ -317,13 +367,27 @@ mod tests {
 
     #[test]
     fn a_bad_public_websocket_url_is_refused_naming_the_setting() {
-        for bad in ["http://example.com/ws", "ws://", "wss:///ws", "//evil.example/ws", "ws://a b/ws", "ws\"://x", "example.com:8765"] {
+        for bad in [
+            "http://example.com/ws",
+            "ws://",
+            "wss:///ws",
+            "//evil.example/ws",
+            "ws://a b/ws",
+            "ws\"://x",
+            "example.com:8765",
+        ] {
             let mut config = ApiConfig::parse_from(["courier-api"]);
             config.public_ws_url = bad.to_owned();
             let err = WebSettings::from_config(&config).unwrap_err().to_string();
             assert!(err.starts_with("COURIER_PUBLIC_WS_URL (--public-ws-url)"), "{bad}: {err}");
         }
-        let config = ApiConfig::parse_from(["courier-api", "--public-ws-url", "wss://x.example/ws", "--web-dir", "/nonexistent"]);
+        let config = ApiConfig::parse_from([
+            "courier-api",
+            "--public-ws-url",
+            "wss://x.example/ws",
+            "--web-dir",
+            "/nonexistent",
+        ]);
         assert_eq!(config.public_ws_url, "wss://x.example/ws");
         let err = WebSettings::from_config(&config).unwrap_err().to_string();
         assert!(err.contains("COURIER_WEB_DIR"), "{err}");
@@ -378,24 +442,49 @@ mod tests {
             let name_len = rest.chars().take_while(char::is_ascii_lowercase).count();
             name_len > 0 && rest[name_len..].starts_with('=')
         });
-        assert!(handler.is_none(), "no inline event handlers: on{}", handler.unwrap_or("").chars().take(40).collect::<String>());
+        assert!(
+            handler.is_none(),
+            "no inline event handlers: on{}",
+            handler.unwrap_or("").chars().take(40).collect::<String>()
+        );
         for script in index.split("<script").skip(1) {
             let tag = script.split('>').next().unwrap();
-            assert!(tag.contains("src=\"/static/"), "every script is a file of the app: <script{tag}>");
-            assert!(script.split('>').nth(1).unwrap().starts_with("</script"), "scripts have no inline body");
+            assert!(
+                tag.contains("src=\"/static/"),
+                "every script is a file of the app: <script{tag}>"
+            );
+            assert!(
+                script.split('>').nth(1).unwrap().starts_with("</script"),
+                "scripts have no inline body"
+            );
         }
         // Every /static/ reference of the page and every relative import of a module exists.
-        let mut references: Vec<String> =
-            index.split("/static/").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect();
+        let mut references: Vec<String> = index
+            .split("/static/")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().to_owned())
+            .collect();
         for asset in ASSETS.iter().filter(|a| a.content_type == JS) {
             let text = std::str::from_utf8(asset.bytes).unwrap();
-            for line in text.lines().filter(|l| l.starts_with("import ") || l.starts_with("export * from")) {
+            for line in
+                text.lines().filter(|l| l.starts_with("import ") || l.starts_with("export * from"))
+            {
                 let Some(spec) = line.split(['\'', '"']).nth(1) else { continue };
-                let spec = spec.strip_prefix("./").unwrap_or_else(|| panic!("{}: import '{spec}' is not relative", asset.path));
+                let spec = spec
+                    .strip_prefix("./")
+                    .unwrap_or_else(|| panic!("{}: import '{spec}' is not relative", asset.path));
                 references.push(format!("js/{spec}"));
             }
-            assert!(!text.contains("eval(") && !text.contains("new Function"), "{}: no eval (CSP)", asset.path);
-            assert!(!text.contains("localStorage.") && !text.contains("localStorage["), "{}: tokens live in memory and sessionStorage only", asset.path);
+            assert!(
+                !text.contains("eval(") && !text.contains("new Function"),
+                "{}: no eval (CSP)",
+                asset.path
+            );
+            assert!(
+                !text.contains("localStorage.") && !text.contains("localStorage["),
+                "{}: tokens live in memory and sessionStorage only",
+                asset.path
+            );
         }
         assert!(references.len() > ASSETS.len() / 2, "found the references: {references:?}");
         for reference in references {

@@ -43,22 +43,36 @@ impl Access {
 
     /// Read rules from a `collections.yaml` file.
     pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {
-        let text = std::fs::read_to_string(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-        let file: CollectionsFile = serde_yaml::from_str(&text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let file: CollectionsFile = serde_yaml::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         Ok(file.collections.into_iter().map(|c| (c.name, c.access.read)).collect())
     }
 
     /// Admits a subscription: `Ok(None)` for a public channel, `Ok(Some(claims))` when a token
     /// was required and is valid (its `exp` bounds the subscription).
-    pub fn admit(&self, channel: &Channel, token: Option<&str>) -> Result<Option<Claims>, AccessError> {
-        let level = self.read.read().expect("access rules lock poisoned").get(channel.collection()).copied().unwrap_or_default();
+    pub fn admit(
+        &self,
+        channel: &Channel,
+        token: Option<&str>,
+    ) -> Result<Option<Claims>, AccessError> {
+        let level = self
+            .read
+            .read()
+            .expect("access rules lock poisoned")
+            .get(channel.collection())
+            .copied()
+            .unwrap_or_default();
         if level == AccessLevel::Public {
             return Ok(None);
         }
         let Some(keys) = &self.keys else {
             return Err(AccessError::NoKeys(channel.name()));
         };
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| AccessError::TokenRequired(channel.name()))?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AccessError::TokenRequired(channel.name()))?;
         keys.verify(token).map(Some).map_err(|err| match err {
             TokenError::Expired => AccessError::Expired,
             TokenError::Invalid => AccessError::Invalid,
@@ -73,7 +87,10 @@ mod tests {
 
     fn access() -> (Access, JwtKeys) {
         let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let read = HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated), ("products".to_owned(), AccessLevel::Public)]);
+        let read = HashMap::from([
+            ("secrets".to_owned(), AccessLevel::Authenticated),
+            ("products".to_owned(), AccessLevel::Public),
+        ]);
         (Access::new(read, Some(keys.clone())), keys)
     }
 
@@ -82,14 +99,22 @@ mod tests {
         let (access, keys) = access();
         let secrets = Channel::parse("secrets:abc").unwrap();
         assert_eq!(access.admit(&Channel::parse("products").unwrap(), None), Ok(None));
-        assert_eq!(access.admit(&Channel::parse("unknown").unwrap(), None), Ok(None), "undeclared collections are public");
-        assert_eq!(access.admit(&secrets, None), Err(AccessError::TokenRequired("secrets:abc".into())));
+        assert_eq!(
+            access.admit(&Channel::parse("unknown").unwrap(), None),
+            Ok(None),
+            "undeclared collections are public"
+        );
+        assert_eq!(
+            access.admit(&secrets, None),
+            Err(AccessError::TokenRequired("secrets:abc".into()))
+        );
         assert_eq!(access.admit(&secrets, Some("forged")), Err(AccessError::Invalid));
         let (token, claims) = keys.issue("u1", "ana").unwrap();
         assert_eq!(access.admit(&secrets, Some(&token)), Ok(Some(claims.clone())));
         let expired = keys.sign(&Claims { exp: claims.iat - 600, ..claims }).unwrap();
         assert_eq!(access.admit(&secrets, Some(&expired)), Err(AccessError::Expired));
-        let no_keys = Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
+        let no_keys =
+            Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));
     }
 }

@@ -30,7 +30,10 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{access::Access, config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub, metrics::BroadcasterMetrics};
+use crate::{
+    access::Access, config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub,
+    metrics::BroadcasterMetrics,
+};
 
 /// Everything connections share.
 pub struct Shared {
@@ -57,7 +60,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: BroadcasterConfig) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-broadcaster").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, "courier-broadcaster")
+            .await
+            .context("invalid NATS URL")?;
         let mut registry = courier_core::ops::component_registry("broadcaster");
         let metrics = BroadcasterMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
@@ -72,7 +77,9 @@ impl Application {
         let keys = match JwtKeys::from_args(&config.jwt) {
             Ok(keys) => Some(keys),
             Err(KeyConfigError::Missing) => {
-                tracing::warn!("no JWT keys configured: channels that need a token cannot be joined");
+                tracing::warn!(
+                    "no JWT keys configured: channels that need a token cannot be joined"
+                );
                 None
             }
             Err(err) => return Err(err).context("JWT configuration"),
@@ -90,10 +97,17 @@ impl Application {
             tracker: TaskTracker::new(),
             config,
         });
-        let readiness = Readiness::new().with_nats(nats.clone()).with_check("live_feed", move || {
-            let attached = feed_attached.load(Ordering::Acquire);
-            async move { if attached { Ok(()) } else { Err("not attached to the EVENTS stream".to_owned()) } }
-        });
+        let readiness =
+            Readiness::new().with_nats(nats.clone()).with_check("live_feed", move || {
+                let attached = feed_attached.load(Ordering::Acquire);
+                async move {
+                    if attached {
+                        Ok(())
+                    } else {
+                        Err("not attached to the EVENTS stream".to_owned())
+                    }
+                }
+            });
         let router = Router::new()
             .route("/ws", get(upgrade))
             .with_state(shared.clone())
@@ -122,7 +136,8 @@ impl Application {
         };
         let background = CancellationToken::new();
         let setup = {
-            let (js, replicas, token) = (shared.js.clone(), shared.config.nats.stream_replicas, background.clone());
+            let (js, replicas, token) =
+                (shared.js.clone(), shared.config.nats.stream_replicas, background.clone());
             tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
         };
         let feed_task = tokio::spawn(feed.run(background.clone()));
@@ -163,7 +178,10 @@ impl Application {
         shared.tracker.close();
         let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
-            tracing::warn!(remaining = shared.tracker.len(), "connections still open after the grace period");
+            tracing::warn!(
+                remaining = shared.tracker.len(),
+                "connections still open after the grace period"
+            );
         }
         background.cancel();
         let _ = tokio::join!(feed_task, pruner);
@@ -222,5 +240,9 @@ fn bind(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListener> {
 }
 
 fn unavailable(message: &str) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "unavailable", "message": message}}))).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": {"code": "unavailable", "message": message}})),
+    )
+        .into_response()
 }

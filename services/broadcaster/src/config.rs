@@ -9,7 +9,10 @@ use courier_core::{
 };
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "courier-broadcaster", about = "Courier WebSocket broadcaster: fans JetStream events out to subscribed clients")]
+#[command(
+    name = "courier-broadcaster",
+    about = "Courier WebSocket broadcaster: fans JetStream events out to subscribed clients"
+)]
 pub struct BroadcasterConfig {
     /// Address to listen on (`/ws`, `/healthz`, `/readyz`, `/metrics`).
     #[arg(long, env = "COURIER_BROADCASTER_LISTEN", default_value = "0.0.0.0:8765")]

@@ -18,7 +18,9 @@ use courier_core::{
     protocol::{ClientFrame, PROTOCOL_VERSION, ServerFrame, Status, close_code, error_code},
 };
 use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
-use tokio_stream::{StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+use tokio_stream::{
+    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
+};
 use tokio_tungstenite::tungstenite;
 
 use crate::{app::Shared, hub::Delivery, replay};
@@ -57,8 +59,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] =
-        [CloseReason::ClientClosed, CloseReason::SlowConsumer, CloseReason::IdleTimeout, CloseReason::Shutdown, CloseReason::ProtocolError];
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::ClientClosed,
+        CloseReason::SlowConsumer,
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::ProtocolError,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,7 +121,10 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
         last_heard: Instant::now(),
     };
     shared.metrics.connection_opened();
-    let hello = ServerFrame::ConnectionEstablished { connection_id: conn.id.clone(), protocol: PROTOCOL_VERSION };
+    let hello = ServerFrame::ConnectionEstablished {
+        connection_id: conn.id.clone(),
+        protocol: PROTOCOL_VERSION,
+    };
     let reason = match conn.send_frame(&hello).await {
         Ok(()) => conn.run(&mut stream).await,
         Err(err) => conn.write_failed(err).await,
@@ -128,7 +138,8 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
 impl Connection {
     async fn run(&mut self, stream: &mut futures::stream::SplitStream<WebSocket>) -> CloseReason {
         let ping_interval = self.shared.config.ping_interval();
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         let shutdown = self.shared.shutdown.clone();
         loop {
             let outcome = tokio::select! {
@@ -195,17 +206,30 @@ impl Connection {
 
     async fn close_slow_consumer(&mut self) {
         let window = self.shared.config.send_timeout();
-        self.close(close_code::SLOW_CONSUMER, "client fell too far behind; resume with since", window).await;
+        self.close(
+            close_code::SLOW_CONSUMER,
+            "client fell too far behind; resume with since",
+            window,
+        )
+        .await;
     }
 
     /// Reading failed: answer a broken limit or protocol with its close code, then end.
     async fn read_failed(&mut self, err: axum::Error) -> CloseReason {
         let inner = err.into_inner();
         let close = match inner.downcast_ref::<tungstenite::Error>() {
-            Some(tungstenite::Error::Capacity(_)) => Some((close_code::MESSAGE_TOO_BIG, "message exceeds the size limit")),
-            Some(tungstenite::Error::Utf8(_)) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")),
-            Some(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => None,
-            Some(tungstenite::Error::Protocol(_)) => Some((close_code::PROTOCOL_ERROR, "websocket protocol violation")),
+            Some(tungstenite::Error::Capacity(_)) => {
+                Some((close_code::MESSAGE_TOO_BIG, "message exceeds the size limit"))
+            }
+            Some(tungstenite::Error::Utf8(_)) => {
+                Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8"))
+            }
+            Some(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => None,
+            Some(tungstenite::Error::Protocol(_)) => {
+                Some((close_code::PROTOCOL_ERROR, "websocket protocol violation"))
+            }
             _ => None,
         };
         tracing::debug!(connection_id = %self.id, err = %inner, "read failed");
@@ -270,7 +294,12 @@ impl Connection {
     }
 
     /// Adds a delivery to `batch` unless the client already has it; true if the ring lagged.
-    fn take_delivery(&mut self, sub: u32, item: Result<Delivery, BroadcastStreamRecvError>, batch: &mut DeliveryBatch) -> bool {
+    fn take_delivery(
+        &mut self,
+        sub: u32,
+        item: Result<Delivery, BroadcastStreamRecvError>,
+        batch: &mut DeliveryBatch,
+    ) -> bool {
         match item {
             Ok(delivery) => {
                 if let Some(sub) = self.subs.get_mut(&sub)
@@ -294,7 +323,9 @@ impl Connection {
             Ok(frame) => frame,
             Err(err) => {
                 let message = truncate(format!("unreadable frame: {err}"));
-                return self.send_frame(&ServerFrame::error(error_code::BAD_FRAME, message, None)).await;
+                return self
+                    .send_frame(&ServerFrame::error(error_code::BAD_FRAME, message, None))
+                    .await;
             }
         };
         match frame {
@@ -312,21 +343,39 @@ impl Connection {
                     self.send_frame(&ServerFrame::Unsubscribed { channel }).await
                 } else {
                     let channel = truncate(channel);
-                let message = format!("not subscribed to '{channel}'");
-                    self.send_frame(&ServerFrame::error(error_code::NOT_SUBSCRIBED, message, Some(&channel))).await
+                    let message = format!("not subscribed to '{channel}'");
+                    self.send_frame(&ServerFrame::error(
+                        error_code::NOT_SUBSCRIBED,
+                        message,
+                        Some(&channel),
+                    ))
+                    .await
                 }
             }
-            ClientFrame::Subscribe { channel, since, token } => self.subscribe(channel, since, token).await,
+            ClientFrame::Subscribe { channel, since, token } => {
+                self.subscribe(channel, since, token).await
+            }
         }
     }
 
-    async fn subscribe(&mut self, name: String, since: Option<u64>, token: Option<String>) -> Result<(), WriteError> {
+    async fn subscribe(
+        &mut self,
+        name: String,
+        since: Option<u64>,
+        token: Option<String>,
+    ) -> Result<(), WriteError> {
         let channel = match Channel::parse(&name) {
             Ok(channel) => channel,
             Err(err) => {
                 // The refused name is echoed (cut short) so the client can match the error.
                 let shown = truncate(name);
-                return self.send_frame(&ServerFrame::error(error_code::BAD_CHANNEL, truncate(err.to_string()), Some(&shown))).await;
+                return self
+                    .send_frame(&ServerFrame::error(
+                        error_code::BAD_CHANNEL,
+                        truncate(err.to_string()),
+                        Some(&shown),
+                    ))
+                    .await;
             }
         };
         let name = channel.name();
@@ -334,13 +383,28 @@ impl Connection {
             Ok(claims) => claims.map(|c| c.exp),
             Err(err) => {
                 self.shared.metrics.unauthorized_subscribes.inc();
-                return self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, err.to_string(), Some(&name))).await;
+                return self
+                    .send_frame(&ServerFrame::error(
+                        error_code::UNAUTHORIZED,
+                        err.to_string(),
+                        Some(&name),
+                    ))
+                    .await;
             }
         };
         let already = self.by_name.get(&name).copied();
         if already.is_none() && self.subs.len() >= self.shared.config.max_subscriptions {
-            let message = format!("at most {} subscriptions per connection", self.shared.config.max_subscriptions);
-            return self.send_frame(&ServerFrame::error(error_code::TOO_MANY_SUBSCRIPTIONS, message, Some(&name))).await;
+            let message = format!(
+                "at most {} subscriptions per connection",
+                self.shared.config.max_subscriptions
+            );
+            return self
+                .send_frame(&ServerFrame::error(
+                    error_code::TOO_MANY_SUBSCRIPTIONS,
+                    message,
+                    Some(&name),
+                ))
+                .await;
         }
         // Join live first, then replay up to the point live covers: no gap between the two.
         let live = self.shared.hub.subscribe(&channel);
@@ -365,11 +429,23 @@ impl Connection {
                     }
                     Ok(Err(err)) => {
                         let message = truncate(format!("replay failed: {err}"));
-                        return self.send_frame(&ServerFrame::error(error_code::REPLAY_FAILED, message, Some(&name))).await;
+                        return self
+                            .send_frame(&ServerFrame::error(
+                                error_code::REPLAY_FAILED,
+                                message,
+                                Some(&name),
+                            ))
+                            .await;
                     }
                     Err(_) => {
                         let message = "replay timed out; retry".to_owned();
-                        return self.send_frame(&ServerFrame::error(error_code::REPLAY_FAILED, message, Some(&name))).await;
+                        return self
+                            .send_frame(&ServerFrame::error(
+                                error_code::REPLAY_FAILED,
+                                message,
+                                Some(&name),
+                            ))
+                            .await;
                     }
                 }
             } else {
@@ -389,11 +465,13 @@ impl Connection {
         self.subscriptions.insert(sub, BroadcastStream::new(live.receiver));
         self.subs.insert(sub, Sub { channel, sent_up_to: floor, expires_at });
         let position = since.unwrap_or(after);
-        self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered }).await?;
+        self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered })
+            .await?;
         if !replayed_frames.is_empty() {
             let count = replayed_frames.len() as u64;
             for chunk in replayed_frames.chunks(WRITE_BATCH) {
-                let messages = chunk.iter().map(|(_, frame)| Message::Text(frame.clone())).collect();
+                let messages =
+                    chunk.iter().map(|(_, frame)| Message::Text(frame.clone())).collect();
                 self.write_with_timeout(messages).await?;
             }
             self.shared.metrics.frames_sent.inc_by(count);
@@ -404,17 +482,30 @@ impl Connection {
     /// Ends subscriptions whose access token has expired, telling the client which (it can
     /// subscribe again, with `since`, using a fresh token).
     async fn end_expired_subscriptions(&mut self) -> Result<(), WriteError> {
-        let now = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(0);
-        let expired: Vec<u32> =
-            self.subs.iter().filter(|(_, s)| s.expires_at.is_some_and(|exp| exp <= now)).map(|(id, _)| *id).collect();
+        let now = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+        .unwrap_or(0);
+        let expired: Vec<u32> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_some_and(|exp| exp <= now))
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             self.subscriptions.remove(&id);
             let Some(sub) = self.subs.remove(&id) else { continue };
             let name = sub.channel.name();
             self.by_name.remove(&name);
             self.shared.metrics.subscription_removed(&sub.channel);
-            let message = format!("the access token for '{name}' expired; subscribe again with a fresh token and since={}", sub.sent_up_to);
-            self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, message, Some(&name))).await?;
+            let message = format!(
+                "the access token for '{name}' expired; subscribe again with a fresh token and since={}",
+                sub.sent_up_to
+            );
+            self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, message, Some(&name)))
+                .await?;
             self.send_frame(&ServerFrame::Unsubscribed { channel: name }).await?;
         }
         Ok(())
@@ -458,7 +549,8 @@ impl Connection {
     /// Sends a close frame, giving it `window` to go out (frames still queued for the client go
     /// first); the socket is dropped after that either way.
     async fn close(&mut self, code: u16, reason: &'static str, window: Duration) {
-        let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+        let frame =
+            Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
         let _ = tokio::time::timeout(window, self.sink.send(frame)).await;
     }
 }
@@ -466,7 +558,8 @@ impl Connection {
 /// Cuts an error message or echoed name to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
 fn truncate(mut text: String) -> String {
     if text.len() > MAX_ERROR_MESSAGE {
-        let cut = (0..=MAX_ERROR_MESSAGE - 1).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let cut =
+            (0..=MAX_ERROR_MESSAGE - 1).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }

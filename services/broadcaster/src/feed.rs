@@ -41,7 +41,10 @@ impl<'a> EventHead<'a> {
             time: Option<chrono::DateTime<chrono::Utc>>,
         }
         match serde_json::from_str::<Head<'a>>(payload) {
-            Ok(head) => EventHead { trace_id: head.trace_id.unwrap_or(""), committed_at: head.time.map(Into::into) },
+            Ok(head) => EventHead {
+                trace_id: head.trace_id.unwrap_or(""),
+                committed_at: head.time.map(Into::into),
+            },
             Err(_) => EventHead::default(),
         }
     }
@@ -74,7 +77,10 @@ impl LiveFeed {
 
     /// Creates the ordered consumer (new events, or from just after the last one seen) and
     /// fans messages out until the consumer ends or shutdown.
-    async fn attach_and_fan_out(&self, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
+    async fn attach_and_fan_out(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), async_nats::Error> {
         let mut stream = self.js.get_stream(EVENTS_STREAM).await?;
         if !self.hub.started() {
             // First attach: start right after the stream's current end, and say so to the hub,
@@ -129,7 +135,8 @@ impl LiveFeed {
                 Ok(payload) => {
                     let head = EventHead::parse(payload);
                     tracing::debug!(seq, subject = %message.subject, trace_id = head.trace_id, "event received");
-                    let channels = self.hub.publish(&message.subject, seq, payload, head.committed_at);
+                    let channels =
+                        self.hub.publish(&message.subject, seq, payload, head.committed_at);
                     self.metrics.events_received.inc();
                     self.metrics.channel_fanouts.inc_by(channels as u64);
                 }
@@ -145,7 +152,9 @@ mod tests {
 
     #[test]
     fn the_event_head_gives_the_trace_id_and_commit_time_and_tolerates_anything_else() {
-        let head = EventHead::parse(r#"{"id":"x","time":"2026-01-01T00:00:00.250Z","trace_id":"abc","data":{"time":"no"}}"#);
+        let head = EventHead::parse(
+            r#"{"id":"x","time":"2026-01-01T00:00:00.250Z","trace_id":"abc","data":{"time":"no"}}"#,
+        );
         assert_eq!(head.trace_id, "abc");
         let expected = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_250);
         assert_eq!(head.committed_at, Some(expected));

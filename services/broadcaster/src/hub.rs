@@ -39,7 +39,12 @@ pub struct Subscription {
 
 impl Hub {
     pub fn new(capacity: usize) -> Self {
-        Hub { channels: RwLock::new(HashMap::new()), capacity: capacity.max(1), last_seq: AtomicU64::new(0), started: Default::default() }
+        Hub {
+            channels: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+            last_seq: AtomicU64::new(0),
+            started: Default::default(),
+        }
     }
 
     /// Whether the live feed has attached once (before that, positions are unknown).
@@ -72,7 +77,13 @@ impl Hub {
 
     /// Fans out one event from the stream. `payload` is the event JSON as stored. Returns how
     /// many channel rings received it.
-    pub fn publish(&self, subject: &str, seq: u64, payload: &str, committed_at: Option<std::time::SystemTime>) -> usize {
+    pub fn publish(
+        &self,
+        subject: &str,
+        seq: u64,
+        payload: &str,
+        committed_at: Option<std::time::SystemTime>,
+    ) -> usize {
         let Some(parts) = parse_event_subject(subject) else {
             tracing::warn!(subject, "ignoring event with an unexpected subject");
             return 0;

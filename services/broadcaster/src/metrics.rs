@@ -23,7 +23,8 @@ pub struct KindLabel {
 }
 
 /// Delivery-lag buckets (seconds): 1 ms … 30 s.
-const LAG_BUCKETS: [f64; 15] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+const LAG_BUCKETS: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 #[derive(Debug)]
 pub struct BroadcasterMetrics {
@@ -67,12 +68,36 @@ impl BroadcasterMetrics {
         for kind in Channel::KINDS {
             let _ = m.subscriptions.get_or_create(&KindLabel { kind });
         }
-        registry.register("courier_ws_connections", "Open WebSocket connections", m.connections.clone());
-        registry.register("courier_ws_connects", "WebSocket connections accepted", m.connects.clone());
-        registry.register("courier_ws_disconnects", "WebSocket connections closed, by reason", m.disconnects.clone());
-        registry.register("courier_ws_subscriptions", "Active subscriptions, by channel kind", m.subscriptions.clone());
-        registry.register("courier_ws_frames_sent", "Event frames written to clients", m.frames_sent.clone());
-        registry.register("courier_ws_frames_dropped", "Event frames a client never got (fell behind, or its write failed)", m.frames_dropped.clone());
+        registry.register(
+            "courier_ws_connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "courier_ws_connects",
+            "WebSocket connections accepted",
+            m.connects.clone(),
+        );
+        registry.register(
+            "courier_ws_disconnects",
+            "WebSocket connections closed, by reason",
+            m.disconnects.clone(),
+        );
+        registry.register(
+            "courier_ws_subscriptions",
+            "Active subscriptions, by channel kind",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "courier_ws_frames_sent",
+            "Event frames written to clients",
+            m.frames_sent.clone(),
+        );
+        registry.register(
+            "courier_ws_frames_dropped",
+            "Event frames a client never got (fell behind, or its write failed)",
+            m.frames_dropped.clone(),
+        );
         registry.register(
             "courier_ws_delivery_lag_seconds",
             "Time from a change's commit to its frame being written to a client (live deliveries)",
@@ -83,10 +108,26 @@ impl BroadcasterMetrics {
             "Clients cut off for falling behind (close 4008)",
             m.slow_consumer_disconnects.clone(),
         );
-        registry.register("courier_ws_replays", "Subscriptions served with a since-replay", m.replays_served.clone());
-        registry.register("courier_ws_unauthorized_subscribes", "Subscribes refused for a missing, invalid or expired token", m.unauthorized_subscribes.clone());
-        registry.register("courier_broadcaster_events_received", "Events read from the EVENTS stream", m.events_received.clone());
-        registry.register("courier_broadcaster_channel_fanouts", "Event frames fanned out to channel rings", m.channel_fanouts.clone());
+        registry.register(
+            "courier_ws_replays",
+            "Subscriptions served with a since-replay",
+            m.replays_served.clone(),
+        );
+        registry.register(
+            "courier_ws_unauthorized_subscribes",
+            "Subscribes refused for a missing, invalid or expired token",
+            m.unauthorized_subscribes.clone(),
+        );
+        registry.register(
+            "courier_broadcaster_events_received",
+            "Events read from the EVENTS stream",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "courier_broadcaster_channel_fanouts",
+            "Event frames fanned out to channel rings",
+            m.channel_fanouts.clone(),
+        );
         Arc::new(m)
     }
 

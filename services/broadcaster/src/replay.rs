@@ -61,7 +61,8 @@ pub async fn replay(
         let info = message.info()?;
         let seq = info.stream_sequence;
         let remaining = info.pending;
-        let payload = std::str::from_utf8(&message.payload).map_err(|_| "event payload is not UTF-8")?;
+        let payload =
+            std::str::from_utf8(&message.payload).map_err(|_| "event payload is not UTF-8")?;
         replayed.frames.push((seq, Utf8Bytes::from(encode_event_frame(&name, seq, payload))));
         replayed.last_seq = seq;
         if remaining == 0 || seq >= until {

@@ -77,7 +77,14 @@ impl std::fmt::Display for LatencyReport {
         write!(
             f,
             "POST→WS latency over {} posts (concurrency {}): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} posts/s; {} delivered",
-            self.posts, self.concurrency, self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms, self.posts_per_sec, self.delivered
+            self.posts,
+            self.concurrency,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.posts_per_sec,
+            self.delivered
         )
     }
 }
@@ -102,9 +109,20 @@ fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
 }
 
 /// Deletes the run's documents; failures are reported, not fatal (the numbers are measured).
-async fn delete_all(http: &reqwest::Client, collection_url: &str, ids: &[String], concurrency: usize) {
+async fn delete_all(
+    http: &reqwest::Client,
+    collection_url: &str,
+    ids: &[String],
+    concurrency: usize,
+) {
     let failed = stream::iter(ids)
-        .map(|id| async move { http.delete(format!("{collection_url}/{id}")).send().await.map(|r| r.status().is_success()).unwrap_or(false) })
+        .map(|id| async move {
+            http.delete(format!("{collection_url}/{id}"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        })
         .buffer_unordered(concurrency.max(4))
         .filter(|deleted| std::future::ready(!deleted))
         .count()
@@ -153,13 +171,24 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
             while seen < expected {
                 match ws.next_frame_within(Duration::from_secs(30)).await {
                     Ok(ServerFrame::Event { event, .. })
-                        if event.event_type == created_type && event.data["nombre"].as_str().is_some_and(|n| n.starts_with(&prefix)) =>
+                        if event.event_type == created_type
+                            && event.data["nombre"]
+                                .as_str()
+                                .is_some_and(|n| n.starts_with(&prefix)) =>
                     {
                         seen += 1;
-                        timings.lock().expect("timings lock").record(event.doc_id, None, Some(Instant::now()));
+                        timings.lock().expect("timings lock").record(
+                            event.doc_id,
+                            None,
+                            Some(Instant::now()),
+                        );
                     }
                     Ok(_) => {}
-                    Err(err) => return Err(anyhow::anyhow!("subscriber stopped after {seen} events: {err}")),
+                    Err(err) => {
+                        return Err(anyhow::anyhow!(
+                            "subscriber stopped after {seen} events: {err}"
+                        ));
+                    }
                 }
             }
             Ok(())
@@ -169,7 +198,8 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/{}", args.api.trim_end_matches('/'), args.collection);
     let progress = ProgressBar::new(args.posts as u64).with_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} posts  {per_sec}  eta {eta}").expect("valid template"),
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} posts  {per_sec}  eta {eta}")
+            .expect("valid template"),
     );
     let started = Instant::now();
     let results: Vec<anyhow::Result<()>> = stream::iter(0..args.posts)
@@ -247,6 +277,9 @@ mod tests {
         assert_eq!(percentile_ms(&[], 0.99), 0.0);
         assert_eq!(percentile_ms(&[Duration::from_millis(7)], 0.5), 7.0);
         let ten: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
-        assert_eq!((percentile_ms(&ten, 0.5), percentile_ms(&ten, 0.9), percentile_ms(&ten, 0.99)), (5.0, 9.0, 10.0));
+        assert_eq!(
+            (percentile_ms(&ten, 0.5), percentile_ms(&ten, 0.9), percentile_ms(&ten, 0.99)),
+            (5.0, 9.0, 10.0)
+        );
     }
 }

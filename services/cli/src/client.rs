@@ -58,7 +58,10 @@ impl WsClient {
         Self::greeted(socket, url).await
     }
 
-    async fn greeted(socket: WebSocketStream<MaybeTlsStream<TcpStream>>, url: &str) -> Result<Self, ClientError> {
+    async fn greeted(
+        socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        url: &str,
+    ) -> Result<Self, ClientError> {
         let mut client = WsClient {
             socket,
             pending: VecDeque::new(),
@@ -67,7 +70,9 @@ impl WsClient {
             idle_limit: None,
         };
         match client.next_frame_within(Duration::from_secs(10)).await? {
-            ServerFrame::ConnectionEstablished { connection_id, .. } => client.connection_id = connection_id,
+            ServerFrame::ConnectionEstablished { connection_id, .. } => {
+                client.connection_id = connection_id
+            }
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
         Ok(client)
@@ -101,13 +106,16 @@ impl WsClient {
         self.send(&ClientFrame::Subscribe { channel: channel.to_owned(), since, token }).await?;
         let mut early = Vec::new();
         let outcome = loop {
-            let frame = match tokio::time::timeout(Duration::from_secs(30), self.read_frame()).await {
+            let frame = match tokio::time::timeout(Duration::from_secs(30), self.read_frame()).await
+            {
                 Ok(Ok(frame)) => frame,
                 Ok(Err(err)) => break Err(err),
                 Err(_) => break Err(ClientError::Timeout),
             };
             match frame {
-                ServerFrame::Subscribed { channel: c, seq, recovered } if c == channel => break Ok((seq, recovered)),
+                ServerFrame::Subscribed { channel: c, seq, recovered } if c == channel => {
+                    break Ok((seq, recovered));
+                }
                 ServerFrame::Error { code, message, channel: Some(c) } if c == channel => {
                     break Err(ClientError::Refused { code, message });
                 }
@@ -129,13 +137,17 @@ impl WsClient {
     async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
             let next = match self.idle_limit {
-                Some(limit) => tokio::time::timeout(limit, self.socket.next()).await.map_err(|_| ClientError::Silent(limit))?,
+                Some(limit) => tokio::time::timeout(limit, self.socket.next())
+                    .await
+                    .map_err(|_| ClientError::Silent(limit))?,
                 None => self.socket.next().await,
             };
-            let message = next.ok_or(ClientError::Closed { code: None, reason: String::new() })??;
+            let message =
+                next.ok_or(ClientError::Closed { code: None, reason: String::new() })??;
             match message {
                 Message::Text(text) => {
-                    return serde_json::from_str(&text).map_err(|err| ClientError::Unexpected(format!("{err}: {text}")));
+                    return serde_json::from_str(&text)
+                        .map_err(|err| ClientError::Unexpected(format!("{err}: {text}")));
                 }
                 Message::Close(frame) => {
                     return Err(ClientError::Closed {
@@ -148,7 +160,10 @@ impl WsClient {
         }
     }
 
-    pub async fn next_frame_within(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
+    pub async fn next_frame_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<ServerFrame, ClientError> {
         tokio::time::timeout(timeout, self.next_frame()).await.map_err(|_| ClientError::Timeout)?
     }
 
@@ -198,8 +213,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl ResumingSubscriber {
     /// `since` applies to every channel (None: start live).
-    pub fn new(urls: Vec<String>, channels: Vec<String>, since: Option<u64>, token: Option<String>) -> Self {
-        let last_seq = since.map(|s| channels.iter().map(|c| (c.clone(), s)).collect()).unwrap_or_default();
+    pub fn new(
+        urls: Vec<String>,
+        channels: Vec<String>,
+        since: Option<u64>,
+        token: Option<String>,
+    ) -> Self {
+        let last_seq =
+            since.map(|s| channels.iter().map(|c| (c.clone(), s)).collect()).unwrap_or_default();
         ResumingSubscriber {
             urls,
             channels,
@@ -282,7 +303,9 @@ impl ResumingSubscriber {
                     *last = seq;
                     return Received { channel, seq, event };
                 }
-                Ok(ServerFrame::Error { code, message, .. }) => on_notice(Notice::ServerError { code, message }),
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    on_notice(Notice::ServerError { code, message })
+                }
                 Ok(_) => {}
                 Err(err) => {
                     self.client = None;
@@ -292,7 +315,10 @@ impl ResumingSubscriber {
         }
     }
 
-    async fn connect_and_subscribe(&mut self, on_notice: &mut impl FnMut(Notice)) -> Result<WsClient, ClientError> {
+    async fn connect_and_subscribe(
+        &mut self,
+        on_notice: &mut impl FnMut(Notice),
+    ) -> Result<WsClient, ClientError> {
         let url = self.urls[self.next_url % self.urls.len()].clone();
         self.next_url += 1;
         let mut client = WsClient::connect(&url).await?;

@@ -37,7 +37,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "precio": 9.99 + (n % 50) as f64,
             "talla": SIZES[(n % 5) as usize],
         });
-        let response = http.post(&url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
+        let response =
+            http.post(&url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         anyhow::ensure!(status.is_success(), "POST {url} answered {status}: {text}");

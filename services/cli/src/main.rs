@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use courier_cli::{bench, demo, tail};
 
 #[derive(Debug, Parser)]
-#[command(name = "courier", version, about = "Courier command line: tail channels, benchmark, demo traffic")]
+#[command(
+    name = "courier",
+    version,
+    about = "Courier command line: tail channels, benchmark, demo traffic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -32,7 +32,12 @@ pub struct TailArgs {
 }
 
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
-    let mut subscriber = ResumingSubscriber::new(args.urls.clone(), args.channels.clone(), args.since, args.token.clone());
+    let mut subscriber = ResumingSubscriber::new(
+        args.urls.clone(),
+        args.channels.clone(),
+        args.since,
+        args.token.clone(),
+    );
     let mut printed = 0u64;
     loop {
         let received = tokio::select! {
@@ -50,18 +55,33 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    eprintln!("{}", format!("resume with --since {}", subscriber.positions().values().max().copied().unwrap_or(0)).if_supports_color(Stderr, |t| t.dimmed()));
+    eprintln!(
+        "{}",
+        format!(
+            "resume with --since {}",
+            subscriber.positions().values().max().copied().unwrap_or(0)
+        )
+        .if_supports_color(Stderr, |t| t.dimmed())
+    );
     Ok(())
 }
 
 fn notice(notice: Notice) {
     let line = match notice {
-        Notice::Connected { url, connection_id } => format!("● connected to {url} ({connection_id})"),
-        Notice::Subscribed { channel, seq, recovered: Some(false) } => {
-            format!("● subscribed to {channel} at #{seq} — some history had expired; events were missed")
+        Notice::Connected { url, connection_id } => {
+            format!("● connected to {url} ({connection_id})")
         }
-        Notice::Subscribed { channel, seq, .. } => format!("● subscribed to {channel} after #{seq}"),
-        Notice::Disconnected { error, retry_in } => format!("○ disconnected: {error}; retrying in {retry_in:?}"),
+        Notice::Subscribed { channel, seq, recovered: Some(false) } => {
+            format!(
+                "● subscribed to {channel} at #{seq} — some history had expired; events were missed"
+            )
+        }
+        Notice::Subscribed { channel, seq, .. } => {
+            format!("● subscribed to {channel} after #{seq}")
+        }
+        Notice::Disconnected { error, retry_in } => {
+            format!("○ disconnected: {error}; retrying in {retry_in:?}")
+        }
         Notice::ServerError { code, message } => format!("! {code}: {message}"),
     };
     eprintln!("{}", line.if_supports_color(Stderr, |t| t.dimmed()));
@@ -73,11 +93,15 @@ pub fn render(received: &Received) -> String {
     let time = event.time.format("%H:%M:%S%.3f").to_string();
     let kind = event.event_type.as_str();
     let coloured_kind = match event.action() {
-        Some(courier_core::EventAction::Created) => kind.if_supports_color(Stdout, |t| t.green()).to_string(),
+        Some(courier_core::EventAction::Created) => {
+            kind.if_supports_color(Stdout, |t| t.green()).to_string()
+        }
         Some(courier_core::EventAction::Updated | courier_core::EventAction::Enriched) => {
             kind.if_supports_color(Stdout, |t| t.yellow()).to_string()
         }
-        Some(courier_core::EventAction::Deleted) => kind.if_supports_color(Stdout, |t| t.red()).to_string(),
+        Some(courier_core::EventAction::Deleted) => {
+            kind.if_supports_color(Stdout, |t| t.red()).to_string()
+        }
         _ => kind.if_supports_color(Stdout, |t| t.cyan()).to_string(),
     };
     let mut data = event.data.to_string();
@@ -103,7 +127,14 @@ mod tests {
 
     #[test]
     fn a_line_names_sequence_type_document_and_data() {
-        let event = Event::new("products", "abc", EventAction::Created, serde_json::json!({"nombre": "Camiseta"}), None, "t".into());
+        let event = Event::new(
+            "products",
+            "abc",
+            EventAction::Created,
+            serde_json::json!({"nombre": "Camiseta"}),
+            None,
+            "t".into(),
+        );
         let line = render(&Received { channel: "products".into(), seq: 42, event });
         for part in ["#42", "products.created", "products:abc", r#"{"nombre":"Camiseta"}"#] {
             assert!(line.contains(part), "{line} lacks {part}");
@@ -112,7 +143,14 @@ mod tests {
 
     #[test]
     fn long_data_is_cut_on_a_character_boundary() {
-        let event = Event::new("p", "a", EventAction::Created, serde_json::json!({"s": "é".repeat(200)}), None, "t".into());
+        let event = Event::new(
+            "p",
+            "a",
+            EventAction::Created,
+            serde_json::json!({"s": "é".repeat(200)}),
+            None,
+            "t".into(),
+        );
         let line = render(&Received { channel: "p".into(), seq: 1, event });
         assert!(line.ends_with('…'));
     }

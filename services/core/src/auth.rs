@@ -46,7 +46,11 @@ pub struct JwtArgs {
     #[arg(long = "jwt-public-key-file", env = "COURIER_JWT_PUBLIC_KEY_FILE")]
     pub public_key_file: Option<PathBuf>,
     /// Lifetime of access tokens (seconds).
-    #[arg(long = "jwt-access-ttl-secs", env = "COURIER_JWT_ACCESS_TTL_SECS", default_value_t = 900)]
+    #[arg(
+        long = "jwt-access-ttl-secs",
+        env = "COURIER_JWT_ACCESS_TTL_SECS",
+        default_value_t = 900
+    )]
     pub access_ttl_secs: u64,
 }
 
@@ -101,7 +105,10 @@ pub struct JwtKeys {
 
 impl fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKeys").field("algorithm", &self.algorithm).field("can_sign", &self.encoding.is_some()).finish()
+        f.debug_struct("JwtKeys")
+            .field("algorithm", &self.algorithm)
+            .field("can_sign", &self.encoding.is_some())
+            .finish()
     }
 }
 
@@ -135,10 +142,11 @@ impl JwtKeys {
                 let decoding = DecodingKey::from_rsa_pem(&read(public)?)
                     .map_err(|source| KeyConfigError::BadKey { path: public.clone(), source })?;
                 let encoding = match &args.private_key_file {
-                    Some(private) => Some(
-                        EncodingKey::from_rsa_pem(&read(private)?)
-                            .map_err(|source| KeyConfigError::BadKey { path: private.clone(), source })?,
-                    ),
+                    Some(private) => {
+                        Some(EncodingKey::from_rsa_pem(&read(private)?).map_err(|source| {
+                            KeyConfigError::BadKey { path: private.clone(), source }
+                        })?)
+                    }
                     None => None,
                 };
                 Ok(Self::new(Algorithm::RS256, encoding, decoding, ttl))
@@ -149,10 +157,20 @@ impl JwtKeys {
 
     /// HS256 keys from a secret (tests and tools; services go through [`JwtKeys::from_args`]).
     pub fn hs256(secret: &[u8], access_ttl: Duration) -> Self {
-        Self::new(Algorithm::HS256, Some(EncodingKey::from_secret(secret)), DecodingKey::from_secret(secret), access_ttl)
+        Self::new(
+            Algorithm::HS256,
+            Some(EncodingKey::from_secret(secret)),
+            DecodingKey::from_secret(secret),
+            access_ttl,
+        )
     }
 
-    fn new(algorithm: Algorithm, encoding: Option<EncodingKey>, decoding: DecodingKey, access_ttl: Duration) -> Self {
+    fn new(
+        algorithm: Algorithm,
+        encoding: Option<EncodingKey>,
+        decoding: DecodingKey,
+        access_ttl: Duration,
+    ) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_audience(&[TOKEN_AUDIENCE]);
@@ -224,7 +242,8 @@ mod tests {
         assert_eq!(keys.verify("not a token"), Err(TokenError::Invalid));
 
         // alg=none is never accepted.
-        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
+        let unsigned =
+            format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
         assert_eq!(keys.verify(&unsigned), Err(TokenError::Invalid));
     }
 
@@ -238,9 +257,17 @@ mod tests {
             access_ttl_secs: 900,
         };
         assert!(matches!(JwtKeys::from_args(&args(None, None)), Err(KeyConfigError::Missing)));
-        assert!(matches!(JwtKeys::from_args(&args(Some("short"), None)), Err(KeyConfigError::WeakSecret(5))));
-        assert!(matches!(JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), Some("/k.pem"))), Err(KeyConfigError::Ambiguous)));
-        assert!(JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), None)).is_ok());
+        assert!(matches!(
+            JwtKeys::from_args(&args(Some("short"), None)),
+            Err(KeyConfigError::WeakSecret(5))
+        ));
+        assert!(matches!(
+            JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), Some("/k.pem"))),
+            Err(KeyConfigError::Ambiguous)
+        ));
+        assert!(
+            JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), None)).is_ok()
+        );
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
     }
 }

@@ -39,10 +39,9 @@ impl Channel {
         }
         match doc_id {
             None => Ok(Channel::Collection(collection.to_owned())),
-            Some(d) if is_valid_doc_id(d) => Ok(Channel::Document {
-                collection: collection.to_owned(),
-                doc_id: d.to_owned(),
-            }),
+            Some(d) if is_valid_doc_id(d) => {
+                Ok(Channel::Document { collection: collection.to_owned(), doc_id: d.to_owned() })
+            }
             Some(_) => Err(ChannelError::BadDocId(name.to_owned())),
         }
     }

@@ -36,7 +36,10 @@ pub struct NatsArgs {
 
 /// Connects to NATS without waiting for the server: the client keeps retrying in the background
 /// (initial connect included), so a service starts, and reports not-ready, while NATS is down.
-pub async fn connect_nats(url: &str, client_name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect_nats(
+    url: &str,
+    client_name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .name(client_name)
         .retry_on_initial_connect()

@@ -89,9 +89,7 @@ impl Event {
 
     /// The action part of `type`, if it is one Courier knows.
     pub fn action(&self) -> Option<EventAction> {
-        self.event_type
-            .rsplit_once('.')
-            .and_then(|(_, action)| EventAction::parse(action))
+        self.event_type.rsplit_once('.').and_then(|(_, action)| EventAction::parse(action))
     }
 }
 

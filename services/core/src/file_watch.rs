@@ -9,7 +9,12 @@ use tokio_util::sync::CancellationToken;
 /// `interval` until `shutdown`. The first read happens in this call (not when the future first
 /// runs), so a change made in between counts. An unreadable file is skipped until it can be
 /// read again.
-pub fn on_file_change<F, Fut>(path: PathBuf, interval: Duration, shutdown: CancellationToken, mut on_change: F) -> impl Future<Output = ()>
+pub fn on_file_change<F, Fut>(
+    path: PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut on_change: F,
+) -> impl Future<Output = ()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
@@ -74,7 +79,8 @@ mod tests {
     }
 
     fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("courier-file-watch-{}", uuid::Uuid::now_v7().simple()));
+        let dir = std::env::temp_dir()
+            .join(format!("courier-file-watch-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -49,7 +49,9 @@ pub fn tasks_stream_config(replicas: usize) -> Config {
 pub fn dlq_stream_config(replicas: usize) -> Config {
     Config {
         name: DLQ_STREAM.to_owned(),
-        description: Some("Tasks that exhausted their deliveries or could not be decoded".to_owned()),
+        description: Some(
+            "Tasks that exhausted their deliveries or could not be decoded".to_owned(),
+        ),
         subjects: vec![DLQ_ALL.to_owned()],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
@@ -60,12 +62,13 @@ pub fn dlq_stream_config(replicas: usize) -> Config {
 }
 
 /// Creates the three streams, or updates them to this definition.
-pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), async_nats::Error> {
-    for config in [
-        events_stream_config(replicas),
-        tasks_stream_config(replicas),
-        dlq_stream_config(replicas),
-    ] {
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), async_nats::Error> {
+    for config in
+        [events_stream_config(replicas), tasks_stream_config(replicas), dlq_stream_config(replicas)]
+    {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
@@ -80,8 +83,11 @@ pub async fn ensure_streams_with_retry(
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    crate::shutdown::retry_until_ok("ensuring the JetStream streams", Duration::from_secs(2), shutdown, || {
-        ensure_streams(js, replicas)
-    })
+    crate::shutdown::retry_until_ok(
+        "ensuring the JetStream streams",
+        Duration::from_secs(2),
+        shutdown,
+        || ensure_streams(js, replicas),
+    )
     .await
 }

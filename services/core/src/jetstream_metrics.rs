@@ -71,25 +71,66 @@ fn gauge_value<T: TryInto<i64>>(value: T) -> i64 {
 impl JetStreamMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Self::default();
-        registry.register("courier_jetstream_up", "1 when the last JetStream poll succeeded", m.up.clone());
-        registry.register("courier_jetstream_poll_errors", "JetStream polls that failed", m.poll_errors.clone());
-        registry.register("courier_jetstream_stream_messages", "Messages stored in the stream", m.stream_messages.clone());
-        registry.register("courier_jetstream_stream_bytes", "Bytes stored in the stream", m.stream_bytes.clone());
-        registry.register("courier_jetstream_stream_last_seq", "Last sequence written to the stream", m.stream_last_seq.clone());
+        registry.register(
+            "courier_jetstream_up",
+            "1 when the last JetStream poll succeeded",
+            m.up.clone(),
+        );
+        registry.register(
+            "courier_jetstream_poll_errors",
+            "JetStream polls that failed",
+            m.poll_errors.clone(),
+        );
+        registry.register(
+            "courier_jetstream_stream_messages",
+            "Messages stored in the stream",
+            m.stream_messages.clone(),
+        );
+        registry.register(
+            "courier_jetstream_stream_bytes",
+            "Bytes stored in the stream",
+            m.stream_bytes.clone(),
+        );
+        registry.register(
+            "courier_jetstream_stream_last_seq",
+            "Last sequence written to the stream",
+            m.stream_last_seq.clone(),
+        );
         registry.register(
             "courier_jetstream_stream_oldest_age_seconds",
             "Age of the oldest message in the stream (0 when empty)",
             m.stream_oldest_age_seconds.clone(),
         );
-        registry.register("courier_jetstream_consumer_pending", "Messages not yet delivered to the durable consumer", m.consumer_pending.clone());
-        registry.register("courier_jetstream_consumer_ack_pending", "Messages delivered and not yet acknowledged", m.consumer_ack_pending.clone());
-        registry.register("courier_jetstream_consumer_redelivered", "Messages delivered more than once and not yet acknowledged", m.consumer_redelivered.clone());
-        registry.register("courier_jetstream_consumer_waiting", "Pull requests waiting (idle consumers)", m.consumer_waiting.clone());
+        registry.register(
+            "courier_jetstream_consumer_pending",
+            "Messages not yet delivered to the durable consumer",
+            m.consumer_pending.clone(),
+        );
+        registry.register(
+            "courier_jetstream_consumer_ack_pending",
+            "Messages delivered and not yet acknowledged",
+            m.consumer_ack_pending.clone(),
+        );
+        registry.register(
+            "courier_jetstream_consumer_redelivered",
+            "Messages delivered more than once and not yet acknowledged",
+            m.consumer_redelivered.clone(),
+        );
+        registry.register(
+            "courier_jetstream_consumer_waiting",
+            "Pull requests waiting (idle consumers)",
+            m.consumer_waiting.clone(),
+        );
         Arc::new(m)
     }
 
     /// Polls every `interval` until `shutdown`.
-    pub async fn run(self: Arc<Self>, js: jetstream::Context, interval: Duration, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        js: jetstream::Context,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -140,18 +181,27 @@ async fn read(js: &jetstream::Context) -> Result<Reading, async_nats::Error> {
         let stream = match js.get_stream(name).await {
             Ok(stream) => stream,
             // Not created yet (services create the streams at start-up): nothing to report.
-            Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => continue,
+            Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                continue;
+            }
             Err(err) => return Err(err.into()),
         };
         let state = &stream.cached_info().state;
         let oldest_age_seconds = if state.messages == 0 {
             0
         } else {
-            now.duration_since(state.first_timestamp.into()).map_or(0, |age| gauge_value(age.as_secs()))
+            now.duration_since(state.first_timestamp.into())
+                .map_or(0, |age| gauge_value(age.as_secs()))
         };
         reading.streams.push((
             name.to_owned(),
-            StreamReading { messages: state.messages, bytes: state.bytes, last_seq: state.last_sequence, oldest_age_seconds },
+            StreamReading {
+                messages: state.messages,
+                bytes: state.bytes,
+                last_seq: state.last_sequence,
+                oldest_age_seconds,
+            },
         ));
         let consumers: Vec<_> = stream.consumers().try_collect().await?;
         for info in consumers.into_iter().filter(|info| info.config.durable_name.is_some()) {
@@ -184,16 +234,27 @@ mod tests {
             )
         };
         metrics.apply(Reading {
-            streams: vec![("TASKS".into(), StreamReading { messages: 7, bytes: 700, last_seq: 9, oldest_age_seconds: 3 })],
+            streams: vec![(
+                "TASKS".into(),
+                StreamReading { messages: 7, bytes: 700, last_seq: 9, oldest_age_seconds: 3 },
+            )],
             consumers: vec![consumer("workers", 5), consumer("old", 1)],
         });
         metrics.apply(Reading { streams: vec![], consumers: vec![consumer("workers", 2)] });
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains(r#"courier_jetstream_consumer_pending{stream="TASKS",consumer="workers"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"courier_jetstream_consumer_pending{stream="TASKS",consumer="workers"} 2"#
+            ),
+            "{text}"
+        );
         assert!(!text.contains(r#"consumer="old""#), "{text}");
         assert!(text.contains(r#"courier_jetstream_stream_messages{stream="TASKS"} 7"#), "{text}");
-        assert!(text.contains(r#"courier_jetstream_stream_oldest_age_seconds{stream="TASKS"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"courier_jetstream_stream_oldest_age_seconds{stream="TASKS"} 3"#),
+            "{text}"
+        );
         assert!(text.contains("courier_jetstream_up 1"), "{text}");
     }
 }

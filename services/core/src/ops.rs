@@ -130,10 +130,20 @@ pub async fn serve(
 /// A service's metrics registry: every metric carries `component="<component>"`, and
 /// `courier_build_info{component, version}` is 1 (dashboards list pods from it).
 pub fn component_registry(component: &'static str) -> Registry {
-    let mut registry = Registry::with_labels(std::iter::once((Cow::Borrowed("component"), Cow::Borrowed(component))));
-    let build_info = prometheus_client::metrics::family::Family::<[(&'static str, &'static str); 1], prometheus_client::metrics::gauge::Gauge>::default();
+    let mut registry = Registry::with_labels(std::iter::once((
+        Cow::Borrowed("component"),
+        Cow::Borrowed(component),
+    )));
+    let build_info = prometheus_client::metrics::family::Family::<
+        [(&'static str, &'static str); 1],
+        prometheus_client::metrics::gauge::Gauge,
+    >::default();
     build_info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
-    registry.register("courier_build_info", "Always 1; labelled with the running version", build_info);
+    registry.register(
+        "courier_build_info",
+        "Always 1; labelled with the running version",
+        build_info,
+    );
     registry
 }
 
@@ -156,7 +166,10 @@ mod tests {
         registry.register("courier_things", "Things", Counter::<u64>::default());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        let build_info = format!(r#"courier_build_info{{component="api",version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
+        let build_info = format!(
+            r#"courier_build_info{{component="api",version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        );
         assert!(text.contains(&build_info), "{text}");
         assert!(text.contains(r#"courier_things_total{component="api"} 0"#), "{text}");
     }

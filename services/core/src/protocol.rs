@@ -140,7 +140,8 @@ mod tests {
     #[test]
     fn client_frames_parse_from_the_documented_json() {
         let f: ClientFrame =
-            serde_json::from_str(r#"{"type":"subscribe","channel":"products","since":41}"#).unwrap();
+            serde_json::from_str(r#"{"type":"subscribe","channel":"products","since":41}"#)
+                .unwrap();
         assert_eq!(
             f,
             ClientFrame::Subscribe { channel: "products".into(), since: Some(41), token: None }

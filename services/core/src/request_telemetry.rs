@@ -24,7 +24,8 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Latency buckets (seconds) for request durations: 1 ms … 10 s.
-pub const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];
 
 /// The trace id of one request, available to handlers as `Extension<TraceId>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +59,9 @@ impl std::fmt::Display for TraceId {
 
 /// Whether `value` may be used as a trace id as given (it ends up in logs and headers).
 pub fn is_sane_trace_id(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !value.is_empty()
+        && value.len() <= 64
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,20 +92,32 @@ impl HttpMetrics {
             duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             in_flight: Gauge::default(),
         };
-        registry.register("courier_http_requests", "HTTP requests answered, by route template, method and status", metrics.requests.clone());
+        registry.register(
+            "courier_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            metrics.requests.clone(),
+        );
         registry.register(
             "courier_http_request_duration_seconds",
             "HTTP request latency until the response head, by route template and method",
             metrics.duration.clone(),
         );
-        registry.register("courier_http_requests_in_flight", "HTTP requests being handled now", metrics.in_flight.clone());
+        registry.register(
+            "courier_http_requests_in_flight",
+            "HTTP requests being handled now",
+            metrics.in_flight.clone(),
+        );
         Arc::new(metrics)
     }
 }
 
 /// Middleware (add with `Router::layer(axum::middleware::from_fn_with_state(metrics, observe))`
 /// so the route template is known): trace id, span, metrics, and the `x-trace-id` response header.
-pub async fn observe(State(metrics): State<Arc<HttpMetrics>>, mut request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(metrics): State<Arc<HttpMetrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let trace_id = TraceId::from_headers(request.headers());
     let route = request
@@ -121,7 +136,9 @@ pub async fn observe(State(metrics): State<Arc<HttpMetrics>>, mut request: Reque
     let status = response.status().as_u16();
     metrics.requests.get_or_create(&RequestLabels { route: route.clone(), method, status }).inc();
     metrics.duration.get_or_create(&RouteLabels { route, method }).observe(elapsed.as_secs_f64());
-    span.in_scope(|| tracing::debug!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request done"));
+    span.in_scope(|| {
+        tracing::debug!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request done")
+    });
     if let Ok(value) = HeaderValue::from_str(trace_id.as_str()) {
         response.headers_mut().insert(HeaderName::from_static(TRACE_ID_HEADER), value);
     }
@@ -152,7 +169,10 @@ mod tests {
 
     fn app(metrics: Arc<HttpMetrics>) -> Router {
         Router::new()
-            .route("/items/{id}", get(|Extension(trace): Extension<TraceId>| async move { trace.0 }))
+            .route(
+                "/items/{id}",
+                get(|Extension(trace): Extension<TraceId>| async move { trace.0 }),
+            )
             .layer(axum::middleware::from_fn_with_state(metrics, observe))
     }
 
@@ -167,31 +187,61 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
         for path in ["/items/1", "/items/2", "/nowhere/abc", "/nowhere/def"] {
-            let _ = app(metrics.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+            let _ = app(metrics.clone())
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
         }
         let text = encode(&registry);
-        assert!(text.contains(r#"courier_http_requests_total{route="/items/{id}",method="GET",status="200"} 2"#), "{text}");
-        assert!(text.contains(r#"courier_http_requests_total{route="unmatched",method="GET",status="404"} 2"#), "{text}");
-        assert!(!text.contains("/items/1") && !text.contains("abc"), "raw paths never become labels: {text}");
-        assert!(text.contains(r#"courier_http_request_duration_seconds_count{route="/items/{id}",method="GET"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"courier_http_requests_total{route="/items/{id}",method="GET",status="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"courier_http_requests_total{route="unmatched",method="GET",status="404"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("/items/1") && !text.contains("abc"),
+            "raw paths never become labels: {text}"
+        );
+        assert!(
+            text.contains(
+                r#"courier_http_request_duration_seconds_count{route="/items/{id}",method="GET"} 2"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("courier_http_requests_in_flight 0"), "{text}");
     }
 
     #[tokio::test]
     async fn a_sane_client_trace_id_is_kept_and_echoed_otherwise_a_new_one_is_made() {
         let metrics = HttpMetrics::register(&mut Registry::default());
-        let request = Request::get("/items/1").header(TRACE_ID_HEADER, "abc-123").body(Body::empty()).unwrap();
+        let request = Request::get("/items/1")
+            .header(TRACE_ID_HEADER, "abc-123")
+            .body(Body::empty())
+            .unwrap();
         let response = app(metrics.clone()).oneshot(request).await.unwrap();
         assert_eq!(response.headers()[TRACE_ID_HEADER], "abc-123");
         let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"abc-123", "the handler sees the same id");
 
-        let request = Request::get("/items/1").header(TRACE_ID_HEADER, "bad id with spaces").body(Body::empty()).unwrap();
+        let request = Request::get("/items/1")
+            .header(TRACE_ID_HEADER, "bad id with spaces")
+            .body(Body::empty())
+            .unwrap();
         let response = app(metrics.clone()).oneshot(request).await.unwrap();
         let echoed = response.headers()[TRACE_ID_HEADER].to_str().unwrap().to_owned();
         assert!(is_sane_trace_id(&echoed) && echoed.len() == 32, "{echoed}");
 
-        let response = app(metrics).oneshot(Request::get("/missing").body(Body::empty()).unwrap()).await.unwrap();
+        let response = app(metrics)
+            .oneshot(Request::get("/missing").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert!(response.headers().contains_key(TRACE_ID_HEADER), "errors carry the trace id too");
     }

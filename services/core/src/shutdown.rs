@@ -79,7 +79,12 @@ impl Backoff {
 /// Runs `op` until it succeeds, waiting with [`Backoff`] (capped at `max`) between failures and
 /// logging each as `what`; false if `shutdown` fires first. Start-up set-up uses it so a service
 /// comes up while a dependency is still down and completes the set-up once it is back.
-pub async fn retry_until_ok<F, Fut, E>(what: &str, max: Duration, shutdown: &CancellationToken, mut op: F) -> bool
+pub async fn retry_until_ok<F, Fut, E>(
+    what: &str,
+    max: Duration,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
@@ -89,7 +94,9 @@ where
     loop {
         match op().await {
             Ok(()) => return true,
-            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "{what} failed; retrying"),
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff.next_delay(), "{what} failed; retrying")
+            }
         }
         if !backoff.wait(shutdown).await {
             return false;
@@ -114,7 +121,12 @@ mod tests {
         assert!(ok);
         assert_eq!(calls, 3);
         token.cancel();
-        assert!(!retry_until_ok("test", Duration::from_secs(1), &token, || async { Err::<(), _>("down") }).await);
+        assert!(
+            !retry_until_ok("test", Duration::from_secs(1), &token, || async {
+                Err::<(), _>("down")
+            })
+            .await
+        );
     }
 
     #[tokio::test(start_paused = true)]

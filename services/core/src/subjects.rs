@@ -51,9 +51,7 @@ pub fn is_valid_collection_name(name: &str) -> bool {
 pub fn is_valid_doc_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_TOKEN_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `events.<collection>.<doc_id>.<action>`.
@@ -97,11 +95,7 @@ pub fn parse_event_subject(subject: &str) -> Option<EventSubject<'_>> {
     if parts.next().is_some() || collection.is_empty() || doc_id.is_empty() || action.is_empty() {
         return None;
     }
-    Some(EventSubject {
-        collection,
-        doc_id,
-        action,
-    })
+    Some(EventSubject { collection, doc_id, action })
 }
 
 #[cfg(test)]
@@ -114,17 +108,15 @@ mod tests {
         assert_eq!(subject, "events.products.65f0a1.created");
         assert_eq!(
             parse_event_subject(&subject),
-            Some(EventSubject {
-                collection: "products",
-                doc_id: "65f0a1",
-                action: "created"
-            })
+            Some(EventSubject { collection: "products", doc_id: "65f0a1", action: "created" })
         );
     }
 
     #[test]
     fn malformed_event_subjects_are_refused() {
-        for bad in ["events.products", "events.a.b.c.d", "tasks.a.b.c", "events..b.c", "events.a.b."] {
+        for bad in
+            ["events.products", "events.a.b.c.d", "tasks.a.b.c", "events..b.c", "events.a.b."]
+        {
             assert_eq!(parse_event_subject(bad), None, "{bad}");
         }
     }

@@ -22,7 +22,14 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(kind: &str, collection: &str, doc_id: &str, doc_version: i64, actor: Option<String>, trace_id: String) -> Self {
+    pub fn new(
+        kind: &str,
+        collection: &str,
+        doc_id: &str,
+        doc_version: i64,
+        actor: Option<String>,
+        trace_id: String,
+    ) -> Self {
         Task {
             id: Uuid::now_v7(),
             kind: kind.to_owned(),

@@ -52,7 +52,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("courier-operator-{}", std::process::id()));
-    let lease_namespace = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let lease_namespace =
+        args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
 
     let contact = ApiContact::default();
     let ready_within = args.lease_duration() * 2;
@@ -60,12 +61,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
         let contact = contact.clone();
         courier_core::ops::Readiness::new().with_check("kubernetes", move || {
             let ok = contact.recent(ready_within);
-            async move { if ok { Ok(()) } else { Err(format!("no answer from the Kubernetes API for {ready_within:?}")) } }
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("no answer from the Kubernetes API for {ready_within:?}"))
+                }
+            }
         })
     };
     let listener = courier_core::ops::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, %identity, lease = %format!("{lease_namespace}/{}", args.lease_name), "courier-operator starting");
-    let ops = tokio::spawn(courier_core::ops::serve(listener, Arc::new(registry), readiness, stop.clone()));
+    let ops = tokio::spawn(courier_core::ops::serve(
+        listener,
+        Arc::new(registry),
+        readiness,
+        stop.clone(),
+    ));
 
     let elector = LeaderElector::new(
         Api::namespaced(client.clone(), &lease_namespace),
@@ -86,7 +98,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let reporter = Reporter { controller: "courier-operator".into(), instance: Some(identity) };
     let led = elector
         .lead(stop.clone(), &metrics, |leading| {
-            controller::run(client, Arc::new(NatsBacklog::default()), Arc::new(SystemClock), metrics.clone(), reporter, timings, leading)
+            controller::run(
+                client,
+                Arc::new(NatsBacklog::default()),
+                Arc::new(SystemClock),
+                metrics.clone(),
+                reporter,
+                timings,
+                leading,
+            )
         })
         .await;
 

@@ -62,7 +62,9 @@ impl NatsBacklog {
             .await
             .map_err(|err| backlog_error(url, err))?;
         match stream.consumer_info(WORKERS_CONSUMER).await {
-            Ok(info) => Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 }),
+            Ok(info) => {
+                Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 })
+            }
             // No worker has created the consumer yet (e.g. scaled to zero): with work-queue
             // retention every message still in the stream is waiting.
             Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
@@ -81,9 +83,9 @@ fn backlog_error(url: &str, err: impl std::fmt::Display) -> Error {
 impl BacklogSource for NatsBacklog {
     fn backlog<'a>(&'a self, nats_url: &'a str) -> BoxFuture<'a, Result<Backlog>> {
         Box::pin(async move {
-            tokio::time::timeout(READ_TIMEOUT, self.read(nats_url))
-                .await
-                .map_err(|_| backlog_error(nats_url, format!("no answer within {READ_TIMEOUT:?}")))?
+            tokio::time::timeout(READ_TIMEOUT, self.read(nats_url)).await.map_err(|_| {
+                backlog_error(nats_url, format!("no answer within {READ_TIMEOUT:?}"))
+            })?
         })
     }
 }
@@ -135,9 +137,18 @@ pub struct Stabilizer {
 
 impl Stabilizer {
     /// Decides for the Courier `key` given its `current` worker replicas.
-    pub fn decide(&self, key: &str, now: Instant, backlog: u64, current: i32, policy: &AutoscalingSpec) -> Decision {
+    pub fn decide(
+        &self,
+        key: &str,
+        now: Instant,
+        backlog: u64,
+        current: i32,
+        policy: &AutoscalingSpec,
+    ) -> Decision {
         let recommended = recommend(backlog, policy);
-        let window = Duration::from_secs(u64::try_from(policy.scale_down_stabilization_seconds.max(0)).unwrap_or(0));
+        let window = Duration::from_secs(
+            u64::try_from(policy.scale_down_stabilization_seconds.max(0)).unwrap_or(0),
+        );
         let mut all = self.history.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let history = all.entry(key.to_owned()).or_default();
         if history.is_empty() {
@@ -157,7 +168,9 @@ impl Stabilizer {
         let desired = if recommended >= current {
             recommended
         } else {
-            highest.min(current).clamp(policy.min_replicas.max(0), policy.max_replicas.max(policy.min_replicas))
+            highest
+                .min(current)
+                .clamp(policy.min_replicas.max(0), policy.max_replicas.max(policy.min_replicas))
         };
         Decision { backlog, recommended, desired, current }
     }
@@ -188,7 +201,9 @@ pub(crate) mod tests {
     impl BacklogSource for FixedBacklog {
         fn backlog<'a>(&'a self, nats_url: &'a str) -> BoxFuture<'a, Result<Backlog>> {
             let value = *self.0.lock().unwrap();
-            Box::pin(async move { value.ok_or_else(|| backlog_error(nats_url, "connection refused")) })
+            Box::pin(
+                async move { value.ok_or_else(|| backlog_error(nats_url, "connection refused")) },
+            )
         }
     }
 

@@ -60,7 +60,10 @@ pub fn aggregate<'a>(collections: impl IntoIterator<Item = &'a Collection>) -> A
         match validate(collection) {
             Ok(spec) => {
                 if let Some((winner, _)) = accepted.get(&spec.name) {
-                    rejected.push((resource, format!("collection '{}' is already defined by {winner}", spec.name)));
+                    rejected.push((
+                        resource,
+                        format!("collection '{}' is already defined by {winner}", spec.name),
+                    ));
                 } else {
                     accepted.insert(spec.name.clone(), (resource, spec));
                 }
@@ -69,7 +72,9 @@ pub fn aggregate<'a>(collections: impl IntoIterator<Item = &'a Collection>) -> A
         }
     }
     Aggregate {
-        file: CollectionsFile { collections: accepted.into_values().map(|(_, spec)| spec).collect() },
+        file: CollectionsFile {
+            collections: accepted.into_values().map(|(_, spec)| spec).collect(),
+        },
         rejected,
     }
 }
@@ -77,7 +82,9 @@ pub fn aggregate<'a>(collections: impl IntoIterator<Item = &'a Collection>) -> A
 /// The `collections.yaml` text for the ConfigMap.
 pub fn to_yaml(file: &CollectionsFile) -> String {
     let body = crate::yaml::to_string(file).expect("a CollectionsFile always serializes");
-    format!("# Rendered by courier-operator from the Collection resources; edits are overwritten.\n{body}")
+    format!(
+        "# Rendered by courier-operator from the Collection resources; edits are overwritten.\n{body}"
+    )
 }
 
 #[cfg(test)]
@@ -124,14 +131,16 @@ pub(crate) mod tests {
     fn a_resource_name_that_is_no_collection_name_needs_spec_name() {
         let bad = collection("pet-shop", json!({"schema": {"type": "object"}}));
         assert!(validate(&bad).unwrap_err().contains("set spec.name"));
-        let good = collection("pet-shop", json!({"name": "pet_shop", "schema": {"type": "object"}}));
+        let good =
+            collection("pet-shop", json!({"name": "pet_shop", "schema": {"type": "object"}}));
         assert_eq!(validate(&good).unwrap().name, "pet_shop");
     }
 
     #[test]
     fn aggregate_sorts_by_name_and_rejects_duplicates_and_invalid_ones() {
         let desks = collection("desks", json!({"schema": {"type": "object"}}));
-        let desks_again = collection("zz-desks", json!({"name": "desks", "schema": {"type": "object"}}));
+        let desks_again =
+            collection("zz-desks", json!({"name": "desks", "schema": {"type": "object"}}));
         let broken = collection("broken", json!({"schema": {"type": 5}}));
         let result = aggregate([&pets(), &desks_again, &broken, &desks]);
         let names: Vec<&str> = result.file.collections.iter().map(|c| c.name.as_str()).collect();
@@ -143,7 +152,8 @@ pub(crate) mod tests {
 
     #[test]
     fn rendered_collections_yaml_parses_back_into_the_core_format() {
-        let result = aggregate([&pets(), &collection("desks", json!({"schema": {"type": "object"}}))]);
+        let result =
+            aggregate([&pets(), &collection("desks", json!({"schema": {"type": "object"}}))]);
         let text = to_yaml(&result.file);
         // `on` must be quoted: YAML 1.1 readers (kubectl, PyYAML) read a bare `on` as `true`.
         assert!(text.contains("\"on\":"), "{text}");

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use courier_core::config::TelemetryArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "courier-operator", version, about = "Reconciles Courier and Collection resources into Courier workloads")]
+#[command(
+    name = "courier-operator",
+    version,
+    about = "Reconciles Courier and Collection resources into Courier workloads"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -90,11 +94,14 @@ mod tests {
     #[test]
     fn cli_is_consistent_and_run_is_the_default() {
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["courier-operator", "--lease-duration-seconds", "30"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["courier-operator", "--lease-duration-seconds", "30"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.run.renew_interval(), Duration::from_secs(10));
         assert_eq!(cli.run.renew_deadline(), Duration::from_secs(20));
-        let cli = Cli::try_parse_from(["courier-operator", "render", "-f", "a.yaml", "-f", "b.yaml"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["courier-operator", "render", "-f", "a.yaml", "-f", "b.yaml"])
+                .unwrap();
         let Some(Command::Render(render)) = cli.command else { panic!("render expected") };
         assert_eq!(render.files.len(), 2);
         assert!(Cli::try_parse_from(["courier-operator", "render"]).is_err(), "-f is required");

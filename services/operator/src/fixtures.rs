@@ -104,14 +104,17 @@ impl ApiServerVerifier {
             let mut handle = pin!(self.0);
             let mut seen = Vec::new();
             for (i, expect) in script.into_iter().enumerate() {
-                let (request, send) = handle
-                    .next_request()
-                    .await
-                    .unwrap_or_else(|| panic!("request #{i} ({} {}) never came", expect.method, expect.path));
+                let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+                    panic!("request #{i} ({} {}) never came", expect.method, expect.path)
+                });
                 let method = request.method().clone();
                 let uri = request.uri().to_string();
                 let bytes = request.into_body().collect_bytes().await.expect("request body");
-                let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).expect("JSON body")
+                };
                 let record = Seen { method, uri, body };
                 let path_matches = match expect.path.strip_suffix('*') {
                     Some(prefix) => record.path().starts_with(prefix),
@@ -127,9 +130,13 @@ impl ApiServerVerifier {
                 );
                 let response = match expect.reply {
                     Reply::Echo => Response::new(Body::from(bytes.to_vec())),
-                    Reply::Json(value) => Response::new(Body::from(serde_json::to_vec(&value).unwrap())),
+                    Reply::Json(value) => {
+                        Response::new(Body::from(serde_json::to_vec(&value).unwrap()))
+                    }
                     Reply::MergeInto(mut value) => {
-                        if let (Some(target), Some(fields)) = (value.as_object_mut(), record.body.as_object()) {
+                        if let (Some(target), Some(fields)) =
+                            (value.as_object_mut(), record.body.as_object())
+                        {
                             for (k, v) in fields {
                                 target.insert(k.clone(), v.clone());
                             }
@@ -138,7 +145,10 @@ impl ApiServerVerifier {
                     }
                     Reply::Status(code) => {
                         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "mock", "reason": k8s_reason(code), "code": code.as_u16()});
-                        Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
+                        Response::builder()
+                            .status(code)
+                            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                            .unwrap()
                     }
                 };
                 send.send_response(response);
@@ -174,4 +184,3 @@ pub async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
         .await
         .expect("reconcile hung: it made a request the script did not expect")
 }
-

@@ -12,10 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    Api,
-    api::{PostParams},
-};
+use kube::{Api, api::PostParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result, metrics::Metrics};
@@ -82,7 +79,10 @@ impl LeaderElector {
         self.contact.touch();
         let Some(mut lease) = existing else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(self.duration_seconds()),
@@ -94,7 +94,9 @@ impl LeaderElector {
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Leader),
-                Err(err) if is_conflict(&err) => Ok(Attempt::Follower { holder: "(just created by another replica)".into() }),
+                Err(err) if is_conflict(&err) => {
+                    Ok(Attempt::Follower { holder: "(just created by another replica)".into() })
+                }
                 Err(err) => Err(err.into()),
             };
         };
@@ -104,7 +106,9 @@ impl LeaderElector {
             spec.renew_time = Some(MicroTime(now));
             spec.lease_duration_seconds = Some(self.duration_seconds());
         } else {
-            let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(self.duration_seconds())));
+            let duration = SignedDuration::from_secs(i64::from(
+                spec.lease_duration_seconds.unwrap_or(self.duration_seconds()),
+            ));
             let expired = spec.renew_time.as_ref().is_none_or(|renewed| renewed.0 + duration < now);
             if !holder.is_empty() && !expired {
                 return Ok(Attempt::Follower { holder });
@@ -118,7 +122,9 @@ impl LeaderElector {
         // `replace` carries the resourceVersion we read: a concurrent writer makes it fail (409).
         match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(Attempt::Leader),
-            Err(err) if is_conflict(&err) => Ok(Attempt::Follower { holder: "(changed concurrently)".into() }),
+            Err(err) if is_conflict(&err) => {
+                Ok(Attempt::Follower { holder: "(changed concurrently)".into() })
+            }
             Err(err) => Err(err.into()),
         }
     }
@@ -139,7 +145,12 @@ impl LeaderElector {
     /// Waits for leadership, runs `work` while leading, and returns when `stop` fires (after
     /// releasing the lease) or with [`Error::LostLeadership`] when the lease could not be kept.
     /// `work` gets a token cancelled on either and must return once it is.
-    pub async fn lead<F, Fut>(&self, stop: CancellationToken, metrics: &Metrics, work: F) -> Result<()>
+    pub async fn lead<F, Fut>(
+        &self,
+        stop: CancellationToken,
+        metrics: &Metrics,
+        work: F,
+    ) -> Result<()>
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()>,
@@ -154,7 +165,9 @@ impl LeaderElector {
                         announced = Some(holder);
                     }
                 }
-                Err(err) => tracing::warn!(lease = %self.config.name, %err, "cannot read the leader lease"),
+                Err(err) => {
+                    tracing::warn!(lease = %self.config.name, %err, "cannot read the leader lease")
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
@@ -194,7 +207,9 @@ impl LeaderElector {
         let (renewed, ()) = tokio::join!(renewing, working);
         metrics.leader.set(0);
         match renewed {
-            Err(reason) if !stop.is_cancelled() => Err(Error::LostLeadership { lease: self.config.name.clone(), reason }),
+            Err(reason) if !stop.is_cancelled() => {
+                Err(Error::LostLeadership { lease: self.config.name.clone(), reason })
+            }
             _ => {
                 if let Err(err) = self.release().await {
                     tracing::warn!(%err, "could not release the leader lease; it expires by itself");
@@ -215,7 +230,8 @@ mod tests {
     use super::*;
     use crate::fixtures::{self, Expect, Reply, finish, within};
 
-    const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases/courier-operator";
+    const PATH: &str =
+        "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases/courier-operator";
 
     fn elector(client: kube::Client) -> LeaderElector {
         LeaderElector::new(
@@ -245,7 +261,11 @@ mod tests {
         let (client, verifier) = fixtures::mock_client();
         let server = verifier.run(vec![
             Expect::new(Method::GET, PATH, Reply::Status(StatusCode::NOT_FOUND)),
-            Expect::new(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases", Reply::Echo),
+            Expect::new(
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases",
+                Reply::Echo,
+            ),
         ]);
         let e = elector(client);
         assert_eq!(within(e.try_acquire_or_renew()).await.unwrap(), Attempt::Leader);
@@ -258,7 +278,11 @@ mod tests {
     #[tokio::test]
     async fn follows_while_another_replica_holds_a_fresh_lease() {
         let (client, verifier) = fixtures::mock_client();
-        let server = verifier.run(vec![Expect::new(Method::GET, PATH, Reply::Json(lease("operator-b", 3, 2)))]);
+        let server = verifier.run(vec![Expect::new(
+            Method::GET,
+            PATH,
+            Reply::Json(lease("operator-b", 3, 2)),
+        )]);
         let attempt = within(elector(client).try_acquire_or_renew()).await.unwrap();
         assert_eq!(attempt, Attempt::Follower { holder: "operator-b".into() });
         assert_eq!(finish(server).await.len(), 1, "no write while following");
@@ -316,7 +340,11 @@ mod tests {
         let (client, verifier) = fixtures::mock_client();
         let server = verifier.run(vec![
             Expect::new(Method::GET, PATH, Reply::Status(StatusCode::NOT_FOUND)),
-            Expect::new(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases", Reply::Echo),
+            Expect::new(
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases",
+                Reply::Echo,
+            ),
             // First renewal: someone else holds it now (e.g. after a network partition).
             Expect::new(Method::GET, PATH, Reply::Json(lease("operator-b", 0, 1))),
         ]);
@@ -341,7 +369,11 @@ mod tests {
         let (client, verifier) = fixtures::mock_client();
         let server = verifier.run(vec![
             Expect::new(Method::GET, PATH, Reply::Status(StatusCode::NOT_FOUND)),
-            Expect::new(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases", Reply::Echo),
+            Expect::new(
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/courier-system/leases",
+                Reply::Echo,
+            ),
             Expect::new(Method::GET, PATH, Reply::Json(lease("operator-a", 0, 0))),
             Expect::new(Method::PUT, PATH, Reply::Echo),
         ]);
@@ -351,7 +383,8 @@ mod tests {
         let leader_while_working = std::sync::atomic::AtomicI64::new(-1);
         let result = e
             .lead(stop.clone(), &metrics, |leading| async {
-                leader_while_working.store(metrics.leader.get(), std::sync::atomic::Ordering::SeqCst);
+                leader_while_working
+                    .store(metrics.leader.get(), std::sync::atomic::Ordering::SeqCst);
                 stop.cancel(); // SIGTERM while leading
                 leading.cancelled_owned().await;
             })

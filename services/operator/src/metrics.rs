@@ -70,20 +70,51 @@ impl Metrics {
             leader: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("courier_operator");
-        registry.register("reconciliations", "Reconciliations started", metrics.reconciliations.clone());
-        registry.register("reconcile_errors", "Reconciliations that failed, by error kind", metrics.errors.clone());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", metrics.duration.clone());
-        registry.register("worker_desired_replicas", "Worker replicas the operator wants", metrics.desired_workers.clone());
-        registry.register("task_backlog", "Pending plus in-flight tasks on the workers consumer", metrics.backlog.clone());
-        registry.register("scale_decisions", "Worker replica changes made by the autoscaler", metrics.scale_decisions.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            metrics.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by error kind",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "worker_desired_replicas",
+            "Worker replicas the operator wants",
+            metrics.desired_workers.clone(),
+        );
+        registry.register(
+            "task_backlog",
+            "Pending plus in-flight tasks on the workers consumer",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "scale_decisions",
+            "Worker replica changes made by the autoscaler",
+            metrics.scale_decisions.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            metrics.leader.clone(),
+        );
         metrics
     }
 
     /// Counts a reconciliation and measures it until the returned timer is dropped.
     pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer {
         self.reconciliations.get_or_create(&ControllerLabels { controller }).inc();
-        ReconcileTimer { start: Instant::now(), histogram: self.duration.get_or_create(&ControllerLabels { controller }).clone() }
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: self.duration.get_or_create(&ControllerLabels { controller }).clone(),
+        }
     }
 
     pub fn reconcile_failed(&self, controller: &'static str, error: &crate::Error) {
@@ -115,11 +146,27 @@ mod tests {
         {
             let _timer = metrics.reconcile_started("courier");
         }
-        metrics.reconcile_failed("courier", &crate::Error::Backlog { url: "nats://x".into(), message: "down".into() });
+        metrics.reconcile_failed(
+            "courier",
+            &crate::Error::Backlog { url: "nats://x".into(), message: "down".into() },
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("courier_operator_reconciliations_total{controller=\"courier\"} 1"), "{text}");
-        assert!(text.contains("courier_operator_reconcile_duration_seconds_count{controller=\"courier\"} 1"), "{text}");
-        assert!(text.contains("courier_operator_reconcile_errors_total{controller=\"courier\",kind=\"backlog\"} 1"), "{text}");
+        assert!(
+            text.contains("courier_operator_reconciliations_total{controller=\"courier\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "courier_operator_reconcile_duration_seconds_count{controller=\"courier\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "courier_operator_reconcile_errors_total{controller=\"courier\",kind=\"backlog\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

@@ -25,10 +25,13 @@ pub struct Manifests {
 pub fn read_manifests(path: &Path, namespace: &str, into: &mut Manifests) -> Result<()> {
     let text = if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| Error::ReadFile { path: path.into(), source })?;
         text
     } else {
-        std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.into(), source })?
+        std::fs::read_to_string(path)
+            .map_err(|source| Error::ReadFile { path: path.into(), source })?
     };
     let manifest_error = |message: String| Error::Manifest { path: path.into(), message };
     for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
@@ -40,9 +43,14 @@ pub fn read_manifests(path: &Path, namespace: &str, into: &mut Manifests) -> Res
         let kind = value["kind"].as_str().unwrap_or_default().to_owned();
         let api_version = value["apiVersion"].as_str().unwrap_or_default();
         if api_version != "courier.dev/v1alpha1" {
-            return Err(manifest_error(format!("document {}: apiVersion {api_version:?} is not courier.dev/v1alpha1", index + 1)));
+            return Err(manifest_error(format!(
+                "document {}: apiVersion {api_version:?} is not courier.dev/v1alpha1",
+                index + 1
+            )));
         }
-        let invalid = |err: serde_json::Error| manifest_error(format!("document {} ({kind}): {err}", index + 1));
+        let invalid = |err: serde_json::Error| {
+            manifest_error(format!("document {} ({kind}): {err}", index + 1))
+        };
         match kind.as_str() {
             "Courier" => {
                 let mut courier: Courier = serde_json::from_value(value).map_err(invalid)?;
@@ -54,7 +62,12 @@ pub fn read_manifests(path: &Path, namespace: &str, into: &mut Manifests) -> Res
                 collection.metadata.namespace.get_or_insert_with(|| namespace.to_owned());
                 into.collections.push(collection);
             }
-            other => return Err(manifest_error(format!("document {}: kind {other:?} is neither Courier nor Collection", index + 1))),
+            other => {
+                return Err(manifest_error(format!(
+                    "document {}: kind {other:?} is neither Courier nor Collection",
+                    index + 1
+                )));
+            }
         }
     }
     Ok(())
@@ -80,20 +93,35 @@ pub fn render(manifests: &Manifests, worker_replicas: Option<i32>) -> Result<Ren
                 .filter(|c| c.namespace() == namespace && selector.matches(c.labels())),
         );
         for (resource, reason) in &aggregate.rejected {
-            warnings.push(format!("Courier {}: Collection {resource} not served: {reason}", courier.name_any()));
+            warnings.push(format!(
+                "Courier {}: Collection {resource} not served: {reason}",
+                courier.name_any()
+            ));
         }
         let autoscaling = &courier.spec.worker.autoscaling;
         let workers = if autoscaling.enabled {
-            worker_replicas.unwrap_or(autoscaling.min_replicas).clamp(autoscaling.min_replicas, autoscaling.max_replicas)
+            worker_replicas
+                .unwrap_or(autoscaling.min_replicas)
+                .clamp(autoscaling.min_replicas, autoscaling.max_replicas)
         } else {
             courier.spec.worker.component.replicas
         };
-        let input = BuildInput { collections_yaml: collections::to_yaml(&aggregate.file), worker_replicas: workers };
-        yaml.push_str(&format!("# Courier {}/{}\n", namespace.unwrap_or_default(), courier.name_any()));
+        let input = BuildInput {
+            collections_yaml: collections::to_yaml(&aggregate.file),
+            worker_replicas: workers,
+        };
+        yaml.push_str(&format!(
+            "# Courier {}/{}\n",
+            namespace.unwrap_or_default(),
+            courier.name_any()
+        ));
         for child in resources::build(courier, &input)? {
             yaml.push_str("---\n");
             let value = child.to_value()?;
-            yaml.push_str(&crate::yaml::to_string(&value).map_err(|source| Error::Serialize { what: child.describe(), source })?);
+            yaml.push_str(
+                &crate::yaml::to_string(&value)
+                    .map_err(|source| Error::Serialize { what: child.describe(), source })?,
+            );
         }
     }
     Ok(Rendered { yaml, warnings })
@@ -149,7 +177,10 @@ spec: {schema: {type: object}}
             .filter(|v: &Value| !v.is_null())
             .collect();
         assert_eq!(docs.len(), 11);
-        let worker = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "demo-worker").unwrap();
+        let worker = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "demo-worker")
+            .unwrap();
         assert_eq!(worker["spec"]["replicas"], 2, "autoscaling on: starts at minReplicas");
         let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
         let file: courier_core::collection_spec::CollectionsFile =
@@ -157,14 +188,23 @@ spec: {schema: {type: object}}
         assert_eq!(file.collections.len(), 1, "the Collection in another namespace is not served");
         assert_eq!(file.collections[0].tasks[0].kind, "desks.measure");
         assert!(docs.iter().all(|d| d["metadata"].get("ownerReferences").is_none()));
-        assert_eq!(render(&manifests, Some(9)).unwrap().yaml.matches("replicas: 4").count(), 1, "clamped to maxReplicas");
+        assert_eq!(
+            render(&manifests, Some(9)).unwrap().yaml.matches("replicas: 4").count(),
+            1,
+            "clamped to maxReplicas"
+        );
     }
 
     #[test]
     fn the_shipped_samples_render_with_all_three_collections() {
         let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/samples");
         let mut manifests = Manifests::default();
-        for name in ["courier.yaml", "collection-products.yaml", "collection-desks.yaml", "collection-pets.yaml"] {
+        for name in [
+            "courier.yaml",
+            "collection-products.yaml",
+            "collection-desks.yaml",
+            "collection-pets.yaml",
+        ] {
             read_manifests(&samples.join(name), "default", &mut manifests).unwrap();
         }
         let rendered = render(&manifests, None).unwrap();
@@ -191,7 +231,8 @@ spec: {schema: {type: object}}
         let err = read_manifests(file.path(), "default", &mut manifests).unwrap_err();
         assert!(err.to_string().contains("not courier.dev/v1alpha1"), "{err}");
 
-        let manifests = read(&MANIFEST.replace("type: object, properties", "type: objekt, properties"));
+        let manifests =
+            read(&MANIFEST.replace("type: object, properties", "type: objekt, properties"));
         let rendered = render(&manifests, None).unwrap();
         assert_eq!(rendered.warnings.len(), 1);
         assert!(rendered.warnings[0].contains("desks not served"), "{:?}", rendered.warnings);

@@ -24,7 +24,12 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn of(component: Component, deployment: Option<&Deployment>, desired: i32, just_applied: bool) -> Self {
+    pub fn of(
+        component: Component,
+        deployment: Option<&Deployment>,
+        desired: i32,
+        just_applied: bool,
+    ) -> Self {
         let Some(deployment) = deployment else {
             return Observation { component, exists: false, desired, ready: 0, rolled_out: false };
         };
@@ -97,24 +102,50 @@ pub fn compute(input: Input<'_>) -> CourierStatus {
     };
 
     let ready = if input.observations.iter().any(|o| !o.exists) {
-        condition("Ready", ConditionStatus::False, "Creating", format!("creating workloads ({summary} ready)"))
+        condition(
+            "Ready",
+            ConditionStatus::False,
+            "Creating",
+            format!("creating workloads ({summary} ready)"),
+        )
     } else if input.observations.iter().all(|o| o.rolled_out) {
         condition("Ready", ConditionStatus::True, "AllReplicasReady", format!("{summary} ready"))
     } else {
         condition("Ready", ConditionStatus::False, "ReplicasNotReady", format!("{summary} ready"))
     };
 
-    let rolling: Vec<&str> = input.observations.iter().filter(|o| !o.rolled_out).map(|o| o.component.as_str()).collect();
+    let rolling: Vec<&str> =
+        input.observations.iter().filter(|o| !o.rolled_out).map(|o| o.component.as_str()).collect();
     let progressing = if !input.applied.is_empty() {
-        condition("Progressing", ConditionStatus::True, "Applied", format!("applied {}", input.applied.join(", ")))
+        condition(
+            "Progressing",
+            ConditionStatus::True,
+            "Applied",
+            format!("applied {}", input.applied.join(", ")),
+        )
     } else if !rolling.is_empty() {
-        condition("Progressing", ConditionStatus::True, "RollingOut", format!("waiting for {}", rolling.join(", ")))
+        condition(
+            "Progressing",
+            ConditionStatus::True,
+            "RollingOut",
+            format!("waiting for {}", rolling.join(", ")),
+        )
     } else {
-        condition("Progressing", ConditionStatus::False, "Stable", "every workload is rolled out".to_owned())
+        condition(
+            "Progressing",
+            ConditionStatus::False,
+            "Stable",
+            "every workload is rolled out".to_owned(),
+        )
     };
 
     let degraded = if let Scaling::Unavailable(reason) = input.scaling {
-        condition("Degraded", ConditionStatus::True, "BacklogUnavailable", format!("worker autoscaling paused: {reason}"))
+        condition(
+            "Degraded",
+            ConditionStatus::True,
+            "BacklogUnavailable",
+            format!("worker autoscaling paused: {reason}"),
+        )
     } else if !input.collections.rejected.is_empty() {
         let list = input
             .collections
@@ -123,9 +154,19 @@ pub fn compute(input: Input<'_>) -> CourierStatus {
             .map(|(name, reason)| format!("{name}: {reason}"))
             .collect::<Vec<_>>()
             .join("; ");
-        condition("Degraded", ConditionStatus::True, "CollectionsRejected", format!("not served: {list}"))
+        condition(
+            "Degraded",
+            ConditionStatus::True,
+            "CollectionsRejected",
+            format!("not served: {list}"),
+        )
     } else {
-        condition("Degraded", ConditionStatus::False, "AsExpected", "nothing is degraded".to_owned())
+        condition(
+            "Degraded",
+            ConditionStatus::False,
+            "AsExpected",
+            "nothing is degraded".to_owned(),
+        )
     };
 
     CourierStatus {
@@ -139,7 +180,9 @@ pub fn compute(input: Input<'_>) -> CourierStatus {
             _ => None,
         },
         collections: input.collections.file.collections.iter().map(|c| c.name.clone()).collect(),
-        last_scale_decision: input.scale_decision.or_else(|| previous.and_then(|p| p.last_scale_decision.clone())),
+        last_scale_decision: input
+            .scale_decision
+            .or_else(|| previous.and_then(|p| p.last_scale_decision.clone())),
     }
 }
 
@@ -164,7 +207,11 @@ mod tests {
 
     #[test]
     fn all_rolled_out_is_ready_and_stable() {
-        let observations = [obs(Component::Api, 2, true), obs(Component::Broadcaster, 2, true), obs(Component::Worker, 2, true)];
+        let observations = [
+            obs(Component::Api, 2, true),
+            obs(Component::Broadcaster, 2, true),
+            obs(Component::Worker, 2, true),
+        ];
         let status = compute(Input {
             generation: Some(3),
             previous: None,
@@ -184,7 +231,11 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_the_status_holds() {
-        let observations = [obs(Component::Api, 1, false), obs(Component::Broadcaster, 2, true), obs(Component::Worker, 2, true)];
+        let observations = [
+            obs(Component::Api, 1, false),
+            obs(Component::Broadcaster, 2, true),
+            obs(Component::Worker, 2, true),
+        ];
         let first = compute(Input {
             generation: Some(1),
             previous: None,
@@ -208,7 +259,11 @@ mod tests {
             now: "2026-01-01T00:05:00Z",
         });
         assert_eq!(second, first, "nothing changed, so nothing to patch");
-        let all_ready = [obs(Component::Api, 2, true), obs(Component::Broadcaster, 2, true), obs(Component::Worker, 2, true)];
+        let all_ready = [
+            obs(Component::Api, 2, true),
+            obs(Component::Broadcaster, 2, true),
+            obs(Component::Worker, 2, true),
+        ];
         let third = compute(Input {
             generation: Some(1),
             previous: Some(&second),

@@ -136,8 +136,8 @@ fn scalar_string(s: &str) -> String {
 
 fn is_plain_safe(s: &str) -> bool {
     const YAML11_WORDS: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
-        "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
     ];
     let Some(first) = s.chars().next() else { return false };
     (first.is_ascii_alphabetic() || first == '_' || first == '/')
@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn yaml_11_booleans_are_quoted() {
-        let text = to_string(&json!({"on": ["create", "update"], "yes": "no", "plain": "word"})).unwrap();
+        let text =
+            to_string(&json!({"on": ["create", "update"], "yes": "no", "plain": "word"})).unwrap();
         assert!(text.contains("\"on\":"), "{text}");
         assert!(text.contains("\"yes\": \"no\""), "{text}");
         assert!(text.contains("plain: word"), "{text}");
@@ -170,7 +171,21 @@ mod tests {
 
     #[test]
     fn numbers_dates_and_indicators_stay_strings() {
-        for s in ["1", "0.5", "-age", "2024-01-01", "1:20", ".inf", "@x", "`code`", "a: b", "a #b", "", " x", "x "] {
+        for s in [
+            "1",
+            "0.5",
+            "-age",
+            "2024-01-01",
+            "1:20",
+            ".inf",
+            "@x",
+            "`code`",
+            "a: b",
+            "a #b",
+            "",
+            " x",
+            "x ",
+        ] {
             let text = to_string(&json!({ "k": s })).unwrap();
             assert!(text.contains('"'), "{s:?} must be quoted: {text}");
             round_trip(json!({ "k": s }));

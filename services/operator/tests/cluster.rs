@@ -56,15 +56,26 @@ async fn workloads_status_and_recreation_on_a_real_cluster() {
     for crd in [Courier::crd(), Collection::crd()] {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(&name, &apply, &Patch::Apply(&crd)).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), await_condition(crds.clone(), &name, conditions::is_crd_established()))
-            .await
-            .expect("CRD established")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established")
+        .unwrap();
     }
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap()).await;
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+        )
+        .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    for (name, key, value) in [("courier-mongodb", "uri", "mongodb://mongo:27017"), ("courier-jwt", "secret", "test-secret")] {
+    for (name, key, value) in [
+        ("courier-mongodb", "uri", "mongodb://mongo:27017"),
+        ("courier-jwt", "secret", "test-secret"),
+    ] {
         let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}})).unwrap();
         secrets.patch(name, &apply, &Patch::Apply(&secret)).await.unwrap();
     }
@@ -117,14 +128,27 @@ async fn workloads_status_and_recreation_on_a_real_cluster() {
         c.status.filter(|s| s.collections == ["desks"])
     })
     .await;
-    assert!(status.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == courier_operator::crd::ConditionStatus::True));
-    let verdict = wait_for("broken rejected", || async { collections.get_status("broken").await.unwrap().status }).await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded"
+                && c.status == courier_operator::crd::ConditionStatus::True)
+    );
+    let verdict = wait_for("broken rejected", || async {
+        collections.get_status("broken").await.unwrap().status
+    })
+    .await;
     assert!(!verdict.accepted, "{verdict:?}");
 
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     services.delete("courier-broadcaster", &DeleteParams::default()).await.unwrap();
     wait_for("Service re-created", || async {
-        services.get_opt("courier-broadcaster").await.unwrap().filter(|s| s.metadata.deletion_timestamp.is_none())
+        services
+            .get_opt("courier-broadcaster")
+            .await
+            .unwrap()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
     })
     .await;
 

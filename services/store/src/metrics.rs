@@ -22,18 +22,39 @@ pub struct OutboxMetrics {
 impl OutboxMetrics {
     pub fn register(registry: &mut Registry) -> std::sync::Arc<Self> {
         let metrics = Self::default();
-        registry.register("courier_events_published", "Events acknowledged by JetStream", metrics.events_published.clone());
-        registry.register("courier_outbox_publish_failures", "Outbox publishes that failed and were left to the relay", metrics.publish_failures.clone());
-        registry.register("courier_outbox_relay_republished", "Events published by the outbox relay", metrics.relay_republished.clone());
-        registry.register("courier_outbox_pending", "Outbox records waiting at the last relay round", metrics.outbox_pending.clone());
-        registry.register("courier_outbox_oldest_age_seconds", "Age of the oldest waiting outbox record", metrics.outbox_oldest_age_seconds.clone());
+        registry.register(
+            "courier_events_published",
+            "Events acknowledged by JetStream",
+            metrics.events_published.clone(),
+        );
+        registry.register(
+            "courier_outbox_publish_failures",
+            "Outbox publishes that failed and were left to the relay",
+            metrics.publish_failures.clone(),
+        );
+        registry.register(
+            "courier_outbox_relay_republished",
+            "Events published by the outbox relay",
+            metrics.relay_republished.clone(),
+        );
+        registry.register(
+            "courier_outbox_pending",
+            "Outbox records waiting at the last relay round",
+            metrics.outbox_pending.clone(),
+        );
+        registry.register(
+            "courier_outbox_oldest_age_seconds",
+            "Age of the oldest waiting outbox record",
+            metrics.outbox_oldest_age_seconds.clone(),
+        );
         std::sync::Arc::new(metrics)
     }
 
     pub fn observe_outbox_backlog(&self, batch: &[crate::outbox::OutboxRecord]) {
         self.outbox_pending.set(batch.len() as i64);
         let oldest = batch.first().map_or(0, |r| {
-            (mongodb::bson::DateTime::now().timestamp_millis() - r.created_at.timestamp_millis()) / 1000
+            (mongodb::bson::DateTime::now().timestamp_millis() - r.created_at.timestamp_millis())
+                / 1000
         });
         self.outbox_oldest_age_seconds.set(oldest);
     }

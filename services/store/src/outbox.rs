@@ -128,7 +128,9 @@ impl Outbox {
             let older = self
                 .store
                 .outbox()
-                .count_documents(doc! {"doc_key": &record.doc_key, "doc_version": {"$lt": record.doc_version}})
+                .count_documents(
+                    doc! {"doc_key": &record.doc_key, "doc_version": {"$lt": record.doc_version}},
+                )
                 .await?;
             if older > 0 {
                 return Ok(false);
@@ -174,7 +176,8 @@ impl Outbox {
     /// One relay round; returns how many records it published.
     pub async fn relay_once(&self, grace: Duration) -> Result<usize, PublishError> {
         let cutoff = bson::DateTime::from_millis(
-            bson::DateTime::now().timestamp_millis() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
+            bson::DateTime::now().timestamp_millis()
+                - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
         );
         let outbox = self.store.outbox();
         let batch: Vec<OutboxRecord> = outbox
@@ -223,7 +226,10 @@ impl Outbox {
 
     /// Keeps, per document, only the records that are next in line (no older record of that
     /// document outside the batch), ordered by document version.
-    async fn in_document_order(&self, batch: Vec<OutboxRecord>) -> Result<Vec<OutboxRecord>, PublishError> {
+    async fn in_document_order(
+        &self,
+        batch: Vec<OutboxRecord>,
+    ) -> Result<Vec<OutboxRecord>, PublishError> {
         let keys: Vec<&str> = batch.iter().map(|r| r.doc_key.as_str()).collect();
         #[derive(Deserialize)]
         struct Pending {
@@ -246,7 +252,6 @@ impl Outbox {
         Ok(next_in_line(batch, waiting))
     }
 
-
     /// Waits for in-flight fast-path publishes (graceful shutdown).
     pub async fn drain(&self) {
         self.tasks.close();
@@ -258,7 +263,10 @@ impl Outbox {
 /// versions are exactly the oldest still waiting (`waiting`: every waiting version by document).
 /// The batch's overall order is kept, and within a document records go out by version even when
 /// replicas' clocks disagree about `created_at`.
-fn next_in_line(batch: Vec<OutboxRecord>, mut waiting: HashMap<String, Vec<i64>>) -> Vec<OutboxRecord> {
+fn next_in_line(
+    batch: Vec<OutboxRecord>,
+    mut waiting: HashMap<String, Vec<i64>>,
+) -> Vec<OutboxRecord> {
     let mut in_batch: HashMap<&str, Vec<i64>> = HashMap::new();
     for record in &batch {
         in_batch.entry(record.doc_key.as_str()).or_default().push(record.doc_version);
@@ -268,7 +276,8 @@ fn next_in_line(batch: Vec<OutboxRecord>, mut waiting: HashMap<String, Vec<i64>>
         versions.sort_unstable();
         let mut oldest = waiting.remove(key).unwrap_or_default();
         oldest.sort_unstable();
-        let next: Vec<i64> = versions.iter().zip(&oldest).take_while(|(v, o)| v == o).map(|(v, _)| *v).collect();
+        let next: Vec<i64> =
+            versions.iter().zip(&oldest).take_while(|(v, o)| v == o).map(|(v, _)| *v).collect();
         allowed.insert(key.to_owned(), next);
     }
     let mut ready: Vec<OutboxRecord> =

@@ -50,14 +50,21 @@ pub struct Store {
 pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
     matches!(
         err.kind.as_ref(),
-        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
     )
 }
 
 impl Store {
     /// Builds the client. The driver connects lazily, so this succeeds while MongoDB is down;
     /// `timeout` bounds how long an operation waits for a server before failing (→ 503).
-    pub async fn connect(uri: &str, database: &str, timeout: Duration, app_name: &str) -> mongodb::error::Result<Self> {
+    pub async fn connect(
+        uri: &str,
+        database: &str,
+        timeout: Duration,
+        app_name: &str,
+    ) -> mongodb::error::Result<Self> {
         let mut options = ClientOptions::parse(uri).await?;
         options.app_name = Some(app_name.into());
         options.server_selection_timeout = Some(timeout);
@@ -102,7 +109,10 @@ impl Store {
     }
 
     /// Creates the indexes a collection declares (idempotent; named after their fields).
-    pub async fn ensure_collection_indexes(&self, spec: &courier_core::collection_spec::CollectionSpec) -> mongodb::error::Result<()> {
+    pub async fn ensure_collection_indexes(
+        &self,
+        spec: &courier_core::collection_spec::CollectionSpec,
+    ) -> mongodb::error::Result<()> {
         for index in &spec.indexes {
             let mut keys = Document::new();
             for field in &index.fields {
@@ -111,7 +121,8 @@ impl Store {
                     None => keys.insert(field.as_str(), 1),
                 };
             }
-            let name = format!("{}{}", index.fields.join("_"), if index.unique { "_unique" } else { "" });
+            let name =
+                format!("{}{}", index.fields.join("_"), if index.unique { "_unique" } else { "" });
             let options = IndexOptions::builder().name(name).unique(index.unique).build();
             self.collection(&spec.name)
                 .create_index(IndexModel::builder().keys(keys).options(options).build())
@@ -122,7 +133,11 @@ impl Store {
 
     /// Applies `writes` and inserts `outbox` in one transaction, retrying transient failures as
     /// the MongoDB transaction protocol prescribes.
-    pub async fn commit(&self, writes: &[Write], outbox: &[OutboxRecord]) -> Result<(), StoreError> {
+    pub async fn commit(
+        &self,
+        writes: &[Write],
+        outbox: &[OutboxRecord],
+    ) -> Result<(), StoreError> {
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;
         'transaction: loop {
@@ -132,18 +147,29 @@ impl Store {
                 for write in writes {
                     match write {
                         Write::Insert { collection, document } => {
-                            self.collection(collection).insert_one(document).session(&mut session).await?;
+                            self.collection(collection)
+                                .insert_one(document)
+                                .session(&mut session)
+                                .await?;
                         }
                         Write::Replace { collection, id, expected_version, document } => {
                             let filter = doc! {"_id": id, VERSION_FIELD: expected_version};
-                            let result = self.collection(collection).replace_one(filter, document).session(&mut session).await?;
+                            let result = self
+                                .collection(collection)
+                                .replace_one(filter, document)
+                                .session(&mut session)
+                                .await?;
                             if result.matched_count != 1 {
                                 return Err(StoreError::VersionConflict);
                             }
                         }
                         Write::Delete { collection, id, expected_version } => {
                             let filter = doc! {"_id": id, VERSION_FIELD: expected_version};
-                            let result = self.collection(collection).delete_one(filter).session(&mut session).await?;
+                            let result = self
+                                .collection(collection)
+                                .delete_one(filter)
+                                .session(&mut session)
+                                .await?;
                             if result.deleted_count != 1 {
                                 return Err(StoreError::VersionConflict);
                             }
@@ -184,10 +210,16 @@ impl Store {
                         attempt += 1;
                         continue;
                     }
-                    Err(err) if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) || is_unavailable(&err) => {
+                    Err(err)
+                        if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            || is_unavailable(&err) =>
+                    {
                         return Err(StoreError::OutcomeUnknown(err));
                     }
-                    Err(err) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempt < TRANSACTION_ATTEMPTS => {
+                    Err(err)
+                        if err.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                            && attempt < TRANSACTION_ATTEMPTS =>
+                    {
                         continue 'transaction;
                     }
                     Err(err) => return Err(err.into()),

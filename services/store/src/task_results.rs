@@ -40,7 +40,9 @@ pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|w| w.code == DUPLICATE_KEY),
+        ErrorKind::InsertMany(e) => {
+            e.write_errors.iter().flatten().any(|w| w.code == DUPLICATE_KEY)
+        }
         _ => false,
     }
 }
@@ -52,23 +54,41 @@ impl Store {
 
     /// Whether a task's marker exists (its effects were committed).
     pub async fn task_applied(&self, task_id: &str) -> mongodb::error::Result<bool> {
-        Ok(self.task_results().find_one(doc! {"_id": task_id}).projection(doc! {"_id": 1}).await?.is_some())
+        Ok(self
+            .task_results()
+            .find_one(doc! {"_id": task_id})
+            .projection(doc! {"_id": 1})
+            .await?
+            .is_some())
     }
 
     /// Creates the markers' TTL index (idempotent).
     pub async fn ensure_task_result_indexes(&self) -> mongodb::error::Result<()> {
-        let options = IndexOptions::builder().name("ttl".to_owned()).expire_after(TASK_RESULTS_RETENTION).build();
-        self.task_results().create_index(IndexModel::builder().keys(doc! {"at": 1}).options(options).build()).await?;
+        let options = IndexOptions::builder()
+            .name("ttl".to_owned())
+            .expire_after(TASK_RESULTS_RETENTION)
+            .build();
+        self.task_results()
+            .create_index(IndexModel::builder().keys(doc! {"at": 1}).options(options).build())
+            .await?;
         Ok(())
     }
 
     /// Commits `writes` and `outbox` together with `marker` (a document whose `_id` is the task
     /// id) in one transaction, at most once per task id: when the marker already exists the
     /// transaction aborts and nothing is written ([`TaskCommit::AlreadyApplied`]).
-    pub async fn commit_task_result(&self, marker: Document, writes: &[Write], outbox: &[OutboxRecord]) -> Result<TaskCommit, StoreError> {
+    pub async fn commit_task_result(
+        &self,
+        marker: Document,
+        writes: &[Write],
+        outbox: &[OutboxRecord],
+    ) -> Result<TaskCommit, StoreError> {
         // The marker goes first: a duplicate fails the transaction before any other write.
         let mut all = Vec::with_capacity(writes.len() + 1);
-        all.push(Write::Insert { collection: TASK_RESULTS_COLLECTION.to_owned(), document: marker });
+        all.push(Write::Insert {
+            collection: TASK_RESULTS_COLLECTION.to_owned(),
+            document: marker,
+        });
         all.extend_from_slice(writes);
         match self.commit(&all, outbox).await {
             Ok(()) => Ok(TaskCommit::Applied),

@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::Context;
-use courier_core::{config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff};
+use courier_core::{
+    config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff,
+};
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -26,13 +28,22 @@ use crate::{
 /// Every built-in handler (`pets.enrich`, `system.noop`), writing to the store named in `config`
 /// and publishing events on `nats`. The store client connects lazily (a worker starts while
 /// MongoDB is down and reports not ready).
-pub async fn standard_handlers(config: &WorkerConfig, nats: async_nats::Client) -> anyhow::Result<Handlers> {
-    let store = Store::connect(&config.mongodb_uri, &config.mongodb_database, config.mongodb_timeout(), "courier-worker")
-        .await
-        .context("invalid MongoDB URI")?;
+pub async fn standard_handlers(
+    config: &WorkerConfig,
+    nats: async_nats::Client,
+) -> anyhow::Result<Handlers> {
+    let store = Store::connect(
+        &config.mongodb_uri,
+        &config.mongodb_database,
+        config.mongodb_timeout(),
+        "courier-worker",
+    )
+    .await
+    .context("invalid MongoDB URI")?;
     // The api's relay publishes what the fast path leaves behind; these counters stay local.
     let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
-    let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault).context("species data")?;
+    let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
+        .context("species data")?;
     Ok(Handlers::new().with(Arc::new(pets)).with(Arc::new(Noop)).with_store(store))
 }
 
@@ -50,18 +61,26 @@ pub struct Application {
 impl Application {
     /// The worker as `courier-worker` runs it: the [`standard_handlers`].
     pub async fn build_standard(config: WorkerConfig) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+            .await
+            .context("invalid NATS URL")?;
         let handlers = standard_handlers(&config, nats.clone()).await?;
         Self::build_with_client(config, nats, handlers).await
     }
 
     /// A worker serving `handlers`.
     pub async fn build(config: WorkerConfig, handlers: Handlers) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+            .await
+            .context("invalid NATS URL")?;
         Self::build_with_client(config, nats, handlers).await
     }
 
-    async fn build_with_client(config: WorkerConfig, nats: async_nats::Client, handlers: Handlers) -> anyhow::Result<Self> {
+    async fn build_with_client(
+        config: WorkerConfig,
+        nats: async_nats::Client,
+        handlers: Handlers,
+    ) -> anyhow::Result<Self> {
         let mut registry = courier_core::ops::component_registry("worker");
         let metrics = WorkerMetrics::register(&mut registry, &handlers.kinds());
         let attached = Arc::new(AtomicBool::new(false));
@@ -69,14 +88,19 @@ impl Application {
             let attached = attached.clone();
             move || {
                 let ok = attached.load(Ordering::Acquire);
-                async move { if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) } }
+                async move {
+                    if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) }
+                }
             }
         });
         if let Some(store) = handlers.store().cloned() {
-            readiness = readiness.with_check("mongodb", move || {
-                let store = store.clone();
-                async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
-            });
+            readiness =
+                readiness.with_check("mongodb", move || {
+                    let store = store.clone();
+                    async move {
+                        store.ping().await.map_err(|err| format!("mongodb unreachable: {err}"))
+                    }
+                });
         }
         let listener = courier_core::ops::bind(config.metrics_listen).await?;
         let work = Arc::new(WorkLoop {
@@ -100,14 +124,21 @@ impl Application {
         tracing::info!(metrics = %listener.local_addr()?, worker = %work.worker_id, "worker starting");
         let replicas = work.config.nats.stream_replicas;
         let js = work.js.clone();
-        let ops = tokio::spawn(courier_core::ops::serve(listener, registry, readiness, shutdown.clone()));
-        let indexes = work.handlers.store().cloned().map(|store| tokio::spawn(ensure_indexes_with_retry(store, shutdown.clone())));
+        let ops =
+            tokio::spawn(courier_core::ops::serve(listener, registry, readiness, shutdown.clone()));
+        let indexes = work
+            .handlers
+            .store()
+            .cloned()
+            .map(|store| tokio::spawn(ensure_indexes_with_retry(store, shutdown.clone())));
         if ensure_streams_with_retry(&js, replicas, &shutdown).await {
             work.clone().run(shutdown.clone()).await;
         }
         // Bounded: with NATS gone, background publishes give up; the api's relay has them.
         if tokio::time::timeout(SHUTDOWN_GRACE, work.handlers.drain()).await.is_err() {
-            tracing::warn!("handlers' background work did not finish within {SHUTDOWN_GRACE:?}; the outbox relay will publish what is left");
+            tracing::warn!(
+                "handlers' background work did not finish within {SHUTDOWN_GRACE:?}; the outbox relay will publish what is left"
+            );
         }
         if let Some(indexes) = indexes {
             indexes.abort();
@@ -126,7 +157,9 @@ async fn ensure_indexes_with_retry(store: Store, shutdown: CancellationToken) {
     loop {
         match store.ensure_task_result_indexes().await {
             Ok(()) => return,
-            Err(err) => tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating the task-result index failed"),
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff.next_delay(), "creating the task-result index failed")
+            }
         }
         if !backoff.wait(&shutdown).await {
             return;

@@ -6,7 +6,10 @@ use clap::Parser;
 use courier_core::config::{NatsArgs, TelemetryArgs};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "courier-worker", about = "Courier worker: competing consumer on the TASKS work queue")]
+#[command(
+    name = "courier-worker",
+    about = "Courier worker: competing consumer on the TASKS work queue"
+)]
 pub struct WorkerConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "COURIER_WORKER_METRICS_LISTEN", default_value = "0.0.0.0:9100")]
@@ -17,7 +20,11 @@ pub struct WorkerConfig {
 
     /// MongoDB connection string (a replica set, so transactions work): where handlers store
     /// their results (`pets.enrich` writes the pet's `enrichment`).
-    #[arg(long, env = "COURIER_MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/?directConnection=true")]
+    #[arg(
+        long,
+        env = "COURIER_MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
     pub mongodb_uri: String,
 
     /// Database holding the documents, the outbox and the task results.
@@ -79,7 +86,9 @@ impl Fault {
         text.strip_prefix("delay:")
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(|ms| Fault::Delay(Duration::from_millis(ms)))
-            .ok_or_else(|| format!("unknown fault '{text}' (expected delay:<ms> or exit-after-commit)"))
+            .ok_or_else(|| {
+                format!("unknown fault '{text}' (expected delay:<ms> or exit-after-commit)")
+            })
     }
 }
 

@@ -40,7 +40,6 @@ use crate::{
     metrics::WorkerMetrics,
 };
 
-
 pub use courier_core::subjects::{WORKERS_CONSUMER, dead_letter_header};
 
 pub struct WorkLoop {
@@ -94,7 +93,11 @@ impl WorkLoop {
         Ok(stream.create_consumer(consumer_config(&self.config)).await?)
     }
 
-    async fn process_until_detached(self: &Arc<Self>, consumer: PullConsumer, shutdown: &CancellationToken) {
+    async fn process_until_detached(
+        self: &Arc<Self>,
+        consumer: PullConsumer,
+        shutdown: &CancellationToken,
+    ) {
         let messages = match consumer.messages().await {
             Ok(messages) => messages,
             Err(err) => {
@@ -124,11 +127,23 @@ impl WorkLoop {
 
     async fn process(&self, message: jetstream::Message) {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        let kind = message.subject.strip_prefix("tasks.").filter(|k| is_valid_task_kind(k)).unwrap_or("unknown").to_owned();
+        let kind = message
+            .subject
+            .strip_prefix("tasks.")
+            .filter(|k| is_valid_task_kind(k))
+            .unwrap_or("unknown")
+            .to_owned();
         let task: Task = match serde_json::from_slice(&message.payload) {
             Ok(task) => task,
             Err(err) => {
-                self.dead_letter(&message, &kind, None, &format!("undecodable task: {err}"), delivered).await;
+                self.dead_letter(
+                    &message,
+                    &kind,
+                    None,
+                    &format!("undecodable task: {err}"),
+                    delivered,
+                )
+                .await;
                 return;
             }
         };
@@ -139,12 +154,21 @@ impl WorkLoop {
     /// Runs a decoded task and settles its message: ack, nak with backoff, or dead letter.
     async fn handle(&self, message: jetstream::Message, kind: String, task: Task, delivered: i64) {
         let Some(handler) = self.handlers.get(&task.kind).cloned() else {
-            self.dead_letter(&message, &kind, Some(&task), &format!("no handler for task kind '{}'", task.kind), delivered)
-                .await;
+            self.dead_letter(
+                &message,
+                &kind,
+                Some(&task),
+                &format!("no handler for task kind '{}'", task.kind),
+                delivered,
+            )
+            .await;
             return;
         };
         if delivered > self.config.max_deliver {
-            let reason = format!("no attempt completed in {} deliveries (worker died or exceeded ack_wait)", delivered - 1);
+            let reason = format!(
+                "no attempt completed in {} deliveries (worker died or exceeded ack_wait)",
+                delivered - 1
+            );
             self.dead_letter(&message, &kind, Some(&task), &reason, delivered - 1).await;
             return;
         }
@@ -182,7 +206,12 @@ impl WorkLoop {
 
     /// Runs the handler, telling the server every `ack_wait / 2` that the task is still being
     /// worked on, so a slow task is not redelivered to another worker while this one is alive.
-    async fn run_handler(&self, message: &jetstream::Message, handler: &dyn crate::handlers::TaskHandler, task: &Task) -> Result<(), TaskError> {
+    async fn run_handler(
+        &self,
+        message: &jetstream::Message,
+        handler: &dyn crate::handlers::TaskHandler,
+        task: &Task,
+    ) -> Result<(), TaskError> {
         let work = async {
             if let Some(Fault::Delay(delay)) = self.config.fault {
                 tokio::time::sleep(delay).await;
@@ -206,7 +235,14 @@ impl WorkLoop {
 
     /// Moves a task to `dlq.tasks.<kind>` with why and how often it failed, then removes it from
     /// the work queue. If the dead letter cannot be written, the task stays queued (nak).
-    async fn dead_letter(&self, message: &jetstream::Message, kind: &str, task: Option<&Task>, reason: &str, attempts: i64) {
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        kind: &str,
+        task: Option<&Task>,
+        reason: &str,
+        attempts: i64,
+    ) {
         let mut headers = HeaderMap::new();
         headers.insert(dead_letter_header::REASON, truncate(reason, 1024));
         headers.insert(dead_letter_header::ATTEMPTS, attempts.to_string().as_str());
@@ -220,7 +256,10 @@ impl WorkLoop {
             headers.insert(dead_letter_header::TASK_ID, task.id.to_string().as_str());
             headers.insert(TRACE_HEADER, task.trace_id.as_str());
         }
-        let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers).message_id(msg_id);
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .headers(headers)
+            .message_id(msg_id);
         let stored = match self.js.send_publish(dead_letter_subject(kind), publish).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
             Err(err) => Err(err.to_string()),

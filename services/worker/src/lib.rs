@@ -9,6 +9,6 @@ pub mod metrics;
 pub mod pets;
 
 pub use app::{Application, standard_handlers};
+pub use config::WorkerConfig;
 /// The store layer the handlers write through (re-exported for tools and tests).
 pub use courier_store;
-pub use config::WorkerConfig;

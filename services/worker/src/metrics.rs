@@ -33,7 +33,9 @@ impl WorkerMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             duration: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
             }),
             in_flight: Gauge::default(),
         };
@@ -46,10 +48,26 @@ impl WorkerMetrics {
         }
         registry.register("courier_tasks_processed", "Tasks completed", m.processed.clone());
         registry.register("courier_tasks_failed", "Task attempts that failed", m.failed.clone());
-        registry.register("courier_tasks_retried", "Tasks scheduled for a retry", m.retried.clone());
-        registry.register("courier_tasks_dead_lettered", "Tasks moved to the DLQ stream", m.dead_lettered.clone());
-        registry.register("courier_task_duration_seconds", "Task processing time", m.duration.clone());
-        registry.register("courier_tasks_in_flight", "Tasks being processed now", m.in_flight.clone());
+        registry.register(
+            "courier_tasks_retried",
+            "Tasks scheduled for a retry",
+            m.retried.clone(),
+        );
+        registry.register(
+            "courier_tasks_dead_lettered",
+            "Tasks moved to the DLQ stream",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "courier_task_duration_seconds",
+            "Task processing time",
+            m.duration.clone(),
+        );
+        registry.register(
+            "courier_tasks_in_flight",
+            "Tasks being processed now",
+            m.in_flight.clone(),
+        );
         Arc::new(m)
     }
 

@@ -70,7 +70,9 @@ pub struct Accounts {
 pub fn is_valid_username(username: &str) -> bool {
     (3..=32).contains(&username.len())
         && username.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && username.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && username
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 fn digest(token: &str) -> String {
@@ -95,18 +97,37 @@ impl Accounts {
     }
 
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
-        let unique = IndexOptions::builder().unique(true).name("username_unique".to_owned()).build();
-        self.users.create_index(IndexModel::builder().keys(doc! {"username": 1}).options(unique).build()).await?;
+        let unique =
+            IndexOptions::builder().unique(true).name("username_unique".to_owned()).build();
+        self.users
+            .create_index(IndexModel::builder().keys(doc! {"username": 1}).options(unique).build())
+            .await?;
         let family = IndexOptions::builder().name("family".to_owned()).build();
-        self.tokens.create_index(IndexModel::builder().keys(doc! {"family": 1}).options(family).build()).await?;
-        let ttl = IndexOptions::builder().name("expiry".to_owned()).expire_after(std::time::Duration::ZERO).build();
-        self.tokens.create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build()).await?;
+        self.tokens
+            .create_index(IndexModel::builder().keys(doc! {"family": 1}).options(family).build())
+            .await?;
+        let ttl = IndexOptions::builder()
+            .name("expiry".to_owned())
+            .expire_after(std::time::Duration::ZERO)
+            .build();
+        self.tokens
+            .create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build())
+            .await?;
         Ok(())
     }
 
     /// Creates a user; `Ok(None)` if the username is taken.
-    pub async fn create_user(&self, username: &str, password_hash: String) -> mongodb::error::Result<Option<User>> {
-        let user = User { id: ObjectId::new(), username: username.to_owned(), password_hash, created_at: bson::DateTime::now() };
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: String,
+    ) -> mongodb::error::Result<Option<User>> {
+        let user = User {
+            id: ObjectId::new(),
+            username: username.to_owned(),
+            password_hash,
+            created_at: bson::DateTime::now(),
+        };
         match self.users.insert_one(&user).await {
             Ok(_) => Ok(Some(user)),
             Err(err) if is_duplicate_key(&err) => Ok(None),
@@ -124,11 +145,17 @@ impl Accounts {
     }
 
     /// A new refresh token for `user` in `family` (a new family at login).
-    pub async fn issue_refresh(&self, user: &User, family: Option<String>) -> mongodb::error::Result<String> {
+    pub async fn issue_refresh(
+        &self,
+        user: &User,
+        family: Option<String>,
+    ) -> mongodb::error::Result<String> {
         let bytes: [u8; 32] = rand::random();
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let now = bson::DateTime::now();
-        let expires_at = bson::DateTime::from_millis(now.timestamp_millis() + self.refresh_ttl.as_millis() as i64);
+        let expires_at = bson::DateTime::from_millis(
+            now.timestamp_millis() + self.refresh_ttl.as_millis() as i64,
+        );
         let record = RefreshToken {
             digest: digest(&token),
             user_id: user.id,
@@ -142,18 +169,25 @@ impl Accounts {
     }
 
     /// Uses a refresh token once: the user and the family to continue, or why not.
-    pub async fn use_refresh(&self, token: &str) -> mongodb::error::Result<Result<(User, String), RefreshRefusal>> {
+    pub async fn use_refresh(
+        &self,
+        token: &str,
+    ) -> mongodb::error::Result<Result<(User, String), RefreshRefusal>> {
         let digest = digest(token);
         let now = bson::DateTime::now();
         let claimed = self
             .tokens
-            .find_one_and_update(doc! {"_id": &digest, "used_at": null}, doc! {"$set": {"used_at": now}})
+            .find_one_and_update(
+                doc! {"_id": &digest, "used_at": null},
+                doc! {"$set": {"used_at": now}},
+            )
             .return_document(ReturnDocument::Before)
             .await?;
         let Some(record) = claimed else {
             return Ok(Err(match self.tokens.find_one(doc! {"_id": &digest}).await? {
                 Some(used) => {
-                    let revoked = self.tokens.delete_many(doc! {"family": &used.family}).await?.deleted_count;
+                    let revoked =
+                        self.tokens.delete_many(doc! {"family": &used.family}).await?.deleted_count;
                     tracing::warn!(user_id = %used.user_id, revoked, "refresh token reused; its family is revoked");
                     RefreshRefusal::Reused
                 }
@@ -186,6 +220,9 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_stored_as_digests() {
-        assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

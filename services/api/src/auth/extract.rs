@@ -22,7 +22,11 @@ impl Caller {
     /// The user, or 401 when `level` requires one.
     pub fn require(&self, level: AccessLevel) -> Result<Option<&AuthUser>, ApiError> {
         match (level, &self.0) {
-            (AccessLevel::Authenticated, None) => Err(ApiError::Unauthorized { message: "authentication required: send Authorization: Bearer <access token>".into(), invalid_token: false }),
+            (AccessLevel::Authenticated, None) => Err(ApiError::Unauthorized {
+                message: "authentication required: send Authorization: Bearer <access token>"
+                    .into(),
+                invalid_token: false,
+            }),
             (_, user) => Ok(user.as_ref()),
         }
     }
@@ -35,11 +39,17 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             return Ok(Caller(None));
         };
-        let invalid = |message: &str| ApiError::Unauthorized { message: message.to_owned(), invalid_token: true };
+        let invalid = |message: &str| ApiError::Unauthorized {
+            message: message.to_owned(),
+            invalid_token: true,
+        };
         let token = header
             .to_str()
             .ok()
@@ -62,7 +72,10 @@ pub struct Authenticated(pub AuthUser);
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(AccessLevel::Authenticated)?;
         Ok(Authenticated(caller.0.expect("required above")))

@@ -31,13 +31,16 @@ impl<K: Hash + Eq + Clone> Windows<K> {
         while entry.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             entry.pop_front();
         }
-        (entry.len() >= self.limit).then(|| self.window.saturating_sub(now.duration_since(entry[0])))
+        (entry.len() >= self.limit)
+            .then(|| self.window.saturating_sub(now.duration_since(entry[0])))
     }
 
     fn hit(&self, key: K, now: Instant) {
         let mut hits = self.hits.lock().expect("limiter lock poisoned");
         if hits.len() > SWEEP_ABOVE {
-            hits.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < self.window));
+            hits.retain(|_, times| {
+                times.back().is_some_and(|t| now.duration_since(*t) < self.window)
+            });
         }
         hits.entry(key).or_default().push_back(now);
     }
@@ -53,7 +56,12 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
-    pub fn new(user_failures: usize, user_window: Duration, address_attempts: usize, address_window: Duration) -> Self {
+    pub fn new(
+        user_failures: usize,
+        user_window: Duration,
+        address_attempts: usize,
+        address_window: Duration,
+    ) -> Self {
         LoginLimiter {
             failures_per_user: Windows::new(user_failures, user_window),
             attempts_per_address: Windows::new(address_attempts, address_window),

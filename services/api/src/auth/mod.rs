@@ -48,18 +48,27 @@ fn credentials(body: serde_json::Value) -> Result<Credentials, ApiError> {
     let mut missing = Vec::new();
     for field in ["username", "password"] {
         if !body.get(field).is_some_and(|v| v.is_string()) {
-            missing.push(FieldError { field: field.into(), reason: "is required and must be a string".into() });
+            missing.push(FieldError {
+                field: field.into(),
+                reason: "is required and must be a string".into(),
+            });
         }
     }
     if !missing.is_empty() {
         return Err(ApiError::validation("credentials", missing));
     }
     serde_json::from_value(body).map_err(|err| {
-        ApiError::validation("credentials", vec![FieldError { field: "(document)".into(), reason: err.to_string() }])
+        ApiError::validation(
+            "credentials",
+            vec![FieldError { field: "(document)".into(), reason: err.to_string() }],
+        )
     })
 }
 
-async fn register(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let Credentials { username, password } = credentials(body)?;
     let username = username.trim().to_lowercase();
     let mut problems = Vec::new();
@@ -95,7 +104,11 @@ fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Ip
     peer.ip()
 }
 
-fn token_response(state: &AppState, user: &accounts::User, refresh_token: String) -> Result<Response, ApiError> {
+fn token_response(
+    state: &AppState,
+    user: &accounts::User,
+    refresh_token: String,
+) -> Result<Response, ApiError> {
     let (access_token, _) = state
         .jwt
         .issue(&user.id.to_hex(), &user.username)
@@ -125,12 +138,17 @@ async fn login(
 
     let user = state.accounts.find_by_username(&username).await?;
     // Verify against a decoy when the user is unknown: same work, same answer, same time.
-    let phc = user.as_ref().map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
+    let phc = user
+        .as_ref()
+        .map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
     let matches = passwords::verify(password, phc).await;
     let Some(user) = user.filter(|_| matches) else {
         state.login_limiter.failed(&username);
         tracing::info!(%username, %address, "login failed");
-        return Err(ApiError::Unauthorized { message: "invalid username or password".into(), invalid_token: false });
+        return Err(ApiError::Unauthorized {
+            message: "invalid username or password".into(),
+            invalid_token: false,
+        });
     };
     state.login_limiter.succeeded(&username);
     let refresh_token = state.accounts.issue_refresh(&user, None).await?;
@@ -144,29 +162,44 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
-async fn refresh(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let RefreshRequest { refresh_token } = serde_json::from_value(body).map_err(|_| {
-        ApiError::validation("refresh", vec![FieldError { field: "refresh_token".into(), reason: "is required and must be a string".into() }])
+        ApiError::validation(
+            "refresh",
+            vec![FieldError {
+                field: "refresh_token".into(),
+                reason: "is required and must be a string".into(),
+            }],
+        )
     })?;
-    let refused = |message: &str| ApiError::Unauthorized { message: message.to_owned(), invalid_token: true };
+    let refused =
+        |message: &str| ApiError::Unauthorized { message: message.to_owned(), invalid_token: true };
     match state.accounts.use_refresh(&refresh_token).await? {
         Ok((user, family)) => {
             let next = state.accounts.issue_refresh(&user, Some(family)).await?;
             token_response(&state, &user, next)
         }
-        Err(accounts::RefreshRefusal::Reused) => {
-            Err(refused("this refresh token was already used; every session it belongs to is signed out — log in again"))
+        Err(accounts::RefreshRefusal::Reused) => Err(refused(
+            "this refresh token was already used; every session it belongs to is signed out — log in again",
+        )),
+        Err(accounts::RefreshRefusal::Expired) => {
+            Err(refused("the refresh token has expired; log in again"))
         }
-        Err(accounts::RefreshRefusal::Expired) => Err(refused("the refresh token has expired; log in again")),
         Err(accounts::RefreshRefusal::Unknown) => Err(refused("the refresh token is invalid")),
     }
 }
 
-async fn me(State(state): State<AppState>, Authenticated(user): Authenticated) -> Result<Json<serde_json::Value>, ApiError> {
-    let stored = state
-        .accounts
-        .find_by_id(&user.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized { message: "this account no longer exists".into(), invalid_token: true })?;
+async fn me(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let stored =
+        state.accounts.find_by_id(&user.id).await?.ok_or_else(|| ApiError::Unauthorized {
+            message: "this account no longer exists".into(),
+            invalid_token: true,
+        })?;
     Ok(Json(stored.public()))
 }

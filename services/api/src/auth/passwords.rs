@@ -10,8 +10,18 @@ use crate::error::FieldError;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 256;
 const COMMON: [&str; 12] = [
-    "password", "password1", "12345678", "123456789", "1234567890", "qwertyuiop", "11111111", "iloveyou", "letmein1",
-    "welcome1", "courier1", "abc12345",
+    "password",
+    "password1",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwertyuiop",
+    "11111111",
+    "iloveyou",
+    "letmein1",
+    "welcome1",
+    "courier1",
+    "abc12345",
 ];
 
 /// Why a password is refused, if it is.
@@ -46,9 +56,11 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Whether `password` matches `phc`. Malformed hashes never match.
 pub async fn verify(password: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok())
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || {
+        Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A valid hash of a random password: verified against when the user does not exist, so a
@@ -58,7 +70,10 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| {
         let random: [u8; 16] = rand::random();
         let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).unwrap_or_default()
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
     })
 }
 
@@ -81,10 +96,19 @@ mod tests {
     #[test]
     fn weak_passwords_are_refused_with_a_reason() {
         assert_eq!(check_password("short", "ana").unwrap().reason, "must be at least 8 characters");
-        assert_eq!(check_password("ana-lopez", "ANA-LOPEZ").unwrap().reason, "must differ from the username");
+        assert_eq!(
+            check_password("ana-lopez", "ANA-LOPEZ").unwrap().reason,
+            "must differ from the username"
+        );
         assert_eq!(check_password("Password", "ana").unwrap().reason, "is too common");
-        assert_eq!(check_password("aaaaaaaaaa", "ana").unwrap().reason, "must not repeat one character");
-        assert_eq!(check_password(&"x1".repeat(200), "ana").unwrap().reason, "must be at most 256 characters");
+        assert_eq!(
+            check_password("aaaaaaaaaa", "ana").unwrap().reason,
+            "must not repeat one character"
+        );
+        assert_eq!(
+            check_password(&"x1".repeat(200), "ana").unwrap().reason,
+            "must be at most 256 characters"
+        );
         assert_eq!(check_password("correct horse battery", "ana"), None);
     }
 }

@@ -11,7 +11,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use courier_core::{Event, EventAction, Task, collection_spec::TriggerOn, request_telemetry::TraceId, subjects};
+use courier_core::{
+    Event, EventAction, Task, collection_spec::TriggerOn, request_telemetry::TraceId, subjects,
+};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::{Map, Value, json};
@@ -34,7 +36,10 @@ const UPDATE_ATTEMPTS: u32 = 10;
 /// A short, growing, jittered pause before retry `attempt`, so racing writers spread out
 /// instead of colliding again (1–8 ms, then up to ~80 ms).
 async fn pause_before_retry(attempt: u32) {
-    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 8;
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % 8;
     let millis = u64::from((1 + jitter) * attempt.min(10));
     tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
 }
@@ -88,21 +93,34 @@ impl Precondition {
 
 /// A request body as a JSON object, without the fields clients may not set: `id` (it must
 /// match the document's, if sent at all) and the schema's `readOnly` fields (ignored).
-fn client_fields(def: &CollectionDef, body: Value, doc_id: Option<&str>) -> Result<Map<String, Value>, ApiError> {
+fn client_fields(
+    def: &CollectionDef,
+    body: Value,
+    doc_id: Option<&str>,
+) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(mut object) = body else {
         let reason = "must be a JSON object".to_owned();
-        return Err(ApiError::validation(def.name(), vec![FieldError { field: "(document)".into(), reason }]));
+        return Err(ApiError::validation(
+            def.name(),
+            vec![FieldError { field: "(document)".into(), reason }],
+        ));
     };
     match (object.remove("id"), doc_id) {
         (None, _) | (Some(Value::Null), _) => {}
         (Some(Value::String(sent)), Some(id)) if sent == id => {}
         (Some(_), Some(_)) => {
             let reason = "does not match the document's id".to_owned();
-            return Err(ApiError::validation(def.name(), vec![FieldError { field: "id".into(), reason }]));
+            return Err(ApiError::validation(
+                def.name(),
+                vec![FieldError { field: "id".into(), reason }],
+            ));
         }
         (Some(_), None) => {
             let reason = "is assigned by Courier; leave it out".to_owned();
-            return Err(ApiError::validation(def.name(), vec![FieldError { field: "id".into(), reason }]));
+            return Err(ApiError::validation(
+                def.name(),
+                vec![FieldError { field: "id".into(), reason }],
+            ));
         }
     }
     for field in def.read_only_fields() {
@@ -112,7 +130,11 @@ fn client_fields(def: &CollectionDef, body: Value, doc_id: Option<&str>) -> Resu
 }
 
 /// The stored document's read-only fields carried over to its new version.
-fn keep_read_only(def: &CollectionDef, current: &Value, mut new: Map<String, Value>) -> Map<String, Value> {
+fn keep_read_only(
+    def: &CollectionDef,
+    current: &Value,
+    mut new: Map<String, Value>,
+) -> Map<String, Value> {
     for field in def.read_only_fields() {
         if let Some(value) = current.get(field) {
             new.insert(field.to_owned(), value.clone());
@@ -136,7 +158,11 @@ async fn commit_change(
 ) -> Result<(), StoreError> {
     let name = def.name();
     let event = Event::new(name, doc_id, action, data, actor.clone(), trace_id.to_owned());
-    let mut records = vec![OutboxRecord::for_event(&event, subjects::event_subject(name, doc_id, action), version)];
+    let mut records = vec![OutboxRecord::for_event(
+        &event,
+        subjects::event_subject(name, doc_id, action),
+        version,
+    )];
     let trigger = match action {
         EventAction::Created => Some(TriggerOn::Create),
         EventAction::Updated => Some(TriggerOn::Update),
@@ -180,10 +206,22 @@ async fn create(
     let stored = to_stored(id, 1, &body)?;
     let document = to_api(stored.clone());
     let writes = vec![Write::Insert { collection: name.clone(), document: stored }];
-    commit_change(&state, &def, writes, EventAction::Created, &doc_id, 1, document.clone(), caller.actor(), trace_id.as_str()).await?;
+    commit_change(
+        &state,
+        &def,
+        writes,
+        EventAction::Created,
+        &doc_id,
+        1,
+        document.clone(),
+        caller.actor(),
+        trace_id.as_str(),
+    )
+    .await?;
 
     let mut response = document_response(StatusCode::CREATED, 1, document);
-    let location = HeaderValue::from_str(&format!("/api/v1/{name}/{doc_id}")).expect("ids are header-safe");
+    let location =
+        HeaderValue::from_str(&format!("/api/v1/{name}/{doc_id}")).expect("ids are header-safe");
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }
@@ -203,7 +241,9 @@ async fn read(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no document '{id}' in '{name}'")))?;
     let version = version_of(&stored);
-    if Precondition::from_headers(&headers, header::IF_NONE_MATCH).is_some_and(|p| p.matches(version)) {
+    if Precondition::from_headers(&headers, header::IF_NONE_MATCH)
+        .is_some_and(|p| p.matches(version))
+    {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response());
     }
     Ok(([(header::ETAG, etag(version))], Json(to_api(stored))).into_response())
@@ -250,7 +290,11 @@ async fn modify(
         let current = to_api(current);
         let (writes, action, data) = match &edit {
             Edit::Delete => (
-                vec![Write::Delete { collection: name.to_owned(), id: oid, expected_version: version }],
+                vec![Write::Delete {
+                    collection: name.to_owned(),
+                    id: oid,
+                    expected_version: version,
+                }],
                 EventAction::Deleted,
                 current.clone(),
             ),
@@ -268,14 +312,35 @@ async fn modify(
                 };
                 let candidate = Value::Object(new_fields.clone());
                 def.validate(&candidate).map_err(|fields| ApiError::validation(name, fields))?;
-                let stored = to_stored(oid, version + 1, &Value::Object(keep_read_only(&def, &current, new_fields)))?;
+                let stored = to_stored(
+                    oid,
+                    version + 1,
+                    &Value::Object(keep_read_only(&def, &current, new_fields)),
+                )?;
                 let document = to_api(stored.clone());
-                let write = Write::Replace { collection: name.to_owned(), id: oid, expected_version: version, document: stored };
+                let write = Write::Replace {
+                    collection: name.to_owned(),
+                    id: oid,
+                    expected_version: version,
+                    document: stored,
+                };
                 (vec![write], EventAction::Updated, document)
             }
         };
         let new_version = version + 1;
-        match commit_change(state, &def, writes, action, id, new_version, data.clone(), caller.actor(), trace_id.as_str()).await {
+        match commit_change(
+            state,
+            &def,
+            writes,
+            action,
+            id,
+            new_version,
+            data.clone(),
+            caller.actor(),
+            trace_id.as_str(),
+        )
+        .await
+        {
             Ok(()) => return Ok((new_version, (action != EventAction::Deleted).then_some(data))),
             Err(StoreError::VersionConflict) if precondition.is_none() => continue,
             Err(err) => return Err(err.into()),
@@ -297,8 +362,10 @@ async fn update(
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
     let fields = client_fields(&def, body, Some(&id))?;
-    let edit = if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
-    let (version, document) = modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
+    let edit =
+        if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
+    let (version, document) =
+        modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
     Ok(document_response(StatusCode::OK, version, document.unwrap_or(Value::Null)))
 }
 

@@ -13,7 +13,12 @@ use prometheus_client::registry::Registry;
 use crate::state::AppState;
 
 /// Every route, with per-request telemetry (trace id, span, RED metrics) around all of them.
-pub fn router(state: AppState, registry: Arc<Registry>, http_metrics: Arc<HttpMetrics>, readiness: courier_core::ops::Readiness) -> Router {
+pub fn router(
+    state: AppState,
+    registry: Arc<Registry>,
+    http_metrics: Arc<HttpMetrics>,
+    readiness: courier_core::ops::Readiness,
+) -> Router {
     Router::new()
         .nest("/api/v1", crate::auth::router().merge(documents::router()))
         .merge(queues::router())

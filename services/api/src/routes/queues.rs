@@ -21,7 +21,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use courier_core::subjects::{DLQ_ALL, DLQ_STREAM, TASKS_ALL, TASKS_STREAM, TRACE_HEADER, WORKERS_CONSUMER, dead_letter_header};
+use courier_core::subjects::{
+    DLQ_ALL, DLQ_STREAM, TASKS_ALL, TASKS_STREAM, TRACE_HEADER, WORKERS_CONSUMER,
+    dead_letter_header,
+};
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,10 +60,17 @@ fn known_queue(queue: &str) -> Result<(), ApiError> {
 }
 
 /// Message counts per subject of `stream`, keyed by the part after `prefix`.
-async fn counts_by_kind(stream: &mut Stream, filter: &str, prefix: &str) -> Result<BTreeMap<String, u64>, ApiError> {
-    let mut by_subject = stream.info_with_subjects(filter).await.map_err(|e| nats_failed(e, "stream subjects"))?;
+async fn counts_by_kind(
+    stream: &mut Stream,
+    filter: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, u64>, ApiError> {
+    let mut by_subject =
+        stream.info_with_subjects(filter).await.map_err(|e| nats_failed(e, "stream subjects"))?;
     let mut counts = BTreeMap::new();
-    while let Some((subject, count)) = by_subject.try_next().await.map_err(|e| nats_failed(e, "stream subjects"))? {
+    while let Some((subject, count)) =
+        by_subject.try_next().await.map_err(|e| nats_failed(e, "stream subjects"))?
+    {
         let kind = subject.strip_prefix(prefix).unwrap_or(&subject).to_owned();
         counts.insert(kind, count as u64);
     }
@@ -68,9 +78,13 @@ async fn counts_by_kind(stream: &mut Stream, filter: &str, prefix: &str) -> Resu
 }
 
 /// `GET /api/v1/queues`.
-async fn list(_user: Authenticated, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    _user: Authenticated,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let js = state.outbox.jetstream();
-    let mut tasks = js.get_stream(TASKS_STREAM).await.map_err(|e| nats_failed(e, "TASKS stream"))?;
+    let mut tasks =
+        js.get_stream(TASKS_STREAM).await.map_err(|e| nats_failed(e, "TASKS stream"))?;
     let mut dlq = js.get_stream(DLQ_STREAM).await.map_err(|e| nats_failed(e, "DLQ stream"))?;
     let tasks_state = tasks.info().await.map_err(|e| nats_failed(e, "TASKS info"))?.state.clone();
     let dlq_state = dlq.info().await.map_err(|e| nats_failed(e, "DLQ info"))?.state.clone();
@@ -91,12 +105,21 @@ async fn list(_user: Authenticated, State(state): State<AppState>) -> Result<Jso
     }
 
     let (pending, in_flight, redelivered, consumers, deliveries) = match &consumer {
-        Some(c) => (c.num_pending, c.num_ack_pending as u64, c.num_redelivered as u64, c.num_waiting as u64, c.delivered.consumer_sequence),
+        Some(c) => (
+            c.num_pending,
+            c.num_ack_pending as u64,
+            c.num_redelivered as u64,
+            c.num_waiting as u64,
+            c.delivered.consumer_sequence,
+        ),
         None => (tasks_state.messages, 0, 0, 0, 0),
     };
     // Every message that left TASKS was either acknowledged (processed) or terminated after
     // its dead letter was written; dead letters are counted by DLQ's last sequence.
-    let processed = tasks_state.last_sequence.saturating_sub(tasks_state.messages).saturating_sub(dlq_state.last_sequence);
+    let processed = tasks_state
+        .last_sequence
+        .saturating_sub(tasks_state.messages)
+        .saturating_sub(dlq_state.last_sequence);
     Ok(Json(json!({
         "queues": [{
             "name": TASKS_QUEUE,
@@ -149,10 +172,20 @@ fn dead_letter_json(message: &StreamMessage) -> Value {
 }
 
 /// `GET /api/v1/queues/tasks/dead?after=<id>&limit=N`: dead letters, oldest first.
-async fn dead_letters(_user: Authenticated, State(state): State<AppState>, Path(queue): Path<String>, Query(query): Query<DeadQuery>) -> Result<Json<Value>, ApiError> {
+async fn dead_letters(
+    _user: Authenticated,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    Query(query): Query<DeadQuery>,
+) -> Result<Json<Value>, ApiError> {
     known_queue(&queue)?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let dlq = state.outbox.jetstream().get_stream(DLQ_STREAM).await.map_err(|e| nats_failed(e, "DLQ stream"))?;
+    let dlq = state
+        .outbox
+        .jetstream()
+        .get_stream(DLQ_STREAM)
+        .await
+        .map_err(|e| nats_failed(e, "DLQ stream"))?;
     let mut items = Vec::with_capacity(limit);
     let mut from = query.after.unwrap_or(0).saturating_add(1);
     let mut more = false;
@@ -178,7 +211,11 @@ async fn dead_letters(_user: Authenticated, State(state): State<AppState>, Path(
 /// `POST /api/v1/queues/tasks/dead/<id>/retry`: puts the dead letter with `DLQ` sequence `<id>`
 /// back on its original subject (a new message, so it gets a fresh delivery count), then removes
 /// it from `DLQ`. 404 for an id that is not (or no longer) in `DLQ`.
-async fn retry(_user: Authenticated, State(state): State<AppState>, Path((queue, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn retry(
+    _user: Authenticated,
+    State(state): State<AppState>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     known_queue(&queue)?;
     let not_found = || ApiError::NotFound(format!("no dead letter '{id}' in queue '{queue}'"));
     let sequence: u64 = id.parse().map_err(|_| not_found())?;
@@ -192,7 +229,9 @@ async fn retry(_user: Authenticated, State(state): State<AppState>, Path((queue,
     let subject = header(&message, dead_letter_header::ORIGINAL_SUBJECT)
         .or_else(|| message.subject.as_str().strip_prefix("dlq.").map(str::to_owned))
         .filter(|s| s.starts_with("tasks.") && !s.contains(['*', '>', ' ']))
-        .ok_or_else(|| ApiError::Conflict(format!("dead letter {sequence} names no task subject to retry on")))?;
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("dead letter {sequence} names no task subject to retry on"))
+        })?;
 
     let mut headers = HeaderMap::new();
     headers.insert(RETRIED_FROM_HEADER, format!("{DLQ_STREAM}:{sequence}").as_str());

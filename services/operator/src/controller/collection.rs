@@ -24,9 +24,10 @@ use crate::{
 
 pub async fn reconcile(collection: Arc<Collection>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started("collection");
-    let namespace = collection
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace { kind: "Collection", name: collection.name_any() })?;
+    let namespace = collection.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: "Collection",
+        name: collection.name_any(),
+    })?;
     let name = collection.name_any();
     let verdict = collections::validate(&collection);
     let status = CollectionStatus {
@@ -39,13 +40,25 @@ pub async fn reconcile(collection: Arc<Collection>, ctx: Arc<Context>) -> Result
     };
     if collection.status.as_ref() != Some(&status) {
         let api = Api::<Collection>::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({"apiVersion": "courier.dev/v1alpha1", "kind": "Collection", "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let patch =
+            json!({"apiVersion": "courier.dev/v1alpha1", "kind": "Collection", "status": status});
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
         let previous = collection.status.as_ref();
         if previous.map(|s| (s.accepted, &s.message)) != Some((status.accepted, &status.message)) {
-            let (type_, reason) = if status.accepted { (EventType::Normal, "Accepted") } else { (EventType::Warning, "Rejected") };
+            let (type_, reason) = if status.accepted {
+                (EventType::Normal, "Accepted")
+            } else {
+                (EventType::Warning, "Rejected")
+            };
             tracing::info!(collection = %format!("{namespace}/{name}"), accepted = status.accepted, message = %status.message, "collection checked");
-            let event = Event { type_, reason: reason.into(), note: Some(status.message.clone()), action: "Validate".into(), secondary: None };
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                note: Some(status.message.clone()),
+                action: "Validate".into(),
+                secondary: None,
+            };
             ctx.recorder.publish(&event, &collection.object_ref(&())).await?;
         }
     }

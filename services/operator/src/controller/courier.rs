@@ -63,12 +63,15 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
         .collections
         .state()
         .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()) && selector.matches(c.labels()))
+        .filter(|c| {
+            c.namespace().as_deref() == Some(namespace.as_str()) && selector.matches(c.labels())
+        })
         .collect();
     let aggregate = collections::aggregate(selected.iter().map(Arc::as_ref));
 
     // 2. Worker replicas: the autoscaler's decision, or the spec.
-    let worker_ref = ObjectRef::<Deployment>::new(&Component::Worker.object_name(courier)).within(&namespace);
+    let worker_ref =
+        ObjectRef::<Deployment>::new(&Component::Worker.object_name(courier)).within(&namespace);
     let live_worker = ctx.stores.deployments.get(&worker_ref);
     let autoscaling = &courier.spec.worker.autoscaling;
     let (scaling, worker_replicas) = if autoscaling.enabled {
@@ -77,11 +80,23 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
             .and_then(|d| d.spec.as_ref()?.replicas)
             .or_else(|| courier.status.as_ref().map(|s| s.worker.desired_replicas))
             .unwrap_or(autoscaling.min_replicas)
-            .clamp(autoscaling.min_replicas, autoscaling.max_replicas.max(autoscaling.min_replicas));
+            .clamp(
+                autoscaling.min_replicas,
+                autoscaling.max_replicas.max(autoscaling.min_replicas),
+            );
         match ctx.backlog.backlog(&courier.spec.nats_url).await {
             Ok(backlog) => {
-                let decision = ctx.stabilizer.decide(&key, ctx.clock.now(), backlog.total(), current, autoscaling);
-                ctx.metrics.backlog.get_or_create(&labels).set(i64::try_from(decision.backlog).unwrap_or(i64::MAX));
+                let decision = ctx.stabilizer.decide(
+                    &key,
+                    ctx.clock.now(),
+                    backlog.total(),
+                    current,
+                    autoscaling,
+                );
+                ctx.metrics
+                    .backlog
+                    .get_or_create(&labels)
+                    .set(i64::try_from(decision.backlog).unwrap_or(i64::MAX));
                 (Scaling::Decided(decision), decision.desired)
             }
             Err(err) => {
@@ -102,7 +117,8 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
     let mut applied = Vec::new();
     for child in &children {
         let live = ctx.stores.live_hash(child);
-        let unchanged = matches!(&live, Some(Some(hash)) if Some(hash.as_str()) == child.applied_hash());
+        let unchanged =
+            matches!(&live, Some(Some(hash)) if Some(hash.as_str()) == child.applied_hash());
         if unchanged {
             continue;
         }
@@ -114,20 +130,42 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
     // 4. Events for meaningful changes.
     let reference = courier.object_ref(&());
     if !applied.is_empty() {
-        publish(ctx, &reference, EventType::Normal, "Applied", "Apply", format!("applied {}", applied.join(", "))).await?;
+        publish(
+            ctx,
+            &reference,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            format!("applied {}", applied.join(", ")),
+        )
+        .await?;
     }
     let scale_decision = match &scaling {
-        Scaling::Decided(decision) if decision.changed() => {
-            Some(record_scale(ctx, &reference, &labels, decision, autoscaling.target_pending_per_replica).await?)
-        }
+        Scaling::Decided(decision) if decision.changed() => Some(
+            record_scale(
+                ctx,
+                &reference,
+                &labels,
+                decision,
+                autoscaling.target_pending_per_replica,
+            )
+            .await?,
+        ),
         _ => None,
     };
-    let was_unavailable = courier
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason == "BacklogUnavailable"));
+    let was_unavailable = courier.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason == "BacklogUnavailable")
+    });
     if let (Scaling::Unavailable(reason), false) = (&scaling, was_unavailable) {
-        publish(ctx, &reference, EventType::Warning, "BacklogUnavailable", "Autoscale", reason.clone()).await?;
+        publish(
+            ctx,
+            &reference,
+            EventType::Warning,
+            "BacklogUnavailable",
+            "Autoscale",
+            reason.clone(),
+        )
+        .await?;
     }
 
     // 5. Status, patched only when it changed.
@@ -139,9 +177,17 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
         })
         .zip(Component::ALL)
         .map(|(desired, component)| {
-            let live = ctx.stores.deployments.get(&ObjectRef::new(&component.object_name(courier)).within(&namespace));
+            let live = ctx
+                .stores
+                .deployments
+                .get(&ObjectRef::new(&component.object_name(courier)).within(&namespace));
             let replicas = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            Observation::of(component, live.as_deref(), replicas, applied.contains(&format!("Deployment/{}", component.object_name(courier))))
+            Observation::of(
+                component,
+                live.as_deref(),
+                replicas,
+                applied.contains(&format!("Deployment/{}", component.object_name(courier))),
+            )
         })
         .collect();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -159,7 +205,11 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
         patch_status(ctx, &namespace, &name, &new_status).await?;
     }
 
-    Ok(Action::requeue(if autoscaling.enabled { ctx.timings.poll_interval } else { ctx.timings.resync_interval }))
+    Ok(Action::requeue(if autoscaling.enabled {
+        ctx.timings.poll_interval
+    } else {
+        ctx.timings.resync_interval
+    }))
 }
 
 async fn record_scale(
@@ -176,7 +226,11 @@ async fn record_scale(
     );
     ctx.metrics
         .scale_decisions
-        .get_or_create(&ScaleLabels { namespace: labels.namespace.clone(), courier: labels.courier.clone(), direction })
+        .get_or_create(&ScaleLabels {
+            namespace: labels.namespace.clone(),
+            courier: labels.courier.clone(),
+            direction,
+        })
         .inc();
     publish(ctx, reference, EventType::Normal, "Scaled", "Autoscale", reason.clone()).await?;
     Ok(ScaleDecision {
@@ -196,7 +250,13 @@ async fn publish(
     action: &str,
     note: String,
 ) -> Result<()> {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
     ctx.recorder.publish(&event, reference).await?;
     Ok(())
 }
@@ -212,23 +272,39 @@ async fn apply_child(ctx: &Context, namespace: &str, child: &Child) -> Result<()
         Ok(())
     }
     match child {
-        Child::ServiceAccount(o) => ssa(Api::<ServiceAccount>::namespaced(client, namespace), child.name(), &params, o).await,
-        Child::ConfigMap(o) => ssa(Api::<ConfigMap>::namespaced(client, namespace), child.name(), &params, o).await,
-        Child::Deployment(o) => ssa(Api::<Deployment>::namespaced(client, namespace), child.name(), &params, o).await,
-        Child::Service(o) => ssa(Api::<Service>::namespaced(client, namespace), child.name(), &params, o).await,
+        Child::ServiceAccount(o) => {
+            ssa(Api::<ServiceAccount>::namespaced(client, namespace), child.name(), &params, o)
+                .await
+        }
+        Child::ConfigMap(o) => {
+            ssa(Api::<ConfigMap>::namespaced(client, namespace), child.name(), &params, o).await
+        }
+        Child::Deployment(o) => {
+            ssa(Api::<Deployment>::namespaced(client, namespace), child.name(), &params, o).await
+        }
+        Child::Service(o) => {
+            ssa(Api::<Service>::namespaced(client, namespace), child.name(), &params, o).await
+        }
         Child::PodDisruptionBudget(o) => {
-            ssa(Api::<PodDisruptionBudget>::namespaced(client, namespace), child.name(), &params, o).await
+            ssa(Api::<PodDisruptionBudget>::namespaced(client, namespace), child.name(), &params, o)
+                .await
         }
     }
 }
 
-async fn patch_status(ctx: &Context, namespace: &str, name: &str, status: &CourierStatus) -> Result<()> {
+async fn patch_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &CourierStatus,
+) -> Result<()> {
     let api = Api::<Courier>::namespaced(ctx.client.clone(), namespace);
     let patch = json!({
         "apiVersion": "courier.dev/v1alpha1",
         "kind": "Courier",
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }

@@ -83,7 +83,9 @@ impl Stores {
             K: Resource<DynamicType = ()> + Clone + 'static,
         {
             let key = ObjectRef::<K>::new(child.name()).within(child.meta().namespace.as_deref()?);
-            store.get(&key).map(|live| live.annotations().get(crate::resources::HASH_ANNOTATION).cloned())
+            store
+                .get(&key)
+                .map(|live| live.annotations().get(crate::resources::HASH_ANNOTATION).cloned())
         }
         match child {
             Child::ServiceAccount(_) => find(&self.service_accounts, child),
@@ -167,11 +169,20 @@ impl Context {
 }
 
 fn object_key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Error policy shared by both controllers: log, count by kind, retry with backoff.
-fn error_policy<K: Resource>(controller: &'static str, obj: &K, error: &Error, ctx: &Context) -> Action {
+fn error_policy<K: Resource>(
+    controller: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
     let key = object_key(obj);
     ctx.metrics.reconcile_failed(controller, error);
     let delay = ctx.backoff(&key);
@@ -183,15 +194,27 @@ pub fn courier_error_policy(courier: Arc<Courier>, error: &Error, ctx: Arc<Conte
     error_policy("courier", courier.as_ref(), error, &ctx)
 }
 
-pub fn collection_error_policy(collection: Arc<Collection>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn collection_error_policy(
+    collection: Arc<Collection>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     error_policy("collection", collection.as_ref(), error, &ctx)
 }
 
 /// A reflector over objects of kind `K` carrying the operator's managed-by label (all
 /// namespaces), and the store it fills.
-fn managed_reflector<K>(client: &Client) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn managed_reflector<K>(
+    client: &Client,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store();
     let config = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
@@ -218,13 +241,16 @@ pub async fn run(
     let (config_maps, config_map_events) = managed_reflector::<ConfigMap>(&client);
     let (service_accounts, service_account_events) = managed_reflector::<ServiceAccount>(&client);
     let (collections, collections_writer) = reflector::store();
-    let collection_events = watcher(Api::<Collection>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(collections_writer)
-        .touched_objects();
+    let collection_events =
+        watcher(Api::<Collection>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(collections_writer)
+            .touched_objects();
 
-    let stores = Stores { collections, deployments, services, budgets, config_maps, service_accounts };
-    let ctx = Arc::new(Context::new(client.clone(), stores, backlog, clock, metrics, reporter, timings));
+    let stores =
+        Stores { collections, deployments, services, budgets, config_maps, service_accounts };
+    let ctx =
+        Arc::new(Context::new(client.clone(), stores, backlog, clock, metrics, reporter, timings));
 
     let couriers = Controller::new(Api::<Courier>::all(client.clone()), watcher::Config::default());
     let courier_store = couriers.store();

@@ -63,13 +63,23 @@ impl Env {
         let (budgets, budgets_w) = ready_writer();
         let (config_maps, config_maps_w) = ready_writer();
         let (service_accounts, service_accounts_w) = ready_writer();
-        let stores = Stores { collections, deployments, services, budgets, config_maps, service_accounts };
+        let stores =
+            Stores { collections, deployments, services, budgets, config_maps, service_accounts };
         let backlog = Arc::new(FixedBacklog::default());
         let clock = Arc::new(ManualClock::new());
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
-        let reporter = Reporter { controller: "courier-operator".into(), instance: Some("test".into()) };
-        let ctx = Arc::new(Context::new(client, stores, backlog.clone(), clock.clone(), metrics, reporter, Timings::default()));
+        let reporter =
+            Reporter { controller: "courier-operator".into(), instance: Some("test".into()) };
+        let ctx = Arc::new(Context::new(
+            client,
+            stores,
+            backlog.clone(),
+            clock.clone(),
+            metrics,
+            reporter,
+            Timings::default(),
+        ));
         let writers = Writers {
             collections: collections_w,
             deployments: deployments_w,
@@ -89,11 +99,21 @@ impl Env {
     fn observe(&mut self, children: &[Child]) {
         for child in children {
             match child.clone() {
-                Child::ServiceAccount(o) => self.writers.service_accounts.apply_watcher_event(&watcher::Event::Apply(o)),
-                Child::ConfigMap(o) => self.writers.config_maps.apply_watcher_event(&watcher::Event::Apply(o)),
-                Child::Deployment(o) => self.writers.deployments.apply_watcher_event(&watcher::Event::Apply(o)),
-                Child::Service(o) => self.writers.services.apply_watcher_event(&watcher::Event::Apply(o)),
-                Child::PodDisruptionBudget(o) => self.writers.budgets.apply_watcher_event(&watcher::Event::Apply(o)),
+                Child::ServiceAccount(o) => {
+                    self.writers.service_accounts.apply_watcher_event(&watcher::Event::Apply(o))
+                }
+                Child::ConfigMap(o) => {
+                    self.writers.config_maps.apply_watcher_event(&watcher::Event::Apply(o))
+                }
+                Child::Deployment(o) => {
+                    self.writers.deployments.apply_watcher_event(&watcher::Event::Apply(o))
+                }
+                Child::Service(o) => {
+                    self.writers.services.apply_watcher_event(&watcher::Event::Apply(o))
+                }
+                Child::PodDisruptionBudget(o) => {
+                    self.writers.budgets.apply_watcher_event(&watcher::Event::Apply(o))
+                }
             }
         }
     }
@@ -170,7 +190,8 @@ fn condition<'a>(status: &'a CourierStatus, type_: &str) -> &'a Condition {
 
 /// What the stores would hold after a reconcile applied `courier` with these inputs.
 fn built(courier: &Courier, collections_yaml: &str, worker_replicas: i32) -> Vec<Child> {
-    build(courier, &BuildInput { collections_yaml: collections_yaml.into(), worker_replicas }).unwrap()
+    build(courier, &BuildInput { collections_yaml: collections_yaml.into(), worker_replicas })
+        .unwrap()
 }
 
 fn ready(mut children: Vec<Child>) -> Vec<Child> {
@@ -192,7 +213,9 @@ fn ready(mut children: Vec<Child>) -> Vec<Child> {
 }
 
 fn empty_collections_yaml() -> String {
-    crate::collections::to_yaml(&courier_core::collection_spec::CollectionsFile { collections: vec![] })
+    crate::collections::to_yaml(&courier_core::collection_spec::CollectionsFile {
+        collections: vec![],
+    })
 }
 
 #[tokio::test]
@@ -205,7 +228,8 @@ async fn create_from_scratch_applies_everything_then_reports() {
     script.push(status_patch(&courier));
     let server = env.serve(script);
 
-    let action = within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
+    let action =
+        within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
     assert_eq!(action, Action::requeue(Timings::default().resync_interval));
     let seen = finish(server).await;
 
@@ -215,7 +239,8 @@ async fn create_from_scratch_applies_everything_then_reports() {
     }
     let config_map = &seen[1].body;
     let yaml = config_map["data"]["collections.yaml"].as_str().unwrap();
-    let parsed: courier_core::collection_spec::CollectionsFile = serde_yaml::from_str(yaml).unwrap();
+    let parsed: courier_core::collection_spec::CollectionsFile =
+        serde_yaml::from_str(yaml).unwrap();
     assert_eq!(parsed.collections[0].name, "pets");
     let worker = &seen[4].body;
     assert_eq!(worker["spec"]["replicas"], 2, "autoscaling off: spec.worker.replicas");
@@ -232,7 +257,9 @@ async fn create_from_scratch_applies_everything_then_reports() {
     assert_eq!(status.collections, ["pets"]);
     assert_eq!(status.api.desired_replicas, 3);
     assert_eq!(status.worker.desired_replicas, 2);
-    assert!(env.metrics_text().contains("courier_operator_worker_desired_replicas{namespace=\"shop\",courier=\"shop\"} 2"));
+    assert!(env.metrics_text().contains(
+        "courier_operator_worker_desired_replicas{namespace=\"shop\",courier=\"shop\"} 2"
+    ));
 }
 
 #[tokio::test]
@@ -252,7 +279,9 @@ async fn nothing_changed_means_no_requests() {
     assert_eq!(condition(&first, "Progressing").reason, "Stable");
 
     let server = env.serve(vec![]);
-    within(courier::reconcile(Arc::new(with_status(courier, first)), env.ctx.clone())).await.unwrap();
+    within(courier::reconcile(Arc::new(with_status(courier, first)), env.ctx.clone()))
+        .await
+        .unwrap();
     assert!(finish(server).await.is_empty());
 }
 
@@ -276,10 +305,17 @@ async fn spec_update_patches_only_the_changed_objects() {
     within(courier::reconcile(Arc::new(after), env.ctx.clone())).await.unwrap();
     let seen = finish(server).await;
     assert_eq!(seen[0].body["spec"]["replicas"], 5);
-    assert_eq!(seen[1].body["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/example/courier:1.2.4");
+    assert_eq!(
+        seen[1].body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/example/courier:1.2.4"
+    );
     let status = sent_status(&seen[4]);
     assert_eq!(status.observed_generation, Some(2));
-    assert_eq!(condition(&status, "Ready").status, ConditionStatus::False, "the patched Deployments have not rolled out");
+    assert_eq!(
+        condition(&status, "Ready").status,
+        ConditionStatus::False,
+        "the patched Deployments have not rolled out"
+    );
     assert_eq!(condition(&status, "Progressing").reason, "Applied");
 }
 
@@ -303,7 +339,10 @@ async fn status_follows_the_deployments_readiness() {
     within(courier::reconcile(Arc::new(previous), env.ctx.clone())).await.unwrap();
     let now_ready = sent_status(&finish(server).await[0]);
     assert_eq!(condition(&now_ready, "Ready").status, ConditionStatus::True);
-    assert_eq!(now_ready.api, crate::crd::courier::ComponentStatus { desired_replicas: 3, ready_replicas: 3 });
+    assert_eq!(
+        now_ready.api,
+        crate::crd::courier::ComponentStatus { desired_replicas: 3, ready_replicas: 3 }
+    );
     assert_eq!(
         condition(&now_ready, "Degraded").last_transition_time,
         condition(&not_ready, "Degraded").last_transition_time,
@@ -323,10 +362,15 @@ async fn a_deleted_child_is_re_created() {
         within(courier::reconcile(Arc::new(courier.clone()), env2.ctx.clone())).await.unwrap();
         sent_status(&finish(server).await[0])
     };
-    let without_service: Vec<Child> = children.into_iter().filter(|c| c.describe() != "Service/shop-broadcaster").collect();
+    let without_service: Vec<Child> =
+        children.into_iter().filter(|c| c.describe() != "Service/shop-broadcaster").collect();
     env.observe(&without_service);
     let courier = with_status(courier, status);
-    let server = env.serve(vec![ssa("/api/v1/namespaces/shop/services/shop-broadcaster"), event(), status_patch(&courier)]);
+    let server = env.serve(vec![
+        ssa("/api/v1/namespaces/shop/services/shop-broadcaster"),
+        event(),
+        status_patch(&courier),
+    ]);
     within(courier::reconcile(Arc::new(courier), env.ctx.clone())).await.unwrap();
     let seen = finish(server).await;
     assert_eq!(seen[0].body["spec"]["ports"][0]["port"], 8765);
@@ -344,13 +388,24 @@ async fn autoscaling_scales_up_at_once_and_down_after_the_window() {
 
     // Round 1: backlog 300 → 6 workers now.
     env.backlog.set(300);
-    let mut script = vec![ssa("/apis/apps/v1/namespaces/shop/deployments/shop-worker"), event(), event(), status_patch(&courier)];
+    let mut script = vec![
+        ssa("/apis/apps/v1/namespaces/shop/deployments/shop-worker"),
+        event(),
+        event(),
+        status_patch(&courier),
+    ];
     // Rounds 2 and 3 share the mock server (one Context keeps the stabilization history).
     script.extend([status_patch(&courier)]);
-    script.extend([ssa("/apis/apps/v1/namespaces/shop/deployments/shop-worker"), event_series(), event_series(), status_patch(&courier)]);
+    script.extend([
+        ssa("/apis/apps/v1/namespaces/shop/deployments/shop-worker"),
+        event_series(),
+        event_series(),
+        status_patch(&courier),
+    ]);
     let server = env.serve(script);
 
-    let action = within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
+    let action =
+        within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
     assert_eq!(action, Action::requeue(Timings::default().poll_interval));
     let scaled_up = ready(built(&courier, &empty_collections_yaml(), 6));
     env.observe(&scaled_up);
@@ -368,7 +423,11 @@ async fn autoscaling_scales_up_at_once_and_down_after_the_window() {
     assert_eq!(seen[0].body["spec"]["replicas"], 6);
     assert_eq!(seen[1].body["reason"], "Applied");
     assert_eq!(seen[2].body["reason"], "Scaled");
-    assert!(seen[2].body["note"].as_str().unwrap().contains("from 2 to 6"), "{}", seen[2].body["note"]);
+    assert!(
+        seen[2].body["note"].as_str().unwrap().contains("from 2 to 6"),
+        "{}",
+        seen[2].body["note"]
+    );
     let up = sent_status(&seen[3]);
     assert_eq!(up.task_backlog, Some(300));
     let decision = up.last_scale_decision.clone().unwrap();
@@ -386,7 +445,12 @@ async fn autoscaling_scales_up_at_once_and_down_after_the_window() {
     let text = env.metrics_text();
     assert!(text.contains("courier_operator_scale_decisions_total{namespace=\"shop\",courier=\"shop\",direction=\"up\"} 1"), "{text}");
     assert!(text.contains("courier_operator_scale_decisions_total{namespace=\"shop\",courier=\"shop\",direction=\"down\"} 1"), "{text}");
-    assert!(text.contains("courier_operator_worker_desired_replicas{namespace=\"shop\",courier=\"shop\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "courier_operator_worker_desired_replicas{namespace=\"shop\",courier=\"shop\"} 1"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -411,13 +475,17 @@ async fn an_unreadable_backlog_keeps_the_workers_and_degrades() {
 async fn collections_are_selected_by_label_and_rejected_ones_left_out() {
     let mut env = Env::new();
     let mut courier = plain_courier();
-    courier.spec.collection_selector = serde_json::from_value(json!({"matchLabels": {"tier": "shop"}})).unwrap();
+    courier.spec.collection_selector =
+        serde_json::from_value(json!({"matchLabels": {"tier": "shop"}})).unwrap();
     let label = |mut c: Collection| {
         c.metadata.labels = Some([("tier".to_owned(), "shop".to_owned())].into());
         c
     };
     env.add_collection(label(samples::pets()));
-    env.add_collection(label(samples::collection("broken", json!({"schema": {"type": "nonsense"}}))));
+    env.add_collection(label(samples::collection(
+        "broken",
+        json!({"schema": {"type": "nonsense"}}),
+    )));
     env.add_collection(samples::collection("desks", json!({"schema": {"type": "object"}}))); // not selected
     let mut elsewhere = label(samples::collection("chairs", json!({"schema": {"type": "object"}})));
     elsewhere.metadata.namespace = Some("other".into());
@@ -428,7 +496,8 @@ async fn collections_are_selected_by_label_and_rejected_ones_left_out() {
     within(courier::reconcile(Arc::new(courier), env.ctx.clone())).await.unwrap();
     let seen = finish(server).await;
     let yaml = seen[1].body["data"]["collections.yaml"].as_str().unwrap();
-    let parsed: courier_core::collection_spec::CollectionsFile = serde_yaml::from_str(yaml).unwrap();
+    let parsed: courier_core::collection_spec::CollectionsFile =
+        serde_yaml::from_str(yaml).unwrap();
     let names: Vec<&str> = parsed.collections.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["pets"]);
     let status = sent_status(&seen[12]);
@@ -440,7 +509,10 @@ async fn collections_are_selected_by_label_and_rejected_ones_left_out() {
 fn collection_status_patch(collection: &Collection) -> Expect {
     Expect::new(
         Method::PATCH,
-        format!("/apis/courier.dev/v1alpha1/namespaces/{NS}/collections/{}/status", collection.name_any()),
+        format!(
+            "/apis/courier.dev/v1alpha1/namespaces/{NS}/collections/{}/status",
+            collection.name_any()
+        ),
         Reply::MergeInto(serde_json::to_value(collection).unwrap()),
     )
 }
@@ -448,7 +520,10 @@ fn collection_status_patch(collection: &Collection) -> Expect {
 #[tokio::test]
 async fn an_invalid_collection_is_marked_not_accepted() {
     let mut env = Env::new();
-    let mut bad = samples::collection("broken", json!({"schema": {"type": "object", "properties": {"age": {"minimum": "zero"}}}}));
+    let mut bad = samples::collection(
+        "broken",
+        json!({"schema": {"type": "object", "properties": {"age": {"minimum": "zero"}}}}),
+    );
     bad.metadata.generation = Some(4);
     let server = env.serve(vec![collection_status_patch(&bad), event()]);
     let action = within(collection::reconcile(Arc::new(bad), env.ctx.clone())).await.unwrap();
@@ -475,7 +550,11 @@ async fn a_valid_collection_is_accepted_once() {
     // Already accepted with this status: nothing to write.
     let mut env = Env::new();
     let mut accepted = pets;
-    accepted.status = Some(CollectionStatus { accepted: true, message: "schema compiled".into(), observed_generation: None });
+    accepted.status = Some(CollectionStatus {
+        accepted: true,
+        message: "schema compiled".into(),
+        observed_generation: None,
+    });
     let server = env.serve(vec![]);
     within(collection::reconcile(Arc::new(accepted), env.ctx.clone())).await.unwrap();
     assert!(finish(server).await.is_empty());
@@ -498,7 +577,12 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
     assert_eq!(first, Action::requeue(Duration::from_secs(2)));
     assert_eq!(second, Action::requeue(Duration::from_secs(4)));
     let text = env.metrics_text();
-    assert!(text.contains("courier_operator_reconcile_errors_total{controller=\"courier\",kind=\"kube_api\"} 2"), "{text}");
+    assert!(
+        text.contains(
+            "courier_operator_reconcile_errors_total{controller=\"courier\",kind=\"kube_api\"} 2"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -510,4 +594,3 @@ async fn backoff_is_capped() {
     env.ctx.succeeded("shop/shop");
     assert_eq!(env.ctx.backoff("shop/shop"), Duration::from_secs(2));
 }
-

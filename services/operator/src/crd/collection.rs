@@ -126,7 +126,10 @@ impl CollectionDefinition {
             tasks: self
                 .tasks
                 .iter()
-                .map(|t| core::TaskTrigger { kind: t.kind.clone(), on: t.on.iter().map(|&o| o.into()).collect() })
+                .map(|t| core::TaskTrigger {
+                    kind: t.kind.clone(),
+                    on: t.on.iter().map(|&o| o.into()).collect(),
+                })
                 .collect(),
         }
     }
@@ -145,7 +148,10 @@ impl CollectionDefinition {
             tasks: spec
                 .tasks
                 .iter()
-                .map(|t| TaskTrigger { kind: t.kind.clone(), on: t.on.iter().map(|&o| o.into()).collect() })
+                .map(|t| TaskTrigger {
+                    kind: t.kind.clone(),
+                    on: t.on.iter().map(|&o| o.into()).collect(),
+                })
                 .collect(),
         }
     }
@@ -197,8 +203,14 @@ mod tests {
         CoreSpec {
             name: "pets".into(),
             schema: json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-            access: core::Access { read: core::AccessLevel::Public, write: core::AccessLevel::Authenticated },
-            indexes: vec![core::IndexSpec { fields: vec!["species".into(), "-age".into()], unique: false }],
+            access: core::Access {
+                read: core::AccessLevel::Public,
+                write: core::AccessLevel::Authenticated,
+            },
+            indexes: vec![core::IndexSpec {
+                fields: vec!["species".into(), "-age".into()],
+                unique: false,
+            }],
             tasks: vec![core::TaskTrigger {
                 kind: "pets.enrich".into(),
                 on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
@@ -218,7 +230,10 @@ mod tests {
         // The resource spec is a mirror of the file format: the same JSON, field for field.
         let core_spec = pets_core();
         let resource = CollectionDefinition::from_core(&core_spec);
-        assert_eq!(serde_json::to_value(&resource).unwrap(), serde_json::to_value(&core_spec).unwrap());
+        assert_eq!(
+            serde_json::to_value(&resource).unwrap(),
+            serde_json::to_value(&core_spec).unwrap()
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,11 +28,35 @@ use super::Condition;
     category = "courier",
     derive = "PartialEq",
     doc = "A Courier installation: api, broadcaster and workers, reconciled by courier-operator.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Api", type_ = "integer", json_path = ".status.api.readyReplicas", description = "Ready api pods"),
-    printcolumn(name = "Broadcaster", type_ = "integer", json_path = ".status.broadcaster.readyReplicas", description = "Ready broadcaster pods"),
-    printcolumn(name = "Workers", type_ = "integer", json_path = ".status.worker.desiredReplicas", description = "Desired worker pods"),
-    printcolumn(name = "Backlog", type_ = "integer", json_path = ".status.taskBacklog", description = "Pending + in-flight tasks"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Api",
+        type_ = "integer",
+        json_path = ".status.api.readyReplicas",
+        description = "Ready api pods"
+    ),
+    printcolumn(
+        name = "Broadcaster",
+        type_ = "integer",
+        json_path = ".status.broadcaster.readyReplicas",
+        description = "Ready broadcaster pods"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.worker.desiredReplicas",
+        description = "Desired worker pods"
+    ),
+    printcolumn(
+        name = "Backlog",
+        type_ = "integer",
+        json_path = ".status.taskBacklog",
+        description = "Pending + in-flight tasks"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -108,7 +108,10 @@ pub fn labels(courier: &Courier, component: Option<Component>) -> BTreeMap<Strin
 }
 
 /// The immutable subset used in Deployment and PDB selectors.
-pub fn selector_labels(courier: &Courier, component: Option<Component>) -> BTreeMap<String, String> {
+pub fn selector_labels(
+    courier: &Courier,
+    component: Option<Component>,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "courier".to_owned()),
         ("app.kubernetes.io/instance".to_owned(), courier.name_any()),
@@ -210,14 +213,19 @@ impl Child {
             annotations.remove(HASH_ANNOTATION);
         }
         let hash = format!("{:016x}", fnv1a(self.to_value()?.to_string().as_bytes()));
-        self.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(HASH_ANNOTATION.into(), hash);
+        self.meta_mut()
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(HASH_ANNOTATION.into(), hash);
         Ok(())
     }
 }
 
 /// FNV-1a: stable across Rust releases and processes (std's hasher is not promised to be).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Inputs the reconciler decides; everything else comes from the Courier's spec.
@@ -251,7 +259,9 @@ pub fn build(courier: &Courier, input: &BuildInput) -> Result<Vec<Child>> {
         children.push(Child::Service(supporting::service(courier, component)));
     }
     for component in Component::ALL {
-        children.push(Child::PodDisruptionBudget(supporting::pod_disruption_budget(courier, component)));
+        children.push(Child::PodDisruptionBudget(supporting::pod_disruption_budget(
+            courier, component,
+        )));
     }
     for child in &mut children {
         child.stamp_hash()?;

@@ -11,7 +11,9 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
-use super::{COLLECTIONS_KEY, Component, config_map_name, metadata, selector_labels, service_account_name};
+use super::{
+    COLLECTIONS_KEY, Component, config_map_name, metadata, selector_labels, service_account_name,
+};
 use crate::crd::Courier;
 
 /// The pods' identity; no token is mounted (Courier's services never call the Kubernetes API).

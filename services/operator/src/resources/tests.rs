@@ -7,7 +7,11 @@ use super::*;
 use crate::fixtures;
 
 fn build_sample() -> Vec<Child> {
-    build(&fixtures::courier(), &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 5 }).unwrap()
+    build(
+        &fixtures::courier(),
+        &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 5 },
+    )
+    .unwrap()
 }
 
 fn deployment(children: &[Child], name: &str) -> Deployment {
@@ -60,7 +64,10 @@ fn every_object_is_owned_labelled_namespaced_and_hashed() {
         let meta = child.meta();
         assert_eq!(meta.namespace.as_deref(), Some("shop"), "{}", child.describe());
         let owner = &meta.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Courier", "shop", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("Courier", "shop", Some(true))
+        );
         assert_eq!(owner.api_version, "courier.dev/v1alpha1");
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels["app.kubernetes.io/managed-by"], "courier-operator");
@@ -74,7 +81,11 @@ fn the_hash_changes_with_the_content_only() {
     let a = build_sample();
     let b = build_sample();
     assert_eq!(a, b, "building is deterministic");
-    let more = build(&fixtures::courier(), &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 6 }).unwrap();
+    let more = build(
+        &fixtures::courier(),
+        &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 6 },
+    )
+    .unwrap();
     for (before, after) in a.iter().zip(&more) {
         let changed = before.applied_hash() != after.applied_hash();
         assert_eq!(changed, before.describe() == "Deployment/shop-worker", "{}", before.describe());
@@ -84,7 +95,11 @@ fn the_hash_changes_with_the_content_only() {
 #[test]
 fn image_replicas_and_command_come_from_the_spec() {
     let children = build_sample();
-    for (name, binary, replicas) in [("shop-api", "courier-api", 3), ("shop-broadcaster", "courier-broadcaster", 4), ("shop-worker", "courier-worker", 5)] {
+    for (name, binary, replicas) in [
+        ("shop-api", "courier-api", 3),
+        ("shop-broadcaster", "courier-broadcaster", 4),
+        ("shop-worker", "courier-worker", 5),
+    ] {
         let d = deployment(&children, name);
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(replicas), "{name}");
         let c = container(&d);
@@ -100,9 +115,15 @@ fn each_service_gets_its_config_env_and_secrets() {
     let api = env_of(&container(&deployment(&children, "shop-api")));
     assert_eq!(api["COURIER_NATS_URL"]["value"], "nats://nats.messaging.svc:4222");
     assert_eq!(api["COURIER_API_LISTEN"]["value"], "0.0.0.0:8000");
-    assert_eq!(api["COURIER_MONGODB_URI"]["valueFrom"]["secretKeyRef"], json!({"name": "mongo", "key": "uri", "optional": false}));
+    assert_eq!(
+        api["COURIER_MONGODB_URI"]["valueFrom"]["secretKeyRef"],
+        json!({"name": "mongo", "key": "uri", "optional": false})
+    );
     assert_eq!(api["COURIER_MONGODB_DATABASE"]["value"], "shopdb");
-    assert_eq!(api["COURIER_JWT_SECRET"]["valueFrom"]["secretKeyRef"], json!({"name": "jwt", "key": "secret", "optional": false}));
+    assert_eq!(
+        api["COURIER_JWT_SECRET"]["valueFrom"]["secretKeyRef"],
+        json!({"name": "jwt", "key": "secret", "optional": false})
+    );
     assert_eq!(api["COURIER_COLLECTIONS_FILE"]["value"], "/etc/courier/collections.yaml");
     // Extra env: a new name is appended, an operator-set name is replaced.
     assert_eq!(api["COURIER_LOG"]["value"], "debug");
@@ -112,7 +133,10 @@ fn each_service_gets_its_config_env_and_secrets() {
     assert_eq!(broadcaster["COURIER_BROADCASTER_LISTEN"]["value"], "0.0.0.0:8765");
     assert_eq!(broadcaster["COURIER_LOG_FORMAT"]["value"], "json");
     assert!(broadcaster.contains_key("COURIER_JWT_SECRET"));
-    assert_eq!(broadcaster["COURIER_COLLECTIONS_FILE"]["value"], "/etc/courier/collections.yaml", "it enforces read rules");
+    assert_eq!(
+        broadcaster["COURIER_COLLECTIONS_FILE"]["value"], "/etc/courier/collections.yaml",
+        "it enforces read rules"
+    );
     assert!(!broadcaster.contains_key("COURIER_MONGODB_URI"));
 
     let worker = env_of(&container(&deployment(&children, "shop-worker")));
@@ -129,11 +153,21 @@ fn the_collections_configmap_is_mounted_into_the_api_and_the_broadcaster_only() 
     for name in ["shop-api", "shop-broadcaster"] {
         let reader = deployment(&children, name);
         let pod = reader.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "collections").unwrap();
+        let volume =
+            pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "collections").unwrap();
         assert_eq!(volume.config_map.as_ref().unwrap().name, "shop-collections");
-        let mount = container(&reader).volume_mounts.unwrap().into_iter().find(|m| m.name == "collections").unwrap();
+        let mount = container(&reader)
+            .volume_mounts
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "collections")
+            .unwrap();
         // No subPath: a subPath mount would never see ConfigMap updates.
-        assert_eq!((mount.mount_path.as_str(), mount.read_only, mount.sub_path), ("/etc/courier", Some(true), None), "{name}");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only, mount.sub_path),
+            ("/etc/courier", Some(true), None),
+            "{name}"
+        );
     }
     let worker = deployment(&children, "shop-worker");
     let worker_volumes = worker.spec.unwrap().template.spec.unwrap().volumes.unwrap();
@@ -187,11 +221,13 @@ fn resources_annotations_and_placement_come_from_the_spec() {
     assert_eq!(resources.limits.unwrap()["memory"].0, "1Gi");
 
     // An empty list turns spreading off; absent placement gets the defaults.
-    let broadcaster = deployment(&children, "shop-broadcaster").spec.unwrap().template.spec.unwrap();
+    let broadcaster =
+        deployment(&children, "shop-broadcaster").spec.unwrap().template.spec.unwrap();
     assert_eq!(broadcaster.topology_spread_constraints, None);
     let worker_deploy = deployment(&children, "shop-worker");
     let worker = worker_deploy.spec.as_ref().unwrap().template.spec.clone().unwrap();
-    let keys: Vec<String> = worker.topology_spread_constraints.unwrap().into_iter().map(|t| t.topology_key).collect();
+    let keys: Vec<String> =
+        worker.topology_spread_constraints.unwrap().into_iter().map(|t| t.topology_key).collect();
     assert_eq!(keys, ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
     let worker_resources = container(&worker_deploy).resources.unwrap();
     assert_eq!(worker_resources.requests.unwrap()["memory"].0, "128Mi");
@@ -204,7 +240,8 @@ fn services_and_budgets_select_their_component() {
         match child {
             Child::Service(s) => {
                 let spec = s.spec.as_ref().unwrap();
-                let component = spec.selector.as_ref().unwrap()["app.kubernetes.io/component"].clone();
+                let component =
+                    spec.selector.as_ref().unwrap()["app.kubernetes.io/component"].clone();
                 let port = &spec.ports.as_ref().unwrap()[0];
                 let expected = match component.as_str() {
                     "api" => 8000,
@@ -216,7 +253,15 @@ fn services_and_budgets_select_their_component() {
             }
             Child::PodDisruptionBudget(p) => {
                 let spec = p.spec.as_ref().unwrap();
-                assert!(spec.selector.as_ref().unwrap().match_labels.as_ref().unwrap().contains_key("app.kubernetes.io/component"));
+                assert!(
+                    spec.selector
+                        .as_ref()
+                        .unwrap()
+                        .match_labels
+                        .as_ref()
+                        .unwrap()
+                        .contains_key("app.kubernetes.io/component")
+                );
                 assert_eq!(serde_json::to_value(&spec.max_unavailable).unwrap(), json!(1));
             }
             _ => {}
@@ -228,7 +273,8 @@ fn services_and_budgets_select_their_component() {
 fn a_courier_without_namespace_is_an_error() {
     let mut courier = fixtures::courier();
     courier.metadata.namespace = None;
-    let err = build(&courier, &BuildInput { collections_yaml: String::new(), worker_replicas: 1 }).unwrap_err();
+    let err = build(&courier, &BuildInput { collections_yaml: String::new(), worker_replicas: 1 })
+        .unwrap_err();
     assert_eq!(err.kind(), "missing_namespace");
 }
 
@@ -236,7 +282,9 @@ fn a_courier_without_namespace_is_an_error() {
 fn a_courier_read_from_a_file_has_no_owner_reference() {
     let mut courier = fixtures::courier();
     courier.metadata.uid = None;
-    let children = build(&courier, &BuildInput { collections_yaml: String::new(), worker_replicas: 1 }).unwrap();
+    let children =
+        build(&courier, &BuildInput { collections_yaml: String::new(), worker_replicas: 1 })
+            .unwrap();
     assert!(children.iter().all(|c| c.meta().owner_references.is_none()));
 }
 
@@ -248,10 +296,15 @@ fn image_pull_secrets_reach_every_pod_and_are_absent_by_default() {
     }
     let mut courier = fixtures::courier();
     courier.spec.image.pull_secrets = vec!["regcred".into(), "mirror".into()];
-    let children = build(&courier, &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 1 }).unwrap();
+    let children = build(
+        &courier,
+        &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 1 },
+    )
+    .unwrap();
     for deployment_name in ["shop-api", "shop-broadcaster", "shop-worker"] {
         let pod = deployment(&children, deployment_name).spec.unwrap().template.spec.unwrap();
-        let names: Vec<String> = pod.image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
+        let names: Vec<String> =
+            pod.image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["regcred", "mirror"], "{deployment_name}");
     }
 }

@@ -7,9 +7,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            HTTPGetAction, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+            EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+            SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -19,8 +20,14 @@ use k8s_openapi::{
     },
 };
 
-use super::{COLLECTIONS_DIR, COLLECTIONS_KEY, Component, RUN_AS_USER, config_map_name, labels, metadata, selector_labels, service_account_name};
-use crate::crd::{Courier, courier::{ComponentSpec, SecretKeyRef}};
+use super::{
+    COLLECTIONS_DIR, COLLECTIONS_KEY, Component, RUN_AS_USER, config_map_name, labels, metadata,
+    selector_labels, service_account_name,
+};
+use crate::crd::{
+    Courier,
+    courier::{ComponentSpec, SecretKeyRef},
+};
 
 /// How long a pod gets to drain after SIGTERM (in-flight requests, WebSocket goodbyes, task acks).
 const TERMINATION_GRACE_SECONDS: i64 = 30;
@@ -72,13 +79,19 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
     let placement = &spec.placement;
     let mut volumes = vec![Volume {
         name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(Quantity("64Mi".into())), ..Default::default() }),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".into())),
+            ..Default::default()
+        }),
         ..Volume::default()
     }];
     if component.reads_collections() {
         volumes.push(Volume {
             name: "collections".into(),
-            config_map: Some(ConfigMapVolumeSource { name: config_map_name(courier), ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(courier),
+                ..Default::default()
+            }),
             ..Volume::default()
         });
     }
@@ -92,15 +105,25 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
             run_as_user: Some(RUN_AS_USER),
             run_as_group: Some(RUN_AS_USER),
             fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..PodSecurityContext::default()
         }),
         containers: vec![container(courier, component, spec)],
         image_pull_secrets: (!courier.spec.image.pull_secrets.is_empty()).then(|| {
-            courier.spec.image.pull_secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect()
+            courier
+                .spec
+                .image
+                .pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
         }),
         volumes: Some(volumes),
-        node_selector: (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone()),
+        node_selector: (!placement.node_selector.is_empty())
+            .then(|| placement.node_selector.clone()),
         tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
         affinity: placement.affinity.clone(),
         topology_spread_constraints: match &placement.topology_spread_constraints {
@@ -131,7 +154,11 @@ fn default_spread(courier: &Courier, component: Component) -> Vec<TopologySpread
 
 fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> Container {
     let image = &courier.spec.image;
-    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
     if component.reads_collections() {
         mounts.push(VolumeMount {
             name: "collections".into(),
@@ -173,7 +200,10 @@ fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> C
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
             privileged: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(mounts),
@@ -215,7 +245,8 @@ fn secret(name: &str, secret: &SecretKeyRef) -> EnvVar {
 /// with an operator-set name replaces it in place (server-side apply rejects duplicate names).
 fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<EnvVar> {
     let s = &courier.spec;
-    let mut vars = vec![value("COURIER_NATS_URL", &s.nats_url), value("COURIER_LOG_FORMAT", "json")];
+    let mut vars =
+        vec![value("COURIER_NATS_URL", &s.nats_url), value("COURIER_LOG_FORMAT", "json")];
     let listen = format!("0.0.0.0:{}", component.port());
     match component {
         Component::Api => {
@@ -223,12 +254,18 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
             vars.push(secret("COURIER_MONGODB_URI", &s.mongodb.uri_secret_ref));
             vars.push(value("COURIER_MONGODB_DATABASE", &s.mongodb.database));
             vars.push(secret("COURIER_JWT_SECRET", &s.jwt_secret_ref));
-            vars.push(value("COURIER_COLLECTIONS_FILE", format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}")));
+            vars.push(value(
+                "COURIER_COLLECTIONS_FILE",
+                format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}"),
+            ));
         }
         Component::Broadcaster => {
             vars.push(value("COURIER_BROADCASTER_LISTEN", listen));
             vars.push(secret("COURIER_JWT_SECRET", &s.jwt_secret_ref));
-            vars.push(value("COURIER_COLLECTIONS_FILE", format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}")));
+            vars.push(value(
+                "COURIER_COLLECTIONS_FILE",
+                format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}"),
+            ));
         }
         Component::Worker => {
             vars.push(value("COURIER_WORKER_METRICS_LISTEN", listen));

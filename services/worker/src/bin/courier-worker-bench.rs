@@ -25,7 +25,10 @@ use mongodb::bson::{Document, doc, oid::ObjectId};
 use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
-#[command(name = "courier-worker-bench", about = "Times N tasks through M courier-worker processes")]
+#[command(
+    name = "courier-worker-bench",
+    about = "Times N tasks through M courier-worker processes"
+)]
 struct Args {
     /// Tasks to enqueue.
     #[arg(long, default_value_t = 2_000)]
@@ -38,7 +41,11 @@ struct Args {
     kind: String,
     #[arg(long, env = "COURIER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-    #[arg(long, env = "COURIER_MONGODB_URI", default_value = "mongodb://127.0.0.1:27017/?directConnection=true")]
+    #[arg(
+        long,
+        env = "COURIER_MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
     mongodb_uri: String,
     /// Database for the pets (a fresh one per run by default, dropped afterwards).
     #[arg(long)]
@@ -63,7 +70,10 @@ fn worker_binary() -> anyhow::Result<PathBuf> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let database = args.database.clone().unwrap_or_else(|| format!("courier_bench_{}", uuid::Uuid::now_v7().simple()));
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("courier_bench_{}", uuid::Uuid::now_v7().simple()));
     let nats = async_nats::connect(&args.nats_url).await.context("connecting to NATS")?;
     let js = jetstream::new(nats.clone());
     ensure_streams(&js, 1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
     let store = mongodb::Client::with_uri_str(&args.mongodb_uri).await?.database(&database);
     let mut doc_ids = Vec::with_capacity(args.tasks);
     if args.kind == "pets.enrich" {
-        const SPECIES: [&str; 9] = ["dog", "Cat", "rabbit", "hamster", "bird", "fish", "turtle", "horse", "axolotl"];
+        const SPECIES: [&str; 9] =
+            ["dog", "Cat", "rabbit", "hamster", "bird", "fish", "turtle", "horse", "axolotl"];
         let pets: Vec<Document> = (0..args.tasks)
             .map(|n| {
                 let id = ObjectId::new();
@@ -117,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         for chunk in pets.chunks(1_000) {
-            store.collection::<Document>("pets").insert_many(chunk).await.context("inserting pets")?;
+            store
+                .collection::<Document>("pets")
+                .insert_many(chunk)
+                .await
+                .context("inserting pets")?;
         }
     } else {
         doc_ids.extend((0..args.tasks).map(|n| format!("bench-{n}")));
@@ -129,7 +144,9 @@ async fn main() -> anyhow::Result<()> {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(window.len());
         for doc_id in window {
             let task = Task::new(&args.kind, "pets", doc_id, 1, None, "bench".into());
-            let publish = PublishMessage::build().payload(serde_json::to_vec(&task)?.into()).message_id(task.id.to_string());
+            let publish = PublishMessage::build()
+                .payload(serde_json::to_vec(&task)?.into())
+                .message_id(task.id.to_string());
             acks.push(js.send_publish(task_subject(&task.kind), publish).await?);
         }
         for ack in acks {
@@ -161,8 +178,12 @@ async fn main() -> anyhow::Result<()> {
         args.tasks as f64 / elapsed.as_secs_f64()
     );
     if args.kind == "pets.enrich" {
-        let enriched = store.collection::<Document>("pets").count_documents(doc! {"enrichment": {"$exists": true}}).await?;
-        let results = store.collection::<Document>("_task_results").count_documents(doc! {}).await?;
+        let enriched = store
+            .collection::<Document>("pets")
+            .count_documents(doc! {"enrichment": {"$exists": true}})
+            .await?;
+        let results =
+            store.collection::<Document>("_task_results").count_documents(doc! {}).await?;
         println!("pets enriched: {enriched}/{}, task results: {results}", args.tasks);
     }
     for child in &mut children {

@@ -118,7 +118,8 @@ impl PetFacts {
     /// Reads a pet in its api form; wrong types count as missing (never an error).
     pub fn from_document(pet: &Value) -> Self {
         let age = pet.get("age").and_then(|a| {
-            a.as_u64().or_else(|| a.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            a.as_u64()
+                .or_else(|| a.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
         });
         PetFacts {
             name: pet.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
@@ -147,7 +148,9 @@ impl SpeciesBook {
         let data: Data = serde_json::from_str(json)?;
         let mut index = HashMap::new();
         for (key, species) in &data.species {
-            for name in std::iter::once(key).chain(std::iter::once(&species.name)).chain(&species.aliases) {
+            for name in
+                std::iter::once(key).chain(std::iter::once(&species.name)).chain(&species.aliases)
+            {
                 index.insert(normalize(name), key.clone());
             }
         }
@@ -189,7 +192,13 @@ impl SpeciesBook {
                     "fun_fact": s.fun_fact,
                     "vaccines": s.vaccines,
                 });
-                (facts, band, s.tips.for_band(band), s.vaccines.as_slice(), Some((s.name.as_str(), s.lifespan_years)))
+                (
+                    facts,
+                    band,
+                    s.tips.for_band(band),
+                    s.vaccines.as_slice(),
+                    Some((s.name.as_str(), s.lifespan_years)),
+                )
             }
             None => {
                 let u = &self.data.unknown;
@@ -263,7 +272,8 @@ impl SpeciesBook {
         if let (Some(age), Some((_, [min, max]))) = (pet.age, lifespan) {
             let expected = f64::from(min + max) / 2.0;
             statistics["expected_years_left"] = json!((expected - f64::from(age)).max(0.0));
-            statistics["life_stage_percent"] = json!(((f64::from(age) / expected) * 100.0).round().min(999.0));
+            statistics["life_stage_percent"] =
+                json!(((f64::from(age) / expected) * 100.0).round().min(999.0));
         }
 
         json!({
@@ -300,8 +310,20 @@ mod tests {
     #[test]
     fn species_match_case_insensitively_and_by_alias() {
         let book = SpeciesBook::embedded().unwrap();
-        for (input, key) in [("Dog", "dog"), ("  DOG ", "dog"), ("Puppy", "dog"), ("Guinea Pig", "guinea_pig"), ("guinea-pig", "guinea_pig"), ("Tortoise", "turtle"), ("budgie", "bird")] {
-            assert_eq!(book.enrich(&pet(input, Some(3), Some(true)))["species"]["key"], key, "{input}");
+        for (input, key) in [
+            ("Dog", "dog"),
+            ("  DOG ", "dog"),
+            ("Puppy", "dog"),
+            ("Guinea Pig", "guinea_pig"),
+            ("guinea-pig", "guinea_pig"),
+            ("Tortoise", "turtle"),
+            ("budgie", "bird"),
+        ] {
+            assert_eq!(
+                book.enrich(&pet(input, Some(3), Some(true)))["species"]["key"],
+                key,
+                "{input}"
+            );
         }
     }
 
@@ -313,14 +335,17 @@ mod tests {
         assert_eq!(e["species"]["name"], "Axolotl");
         assert_eq!(e["species"]["key"], Value::Null);
         assert!(!e["health_tips"].as_array().unwrap().is_empty());
-        let codes: Vec<&str> = e["alerts"].as_array().unwrap().iter().map(|a| a["code"].as_str().unwrap()).collect();
+        let codes: Vec<&str> =
+            e["alerts"].as_array().unwrap().iter().map(|a| a["code"].as_str().unwrap()).collect();
         assert_eq!(codes, ["unknown_species"], "no vaccination alert without known vaccines");
     }
 
     #[test]
     fn age_bands_depend_on_the_species() {
         let book = SpeciesBook::embedded().unwrap();
-        let category = |species: &str, age: u32| book.enrich(&pet(species, Some(age), Some(true)))["statistics"]["age_category"].clone();
+        let category = |species: &str, age: u32| {
+            book.enrich(&pet(species, Some(age), Some(true)))["statistics"]["age_category"].clone()
+        };
         assert_eq!(category("dog", 1), "young");
         assert_eq!(category("dog", 3), "adult");
         assert_eq!(category("dog", 9), "senior");
@@ -350,8 +375,12 @@ mod tests {
     #[test]
     fn malformed_pets_are_enriched_leniently() {
         let book = SpeciesBook::embedded().unwrap();
-        let facts = PetFacts::from_document(&json!({"species": 7, "age": "old", "vaccinated": "yes"}));
-        assert_eq!(facts, PetFacts { name: String::new(), species: String::new(), age: None, vaccinated: None });
+        let facts =
+            PetFacts::from_document(&json!({"species": 7, "age": "old", "vaccinated": "yes"}));
+        assert_eq!(
+            facts,
+            PetFacts { name: String::new(), species: String::new(), age: None, vaccinated: None }
+        );
         let e = book.enrich(&facts);
         assert_eq!(e["statistics"]["age_category"], "unknown");
         assert_eq!(e["statistics"]["vaccination_status"], "unknown");

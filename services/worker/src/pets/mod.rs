@@ -58,7 +58,12 @@ pub struct PetsEnrich {
 }
 
 impl PetsEnrich {
-    pub fn new(store: Store, outbox: Outbox, worker_id: String, fault: Option<Fault>) -> Result<Self, serde_json::Error> {
+    pub fn new(
+        store: Store,
+        outbox: Outbox,
+        worker_id: String,
+        fault: Option<Fault>,
+    ) -> Result<Self, serde_json::Error> {
         Ok(PetsEnrich { store, outbox, book: SpeciesBook::embedded()?, worker_id, fault })
     }
 
@@ -66,7 +71,10 @@ impl PetsEnrich {
     pub async fn enrich(&self, task: &Task) -> Result<Outcome, TaskError> {
         let started = Instant::now();
         if !subjects::is_valid_collection_name(&task.collection) {
-            return Err(TaskError::Permanent(format!("invalid collection name '{}'", task.collection)));
+            return Err(TaskError::Permanent(format!(
+                "invalid collection name '{}'",
+                task.collection
+            )));
         }
         let id = ObjectId::parse_str(&task.doc_id)
             .map_err(|_| TaskError::Permanent(format!("invalid document id '{}'", task.doc_id)))?;
@@ -98,7 +106,10 @@ impl PetsEnrich {
             });
             let new_version = version + 1;
             let mut updated = stored;
-            updated.insert(ENRICHMENT_FIELD, bson::to_bson(&result).map_err(|e| TaskError::Permanent(e.to_string()))?);
+            updated.insert(
+                ENRICHMENT_FIELD,
+                bson::to_bson(&result).map_err(|e| TaskError::Permanent(e.to_string()))?,
+            );
             updated.insert(VERSION_FIELD, new_version);
 
             let event = Event::new(
@@ -109,7 +120,8 @@ impl PetsEnrich {
                 None,
                 task.trace_id.clone(),
             );
-            let subject = subjects::event_subject(&task.collection, &task.doc_id, EventAction::Enriched);
+            let subject =
+                subjects::event_subject(&task.collection, &task.doc_id, EventAction::Enriched);
             let records = vec![OutboxRecord::for_event(&event, subject, new_version)];
             let marker = doc! {
                 "_id": &task_id,
@@ -121,11 +133,19 @@ impl PetsEnrich {
                 "worker": &self.worker_id,
                 "at": bson::DateTime::now(),
             };
-            let write = Write::Replace { collection: task.collection.clone(), id, expected_version: version, document: updated };
+            let write = Write::Replace {
+                collection: task.collection.clone(),
+                id,
+                expected_version: version,
+                document: updated,
+            };
             match self.store.commit_task_result(marker, &[write], &records).await {
                 Ok(TaskCommit::Applied) => {
                     if self.fault == Some(Fault::ExitAfterCommit) {
-                        tracing::error!(task_id, "fault injection: exiting after commit, before ack");
+                        tracing::error!(
+                            task_id,
+                            "fault injection: exiting after commit, before ack"
+                        );
                         std::process::exit(86);
                     }
                     self.outbox.publish_after_commit(records);
@@ -135,12 +155,19 @@ impl PetsEnrich {
                 // The pet changed, or a concurrent transaction (perhaps this very task on another
                 // worker) wrote it first: read again.
                 Err(StoreError::VersionConflict) => continue,
-                Err(StoreError::Mongo(err)) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) => continue,
+                Err(StoreError::Mongo(err)) if err.contains_label(TRANSIENT_TRANSACTION_ERROR) => {
+                    continue;
+                }
                 // Committed or not, the retry finds out: the marker makes it apply at most once.
-                Err(StoreError::OutcomeUnknown(err) | StoreError::Mongo(err)) => return Err(transient(err)),
+                Err(StoreError::OutcomeUnknown(err) | StoreError::Mongo(err)) => {
+                    return Err(transient(err));
+                }
             }
         }
-        Err(TaskError::Transient(format!("{}/{} kept changing during {COMMIT_ATTEMPTS} attempts", task.collection, task.doc_id)))
+        Err(TaskError::Transient(format!(
+            "{}/{} kept changing during {COMMIT_ATTEMPTS} attempts",
+            task.collection, task.doc_id
+        )))
     }
 }
 
@@ -183,8 +210,14 @@ mod tests {
     #[test]
     fn the_source_version_is_read_from_the_stored_enrichment() {
         assert_eq!(enriched_from(&doc! {"name": "Rex"}), None);
-        assert_eq!(enriched_from(&doc! {"enrichment": {"metadata": {"source_version": 3_i64}}}), Some(3));
-        assert_eq!(enriched_from(&doc! {"enrichment": {"metadata": {"source_version": 2_i32}}}), Some(2));
+        assert_eq!(
+            enriched_from(&doc! {"enrichment": {"metadata": {"source_version": 3_i64}}}),
+            Some(3)
+        );
+        assert_eq!(
+            enriched_from(&doc! {"enrichment": {"metadata": {"source_version": 2_i32}}}),
+            Some(2)
+        );
         assert_eq!(enriched_from(&doc! {"enrichment": "garbage"}), None);
     }
 }
