@@ -15,7 +15,7 @@ use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull::OrderedConfig},
 };
 use courier_core::{
-    shutdown::Backoff,
+    backoff::Backoff,
     subjects::{EVENTS_ALL, EVENTS_STREAM},
 };
 use futures::StreamExt;

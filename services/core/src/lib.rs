@@ -3,6 +3,7 @@
 //! service needs once (typed config pieces, telemetry, graceful shutdown, the ops HTTP server).
 
 pub mod auth;
+pub mod backoff;
 pub mod channel;
 pub mod collection_spec;
 pub mod config;

@@ -1,10 +1,12 @@
 //! Graceful shutdown: one cancellation token per process, cancelled by SIGINT or SIGTERM; every
-//! task watches it, stops taking work, drains and returns. Also the retry pacing (`Backoff`)
-//! that every reconnect loop uses, which must itself give way to shutdown.
+//! task watches it, stops taking work, drains and returns. Also `retry_until_ok`, the start-up retry
+//! loop (paced by [`Backoff`]), which must itself give way to shutdown.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
 
 /// A token cancelled when the process receives SIGINT (Ctrl-C) or SIGTERM.
 pub fn on_signals() -> CancellationToken {
@@ -38,41 +40,6 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Exponential retry pacing for reconnect loops: 100 ms doubling up to a cap.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub const MIN: Duration = Duration::from_millis(100);
-
-    pub fn new(max: Duration) -> Self {
-        Backoff { next: Self::MIN, max }
-    }
-
-    /// The delay the next `wait` will sleep.
-    pub fn next_delay(&self) -> Duration {
-        self.next
-    }
-
-    /// Sleeps the current delay and doubles it; returns false (at once) if `shutdown` fires.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
-    }
-
-    /// Back to the shortest delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = Self::MIN;
     }
 }
 
@@ -127,21 +94,5 @@ mod tests {
             })
             .await
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_to_its_cap_and_yields_to_shutdown() {
-        let token = CancellationToken::new();
-        let mut backoff = Backoff::new(Duration::from_millis(500));
-        let mut delays = Vec::new();
-        for _ in 0..5 {
-            delays.push(backoff.next_delay().as_millis());
-            assert!(backoff.wait(&token).await);
-        }
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Backoff::MIN);
-        token.cancel();
-        assert!(!backoff.wait(&token).await);
     }
 }

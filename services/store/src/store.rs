@@ -22,9 +22,29 @@ const TRANSACTION_ATTEMPTS: usize = 5;
 /// (optimistic concurrency): otherwise the whole transaction fails with `VersionConflict`.
 #[derive(Debug, Clone)]
 pub enum Write {
-    Insert { collection: String, document: Document },
-    Replace { collection: String, id: ObjectId, expected_version: i64, document: Document },
-    Delete { collection: String, id: ObjectId, expected_version: i64 },
+    Insert {
+        collection: String,
+        document: Document,
+    },
+    Replace {
+        collection: String,
+        id: ObjectId,
+        expected_version: i64,
+        document: Document,
+    },
+    Delete {
+        collection: String,
+        id: ObjectId,
+        expected_version: i64,
+    },
+    /// An update operator document (`$set`, `$inc`, …) applied to the one document `filter`
+    /// matches; no match fails the transaction with `VersionConflict` (the filter is the guard,
+    /// e.g. `{_id, last_seq: n}` to allocate the next sequence number).
+    Update {
+        collection: String,
+        filter: Document,
+        update: Document,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +177,16 @@ impl Store {
                             let result = self
                                 .collection(collection)
                                 .replace_one(filter, document)
+                                .session(&mut session)
+                                .await?;
+                            if result.matched_count != 1 {
+                                return Err(StoreError::VersionConflict);
+                            }
+                        }
+                        Write::Update { collection, filter, update } => {
+                            let result = self
+                                .collection(collection)
+                                .update_one(filter.clone(), update.clone())
                                 .session(&mut session)
                                 .await?;
                             if result.matched_count != 1 {

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context;
 use courier_core::{
-    config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness, shutdown::Backoff,
+    backoff::Backoff, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness,
 };
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;

@@ -26,7 +26,7 @@ use async_nats::{
 };
 use courier_core::{
     Task,
-    shutdown::Backoff,
+    backoff::Backoff,
     subjects::{TASKS_ALL, TASKS_STREAM, TRACE_HEADER, dead_letter_subject},
     task::is_valid_task_kind,
 };
