@@ -10,7 +10,7 @@ use courier_core::{
     jetstream_metrics::JetStreamMetrics, ops::Readiness, request_telemetry::HttpMetrics,
     shutdown::retry_until_ok,
 };
-use courier_store::{Outbox, OutboxMetrics, Store};
+use courier_store::{Outbox, OutboxMetrics, Queues, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +57,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             outbox,
+            queues: Queues::new(nats.clone()),
             collections: CollectionsHandle::new(collections),
             metrics,
             max_body_bytes: config.max_body_bytes,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-pub use courier_store::documents::{to_api, version_of};
+pub use courier_store::documents::to_api;
 
 pub fn parse_id(id: &str) -> Result<ObjectId, ApiError> {
     ObjectId::parse_str(id).map_err(|_| {

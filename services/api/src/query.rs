@@ -1,9 +1,10 @@
-//! List queries: `?field=value` filters typed by the collection's schema (repeat a field for
-//! "any of"), `sort=-age,name`, `limit` ≤ 1000, and opaque cursors for stable pagination
-//! (sort keys plus `_id` as the tie-break, so pages never skip or repeat a document).
+//! List query strings: `?field=value` filters typed by the collection's schema (repeat a field
+//! for "any of"), `sort=-age,name`, `limit` ≤ 1000, and opaque cursors for stable pagination,
+//! parsed into the store's typed [`ListSpec`] (the store builds the MongoDB query from it).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use mongodb::bson::{self, Bson, Document, doc, oid::ObjectId};
+use courier_store::{Cursor, FieldCondition, ListSpec, Scalar, SortKey};
+use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,29 +13,20 @@ use crate::{
     error::ApiError,
 };
 
-pub const MAX_LIMIT: i64 = 1000;
-pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+pub const DEFAULT_LIMIT: u32 = 100;
 const RESERVED: [&str; 3] = ["sort", "limit", "cursor"];
 
-/// One sort key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SortKey {
-    pub field: String,
-    pub descending: bool,
-}
-
-/// A parsed list request.
+/// A parsed list request: what the store runs, and the `sort` text its cursors are bound to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
-    pub filter: Document,
-    pub sort: Vec<SortKey>,
-    pub limit: i64,
+    pub spec: ListSpec,
     /// The `sort` parameter as given (a cursor is only valid for the same sort).
     sort_text: String,
-    after: Option<CursorPosition>,
 }
 
-/// Where the previous page ended: its last document's sort values and id.
+/// The opaque cursor's content: where the previous page ended (its last document's sort values
+/// and id) and the sort it belongs to. Values decode only as scalars.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CursorPosition {
     #[serde(rename = "s")]
@@ -50,14 +42,14 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 impl ListQuery {
     pub fn parse(def: &CollectionDef, params: &[(String, String)]) -> Result<Self, ApiError> {
-        let mut filters: Vec<(String, Vec<Bson>)> = Vec::new();
+        let mut filter: Vec<FieldCondition> = Vec::new();
         let (mut sort_text, mut limit, mut cursor) = (String::new(), DEFAULT_LIMIT, None);
         for (key, value) in params {
             match key.as_str() {
                 "sort" => sort_text = value.clone(),
                 "limit" => {
                     limit = value
-                        .parse::<i64>()
+                        .parse::<u32>()
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
                         .ok_or_else(|| {
@@ -67,79 +59,27 @@ impl ListQuery {
                 "cursor" => cursor = Some(value.clone()),
                 field => {
                     let typed = filter_value(def, field, value)?;
-                    match filters.iter_mut().find(|(f, _)| f == field) {
-                        Some((_, values)) => values.push(typed),
-                        None => filters.push((field.to_owned(), vec![typed])),
+                    match filter.iter_mut().find(|c| c.field == field) {
+                        Some(condition) => condition.any_of.push(typed),
+                        None => filter
+                            .push(FieldCondition { field: field.to_owned(), any_of: vec![typed] }),
                     }
                 }
             }
         }
         let sort = parse_sort(def, &sort_text)?;
-        let mut filter = Document::new();
-        for (field, mut values) in filters {
-            let condition = if values.len() == 1 {
-                values.remove(0)
-            } else {
-                Bson::Document(doc! {"$in": values})
-            };
-            filter.insert(field, condition);
-        }
         let after = cursor.map(|c| decode_cursor(&c, &sort_text, sort.len())).transpose()?;
-        Ok(ListQuery { filter, sort, limit, sort_text, after })
+        Ok(ListQuery { spec: ListSpec { filter, sort, after, limit }, sort_text })
     }
 
-    /// The MongoDB sort document (always ending with `_id` for a total order).
-    pub fn sort_document(&self) -> Document {
-        let mut sort = Document::new();
-        for key in &self.sort {
-            sort.insert(key.field.clone(), if key.descending { -1 } else { 1 });
-        }
-        sort.insert("_id", 1);
-        sort
-    }
-
-    /// The filter including the cursor's "after the previous page" condition.
-    pub fn full_filter(&self) -> Result<Document, ApiError> {
-        let Some(after) = &self.after else {
-            return Ok(self.filter.clone());
+    /// The opaque text of `cursor` (a position in this query's order).
+    pub fn cursor_text(&self, cursor: &Cursor) -> String {
+        let position = CursorPosition {
+            sort: self.sort_text.clone(),
+            values: cursor.values.iter().map(Scalar::to_json).collect(),
+            id: cursor.id.to_hex(),
         };
-        let id = ObjectId::parse_str(&after.id).map_err(|_| malformed_cursor())?;
-        let values: Vec<Bson> = after
-            .values
-            .iter()
-            .map(|v| bson::to_bson(v).map_err(|_| malformed_cursor()))
-            .collect::<Result<_, _>>()?;
-        // (k1 > v1) or (k1 = v1 and k2 > v2) or … or (all equal and _id > id)
-        let mut alternatives = Vec::new();
-        for depth in 0..=self.sort.len() {
-            let mut clause = Document::new();
-            let mut conditions = Vec::new();
-            for (key, value) in self.sort.iter().zip(&values).take(depth) {
-                conditions.push(equal_to(&key.field, value));
-            }
-            conditions.push(match self.sort.get(depth) {
-                Some(key) => after_value(key, &values[depth]),
-                None => doc! {"_id": {"$gt": id}},
-            });
-            clause.insert("$and", conditions);
-            alternatives.push(Bson::Document(clause));
-        }
-        let mut filter = self.filter.clone();
-        let cursor_condition = doc! {"$or": alternatives};
-        if filter.is_empty() {
-            return Ok(cursor_condition);
-        }
-        filter = doc! {"$and": [Bson::Document(filter), Bson::Document(cursor_condition)]};
-        Ok(filter)
-    }
-
-    /// The cursor for the page that ends with `last` (an api-form document).
-    pub fn cursor_after(&self, last: &Value) -> Option<String> {
-        let id = last.get("id")?.as_str()?.to_owned();
-        let values =
-            self.sort.iter().map(|k| last.get(&k.field).cloned().unwrap_or(Value::Null)).collect();
-        let position = CursorPosition { sort: self.sort_text.clone(), values, id };
-        Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).expect("cursor serializes")))
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).expect("cursor serializes"))
     }
 }
 
@@ -147,33 +87,21 @@ fn malformed_cursor() -> ApiError {
     bad("cursor is malformed; use the 'next' value of a previous page")
 }
 
-fn decode_cursor(text: &str, sort_text: &str, keys: usize) -> Result<CursorPosition, ApiError> {
+fn decode_cursor(text: &str, sort_text: &str, keys: usize) -> Result<Cursor, ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed_cursor())?;
     let position: CursorPosition =
         serde_json::from_slice(&bytes).map_err(|_| malformed_cursor())?;
     if position.sort != sort_text || position.values.len() != keys {
         return Err(bad("cursor belongs to a different sort; repeat the same sort with it"));
     }
-    Ok(position)
-}
-
-/// `field = value`, where a null value also matches a missing field (as MongoDB sorts them).
-fn equal_to(field: &str, value: &Bson) -> Document {
-    doc! {field: value.clone()}
-}
-
-/// The documents that sort after `value` on `key`. MongoDB sorts null/missing first.
-fn after_value(key: &SortKey, value: &Bson) -> Document {
-    match (key.descending, value) {
-        (false, Bson::Null) => doc! {key.field.clone(): {"$ne": Bson::Null}},
-        (false, v) => doc! {key.field.clone(): {"$gt": v.clone()}},
-        // Descending: nulls come last, so nothing sorts after a null…
-        (true, Bson::Null) => doc! {"_id": {"$exists": false}},
-        // …and after a value come smaller values, then nulls.
-        (true, v) => {
-            doc! {"$or": [{key.field.clone(): {"$lt": v.clone()}}, {key.field.clone(): Bson::Null}]}
-        }
-    }
+    let id = ObjectId::parse_str(&position.id).map_err(|_| malformed_cursor())?;
+    // Only scalars: a crafted cursor holding `{"$ne": …}` or `{"$regex": …}` is refused.
+    let values = position
+        .values
+        .iter()
+        .map(|v| Scalar::from_json(v).ok_or_else(malformed_cursor))
+        .collect::<Result<_, _>>()?;
+    Ok(Cursor { values, id })
 }
 
 fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError> {
@@ -201,7 +129,7 @@ fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError>
 }
 
 /// A filter value typed by the field's schema type.
-fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Bson, ApiError> {
+fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Scalar, ApiError> {
     if !is_valid_field_name(field) {
         return Err(bad(format!(
             "'{field}' is not a field name (and not one of {})",
@@ -213,18 +141,18 @@ fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Bson, Ap
     };
     let wrong = |expected: &str| bad(format!("filter {field}={text}: '{field}' is {expected}"));
     Ok(match field_type {
-        FieldType::String | FieldType::Other => Bson::String(text.to_owned()),
-        FieldType::Integer => Bson::Int64(text.parse().map_err(|_| wrong("a whole number"))?),
+        FieldType::String | FieldType::Other => Scalar::String(text.to_owned()),
+        FieldType::Integer => Scalar::Int(text.parse().map_err(|_| wrong("a whole number"))?),
         FieldType::Number => {
             let n: f64 = text.parse().map_err(|_| wrong("a number"))?;
             if !n.is_finite() {
                 return Err(wrong("a finite number"));
             }
-            Bson::Double(n)
+            Scalar::Double(n)
         }
         FieldType::Boolean => match text {
-            "true" => Bson::Boolean(true),
-            "false" => Bson::Boolean(false),
+            "true" => Scalar::Bool(true),
+            "false" => Scalar::Bool(false),
             _ => return Err(wrong("true or false")),
         },
     })
@@ -234,6 +162,7 @@ fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Bson, Ap
 mod tests {
     use super::*;
     use courier_core::collection_spec::CollectionSpec;
+    use mongodb::bson::{Bson, doc};
 
     fn pets() -> CollectionDef {
         let spec: CollectionSpec = serde_json::from_value(serde_json::json!({
@@ -263,11 +192,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            q.filter,
+            q.spec.filter_document(),
             doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64}
         );
         let q = ListQuery::parse(&pets(), &params(&[("weight", "4.5")])).unwrap();
-        assert_eq!(q.filter, doc! {"weight": 4.5});
+        assert_eq!(q.spec.filter_document(), doc! {"weight": 4.5});
     }
 
     #[test]
@@ -296,17 +225,16 @@ mod tests {
     fn a_cursor_continues_after_the_last_document_of_the_same_sort() {
         let q =
             ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog")])).unwrap();
-        assert_eq!(q.sort_document(), doc! {"age": -1, "_id": 1});
-        let last = serde_json::json!({"id": "65f0c0ffee0123456789abcd", "age": 4});
-        let cursor = q.cursor_after(&last).unwrap();
+        assert_eq!(q.spec.sort_document(), doc! {"age": -1, "_id": 1});
+        let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
+        let cursor = q.cursor_text(&Cursor { values: vec![Scalar::Int(4)], id: oid });
         let next = ListQuery::parse(
             &pets(),
             &params(&[("sort", "-age"), ("species", "Dog"), ("cursor", &cursor)]),
         )
         .unwrap();
-        let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
         assert_eq!(
-            next.full_filter().unwrap(),
+            next.spec.filter_document(),
             doc! {"$and": [
                 {"species": "Dog"},
                 {"$or": [
@@ -318,5 +246,55 @@ mod tests {
         let other_sort =
             ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]));
         assert!(matches!(other_sort, Err(ApiError::BadRequest(m)) if m.contains("different sort")));
+    }
+
+    /// A cursor is base64 JSON a client can forge: values that are not scalars (operators such
+    /// as `$ne` or `$regex`) and ids that are not ids are refused before any query is built.
+    #[test]
+    fn a_crafted_cursor_cannot_inject_operators() {
+        let forge = |values: serde_json::Value, id: &str| {
+            let position = serde_json::json!({"s": "name", "v": values, "id": id});
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).unwrap())
+        };
+        for crafted in [
+            forge(serde_json::json!([{"$ne": null}]), "65f0c0ffee0123456789abcd"),
+            forge(serde_json::json!([{"$regex": ".*"}]), "65f0c0ffee0123456789abcd"),
+            forge(serde_json::json!([["$where"]]), "65f0c0ffee0123456789abcd"),
+            forge(serde_json::json!(["Rex"]), "{\"$gt\": \"\"}"),
+        ] {
+            match ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &crafted)])) {
+                Err(ApiError::BadRequest(message)) => {
+                    assert!(message.contains("cursor is malformed"), "{message}")
+                }
+                other => panic!("{crafted} gave {other:?}"),
+            }
+        }
+        // A scalar that merely looks like an operator stays a compared value.
+        let looks_like = forge(serde_json::json!(["$ne"]), "65f0c0ffee0123456789abcd");
+        let q = ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &looks_like)]))
+            .unwrap();
+        let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
+        assert_eq!(
+            q.spec.filter_document(),
+            doc! {"$or": [
+                {"$and": [{"name": {"$gt": "$ne"}}]},
+                {"$and": [{"name": "$ne"}, {"_id": {"$gt": oid}}]},
+            ]}
+        );
+    }
+
+    #[test]
+    fn cursor_text_round_trips_through_parse() {
+        let q = ListQuery::parse(&pets(), &params(&[("sort", "weight,-name")])).unwrap();
+        let cursor = Cursor {
+            values: vec![Scalar::Double(4.0), Scalar::Null],
+            id: ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap(),
+        };
+        let text = q.cursor_text(&cursor);
+        let next =
+            ListQuery::parse(&pets(), &params(&[("sort", "weight,-name"), ("cursor", &text)]))
+                .unwrap();
+        assert_eq!(next.spec.after, Some(cursor));
+        assert_eq!(next.spec.limit, DEFAULT_LIMIT);
     }
 }

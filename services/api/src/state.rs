@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use courier_store::{Outbox, OutboxMetrics, Store};
+use courier_store::{Outbox, OutboxMetrics, Queues, Store};
 
 use courier_core::auth::JwtKeys;
 
@@ -15,6 +15,8 @@ use crate::{
 pub struct AppState {
     pub store: Store,
     pub outbox: Outbox,
+    /// The task queue's streams (the queue endpoints).
+    pub queues: Queues,
     pub collections: CollectionsHandle,
     pub metrics: Arc<OutboxMetrics>,
     pub max_body_bytes: usize,

@@ -1,5 +1,6 @@
 //! The stored form of documents (`{_id: ObjectId, _v: version, ...}`) and the api form
-//! (`{"id": "<hex>", ...}`), and conversions between them.
+//! (`{"id": "<hex>", ...}`), conversions between them, and [`StoredDocument`]: what a read
+//! returns.
 
 use mongodb::bson::{self, Bson, Document, oid::ObjectId};
 use serde_json::Value;
@@ -31,6 +32,36 @@ pub fn to_api(mut doc: Document) -> Value {
     Value::Object(object)
 }
 
+/// A document as read: its id, its version and its api form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDocument {
+    pub id: ObjectId,
+    /// The `_v` field: the `ETag`, and the version a change must be based on.
+    pub version: i64,
+    /// The api form (`{"id": "<hex>", ...}`, internal fields dropped).
+    pub body: Value,
+}
+
+impl StoredDocument {
+    /// From the stored form; `None` for a document whose `_id` is not an `ObjectId` (Courier
+    /// never writes one).
+    pub fn from_stored(doc: Document) -> Option<Self> {
+        let id = doc.get_object_id("_id").ok()?;
+        let version = version_of(&doc);
+        Some(StoredDocument { id, version, body: to_api(doc) })
+    }
+
+    /// The api form without its `id`: the fields a change starts from.
+    pub fn fields(&self) -> serde_json::Map<String, Value> {
+        let mut fields = match &self.body {
+            Value::Object(object) => object.clone(),
+            _ => serde_json::Map::new(),
+        };
+        fields.remove("id");
+        fields
+    }
+}
+
 /// The stored version of a document (0 if absent).
 pub fn version_of(doc: &Document) -> i64 {
     match doc.get(VERSION_FIELD) {
@@ -55,5 +86,17 @@ mod tests {
             to_api(stored),
             json!({"id": id.to_hex(), "nombre": "Camiseta", "precio": 25.99, "stock": 3, "tags": ["a"]})
         );
+    }
+
+    #[test]
+    fn a_read_document_carries_its_id_version_and_api_form() {
+        let id = ObjectId::new();
+        let read =
+            StoredDocument::from_stored(to_stored(id, 4, &json!({"a": 1})).unwrap()).unwrap();
+        assert_eq!((read.id, read.version), (id, 4));
+        assert_eq!(read.body, json!({"id": id.to_hex(), "a": 1}));
+        assert_eq!(Value::Object(read.fields()), json!({"a": 1}));
+        let foreign = mongodb::bson::doc! {"_id": "not-an-object-id", "_v": 1_i64};
+        assert_eq!(StoredDocument::from_stored(foreign), None);
     }
 }

@@ -1,14 +1,26 @@
-//! Courier's MongoDB layer, shared by every service that changes documents (api, worker): the
-//! stored document form, the one transactional write path (changes + outbox records commit
-//! together), and the outbox publisher/relay that turns each commit into exactly one event.
+//! Courier's data-access layer, shared by every service that reads or changes documents (api,
+//! worker, chat): the stored document form, typed reads ([`Store::get`], [`Store::list`]), the
+//! one read-modify-commit loop ([`Store::modify`]), the transactional write path ([`Store::commit`]:
+//! changes and outbox records commit together), the outbox publisher/relay that turns each commit
+//! into exactly one event, and the task queue's JetStream state ([`Queues`]). It is the only code
+//! that builds MongoDB queries.
 
+pub mod change;
 pub mod documents;
 pub mod metrics;
+pub mod modify;
 pub mod outbox;
+pub mod query;
+pub mod queues;
 pub mod store;
 pub mod task_results;
 
+pub use change::{Announce, Change};
+pub use documents::StoredDocument;
 pub use metrics::OutboxMetrics;
+pub use modify::{Committed, Decision, Modified, Modify, ModifyError, Precondition};
 pub use outbox::{Outbox, OutboxRecord};
+pub use query::{Cursor, FieldCondition, ListSpec, Next, Page, Scalar, SortKey};
+pub use queues::{QueueError, Queues};
 pub use store::{Store, StoreError, Write};
-pub use task_results::TaskCommit;
+pub use task_results::{TaskCommit, TaskMarker, is_duplicate_key};

@@ -93,12 +93,6 @@ impl Outbox {
         Outbox { store, nats, js, metrics, tasks: TaskTracker::new() }
     }
 
-    /// The JetStream context the outbox publishes through (for callers that also need to read
-    /// stream state, e.g. the api's queue endpoints).
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
     /// The fast path: publish `records` right after their commit, in the background, so the
     /// response does not wait for NATS. Anything that fails here is left to the relay.
     pub fn publish_after_commit(&self, records: Vec<OutboxRecord>) {

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use mongodb::{
     Collection, IndexModel,
-    bson::{Document, doc},
+    bson::{self, Document, doc},
     error::{ErrorKind, WriteFailure},
     options::IndexOptions,
 };
 
 use crate::{
+    change::Change,
     outbox::OutboxRecord,
     store::{Store, StoreError, Write},
 };
@@ -33,6 +34,32 @@ pub enum TaskCommit {
     Applied,
     /// A marker for this task id already existed: nothing was written.
     AlreadyApplied,
+}
+
+/// The task a change is the effect of ([`Modify::task`](crate::Modify::task)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskMarker {
+    /// The task's id: the marker's `_id`.
+    pub task_id: String,
+    pub kind: String,
+    /// The worker that applied it.
+    pub worker: String,
+}
+
+impl TaskMarker {
+    /// The marker stored with `change` (whose event record has id `event_id`).
+    pub fn document(&self, change: &Change, event_id: &str) -> Document {
+        doc! {
+            "_id": &self.task_id,
+            "kind": &self.kind,
+            "collection": &change.collection,
+            "doc_id": &change.doc_id,
+            "version": change.version,
+            "event_id": event_id,
+            "worker": &self.worker,
+            "at": bson::DateTime::now(),
+        }
+    }
 }
 
 /// Whether `err` is a unique-index violation (code 11000), however the driver wraps it.

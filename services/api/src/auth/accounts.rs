@@ -6,13 +6,12 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use mongodb::{
     Collection, IndexModel,
     bson::{self, doc, oid::ObjectId},
-    error::ErrorKind,
     options::{IndexOptions, ReturnDocument},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use courier_store::Store;
+use courier_store::{Store, is_duplicate_key};
 
 pub const USERS: &str = "_users";
 pub const REFRESH_TOKENS: &str = "_refresh_tokens";
@@ -77,14 +76,6 @@ pub fn is_valid_username(username: &str) -> bool {
 
 fn digest(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    match err.kind.as_ref() {
-        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => e.code == 11000,
-        ErrorKind::Command(e) => e.code == 11000,
-        _ => err.to_string().contains("E11000"),
-    }
 }
 
 impl Accounts {

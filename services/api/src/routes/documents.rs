@@ -2,7 +2,7 @@
 //! Every change commits with its event (and any triggered tasks) through the outbox; updates
 //! and deletes use the document version for `ETag` / `If-Match` (412 when stale).
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Extension, Json, Router,
@@ -11,38 +11,26 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use courier_core::{
-    Event, EventAction, Task, collection_spec::TriggerOn, request_telemetry::TraceId, subjects,
-};
-use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId};
+use courier_core::{EventAction, collection_spec::TriggerOn, request_telemetry::TraceId};
+use mongodb::bson::oid::ObjectId;
 use serde_json::{Map, Value, json};
 
-use courier_store::{OutboxRecord, StoreError, Write};
+use courier_store::{
+    Announce, Change, Committed, Decision, Modified, Modify, ModifyError, Next, Precondition, Write,
+};
 
 use crate::{
     auth::Caller,
     collections::CollectionDef,
-    documents::{parse_id, to_api, to_stored, version_of},
+    documents::{parse_id, to_api, to_stored},
     error::{ApiError, FieldError},
     extract::JsonBody,
     query::ListQuery,
     state::AppState,
 };
 
-/// Read-modify-write attempts when a concurrent change wins the race (no If-Match given).
+/// Read-modify-write rounds when a concurrent change wins the race (no If-Match given).
 const UPDATE_ATTEMPTS: u32 = 10;
-
-/// A short, growing, jittered pause before retry `attempt`, so racing writers spread out
-/// instead of colliding again (1–8 ms, then up to ~80 ms).
-async fn pause_before_retry(attempt: u32) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-        % 8;
-    let millis = u64::from((1 + jitter) * attempt.min(10));
-    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -62,33 +50,18 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
-/// `If-Match`: `*` or a list of entity tags; `None` when absent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Precondition {
-    Any,
-    Versions(Vec<i64>),
-}
-
-impl Precondition {
-    fn from_headers(headers: &HeaderMap, name: HeaderName) -> Option<Self> {
-        let text = headers.get(name)?.to_str().unwrap_or("").trim();
-        if text == "*" {
-            return Some(Precondition::Any);
-        }
-        // Unparseable tags can match no version: they stay out of the list (→ 412).
-        let versions = text
-            .split(',')
-            .filter_map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').parse().ok())
-            .collect();
-        Some(Precondition::Versions(versions))
+/// `If-Match` / `If-None-Match`: `*` or a list of entity tags; `None` when absent.
+fn precondition(headers: &HeaderMap, name: HeaderName) -> Option<Precondition> {
+    let text = headers.get(name)?.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Some(Precondition::Any);
     }
-
-    fn matches(&self, version: i64) -> bool {
-        match self {
-            Precondition::Any => true,
-            Precondition::Versions(versions) => versions.contains(&version),
-        }
-    }
+    // Unparseable tags can match no version: they stay out of the list (→ 412).
+    let versions = text
+        .split(',')
+        .filter_map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').parse().ok())
+        .collect();
+    Some(Precondition::Versions(versions))
 }
 
 /// A request body as a JSON object, without the fields clients may not set: `id` (it must
@@ -143,45 +116,37 @@ fn keep_read_only(
     new
 }
 
-/// Validates, then commits `writes` with the change's event and triggered tasks.
-#[allow(clippy::too_many_arguments)]
-async fn commit_change(
-    state: &AppState,
+/// How a change of `def`'s documents is announced: its event, and the tasks the collection
+/// triggers on it.
+fn announce(
     def: &CollectionDef,
-    writes: Vec<Write>,
     action: EventAction,
-    doc_id: &str,
-    version: i64,
-    data: Value,
-    actor: Option<String>,
-    trace_id: &str,
-) -> Result<(), StoreError> {
-    let name = def.name();
-    let event = Event::new(name, doc_id, action, data, actor.clone(), trace_id.to_owned());
-    let mut records = vec![OutboxRecord::for_event(
-        &event,
-        subjects::event_subject(name, doc_id, action),
-        version,
-    )];
+    caller: &Caller,
+    trace_id: &TraceId,
+) -> Announce {
     let trigger = match action {
         EventAction::Created => Some(TriggerOn::Create),
         EventAction::Updated => Some(TriggerOn::Update),
         _ => None,
     };
-    if let Some(trigger) = trigger {
-        for kind in def.tasks_on(trigger) {
-            let task = Task::new(kind, name, doc_id, version, actor.clone(), trace_id.to_owned());
-            records.push(OutboxRecord::for_task(&task));
-        }
+    Announce {
+        action,
+        actor: caller.actor(),
+        trace_id: trace_id.as_str().to_owned(),
+        tasks: trigger.map_or_else(Vec::new, |t| def.tasks_on(t).map(str::to_owned).collect()),
     }
-    state.store.commit(&writes, &records).await?;
+}
+
+/// After a commit: publish its records now (the fast path; the relay covers a failure).
+fn after_commit(state: &AppState, committed: Committed) -> Change {
+    let Committed { change, records } = committed;
     if state.fault == Some(crate::config::Fault::ExitAfterCommit) {
-        tracing::error!(%doc_id, "fault injection: exiting after commit, before publish");
+        tracing::error!(doc_id = %change.doc_id, "fault injection: exiting after commit, before publish");
         std::process::exit(86);
     }
     state.outbox.publish_after_commit(records);
-    tracing::info!(collection = %name, %doc_id, version, %action, %trace_id, "document changed");
-    Ok(())
+    tracing::info!(collection = %change.collection, doc_id = %change.doc_id, version = change.version, action = %change.action, trace_id = %change.trace_id, "document changed");
+    change
 }
 
 fn document_response(status: StatusCode, version: i64, document: Value) -> Response {
@@ -202,22 +167,12 @@ async fn create(
     def.validate(&body).map_err(|fields| ApiError::validation(&name, fields))?;
 
     let id = ObjectId::new();
-    let doc_id = id.to_hex();
     let stored = to_stored(id, 1, &body)?;
-    let document = to_api(stored.clone());
-    let writes = vec![Write::Insert { collection: name.clone(), document: stored }];
-    commit_change(
-        &state,
-        &def,
-        writes,
-        EventAction::Created,
-        &doc_id,
-        1,
-        document.clone(),
-        caller.actor(),
-        trace_id.as_str(),
-    )
-    .await?;
+    let announce = announce(&def, EventAction::Created, &caller, &trace_id);
+    let change = Change::new(&name, id.to_hex(), 1, to_api(stored.clone()), announce);
+    let writes = [Write::Insert { collection: name.clone(), document: stored }];
+    let change = after_commit(&state, state.store.commit_change(&writes, change).await?);
+    let (doc_id, document) = (change.doc_id, change.data);
 
     let mut response = document_response(StatusCode::CREATED, 1, document);
     let location =
@@ -236,17 +191,14 @@ async fn read(
     let oid = parse_id(&id)?;
     let stored = state
         .store
-        .collection(&name)
-        .find_one(doc! {"_id": oid})
+        .get(&name, oid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no document '{id}' in '{name}'")))?;
-    let version = version_of(&stored);
-    if Precondition::from_headers(&headers, header::IF_NONE_MATCH)
-        .is_some_and(|p| p.matches(version))
-    {
+    let version = stored.version;
+    if precondition(&headers, header::IF_NONE_MATCH).is_some_and(|p| p.matches(version)) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response());
     }
-    Ok(([(header::ETAG, etag(version))], Json(to_api(stored))).into_response())
+    Ok(([(header::ETAG, etag(version))], Json(stored.body)).into_response())
 }
 
 /// What an update does to the current document: the new client fields, or deletion.
@@ -266,87 +218,68 @@ async fn modify(
     headers: &HeaderMap,
     trace_id: &TraceId,
     edit: Edit,
-) -> Result<(i64, Option<Value>), ApiError> {
+) -> Result<Committed, ApiError> {
     let def = collection(state, name)?;
     caller.require(def.write_access())?;
-    let oid = parse_id(id)?;
-    let precondition = Precondition::from_headers(headers, header::IF_MATCH);
-    for attempt in 0..UPDATE_ATTEMPTS {
-        if attempt > 0 {
-            pause_before_retry(attempt).await;
+    let target = Modify {
+        collection: name.to_owned(),
+        id: parse_id(id)?,
+        precondition: precondition(headers, header::IF_MATCH),
+        task: None,
+        attempts: UPDATE_ATTEMPTS,
+    };
+    let modified = state
+        .store
+        .modify(&target, |current| {
+            let fields = match &edit {
+                Edit::Delete => {
+                    let announce = announce(&def, EventAction::Deleted, caller, trace_id);
+                    return Ok(Decision::Delete { announce });
+                }
+                Edit::Replace(fields) => fields.clone(),
+                Edit::MergePatch(patch) => {
+                    let mut merged = Value::Object(current.fields());
+                    merge_patch(&mut merged, &Value::Object(patch.clone()));
+                    client_fields(&def, merged, None)?
+                }
+            };
+            def.validate(&Value::Object(fields.clone()))
+                .map_err(|fields| ApiError::validation(name, fields))?;
+            Ok(Decision::<Infallible>::Replace {
+                fields: keep_read_only(&def, &current.body, fields),
+                announce: announce(&def, EventAction::Updated, caller, trace_id),
+            })
+        })
+        .await;
+    match modified {
+        Ok(Modified::Committed(committed)) => Ok(*committed),
+        Ok(Modified::Kept(never)) => match never {},
+        // Only a change with a task marker can have been applied before.
+        Ok(Modified::AlreadyApplied) => Err(ApiError::Internal(anyhow::anyhow!(
+            "a change without a task marker was already applied"
+        ))),
+        Err(ModifyError::NotFound) => {
+            Err(ApiError::NotFound(format!("no document '{id}' in '{name}'")))
         }
-        let current = state
-            .store
-            .collection(name)
-            .find_one(doc! {"_id": oid})
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no document '{id}' in '{name}'")))?;
-        let version = version_of(&current);
-        if precondition.as_ref().is_some_and(|p| !p.matches(version)) {
-            return Err(ApiError::PreconditionFailed(format!(
+        Err(ModifyError::PreconditionFailed { current: Some(version) }) => {
+            Err(ApiError::PreconditionFailed(format!(
                 "If-Match does not match the current version (ETag \"{version}\"); re-read the document"
-            )));
+            )))
         }
-        let current = to_api(current);
-        let (writes, action, data) = match &edit {
-            Edit::Delete => (
-                vec![Write::Delete {
-                    collection: name.to_owned(),
-                    id: oid,
-                    expected_version: version,
-                }],
-                EventAction::Deleted,
-                current.clone(),
-            ),
-            Edit::Replace(fields) | Edit::MergePatch(fields) => {
-                let new_fields = match &edit {
-                    Edit::MergePatch(patch) => {
-                        let mut merged = current.clone();
-                        if let Value::Object(m) = &mut merged {
-                            m.remove("id");
-                        }
-                        merge_patch(&mut merged, &Value::Object(patch.clone()));
-                        client_fields(&def, merged, None)?
-                    }
-                    _ => fields.clone(),
-                };
-                let candidate = Value::Object(new_fields.clone());
-                def.validate(&candidate).map_err(|fields| ApiError::validation(name, fields))?;
-                let stored = to_stored(
-                    oid,
-                    version + 1,
-                    &Value::Object(keep_read_only(&def, &current, new_fields)),
-                )?;
-                let document = to_api(stored.clone());
-                let write = Write::Replace {
-                    collection: name.to_owned(),
-                    id: oid,
-                    expected_version: version,
-                    document: stored,
-                };
-                (vec![write], EventAction::Updated, document)
-            }
-        };
-        let new_version = version + 1;
-        match commit_change(
-            state,
-            &def,
-            writes,
-            action,
-            id,
-            new_version,
-            data.clone(),
-            caller.actor(),
-            trace_id.as_str(),
-        )
-        .await
-        {
-            Ok(()) => return Ok((new_version, (action != EventAction::Deleted).then_some(data))),
-            Err(StoreError::VersionConflict) if precondition.is_none() => continue,
-            Err(err) => return Err(err.into()),
+        Err(ModifyError::PreconditionFailed { current: None }) => {
+            Err(ApiError::PreconditionFailed(
+                "the document changed since it was read (If-Match does not match)".into(),
+            ))
         }
+        Err(ModifyError::Contended { .. }) => {
+            Err(ApiError::Conflict(format!("'{id}' is being changed concurrently; retry")))
+        }
+        Err(ModifyError::Rejected(err)) => Err(err),
+        Err(ModifyError::Unstorable(err)) => {
+            Err(ApiError::BadRequest(format!("document cannot be stored: {err}")))
+        }
+        Err(ModifyError::Store(err)) => Err(err.into()),
     }
-    Err(ApiError::Conflict(format!("'{id}' is being changed concurrently; retry")))
 }
 
 /// PUT replaces the document with the body's client fields; PATCH merge-patches it.
@@ -364,9 +297,9 @@ async fn update(
     let fields = client_fields(&def, body, Some(&id))?;
     let edit =
         if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
-    let (version, document) =
-        modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
-    Ok(document_response(StatusCode::OK, version, document.unwrap_or(Value::Null)))
+    let committed = modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
+    let change = after_commit(&state, committed);
+    Ok(document_response(StatusCode::OK, change.version, change.data))
 }
 
 async fn remove(
@@ -376,7 +309,8 @@ async fn remove(
     headers: HeaderMap,
     Extension(trace_id): Extension<TraceId>,
 ) -> Result<StatusCode, ApiError> {
-    modify(&state, &name, &id, &caller, &headers, &trace_id, Edit::Delete).await?;
+    let committed = modify(&state, &name, &id, &caller, &headers, &trace_id, Edit::Delete).await?;
+    after_commit(&state, committed);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -410,18 +344,17 @@ async fn list(
     let def = collection(&state, &name)?;
     caller.require(def.read_access())?;
     let query = ListQuery::parse(&def, &params)?;
-    let docs: Vec<_> = state
-        .store
-        .collection(&name)
-        .find(query.full_filter()?)
-        .sort(query.sort_document())
-        .limit(query.limit + 1)
-        .await?
-        .try_collect()
-        .await?;
-    let has_more = docs.len() as i64 > query.limit;
-    let items: Vec<Value> = docs.into_iter().take(query.limit as usize).map(to_api).collect();
-    let next = if has_more { items.last().and_then(|last| query.cursor_after(last)) } else { None };
+    let page = state.store.list(&name, &query.spec).await?;
+    let next = match &page.next {
+        Next::End => None,
+        Next::After(cursor) => Some(query.cursor_text(cursor)),
+        Next::NotScalar { field } => {
+            return Err(ApiError::BadRequest(format!(
+                "cannot page by '{field}': a document holds an object or array there; sort by a field with plain values"
+            )));
+        }
+    };
+    let items: Vec<Value> = page.items.into_iter().map(|d| d.body).collect();
     Ok(Json(json!({"items": items, "next": next})))
 }
 
@@ -446,12 +379,12 @@ mod tests {
         let parse = |v: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
-            Precondition::from_headers(&headers, header::IF_MATCH).unwrap()
+            precondition(&headers, header::IF_MATCH).unwrap()
         };
         assert!(parse("*").matches(9));
         assert!(parse("\"2\", W/\"3\"").matches(3));
         assert!(!parse("\"2\"").matches(3));
         assert!(!parse("garbage").matches(1));
-        assert_eq!(Precondition::from_headers(&HeaderMap::new(), header::IF_MATCH), None);
+        assert_eq!(precondition(&HeaderMap::new(), header::IF_MATCH), None);
     }
 }

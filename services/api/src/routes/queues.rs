@@ -5,15 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
-use async_nats::{
-    HeaderMap,
-    jetstream::{
-        context::ConsumerInfoErrorKind,
-        message::{PublishMessage, StreamMessage},
-        stream::{RawMessageErrorKind, Stream},
-    },
-};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -21,11 +12,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use courier_core::subjects::{
-    DLQ_ALL, DLQ_STREAM, TASKS_ALL, TASKS_STREAM, TRACE_HEADER, WORKERS_CONSUMER,
-    dead_letter_header,
-};
-use futures::TryStreamExt;
+use courier_core::subjects::{DLQ_STREAM, TASKS_STREAM, WORKERS_CONSUMER};
+use courier_store::queues::{DeadLetter, QueueError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -33,9 +21,6 @@ use crate::{auth::Authenticated, error::ApiError, state::AppState};
 
 /// The one queue's name in URLs.
 pub const TASKS_QUEUE: &str = "tasks";
-
-/// Header on a re-enqueued task: the `DLQ` sequence it was retried from.
-pub const RETRIED_FROM_HEADER: &str = "Courier-Retried-From";
 
 /// Most dead letters in one page of `GET /queues/tasks/dead`.
 const MAX_PAGE: usize = 100;
@@ -47,10 +32,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/queues/{queue}/dead/{id}/retry", post(retry))
 }
 
-fn nats_failed(err: impl std::fmt::Display, what: &str) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("{what}: {err}"))
-}
-
 fn known_queue(queue: &str) -> Result<(), ApiError> {
     if queue == TASKS_QUEUE {
         Ok(())
@@ -59,22 +40,15 @@ fn known_queue(queue: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Message counts per subject of `stream`, keyed by the part after `prefix`.
-async fn counts_by_kind(
-    stream: &mut Stream,
-    filter: &str,
-    prefix: &str,
-) -> Result<BTreeMap<String, u64>, ApiError> {
-    let mut by_subject =
-        stream.info_with_subjects(filter).await.map_err(|e| nats_failed(e, "stream subjects"))?;
-    let mut counts = BTreeMap::new();
-    while let Some((subject, count)) =
-        by_subject.try_next().await.map_err(|e| nats_failed(e, "stream subjects"))?
-    {
-        let kind = subject.strip_prefix(prefix).unwrap_or(&subject).to_owned();
-        counts.insert(kind, count as u64);
+/// JetStream failures are the api's own (500, logged); the rest name what the request got wrong.
+fn queue_failed(err: QueueError, queue: &str, id: &str) -> ApiError {
+    match err {
+        QueueError::DeadLetterNotFound(_) => {
+            ApiError::NotFound(format!("no dead letter '{id}' in queue '{queue}'"))
+        }
+        QueueError::NoTaskSubject(_) => ApiError::Conflict(err.to_string()),
+        QueueError::Nats { .. } => ApiError::Internal(anyhow::Error::new(err)),
     }
-    Ok(counts)
 }
 
 /// `GET /api/v1/queues`.
@@ -82,44 +56,19 @@ async fn list(
     _user: Authenticated,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
-    let js = state.outbox.jetstream();
-    let mut tasks =
-        js.get_stream(TASKS_STREAM).await.map_err(|e| nats_failed(e, "TASKS stream"))?;
-    let mut dlq = js.get_stream(DLQ_STREAM).await.map_err(|e| nats_failed(e, "DLQ stream"))?;
-    let tasks_state = tasks.info().await.map_err(|e| nats_failed(e, "TASKS info"))?.state.clone();
-    let dlq_state = dlq.info().await.map_err(|e| nats_failed(e, "DLQ info"))?.state.clone();
-    // The consumer exists once a worker has attached; before that nothing is delivered.
-    let consumer = match tasks.consumer_info(WORKERS_CONSUMER).await {
-        Ok(info) => Some(info),
-        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => None,
-        Err(err) => return Err(nats_failed(err, "consumer info")),
-    };
-    let queued = counts_by_kind(&mut tasks, TASKS_ALL, "tasks.").await?;
-    let dead = counts_by_kind(&mut dlq, DLQ_ALL, "dlq.tasks.").await?;
+    let overview = state.queues.overview().await.map_err(|e| queue_failed(e, TASKS_QUEUE, ""))?;
     let mut by_kind = BTreeMap::new();
-    for kind in queued.keys().chain(dead.keys()) {
+    for kind in overview.queued_by_kind.keys().chain(overview.dead_by_kind.keys()) {
+        let count = |counts: &BTreeMap<String, u64>| counts.get(kind).copied().unwrap_or(0);
         by_kind.insert(
             kind.clone(),
-            json!({"queued": queued.get(kind).copied().unwrap_or(0), "dead_lettered": dead.get(kind).copied().unwrap_or(0)}),
+            json!({"queued": count(&overview.queued_by_kind), "dead_lettered": count(&overview.dead_by_kind)}),
         );
     }
-
-    let (pending, in_flight, redelivered, consumers, deliveries) = match &consumer {
-        Some(c) => (
-            c.num_pending,
-            c.num_ack_pending as u64,
-            c.num_redelivered as u64,
-            c.num_waiting as u64,
-            c.delivered.consumer_sequence,
-        ),
-        None => (tasks_state.messages, 0, 0, 0, 0),
+    let (pending, in_flight, redelivered, consumers, deliveries) = match &overview.consumer {
+        Some(c) => (c.pending, c.in_flight, c.redelivered, c.waiting, c.deliveries),
+        None => (overview.tasks.messages, 0, 0, 0, 0),
     };
-    // Every message that left TASKS was either acknowledged (processed) or terminated after
-    // its dead letter was written; dead letters are counted by DLQ's last sequence.
-    let processed = tasks_state
-        .last_sequence
-        .saturating_sub(tasks_state.messages)
-        .saturating_sub(dlq_state.last_sequence);
     Ok(Json(json!({
         "queues": [{
             "name": TASKS_QUEUE,
@@ -129,11 +78,11 @@ async fn list(
             "pending": pending,
             "in_flight": in_flight,
             "redelivered": redelivered,
-            "dead_lettered": dlq_state.messages,
+            "dead_lettered": overview.dead.messages,
             "consumers": consumers,
-            "enqueued_total": tasks_state.last_sequence,
-            "processed_total": processed,
-            "dead_lettered_total": dlq_state.last_sequence,
+            "enqueued_total": overview.tasks.last_sequence,
+            "processed_total": overview.processed_total(),
+            "dead_lettered_total": overview.dead.last_sequence,
             "deliveries_total": deliveries,
             "by_kind": by_kind,
         }]
@@ -147,26 +96,22 @@ struct DeadQuery {
     limit: Option<usize>,
 }
 
-fn header(message: &StreamMessage, name: &str) -> Option<String> {
-    message.headers.get(name).map(|v| v.as_str().to_owned())
-}
-
 /// The api form of one dead letter; `id` is its `DLQ` stream sequence.
-fn dead_letter_json(message: &StreamMessage) -> Value {
-    let task = serde_json::from_slice::<Value>(&message.payload).ok();
+fn dead_letter_json(dead: &DeadLetter) -> Value {
+    let task = serde_json::from_slice::<Value>(&dead.payload).ok();
     let mut item = json!({
-        "id": message.sequence,
-        "subject": message.subject.as_str(),
-        "kind": message.subject.as_str().strip_prefix("dlq.tasks.").unwrap_or(""),
-        "task_id": header(message, dead_letter_header::TASK_ID),
-        "reason": header(message, dead_letter_header::REASON),
-        "attempts": header(message, dead_letter_header::ATTEMPTS).and_then(|a| a.parse::<u64>().ok()),
-        "worker": header(message, dead_letter_header::WORKER),
-        "time": message.time.to_string(),
+        "id": dead.sequence,
+        "subject": dead.subject,
+        "kind": dead.kind(),
+        "task_id": dead.task_id,
+        "reason": dead.reason,
+        "attempts": dead.attempts,
+        "worker": dead.worker,
+        "time": dead.time,
         "task": task,
     });
     if item["task"].is_null() {
-        item["payload"] = json!(String::from_utf8_lossy(&message.payload));
+        item["payload"] = json!(String::from_utf8_lossy(&dead.payload));
     }
     item
 }
@@ -180,31 +125,13 @@ async fn dead_letters(
 ) -> Result<Json<Value>, ApiError> {
     known_queue(&queue)?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let dlq = state
-        .outbox
-        .jetstream()
-        .get_stream(DLQ_STREAM)
+    let page = state
+        .queues
+        .dead_letters(query.after.unwrap_or(0), limit)
         .await
-        .map_err(|e| nats_failed(e, "DLQ stream"))?;
-    let mut items = Vec::with_capacity(limit);
-    let mut from = query.after.unwrap_or(0).saturating_add(1);
-    let mut more = false;
-    loop {
-        let next = dlq.raw_message_builder().sequence(from).next_by_subject(DLQ_ALL).send().await;
-        match next {
-            Ok(message) => {
-                if items.len() == limit {
-                    more = true;
-                    break;
-                }
-                from = message.sequence + 1;
-                items.push(dead_letter_json(&message));
-            }
-            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
-            Err(err) => return Err(nats_failed(err, "reading DLQ")),
-        }
-    }
-    let next = if more { items.last().map(|i| i["id"].clone()) } else { None };
+        .map_err(|e| queue_failed(e, &queue, ""))?;
+    let items: Vec<Value> = page.items.iter().map(dead_letter_json).collect();
+    let next = if page.more { page.items.last().map(|d| json!(d.sequence)) } else { None };
     Ok(Json(json!({"items": items, "next": next})))
 }
 
@@ -217,51 +144,18 @@ async fn retry(
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     known_queue(&queue)?;
-    let not_found = || ApiError::NotFound(format!("no dead letter '{id}' in queue '{queue}'"));
-    let sequence: u64 = id.parse().map_err(|_| not_found())?;
-    let js = state.outbox.jetstream();
-    let dlq = js.get_stream(DLQ_STREAM).await.map_err(|e| nats_failed(e, "DLQ stream"))?;
-    let message = match dlq.get_raw_message(sequence).await {
-        Ok(message) => message,
-        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Err(not_found()),
-        Err(err) => return Err(nats_failed(err, "reading DLQ")),
-    };
-    let subject = header(&message, dead_letter_header::ORIGINAL_SUBJECT)
-        .or_else(|| message.subject.as_str().strip_prefix("dlq.").map(str::to_owned))
-        .filter(|s| s.starts_with("tasks.") && !s.contains(['*', '>', ' ']))
-        .ok_or_else(|| {
-            ApiError::Conflict(format!("dead letter {sequence} names no task subject to retry on"))
-        })?;
-
-    let mut headers = HeaderMap::new();
-    headers.insert(RETRIED_FROM_HEADER, format!("{DLQ_STREAM}:{sequence}").as_str());
-    if let Some(trace) = header(&message, TRACE_HEADER) {
-        headers.insert(TRACE_HEADER, trace.as_str());
-    }
-    // A message id per dead letter: retrying twice (a lost response, two clicks) enqueues once.
-    let publish = PublishMessage::build()
-        .payload(message.payload.clone())
-        .headers(headers)
-        .message_id(format!("retry-dlq-{sequence}"));
-    let ack = js
-        .send_publish(subject.clone(), publish)
-        .await
-        .map_err(|e| nats_failed(e, "re-enqueueing"))?
-        .await
-        .context("re-enqueued task not acknowledged")?;
-    match dlq.delete_message(sequence).await {
-        Ok(_) => {}
-        // Removed meanwhile by a concurrent retry of the same dead letter.
-        Err(err) if err.to_string().contains("no message found") => {}
-        Err(err) => return Err(nats_failed(err, "removing the dead letter")),
-    }
-    tracing::info!(dead_letter = sequence, %subject, task_seq = ack.sequence, duplicate = ack.duplicate, "dead letter re-enqueued");
+    let sequence: u64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no dead letter '{id}' in queue '{queue}'")))?;
+    let retried =
+        state.queues.retry_dead_letter(sequence).await.map_err(|e| queue_failed(e, &queue, &id))?;
+    tracing::info!(dead_letter = sequence, subject = %retried.subject, task_seq = retried.enqueued_seq, duplicate = retried.duplicate, "dead letter re-enqueued");
     let body = json!({
         "queue": queue,
         "dead_letter": sequence,
-        "subject": subject,
-        "task_id": header(&message, dead_letter_header::TASK_ID),
-        "enqueued_seq": ack.sequence,
+        "subject": retried.subject,
+        "task_id": retried.task_id,
+        "enqueued_seq": retried.enqueued_seq,
     });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -1,0 +1,358 @@
+//! Reading documents: [`Store::get`] one by id, and [`Store::list`] a page of them from a typed
+//! [`ListSpec`] (field conditions, sort keys, a cursor, a limit). The MongoDB filter and sort
+//! built here are the only list queries Courier runs. Values are [`Scalar`]s, never documents,
+//! so nothing a client sends (a filter value, a crafted cursor) can become a query operator.
+//!
+//! Order is total: the sort keys, then `_id`. A cursor holds the previous page's last sort values
+//! and id, and the next page starts strictly after that position, so pages never skip or repeat
+//! a document. MongoDB sorts null (and a missing field) before every other value.
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
+use serde_json::Value;
+
+use crate::{documents::StoredDocument, store::Store};
+
+/// One value in a filter or a cursor: JSON's scalars. Documents and arrays cannot be expressed,
+/// so a value can only ever be compared, never interpreted as an operator (`$ne`, `$regex`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    String(String),
+}
+
+impl Scalar {
+    /// A JSON scalar as the stored form holds it (integers as `Int`, other numbers as `Double`);
+    /// `None` for objects and arrays.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        Some(match value {
+            Value::Null => Scalar::Null,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Scalar::Int(i),
+                None => Scalar::Double(n.as_f64().filter(|f| f.is_finite())?),
+            },
+            Value::String(s) => Scalar::String(s.clone()),
+            Value::Array(_) | Value::Object(_) => return None,
+        })
+    }
+
+    /// The JSON form (a non-finite double, which JSON cannot hold, becomes null).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Int(i) => Value::from(*i),
+            Scalar::Double(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
+            Scalar::String(s) => Value::String(s.clone()),
+        }
+    }
+
+    fn to_bson(&self) -> Bson {
+        match self {
+            Scalar::Null => Bson::Null,
+            Scalar::Bool(b) => Bson::Boolean(*b),
+            Scalar::Int(i) => Bson::Int64(*i),
+            Scalar::Double(f) => Bson::Double(*f),
+            Scalar::String(s) => Bson::String(s.clone()),
+        }
+    }
+}
+
+/// `field` equals one of `any_of` (one value: equality; several: "any of").
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldCondition {
+    /// A field of the collection's schema (the caller checks the name against it).
+    pub field: String,
+    pub any_of: Vec<Scalar>,
+}
+
+/// One sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub field: String,
+    pub descending: bool,
+}
+
+/// Where a page ended: its last document's value of each sort key, and its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    /// One value per sort key of the [`ListSpec`], in order.
+    pub values: Vec<Scalar>,
+    pub id: ObjectId,
+}
+
+/// A list request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListSpec {
+    /// All must hold.
+    pub filter: Vec<FieldCondition>,
+    pub sort: Vec<SortKey>,
+    /// Start after this position (from [`Next::After`] of the previous page, same sort).
+    pub after: Option<Cursor>,
+    /// Most documents in the page.
+    pub limit: u32,
+}
+
+/// A page of documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<StoredDocument>,
+    pub next: Next,
+}
+
+/// What follows a page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Nothing: this was the last page.
+    End,
+    /// More documents, from this cursor on.
+    After(Cursor),
+    /// More documents, but the page's last document holds an object or array in sort key
+    /// `field`: no cursor can point after it (cursor values are scalars).
+    NotScalar { field: String },
+}
+
+impl ListSpec {
+    /// The MongoDB filter: the field conditions, and the cursor's "after the previous page".
+    pub fn filter_document(&self) -> Document {
+        let mut filter = Document::new();
+        for condition in &self.filter {
+            let value = match condition.any_of.as_slice() {
+                [one] => one.to_bson(),
+                many => Bson::Document(
+                    doc! {"$in": many.iter().map(Scalar::to_bson).collect::<Vec<_>>()},
+                ),
+            };
+            filter.insert(condition.field.clone(), value);
+        }
+        let Some(after) = &self.after else {
+            return filter;
+        };
+        let cursor_condition = self.after_cursor(after);
+        if filter.is_empty() {
+            cursor_condition
+        } else {
+            doc! {"$and": [Bson::Document(filter), Bson::Document(cursor_condition)]}
+        }
+    }
+
+    /// The MongoDB sort document (always ending with `_id` for a total order).
+    pub fn sort_document(&self) -> Document {
+        let mut sort = Document::new();
+        for key in &self.sort {
+            sort.insert(key.field.clone(), if key.descending { -1 } else { 1 });
+        }
+        sort.insert("_id", 1);
+        sort
+    }
+
+    /// `(k1 > v1) or (k1 = v1 and k2 > v2) or … or (all equal and _id > id)`. A value missing
+    /// from the cursor counts as null (the caller checks it has one per sort key).
+    fn after_cursor(&self, after: &Cursor) -> Document {
+        let value = |depth: usize| after.values.get(depth).map_or(Bson::Null, Scalar::to_bson);
+        let mut alternatives = Vec::with_capacity(self.sort.len() + 1);
+        for depth in 0..=self.sort.len() {
+            let mut conditions: Vec<Document> = self
+                .sort
+                .iter()
+                .take(depth)
+                .enumerate()
+                .map(|(i, key)| doc! {key.field.clone(): value(i)})
+                .collect();
+            conditions.push(match self.sort.get(depth) {
+                Some(key) => after_value(key, value(depth)),
+                None => doc! {"_id": {"$gt": after.id}},
+            });
+            alternatives.push(Bson::Document(doc! {"$and": conditions}));
+        }
+        doc! {"$or": alternatives}
+    }
+
+    /// What follows a full page whose last document is `last`.
+    fn next_after(&self, last: &StoredDocument) -> Next {
+        let mut values = Vec::with_capacity(self.sort.len());
+        for key in &self.sort {
+            match Scalar::from_json(last.body.get(&key.field).unwrap_or(&Value::Null)) {
+                Some(value) => values.push(value),
+                None => return Next::NotScalar { field: key.field.clone() },
+            }
+        }
+        Next::After(Cursor { values, id: last.id })
+    }
+}
+
+/// The documents that sort after `value` on `key`. MongoDB sorts null/missing first.
+fn after_value(key: &SortKey, value: Bson) -> Document {
+    let field = key.field.clone();
+    match (key.descending, value) {
+        (false, Bson::Null) => doc! {field: {"$ne": Bson::Null}},
+        (false, v) => doc! {field: {"$gt": v}},
+        // Descending: nulls come last, so nothing sorts after a null…
+        (true, Bson::Null) => doc! {"_id": {"$exists": false}},
+        // …and after a value come smaller values, then nulls.
+        (true, v) => doc! {"$or": [{field.clone(): {"$lt": v}}, {field: Bson::Null}]},
+    }
+}
+
+impl Store {
+    /// The document `id` of `collection`, if it exists.
+    pub async fn get(
+        &self,
+        collection: &str,
+        id: ObjectId,
+    ) -> mongodb::error::Result<Option<StoredDocument>> {
+        let found = self.collection(collection).find_one(doc! {"_id": id}).await?;
+        Ok(found.and_then(StoredDocument::from_stored))
+    }
+
+    /// One page of `collection` as `spec` asks (at most `spec.limit` documents, at least one).
+    pub async fn list(&self, collection: &str, spec: &ListSpec) -> mongodb::error::Result<Page> {
+        let limit = spec.limit.max(1);
+        let mut found: Vec<Document> = self
+            .collection(collection)
+            .find(spec.filter_document())
+            .sort(spec.sort_document())
+            .limit(i64::from(limit) + 1)
+            .await?
+            .try_collect()
+            .await?;
+        let more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        let items: Vec<StoredDocument> =
+            found.into_iter().filter_map(StoredDocument::from_stored).collect();
+        let next = match items.last() {
+            Some(last) if more => spec.next_after(last),
+            _ => Next::End,
+        };
+        Ok(Page { items, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(field: &str, descending: bool) -> SortKey {
+        SortKey { field: field.into(), descending }
+    }
+
+    #[test]
+    fn conditions_are_equalities_or_any_of() {
+        let spec = ListSpec {
+            filter: vec![
+                FieldCondition {
+                    field: "species".into(),
+                    any_of: vec![Scalar::String("Dog".into()), Scalar::String("Cat".into())],
+                },
+                FieldCondition { field: "vaccinated".into(), any_of: vec![Scalar::Bool(true)] },
+                FieldCondition { field: "age".into(), any_of: vec![Scalar::Int(3)] },
+                FieldCondition { field: "weight".into(), any_of: vec![Scalar::Double(4.5)] },
+            ],
+            sort: vec![],
+            after: None,
+            limit: 10,
+        };
+        assert_eq!(
+            spec.filter_document(),
+            doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64, "weight": 4.5}
+        );
+        assert_eq!(spec.sort_document(), doc! {"_id": 1});
+    }
+
+    #[test]
+    fn a_cursor_continues_strictly_after_the_last_position() {
+        let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
+        let spec = ListSpec {
+            filter: vec![FieldCondition {
+                field: "species".into(),
+                any_of: vec![Scalar::String("Dog".into())],
+            }],
+            sort: vec![key("age", true), key("name", false)],
+            after: Some(Cursor { values: vec![Scalar::Int(4), Scalar::Null], id: oid }),
+            limit: 2,
+        };
+        assert_eq!(spec.sort_document(), doc! {"age": -1, "name": 1, "_id": 1});
+        assert_eq!(
+            spec.filter_document(),
+            doc! {"$and": [
+                {"species": "Dog"},
+                {"$or": [
+                    {"$and": [{"$or": [{"age": {"$lt": 4_i64}}, {"age": Bson::Null}]}]},
+                    {"$and": [{"age": 4_i64}, {"name": {"$ne": Bson::Null}}]},
+                    {"$and": [{"age": 4_i64}, {"name": Bson::Null}, {"_id": {"$gt": oid}}]},
+                ]},
+            ]}
+        );
+        // Without conditions the cursor condition stands alone; a descending null is last.
+        let spec = ListSpec {
+            filter: vec![],
+            sort: vec![key("age", true)],
+            after: Some(Cursor { values: vec![Scalar::Null], id: oid }),
+            limit: 2,
+        };
+        assert_eq!(
+            spec.filter_document(),
+            doc! {"$or": [
+                {"$and": [{"_id": {"$exists": false}}]},
+                {"$and": [{"age": Bson::Null}, {"_id": {"$gt": oid}}]},
+            ]}
+        );
+    }
+
+    #[test]
+    fn values_are_scalars_so_nothing_becomes_an_operator() {
+        for injected in
+            [json!({"$ne": null}), json!({"$regex": ".*"}), json!({"$gt": ""}), json!(["$where"])]
+        {
+            assert_eq!(Scalar::from_json(&injected), None, "{injected}");
+        }
+        assert_eq!(Scalar::from_json(&json!(3)), Some(Scalar::Int(3)));
+        assert_eq!(Scalar::from_json(&json!(3.0)), Some(Scalar::Double(3.0)));
+        assert_eq!(Scalar::from_json(&json!("$ne")), Some(Scalar::String("$ne".into())));
+        // A string that looks like an operator stays a compared value.
+        let spec = ListSpec {
+            filter: vec![],
+            sort: vec![key("name", false)],
+            after: Some(Cursor {
+                values: vec![Scalar::String("$regex".into())],
+                id: ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap(),
+            }),
+            limit: 1,
+        };
+        let filter = spec.filter_document();
+        let first = filter.get_array("$or").unwrap()[0].as_document().unwrap().clone();
+        assert_eq!(first, doc! {"$and": [{"name": {"$gt": "$regex"}}]});
+        for value in [Scalar::Null, Scalar::Bool(false), Scalar::Int(-7), Scalar::Double(0.5)] {
+            assert_eq!(Scalar::from_json(&value.to_json()), Some(value));
+        }
+    }
+
+    #[test]
+    fn the_next_cursor_comes_from_the_last_document_and_needs_scalars() {
+        let id = ObjectId::new();
+        let spec = ListSpec {
+            filter: vec![],
+            sort: vec![key("age", true), key("owner", false)],
+            after: None,
+            limit: 1,
+        };
+        let last = StoredDocument { id, version: 1, body: json!({"id": id.to_hex(), "age": 4}) };
+        assert_eq!(
+            spec.next_after(&last),
+            Next::After(Cursor { values: vec![Scalar::Int(4), Scalar::Null], id })
+        );
+        let nested = StoredDocument {
+            id,
+            version: 1,
+            body: json!({"id": id.to_hex(), "age": 4, "owner": {"$ne": null}}),
+        };
+        assert_eq!(spec.next_after(&nested), Next::NotScalar { field: "owner".into() });
+    }
+}
