@@ -11,7 +11,11 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use courier_core::{channel::Channel, protocol::encode_event_frame, subjects::parse_event_subject};
+use courier_core::{
+    channel::{CHAT_COLLECTION, Channel},
+    protocol::encode_event_frame,
+    subjects::parse_event_subject,
+};
 use tokio::sync::broadcast;
 
 /// One event frame for one channel, ready to write to any socket.
@@ -21,6 +25,8 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
     /// When the change was committed (the event's `time`), for the delivery-lag histogram.
     pub committed_at: Option<std::time::SystemTime>,
+    /// A `chat.message` event (its lag is also recorded as chat delivery lag).
+    pub chat_message: bool,
 }
 
 pub struct Hub {
@@ -89,6 +95,7 @@ impl Hub {
             return 0;
         };
         let document_channel = format!("{}:{}", parts.collection, parts.doc_id);
+        let chat_message = parts.collection == CHAT_COLLECTION && parts.action == "message";
         let channels = self.channels.read().expect("hub lock poisoned");
         let mut delivered = 0;
         for name in [parts.collection, document_channel.as_str()] {
@@ -97,7 +104,7 @@ impl Hub {
             {
                 let frame = Utf8Bytes::from(encode_event_frame(name, seq, payload));
                 // An error only means every receiver left since the check: nothing to do.
-                let _ = sender.send(Delivery { seq, frame, committed_at });
+                let _ = sender.send(Delivery { seq, frame, committed_at, chat_message });
                 delivered += 1;
             }
         }
