@@ -120,6 +120,9 @@ struct DeliveryBatch {
     committed_at: Vec<Option<std::time::SystemTime>>,
     /// Commit times of the `chat.message` events among them.
     chat_committed_at: Vec<std::time::SystemTime>,
+    /// Chat subscriptions whose member was removed: they end once the batch is written, and
+    /// nothing of theirs after the removal goes into it.
+    revoked: Vec<u32>,
 }
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
@@ -292,8 +295,12 @@ impl Connection {
             self.close_slow_consumer().await;
             return Ok(Some(CloseReason::SlowConsumer));
         }
+        let revoked = std::mem::take(&mut batch.revoked);
         if !batch.frames.is_empty() {
             self.write_batch(batch).await?;
+        }
+        for sub in revoked {
+            self.end_revoked(sub).await?;
         }
         Ok(None)
     }
@@ -323,6 +330,16 @@ impl Connection {
     ) -> bool {
         match item {
             Ok(delivery) => {
+                if batch.revoked.contains(&sub) {
+                    return false; // after the removal: not for this user any more
+                }
+                if let Some(revoked) = &delivery.revoke {
+                    let seat = self.subs.get(&sub).and_then(|s| s.chat.as_ref());
+                    if seat.is_some_and(|seat| seat.user_id() == &**revoked) {
+                        batch.revoked.push(sub);
+                    }
+                    return false;
+                }
                 if let Some(sub) = self.subs.get_mut(&sub)
                     && delivery.seq > sub.sent_up_to
                 {
@@ -443,7 +460,7 @@ impl Connection {
         Some(removed)
     }
 
-    /// A typing or presence frame, or a revocation, for chat subscription `sub`.
+    /// A typing or presence frame for chat subscription `sub`.
     async fn on_chat_delivery(
         &mut self,
         sub: u32,
@@ -451,54 +468,20 @@ impl Connection {
     ) -> Result<(), WriteError> {
         let Some(seat) = self.subs.get(&sub).and_then(|s| s.chat.as_ref()) else { return Ok(()) };
         match item {
-            Ok(ChatDelivery::Frame { frame, except }) => {
+            Ok(ChatDelivery { frame, except }) => {
                 if except.as_deref() == Some(seat.user_id()) {
                     return Ok(());
                 }
                 self.write_with_timeout(vec![Message::Text(frame)]).await
             }
-            Ok(ChatDelivery::Revoke { user_id, seq }) => {
-                if &*user_id != seat.user_id() {
-                    return Ok(());
-                }
-                self.revoke(sub, Some(seq)).await
-            }
-            // Ephemeral frames were lost; a revocation among them must not be.
-            Err(BroadcastStreamRecvError::Lagged(_)) => {
-                if seat.stands() {
-                    Ok(())
-                } else {
-                    self.revoke(sub, None).await
-                }
-            }
+            // Ephemeral frames a slow reader missed are not worth a disconnect.
+            Err(BroadcastStreamRecvError::Lagged(_)) => Ok(()),
         }
     }
 
-    /// The member was removed from the room: sends the room's events still waiting up to the
-    /// removal (event `up_to`), then ends the subscription with `membership_revoked`.
-    async fn revoke(&mut self, sub: u32, up_to: Option<u64>) -> Result<(), WriteError> {
-        let sent_up_to = self.subs.get(&sub).map_or(u64::MAX, |s| s.sent_up_to);
-        let up_to = up_to.unwrap_or(sent_up_to);
-        let mut batch = DeliveryBatch::default();
-        if let Some((_, ring)) = self.subscriptions.iter_mut().find(|(key, _)| *key == sub) {
-            while let Some(Some(Ok(delivery))) = ring.next().now_or_never() {
-                if delivery.seq > up_to {
-                    break; // after the removal: not for this user any more
-                }
-                if delivery.seq > sent_up_to {
-                    if delivery.chat_message
-                        && let Some(at) = delivery.committed_at
-                    {
-                        batch.chat_committed_at.push(at);
-                    }
-                    batch.frames.push(Message::Text(delivery.frame));
-                    batch.committed_at.push(delivery.committed_at);
-                }
-            }
-        }
-        if !batch.frames.is_empty() {
-            self.write_batch(batch).await?;
-        }
+    /// The member was removed from the room (their last event, the removal, is written): ends
+    /// the subscription with `membership_revoked`.
+    async fn end_revoked(&mut self, sub: u32) -> Result<(), WriteError> {
         let Some(removed) = self.remove_sub(sub) else { return Ok(()) };
         self.shared.chat.metrics.revocations.inc();
         let frame = ServerFrame::Unsubscribed {
@@ -573,6 +556,15 @@ impl Connection {
         }
         // Join live first, then replay up to the point live covers: no gap between the two.
         let live = self.shared.hub.subscribe(&channel);
+        // A removal fanned out before the ring was joined cannot revoke through it; the chat
+        // state recorded it first, so it shows here.
+        if let Some((seat, _)) = &chat
+            && !seat.stands()
+        {
+            let message = "not a member of this room (or no such room)";
+            let frame = ServerFrame::error(error_code::FORBIDDEN, message, Some(&name));
+            return self.send_frame(&frame).await;
+        }
         let after = live.after_seq;
         let mut recovered = None;
         let mut replayed_frames = Vec::new();

@@ -139,7 +139,10 @@ impl LiveFeed {
                     tracing::debug!(seq, subject = %message.subject, trace_id = head.trace_id, "event received");
                     let channels =
                         self.hub.publish(&message.subject, seq, payload, head.committed_at);
-                    self.chat.on_event(&message.subject, seq, payload);
+                    if let Some((channel, user_id)) = self.chat.on_event(&message.subject, payload)
+                    {
+                        self.hub.revoke(&channel, &user_id, seq);
+                    }
                     self.metrics.events_received.inc();
                     self.metrics.channel_fanouts.inc_by(channels as u64);
                 }

@@ -291,34 +291,43 @@ impl ChatLive {
     }
 
     /// An event from the live feed (after the hub fanned it out): a message ends its author's
-    /// typing indicator, a member's removal ends their subscriptions here.
-    pub fn on_event(&self, subject: &str, seq: u64, payload: &str) {
-        let Some(parts) = parse_event_subject(subject) else { return };
+    /// typing indicator; a member's removal ends their presence and typing and unseats them.
+    /// Returns the removed member (channel, user id), whose subscriptions the caller then ends
+    /// through the hub (after this, so a subscribe in between is refused one way or the other).
+    pub fn on_event(&self, subject: &str, payload: &str) -> Option<(String, String)> {
+        let parts = parse_event_subject(subject)?;
         if parts.collection != CHAT_COLLECTION
             || !matches!(parts.action, "message" | "member_removed")
         {
-            return;
+            return None;
         }
         let Ok(head) = serde_json::from_str::<ChatEventHead>(payload) else {
             tracing::warn!(subject, "unreadable chat event");
-            return;
+            return None;
         };
         let room_id = parts.doc_id;
         let data = head.data.unwrap_or_default();
         let mut rooms = self.lock();
-        match parts.action {
+        let removed = match parts.action {
             "message" => {
-                let author = data.author.map(|a| a.id).or(head.actor);
-                if let Some(author) = author {
+                if let Some(author) = data.author.map(|a| a.id).or(head.actor) {
                     rooms.message_sent(room_id, &author);
                 }
+                None
             }
             _ => match data.user_id {
-                Some(user_id) => rooms.member_removed(room_id, &user_id, seq, Instant::now()),
-                None => tracing::warn!(subject, "member_removed without data.user_id"),
+                Some(user_id) => {
+                    rooms.member_removed(room_id, &user_id, Instant::now());
+                    Some((format!("{CHAT_COLLECTION}:{room_id}"), user_id))
+                }
+                None => {
+                    tracing::warn!(subject, "member_removed without data.user_id");
+                    None
+                }
             },
-        }
+        };
         self.flush(&mut rooms);
+        removed
     }
 
     /// Runs the publisher, the listener and the ticker until `shutdown`.

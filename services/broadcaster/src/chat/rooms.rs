@@ -26,14 +26,13 @@ const RING_CAPACITY: usize = 256;
 /// How long a removed user's entries from other broadcasters are ignored.
 const TOMBSTONE: Duration = Duration::from_secs(5);
 
-/// What a chat subscription receives besides the room's events.
+/// A typing or presence frame for a room's local subscribers, except the connections of
+/// `except` (a typist does not see their own indicator). Revocations go through the hub's
+/// ring instead, in order with the room's events.
 #[derive(Debug, Clone)]
-pub enum ChatDelivery {
-    /// A typing or presence frame, for every subscriber except the connections of `except`.
-    Frame { frame: Utf8Bytes, except: Option<Arc<str>> },
-    /// `user_id` is no longer a member: end their subscriptions once the event at `seq` (the
-    /// removal itself) has been delivered.
-    Revoke { user_id: Arc<str>, seq: u64 },
+pub struct ChatDelivery {
+    pub frame: Utf8Bytes,
+    pub except: Option<Arc<str>>,
 }
 
 /// The timings of typing and presence.
@@ -83,7 +82,7 @@ impl Room {
     fn send_frame(&self, frame: &ServerFrame, except: Option<&str>) {
         let frame = Utf8Bytes::from(frame.to_json());
         // An error only means nobody listens right now.
-        let _ = self.ring.send(ChatDelivery::Frame { frame, except: except.map(Arc::from) });
+        let _ = self.ring.send(ChatDelivery { frame, except: except.map(Arc::from) });
     }
 
     fn send_diff(&self, diff: Diff) {
@@ -305,8 +304,10 @@ impl Rooms {
         }
     }
 
-    /// `chat.member_removed` (the event at `seq`) for `user_id` went through the feed.
-    pub fn member_removed(&mut self, room_id: &str, user_id: &str, seq: u64, now: Instant) {
+    /// `chat.member_removed` for `user_id` went through the feed: admissions in flight are
+    /// refused, seats stop standing, presence and typing end (the subscriptions themselves are
+    /// ended by the hub's revocation marker).
+    pub fn member_removed(&mut self, room_id: &str, user_id: &str, now: Instant) {
         self.removals.record(room_id, user_id, now);
         let Some(room) = self.rooms.get_mut(room_id) else { return };
         let (diff, was_local) = room.presence.remove_user(user_id, now, TOMBSTONE);
@@ -314,7 +315,6 @@ impl Rooms {
         if let Some(user) = room.typing.stop(user_id) {
             room.send_typing(user, false);
         }
-        let _ = room.ring.send(ChatDelivery::Revoke { user_id: Arc::from(user_id), seq });
         if was_local {
             self.publish_presence(
                 room_id,
@@ -438,10 +438,8 @@ mod tests {
 
     fn frames(rx: &mut broadcast::Receiver<ChatDelivery>) -> Vec<(ServerFrame, Option<String>)> {
         let mut out = Vec::new();
-        while let Ok(delivery) = rx.try_recv() {
-            if let ChatDelivery::Frame { frame, except } = delivery {
-                out.push((serde_json::from_str(&frame).unwrap(), except.map(|e| e.to_string())));
-            }
+        while let Ok(ChatDelivery { frame, except }) = rx.try_recv() {
+            out.push((serde_json::from_str(&frame).unwrap(), except.map(|e| e.to_string())));
         }
         out
     }
@@ -479,28 +477,21 @@ mod tests {
     }
 
     #[test]
-    fn a_removal_seen_during_the_check_wins_and_a_later_one_revokes() {
+    fn a_removal_seen_during_the_check_wins_and_a_later_one_unseats() {
         let (mut rooms, t0) = (Rooms::new("me".into(), TIMING), Instant::now());
         let mark = rooms.removal_mark();
-        rooms.member_removed("r1", "a", 10, t0);
+        rooms.member_removed("r1", "a", t0);
         assert!(rooms.join("r1", &user("a"), mark, t0).is_none(), "removed while checking");
 
         let mark = rooms.removal_mark();
-        let mut seat = rooms.join("r1", &user("a"), mark, t0).unwrap();
+        let seat = rooms.join("r1", &user("a"), mark, t0).unwrap();
         let mut other = rooms.join("r1", &user("b"), mark, t0).unwrap();
         rooms.take_outgoing();
         frames(&mut other.receiver);
         rooms.typing("r1", &user("a"), t0);
-        rooms.member_removed("r1", "a", 42, t0);
-        assert!(!rooms.holds("r1", "a", seat.epoch));
-        assert!(!rooms.known_member("r1", "a"));
-        let mut revoked = None;
-        while let Ok(delivery) = seat.receiver.try_recv() {
-            if let ChatDelivery::Revoke { user_id, seq } = delivery {
-                revoked = Some((user_id.to_string(), seq));
-            }
-        }
-        assert_eq!(revoked, Some(("a".to_owned(), 42)));
+        rooms.member_removed("r1", "a", t0);
+        assert!(!rooms.holds("r1", "a", seat.epoch), "the seat no longer stands");
+        assert!(!rooms.known_member("r1", "a"), "nor does the cached membership");
         let got = frames(&mut other.receiver);
         let kinds: Vec<String> = got
             .iter()
