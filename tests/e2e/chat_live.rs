@@ -429,7 +429,7 @@ async fn top_rooms_lists_the_busiest_rooms_and_no_room_id_reaches_the_metrics() 
         d.backend.add_member(room, &ana);
         d.backend.add_member(room, &bob);
     }
-    let _tabs = vec![
+    let _tabs = [
         member_tab(&d.b1, &busy, &ana).await,
         member_tab(&d.b1, &busy, &ana).await,
         member_tab(&d.b1, &busy, &bob).await,
