@@ -85,7 +85,7 @@ fn fuzz_frame(rng: &mut Rng, n: usize) -> (&'static str, Message, Expect) {
             }
         };
     }
-    match rng.below(14) {
+    match rng.below(15) {
         0 => text("garbage", rng.text(200)),
         1 => {
             let valid =
@@ -156,6 +156,19 @@ fn fuzz_frame(rng: &mut Rng, n: usize) -> (&'static str, Message, Expect) {
                 "subscribe",
                 format!(r#"{{"type":"subscribe","channel":"fuzz:d{}"{since}}}"#, rng.below(150)),
             )
+        }
+        13 => {
+            // Chat frames from a client with no room: each is refused with an error.
+            let n = rng.below(150);
+            let frames = [
+                format!(r#"{{"type":"typing","channel":"fuzz:d{n}"}}"#),
+                format!(r#"{{"type":"presence","channel":"chat:r{n}"}}"#),
+                r#"{"type":"subscribe","channel":"chat"}"#.to_owned(),
+                r#"{"type":"subscribe","channel":"user"}"#.to_owned(),
+                format!(r#"{{"type":"subscribe","channel":"chat:r{n}","token":"x"}}"#),
+                r#"{"type":"typing","channel":"chat:r1","extra":true}"#.to_owned(),
+            ];
+            text("chat", frames[rng.below(frames.len() as u64) as usize].clone())
         }
         _ => text(
             "unsubscribe",

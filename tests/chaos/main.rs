@@ -3,6 +3,7 @@
 //! each client received, prints the counts and asserts no event was lost or repeated.
 
 mod api_crash;
+mod chat;
 mod failover;
 mod fuzz;
 mod nats_outage;

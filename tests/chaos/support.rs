@@ -36,7 +36,12 @@ impl Tail {
     /// Connects to the first of `urls` and subscribes to `channel` before returning, so every
     /// event published after this call is owed to it.
     pub async fn start(urls: Vec<String>, channel: &str) -> Tail {
-        let mut subscriber = ResumingSubscriber::new(urls, vec![channel.to_owned()], None, None);
+        Self::start_with_token(urls, channel, None).await
+    }
+
+    /// [`Tail::start`] with an access token sent in every (re)subscribe.
+    pub async fn start_with_token(urls: Vec<String>, channel: &str, token: Option<String>) -> Tail {
+        let mut subscriber = ResumingSubscriber::new(urls, vec![channel.to_owned()], None, token);
         let mut notices = Vec::new();
         subscriber.connect(|n| notices.push(format!("{n:?}"))).await.expect("subscriber connects");
         let (count, disconnect, stop) =

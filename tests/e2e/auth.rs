@@ -281,8 +281,9 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
                     "{message}"
                 );
             }
-            ServerFrame::Unsubscribed { channel } => {
+            ServerFrame::Unsubscribed { channel, reason } => {
                 assert_eq!(channel, "secrets");
+                assert_eq!(reason.as_deref(), Some("token_expired"));
                 ended = true;
             }
             _ => {}

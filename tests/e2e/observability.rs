@@ -15,10 +15,11 @@ use std::{
     time::Duration,
 };
 
-use courier_core::ServerFrame;
+use courier_core::{ClientFrame, ServerFrame};
 use courier_tests::{
     NatsServer, StoreServer, TEST_JWT_SECRET, WsClient,
     chaos::{api_process, broadcaster_process, fresh_database, wait_until, worker_process},
+    chat::{ChatBackend, chat_user, object_id},
     init_test_logging,
     prometheus::{PrometheusServer, ScrapeTarget},
     services::{ServiceProcess, access_token, product},
@@ -36,6 +37,8 @@ struct Deployment {
     api: ServiceProcess,
     broadcaster: ServiceProcess,
     worker: ServiceProcess,
+    /// The api's chat side (membership answers, chat events) until the api serves chat.
+    chat: Arc<ChatBackend>,
     http: reqwest::Client,
 }
 
@@ -68,12 +71,14 @@ impl Deployment {
             &[("COURIER_LOG_FORMAT", "json".to_owned())],
         )
         .await;
+        let chat = Arc::new(ChatBackend::start(&nats.url()).await);
         Deployment {
             _nats: nats,
             _store: store,
             api,
             broadcaster,
             worker,
+            chat,
             http: reqwest::Client::new(),
         }
     }
@@ -146,6 +151,40 @@ async fn varied_traffic(d: &Deployment, token: &str) {
     }
     leaving.close().await;
     document.close().await;
+    chat_traffic(d).await;
+}
+
+/// A chat room's life: members join (one from the membership cache), an outsider is refused,
+/// typing (past the rate limit), a presence query, a member removed and cut off.
+async fn chat_traffic(d: &Deployment) {
+    let ws = d.broadcaster.ws_url();
+    let (ana, bob, eve) = (chat_user("ana"), chat_user("bob"), chat_user("eve"));
+    let room = object_id();
+    let channel = format!("chat:{room}");
+    d.chat.add_member(&room, &ana);
+    d.chat.add_member(&room, &bob);
+    let mut ana_ws = WsClient::connect(&ws).await.expect("ws");
+    ana_ws.subscribe(&channel, None, Some(ana.token.clone())).await.expect("ana joins");
+    let mut ana_tab = WsClient::connect(&ws).await.expect("ws");
+    ana_tab.subscribe(&channel, None, Some(ana.token.clone())).await.expect("from the cache");
+    let mut bob_ws = WsClient::connect(&ws).await.expect("ws");
+    bob_ws.subscribe(&channel, None, Some(bob.token.clone())).await.expect("bob joins");
+    let mut eve_ws = WsClient::connect(&ws).await.expect("ws");
+    assert!(eve_ws.subscribe(&channel, None, Some(eve.token.clone())).await.is_err());
+    for _ in 0..6 {
+        ana_ws.send(&ClientFrame::Typing { channel: channel.clone() }).await.expect("typing");
+    }
+    ana_ws.send(&ClientFrame::Presence { channel: channel.clone() }).await.expect("presence");
+    d.chat.remove_member(&room, &bob).await;
+    loop {
+        match bob_ws.next_frame_within(Duration::from_secs(10)).await.expect("bob is cut off") {
+            ServerFrame::Unsubscribed { reason: Some(_), .. } => break,
+            _ => continue,
+        }
+    }
+    for client in [ana_ws, ana_tab, bob_ws, eve_ws] {
+        client.close().await;
+    }
 }
 
 /// Keeps products and pets flowing, and a subscriber reading them, until `stop`.
@@ -155,10 +194,21 @@ fn steady_traffic(
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<usize> {
     let (http, api, ws) = (d.http.clone(), d.api.http_url(""), d.broadcaster.ws_url());
+    let chat = d.chat.clone();
     tokio::spawn(async move {
         let mut subscriber = WsClient::connect(&ws).await.expect("ws");
         subscriber.subscribe("products", None, None).await.expect("subscribe");
         let reader = tokio::spawn(async move { while subscriber.next_frame().await.is_ok() {} });
+        // A chat member reading the room a colleague writes to.
+        let (reader_user, writer_user, room) =
+            (chat_user("reader"), chat_user("writer"), object_id());
+        chat.add_member(&room, &reader_user);
+        let mut member = WsClient::connect(&ws).await.expect("ws");
+        member
+            .subscribe(&format!("chat:{room}"), None, Some(reader_user.token.clone()))
+            .await
+            .expect("chat subscribe");
+        let chat_reader = tokio::spawn(async move { while member.next_frame().await.is_ok() {} });
         let mut n = 0;
         while !stop.load(Ordering::Acquire) {
             n += 1;
@@ -172,9 +222,11 @@ fn steady_traffic(
                     .send()
                     .await;
             }
+            chat.send_message(&room, &writer_user, &format!("message {n}")).await;
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         reader.abort();
+        chat_reader.abort();
         n
     })
 }
@@ -360,6 +412,8 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         (r#"sum(courier_tasks_processed_total{kind="pets.enrich"})"#, 3.0),
         ("sum(rate(courier_ws_delivery_lag_seconds_count[10s]))", f64::MIN_POSITIVE),
         ("sum(courier_ws_replays_total)", 1.0),
+        ("sum(rate(courier_chat_delivery_lag_seconds_count[10s]))", f64::MIN_POSITIVE),
+        ("sum(courier_chat_revocations_total)", 1.0),
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -448,8 +502,8 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         problems.len()
     );
     assert!(
-        panel_queries >= 40,
-        "expected the four dashboards' panels, found {panel_queries} queries"
+        panel_queries >= 70,
+        "expected the five dashboards' panels, found {panel_queries} queries"
     );
     assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
 }

@@ -54,7 +54,7 @@ async fn frames_ping_status_and_errors_that_keep_the_connection_usable() {
     ws.send(&ClientFrame::Unsubscribe { channel: "products".into() }).await.unwrap();
     assert_eq!(
         ws.next_frame_within(Duration::from_secs(5)).await.unwrap(),
-        ServerFrame::Unsubscribed { channel: "products".into() }
+        ServerFrame::Unsubscribed { channel: "products".into(), reason: None }
     );
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Courier's Grafana dashboards (overview, realtime, workers, api) as JSON next to this file.
+"""Writes Courier's Grafana dashboards (overview, realtime, workers, api, chat) as JSON next to this file.
 
 The JSON files are what the Helm chart ships (ConfigMaps labelled grafana_dashboard: "1"); this
 script is their source, so every panel shares one selector, one datasource variable and one
@@ -267,9 +267,50 @@ def api():
     return d
 
 
+def chat():
+    d = Dashboard("courier-chat", "Courier / Chat",
+                  "Chat rooms live on the broadcasters: subscriptions, membership checks and cut-offs, typing, presence, "
+                  "message delivery lag. The busiest rooms are not a metric label (unbounded): GET /chat/top-rooms on a "
+                  "broadcaster lists its top 10.")
+    d.row("Rooms")
+    d.stat("Chat subscriptions", [(f"sum(courier_chat_subscriptions{{{SEL}}})", "subscriptions")], "none",
+           "Open chat:<room> subscriptions over all broadcasters (one per connection and room).")
+    d.stat("Present users", [(f"sum(courier_chat_presence_users{{{SEL}}})", "users")], "none",
+           "Users present in rooms, counted per broadcaster they are connected to (two tabs on one broadcaster are one).")
+    d.stat("Rooms followed", [(f"sum(courier_chat_rooms{{{SEL}}})", "rooms")], "none",
+           "Rooms with a subscriber, summed over broadcasters (a room with members on two broadcasters counts twice).")
+    d.stat("Membership cut-offs (1h)", [(f"sum(increase(courier_chat_revocations_total{{{SEL}}}[1h]))", "cut off")], "none",
+           "Subscriptions ended because their member was removed from the room.")
+    d.timeseries("Chat subscriptions by pod", [(f"sum by (pod) (courier_chat_subscriptions{{{SEL}}})", "{{pod}}")], "none",
+                 "Chat subscriptions open on each broadcaster.", w=12)
+    d.timeseries("Present users by pod", [(f"sum by (pod) (courier_chat_presence_users{{{SEL}}})", "{{pod}}")], "none",
+                 "Users present through each broadcaster, summed over its rooms.", w=12)
+    d.row("Membership")
+    d.timeseries("Membership checks by outcome", [(rate("courier_chat_membership_checks_total", by="outcome"), "{{outcome}}")], "ops",
+                 "rpc.chat.membership requests for chat subscribes: member, not_member, unavailable (no api answer in 2 s: refused).",
+                 w=12, stacked=True)
+    d.timeseries("Cache hits and cut-offs", [(rate("courier_chat_membership_cache_hits_total"), "admitted from the cache"),
+                                             (rate("courier_chat_revocations_total"), "cut off (member removed)")], "ops",
+                 "Subscribes admitted without asking the api (the user already had one on that broadcaster), and subscriptions "
+                 "ended by chat.member_removed.", w=12)
+    d.row("Typing and rate limits")
+    d.timeseries("Typing frames", [(rate("courier_chat_typing_frames_total"), "accepted")], "ops",
+                 "typing frames accepted from clients (each refreshes the indicator on every broadcaster).", w=12)
+    d.timeseries("Rate-limited chat actions", [(rate("courier_chat_rate_limited_total", by="action"), "{{action}}")], "ops",
+                 "Chat actions refused for their rate limit, by action (typing on the broadcasters; the api's own actions too).",
+                 w=12, stacked=True)
+    d.row("Delivery")
+    d.timeseries("Chat message delivery lag", [(quantile(q, "courier_chat_delivery_lag_seconds_bucket"), f"p{int(q * 100)}")
+                                               for q in (0.5, 0.9, 0.99)], "s",
+                 "chat.message commit → frame written to a member's socket, live deliveries.", w=12)
+    d.timeseries("Chat messages delivered", [(rate("courier_chat_delivery_lag_seconds_count"), "frames to members")], "ops",
+                 "chat.message frames written to members' sockets per second.", w=12)
+    return d
+
+
 def render():
     return {f"courier-{d.uid.split('-', 1)[1]}.json": json.dumps(d.to_json(), indent=2) + "\n"
-            for d in (overview(), realtime(), workers(), api())}
+            for d in (overview(), realtime(), workers(), api(), chat())}
 
 
 def main():

@@ -9,6 +9,7 @@ use courier_core::{
     auth::{Claims, JwtKeys, TokenError},
     channel::Channel,
     collection_spec::{AccessLevel, CollectionsFile},
+    protocol::error_code,
 };
 
 /// Why a subscription was refused.
@@ -22,6 +23,18 @@ pub enum AccessError {
     Invalid,
     #[error("this broadcaster has no token keys configured, so it cannot admit '{0}'")]
     NoKeys(String),
+    #[error("'{0}' is another user's channel")]
+    NotYours(String),
+}
+
+impl AccessError {
+    /// The `error` frame code for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessError::NotYours(_) => error_code::FORBIDDEN,
+            _ => error_code::UNAUTHORIZED,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +70,18 @@ impl Access {
         channel: &Channel,
         token: Option<&str>,
     ) -> Result<Option<Claims>, AccessError> {
+        // Chat rooms and user channels always need a token, whatever collections.yaml says; a
+        // `user:<id>` channel is its user's alone (room membership is checked by `chat`).
+        if channel.chat_room().is_some() {
+            return self.authenticate(channel, token).map(Some);
+        }
+        if let Some(owner) = channel.user_id() {
+            let claims = self.authenticate(channel, token)?;
+            if claims.sub != owner {
+                return Err(AccessError::NotYours(channel.name()));
+            }
+            return Ok(Some(claims));
+        }
         let level = self
             .read
             .read()
@@ -67,13 +92,19 @@ impl Access {
         if level == AccessLevel::Public {
             return Ok(None);
         }
+        self.authenticate(channel, token).map(Some)
+    }
+
+    /// Verifies the access token sent for `channel`, whatever the collection's rules (chat and
+    /// user channels always need one).
+    fn authenticate(&self, channel: &Channel, token: Option<&str>) -> Result<Claims, AccessError> {
         let Some(keys) = &self.keys else {
             return Err(AccessError::NoKeys(channel.name()));
         };
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AccessError::TokenRequired(channel.name()))?;
-        keys.verify(token).map(Some).map_err(|err| match err {
+        keys.verify(token).map_err(|err| match err {
             TokenError::Expired => AccessError::Expired,
             TokenError::Invalid => AccessError::Invalid,
         })
@@ -111,8 +142,19 @@ mod tests {
         assert_eq!(access.admit(&secrets, Some("forged")), Err(AccessError::Invalid));
         let (token, claims) = keys.issue("u1", "ana").unwrap();
         assert_eq!(access.admit(&secrets, Some(&token)), Ok(Some(claims.clone())));
-        let expired = keys.sign(&Claims { exp: claims.iat - 600, ..claims }).unwrap();
+        let expired = keys.sign(&Claims { exp: claims.iat - 600, ..claims.clone() }).unwrap();
         assert_eq!(access.admit(&secrets, Some(&expired)), Err(AccessError::Expired));
+        // Chat and user channels need a token even though no collection declares them.
+        let room = Channel::parse("chat:r1").unwrap();
+        assert_eq!(access.admit(&room, None), Err(AccessError::TokenRequired("chat:r1".into())));
+        assert_eq!(access.admit(&room, Some(&token)), Ok(Some(claims.clone())));
+        let mine = Channel::parse("user:u1").unwrap();
+        let theirs = Channel::parse("user:u2").unwrap();
+        assert_eq!(access.admit(&mine, Some(&token)), Ok(Some(claims.clone())));
+        assert_eq!(access.admit(&mine, None), Err(AccessError::TokenRequired("user:u1".into())));
+        let refused = access.admit(&theirs, Some(&token)).unwrap_err();
+        assert_eq!(refused, AccessError::NotYours("user:u2".into()));
+        assert_eq!(refused.code(), error_code::FORBIDDEN);
         let no_keys =
             Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));

@@ -31,8 +31,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    access::Access, config::BroadcasterConfig, connection, feed::LiveFeed, hub::Hub,
-    metrics::BroadcasterMetrics,
+    access::Access, chat::ChatLive, config::BroadcasterConfig, connection, feed::LiveFeed,
+    hub::Hub, metrics::BroadcasterMetrics,
 };
 
 /// Everything connections share.
@@ -48,6 +48,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub feed_attached: Arc<AtomicBool>,
     pub access: Access,
+    /// Chat membership, typing and presence.
+    pub chat: Arc<ChatLive>,
     tracker: TaskTracker,
 }
 
@@ -66,6 +68,8 @@ impl Application {
         let mut registry = courier_core::ops::component_registry("broadcaster");
         let metrics = BroadcasterMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
+        let chat = ChatLive::new(nats.clone(), &config.node(), config.chat.clone(), &mut registry)
+            .map_err(|err| anyhow::anyhow!("chat configuration: {err}"))?;
         let feed_attached = Arc::new(AtomicBool::new(false));
         let read_rules = match &config.collections_file {
             Some(path) => Access::read_rules(path)?,
@@ -86,6 +90,7 @@ impl Application {
         };
         let shared = Arc::new(Shared {
             access: Access::new(read_rules, keys),
+            chat: chat.clone(),
             hub: Arc::new(Hub::new(config.channel_buffer)),
             js: jetstream::new(nats.clone()),
             node: config.node(),
@@ -111,6 +116,7 @@ impl Application {
         let router = Router::new()
             .route("/ws", get(upgrade))
             .with_state(shared.clone())
+            .route("/chat/top-rooms", get(crate::chat::top_rooms).with_state(chat))
             .merge(courier_core::ops::router(Arc::new(registry), readiness))
             .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe));
         let listener = bind(shared.config.listen, shared.config.send_buffer_bytes)
@@ -133,6 +139,7 @@ impl Application {
             hub: shared.hub.clone(),
             metrics: shared.metrics.clone(),
             attached: shared.feed_attached.clone(),
+            chat: shared.chat.clone(),
         };
         let background = CancellationToken::new();
         let setup = {
@@ -141,6 +148,7 @@ impl Application {
             tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
         };
         let feed_task = tokio::spawn(feed.run(background.clone()));
+        let chat_task = tokio::spawn(shared.chat.clone().run(background.clone()));
         let rules_watcher = shared.config.collections_file.clone().map(|path| {
             let interval = Duration::from_millis(shared.config.collections_reload_interval_ms.max(100));
             let shared = shared.clone();
@@ -175,6 +183,7 @@ impl Application {
 
         // Stop accepting happened above; now close clients and drain.
         shared.shutdown.cancel();
+        shared.chat.announce_shutdown().await;
         shared.tracker.close();
         let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
@@ -184,7 +193,7 @@ impl Application {
             );
         }
         background.cancel();
-        let _ = tokio::join!(feed_task, pruner);
+        let _ = tokio::join!(feed_task, pruner, chat_task);
         if let Some(watcher) = rules_watcher {
             let _ = watcher.await;
         }

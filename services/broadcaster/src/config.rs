@@ -74,6 +74,9 @@ pub struct BroadcasterConfig {
     pub shutdown_grace_ms: u64,
 
     #[command(flatten)]
+    pub chat: crate::chat::ChatArgs,
+
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 

@@ -15,7 +15,10 @@ use std::{
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use courier_core::{
     channel::Channel,
-    protocol::{ClientFrame, PROTOCOL_VERSION, ServerFrame, Status, close_code, error_code},
+    protocol::{
+        ClientFrame, PROTOCOL_VERSION, ServerFrame, Status, close_code, error_code,
+        unsubscribe_reason,
+    },
 };
 use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
 use tokio_stream::{
@@ -23,7 +26,12 @@ use tokio_stream::{
 };
 use tokio_tungstenite::tungstenite;
 
-use crate::{app::Shared, hub::Delivery, replay};
+use crate::{
+    app::Shared,
+    chat::{ChatSeat, Refusal, rooms::ChatDelivery, typing::Limiter},
+    hub::Delivery,
+    replay,
+};
 
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -85,6 +93,8 @@ struct Sub {
     sent_up_to: u64,
     /// When the access token that admitted it expires (unix seconds); `None` for public channels.
     expires_at: Option<u64>,
+    /// The subscription's place in its chat room (`chat:` channels only).
+    chat: Option<ChatSeat>,
 }
 
 struct Connection {
@@ -93,6 +103,9 @@ struct Connection {
     sink: Sink,
     /// Live rings keyed by a small subscription number (no string clone per delivery).
     subscriptions: StreamMap<u32, BroadcastStream<Delivery>>,
+    /// Typing, presence and revocations of the chat subscriptions, keyed like `subscriptions`.
+    chat_streams: StreamMap<u32, BroadcastStream<ChatDelivery>>,
+    typing_limiter: Limiter,
     subs: HashMap<u32, Sub>,
     by_name: HashMap<String, u32>,
     next_sub: u32,
@@ -105,6 +118,11 @@ struct Connection {
 struct DeliveryBatch {
     frames: Vec<Message>,
     committed_at: Vec<Option<std::time::SystemTime>>,
+    /// Commit times of the `chat.message` events among them.
+    chat_committed_at: Vec<std::time::SystemTime>,
+    /// Chat subscriptions whose member was removed: they end once the batch is written, and
+    /// nothing of theirs after the removal goes into it.
+    revoked: Vec<u32>,
 }
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
@@ -115,6 +133,8 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
         shared: shared.clone(),
         sink,
         subscriptions: StreamMap::new(),
+        chat_streams: StreamMap::new(),
+        typing_limiter: shared.chat.typing_limiter(),
         subs: HashMap::new(),
         by_name: HashMap::new(),
         next_sub: 0,
@@ -172,6 +192,9 @@ impl Connection {
                         Ok(None) => Ok(()),
                         Err(err) => Err(err),
                     }
+                }
+                Some((sub, item)) = self.chat_streams.next(), if !self.chat_streams.is_empty() => {
+                    self.on_chat_delivery(sub, item).await
                 }
                 _ = ping.tick() => {
                     if let Err(err) = self.end_expired_subscriptions().await {
@@ -272,8 +295,12 @@ impl Connection {
             self.close_slow_consumer().await;
             return Ok(Some(CloseReason::SlowConsumer));
         }
+        let revoked = std::mem::take(&mut batch.revoked);
         if !batch.frames.is_empty() {
             self.write_batch(batch).await?;
+        }
+        for sub in revoked {
+            self.end_revoked(sub).await?;
         }
         Ok(None)
     }
@@ -284,6 +311,7 @@ impl Connection {
         match self.write_with_timeout(batch.frames).await {
             Ok(()) => {
                 self.shared.metrics.delivered(&batch.committed_at);
+                self.shared.chat.metrics.delivered(&batch.chat_committed_at);
                 Ok(())
             }
             Err(err) => {
@@ -302,10 +330,25 @@ impl Connection {
     ) -> bool {
         match item {
             Ok(delivery) => {
+                if batch.revoked.contains(&sub) {
+                    return false; // after the removal: not for this user any more
+                }
+                if let Some(revoked) = &delivery.revoke {
+                    let seat = self.subs.get(&sub).and_then(|s| s.chat.as_ref());
+                    if seat.is_some_and(|seat| seat.user_id() == &**revoked) {
+                        batch.revoked.push(sub);
+                    }
+                    return false;
+                }
                 if let Some(sub) = self.subs.get_mut(&sub)
                     && delivery.seq > sub.sent_up_to
                 {
                     sub.sent_up_to = delivery.seq;
+                    if delivery.chat_message
+                        && let Some(at) = delivery.committed_at
+                    {
+                        batch.chat_committed_at.push(at);
+                    }
                     batch.frames.push(Message::Text(delivery.frame));
                     batch.committed_at.push(delivery.committed_at);
                 }
@@ -335,12 +378,9 @@ impl Connection {
                 self.send_frame(&ServerFrame::Status(status)).await
             }
             ClientFrame::Unsubscribe { channel } => {
-                if let Some(sub) = self.by_name.remove(&channel) {
-                    self.subscriptions.remove(&sub);
-                    if let Some(removed) = self.subs.remove(&sub) {
-                        self.shared.metrics.subscription_removed(&removed.channel);
-                    }
-                    self.send_frame(&ServerFrame::Unsubscribed { channel }).await
+                if let Some(&sub) = self.by_name.get(&channel) {
+                    self.remove_sub(sub);
+                    self.send_frame(&ServerFrame::Unsubscribed { channel, reason: None }).await
                 } else {
                     let channel = truncate(channel);
                     let message = format!("not subscribed to '{channel}'");
@@ -355,7 +395,100 @@ impl Connection {
             ClientFrame::Subscribe { channel, since, token } => {
                 self.subscribe(channel, since, token).await
             }
+            ClientFrame::Typing { channel } => {
+                let sub = match self.chat_sub(&channel) {
+                    Ok(sub) => sub,
+                    Err(refusal) => return self.send_frame(&refusal).await,
+                };
+                if !self.typing_limiter.allow(Instant::now()) {
+                    self.shared.chat.metrics.typing_rate_limited();
+                    let message = "too many typing frames; send one every few seconds while typing";
+                    let frame =
+                        ServerFrame::error(error_code::RATE_LIMITED, message, Some(&channel));
+                    return self.send_frame(&frame).await;
+                }
+                if let Some(seat) = self.subs.get_mut(&sub).and_then(|s| s.chat.as_mut()) {
+                    seat.typing();
+                }
+                Ok(())
+            }
+            ClientFrame::Presence { channel } => {
+                let sub = match self.chat_sub(&channel) {
+                    Ok(sub) => sub,
+                    Err(refusal) => return self.send_frame(&refusal).await,
+                };
+                let room = self
+                    .subs
+                    .get(&sub)
+                    .and_then(|s| s.chat.as_ref())
+                    .map(|seat| seat.room_id().to_owned());
+                let users = room.map(|room| self.shared.chat.presence(&room)).unwrap_or_default();
+                self.send_frame(&ServerFrame::Presence { channel, users }).await
+            }
         }
+    }
+
+    /// The subscription behind a `typing` or `presence` frame, or the error frame to answer.
+    fn chat_sub(&self, channel: &str) -> Result<u32, Box<ServerFrame>> {
+        let shown = truncate(channel.to_owned());
+        let Some(&sub) = self.by_name.get(channel) else {
+            let message = format!("not subscribed to '{shown}'");
+            return Err(Box::new(ServerFrame::error(
+                error_code::NOT_SUBSCRIBED,
+                message,
+                Some(&shown),
+            )));
+        };
+        if self.subs.get(&sub).is_none_or(|s| s.chat.is_none()) {
+            let message = "typing and presence are for chat:<room_id> channels only";
+            return Err(Box::new(ServerFrame::error(
+                error_code::BAD_CHANNEL,
+                message,
+                Some(&shown),
+            )));
+        }
+        Ok(sub)
+    }
+
+    /// Ends subscription `sub` on this side (no frame sent).
+    fn remove_sub(&mut self, sub: u32) -> Option<Sub> {
+        self.subscriptions.remove(&sub);
+        self.chat_streams.remove(&sub);
+        let removed = self.subs.remove(&sub)?;
+        self.by_name.remove(&removed.channel.name());
+        self.shared.metrics.subscription_removed(&removed.channel);
+        Some(removed)
+    }
+
+    /// A typing or presence frame for chat subscription `sub`.
+    async fn on_chat_delivery(
+        &mut self,
+        sub: u32,
+        item: Result<ChatDelivery, BroadcastStreamRecvError>,
+    ) -> Result<(), WriteError> {
+        let Some(seat) = self.subs.get(&sub).and_then(|s| s.chat.as_ref()) else { return Ok(()) };
+        match item {
+            Ok(ChatDelivery { frame, except }) => {
+                if except.as_deref() == Some(seat.user_id()) {
+                    return Ok(());
+                }
+                self.write_with_timeout(vec![Message::Text(frame)]).await
+            }
+            // Ephemeral frames a slow reader missed are not worth a disconnect.
+            Err(BroadcastStreamRecvError::Lagged(_)) => Ok(()),
+        }
+    }
+
+    /// The member was removed from the room (their last event, the removal, is written): ends
+    /// the subscription with `membership_revoked`.
+    async fn end_revoked(&mut self, sub: u32) -> Result<(), WriteError> {
+        let Some(removed) = self.remove_sub(sub) else { return Ok(()) };
+        self.shared.chat.metrics.revocations.inc();
+        let frame = ServerFrame::Unsubscribed {
+            channel: removed.channel.name(),
+            reason: Some(unsubscribe_reason::MEMBERSHIP_REVOKED.to_owned()),
+        };
+        self.send_frame(&frame).await
     }
 
     async fn subscribe(
@@ -379,19 +512,16 @@ impl Connection {
             }
         };
         let name = channel.name();
-        let expires_at = match self.shared.access.admit(&channel, token.as_deref()) {
-            Ok(claims) => claims.map(|c| c.exp),
+        let claims = match self.shared.access.admit(&channel, token.as_deref()) {
+            Ok(claims) => claims,
             Err(err) => {
                 self.shared.metrics.unauthorized_subscribes.inc();
                 return self
-                    .send_frame(&ServerFrame::error(
-                        error_code::UNAUTHORIZED,
-                        err.to_string(),
-                        Some(&name),
-                    ))
+                    .send_frame(&ServerFrame::error(err.code(), err.to_string(), Some(&name)))
                     .await;
             }
         };
+        let expires_at = claims.as_ref().map(|c| c.exp);
         let already = self.by_name.get(&name).copied();
         if already.is_none() && self.subs.len() >= self.shared.config.max_subscriptions {
             let message = format!(
@@ -406,8 +536,35 @@ impl Connection {
                 ))
                 .await;
         }
+        // A chat room also needs membership (asked of the api unless cached here).
+        let mut chat = None;
+        if let (Some(room_id), Some(claims)) = (channel.chat_room(), claims.as_ref()) {
+            match self.shared.chat.admit(room_id, claims).await {
+                Ok(admitted) => chat = Some(admitted),
+                Err(refusal) => {
+                    let (code, message) = match refusal {
+                        Refusal::NotMember => {
+                            (error_code::FORBIDDEN, "not a member of this room (or no such room)")
+                        }
+                        Refusal::Unavailable => {
+                            (error_code::UNAVAILABLE, "room membership could not be checked; retry")
+                        }
+                    };
+                    return self.send_frame(&ServerFrame::error(code, message, Some(&name))).await;
+                }
+            }
+        }
         // Join live first, then replay up to the point live covers: no gap between the two.
         let live = self.shared.hub.subscribe(&channel);
+        // A removal fanned out before the ring was joined cannot revoke through it; the chat
+        // state recorded it first, so it shows here.
+        if let Some((seat, _)) = &chat
+            && !seat.stands()
+        {
+            let message = "not a member of this room (or no such room)";
+            let frame = ServerFrame::error(error_code::FORBIDDEN, message, Some(&name));
+            return self.send_frame(&frame).await;
+        }
         let after = live.after_seq;
         let mut recovered = None;
         let mut replayed_frames = Vec::new();
@@ -463,7 +620,15 @@ impl Connection {
             }
         };
         self.subscriptions.insert(sub, BroadcastStream::new(live.receiver));
-        self.subs.insert(sub, Sub { channel, sent_up_to: floor, expires_at });
+        let seat = chat.map(|(seat, receiver)| {
+            self.chat_streams.insert(sub, BroadcastStream::new(receiver));
+            seat
+        });
+        if seat.is_none() {
+            self.chat_streams.remove(&sub);
+        }
+        // A replaced subscription's seat is dropped after the new one joined: no leave shows.
+        self.subs.insert(sub, Sub { channel, sent_up_to: floor, expires_at, chat: seat });
         let position = since.unwrap_or(after);
         self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered })
             .await?;
@@ -492,18 +657,16 @@ impl Connection {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.subscriptions.remove(&id);
-            let Some(sub) = self.subs.remove(&id) else { continue };
+            let Some(sub) = self.remove_sub(id) else { continue };
             let name = sub.channel.name();
-            self.by_name.remove(&name);
-            self.shared.metrics.subscription_removed(&sub.channel);
             let message = format!(
                 "the access token for '{name}' expired; subscribe again with a fresh token and since={}",
                 sub.sent_up_to
             );
             self.send_frame(&ServerFrame::error(error_code::UNAUTHORIZED, message, Some(&name)))
                 .await?;
-            self.send_frame(&ServerFrame::Unsubscribed { channel: name }).await?;
+            let reason = Some(unsubscribe_reason::TOKEN_EXPIRED.to_owned());
+            self.send_frame(&ServerFrame::Unsubscribed { channel: name, reason }).await?;
         }
         Ok(())
     }

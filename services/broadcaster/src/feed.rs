@@ -21,7 +21,7 @@ use courier_core::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::{hub::Hub, metrics::BroadcasterMetrics};
+use crate::{chat::ChatLive, hub::Hub, metrics::BroadcasterMetrics};
 
 /// The parts of an event the feed needs besides its bytes: its trace id (for the log line
 /// that follows a request across services) and its commit time (for the lag histogram).
@@ -56,6 +56,8 @@ pub struct LiveFeed {
     pub metrics: Arc<BroadcasterMetrics>,
     /// True while a consumer is attached (part of `/readyz`).
     pub attached: Arc<AtomicBool>,
+    /// Sees every event after the hub: chat removals and messages act on subscriptions.
+    pub chat: Arc<ChatLive>,
 }
 
 impl LiveFeed {
@@ -137,6 +139,10 @@ impl LiveFeed {
                     tracing::debug!(seq, subject = %message.subject, trace_id = head.trace_id, "event received");
                     let channels =
                         self.hub.publish(&message.subject, seq, payload, head.committed_at);
+                    if let Some((channel, user_id)) = self.chat.on_event(&message.subject, payload)
+                    {
+                        self.hub.revoke(&channel, &user_id, seq);
+                    }
                     self.metrics.events_received.inc();
                     self.metrics.channel_fanouts.inc_by(channels as u64);
                 }

@@ -5,13 +5,17 @@
 use std::{
     collections::HashMap,
     sync::{
-        RwLock,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use axum::extract::ws::Utf8Bytes;
-use courier_core::{channel::Channel, protocol::encode_event_frame, subjects::parse_event_subject};
+use courier_core::{
+    channel::{CHAT_COLLECTION, Channel},
+    protocol::encode_event_frame,
+    subjects::parse_event_subject,
+};
 use tokio::sync::broadcast;
 
 /// One event frame for one channel, ready to write to any socket.
@@ -21,6 +25,11 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
     /// When the change was committed (the event's `time`), for the delivery-lag histogram.
     pub committed_at: Option<std::time::SystemTime>,
+    /// A `chat.message` event (its lag is also recorded as chat delivery lag).
+    pub chat_message: bool,
+    /// Not an event but a cut-off: this user's subscriptions to the channel end here, right
+    /// after the removal event `seq` (`frame` is empty).
+    pub revoke: Option<Arc<str>>,
 }
 
 pub struct Hub {
@@ -89,6 +98,7 @@ impl Hub {
             return 0;
         };
         let document_channel = format!("{}:{}", parts.collection, parts.doc_id);
+        let chat_message = parts.collection == CHAT_COLLECTION && parts.action == "message";
         let channels = self.channels.read().expect("hub lock poisoned");
         let mut delivered = 0;
         for name in [parts.collection, document_channel.as_str()] {
@@ -97,12 +107,31 @@ impl Hub {
             {
                 let frame = Utf8Bytes::from(encode_event_frame(name, seq, payload));
                 // An error only means every receiver left since the check: nothing to do.
-                let _ = sender.send(Delivery { seq, frame, committed_at });
+                let delivery = Delivery { seq, frame, committed_at, chat_message, revoke: None };
+                let _ = sender.send(delivery);
                 delivered += 1;
             }
         }
         self.last_seq.fetch_max(seq, Ordering::AcqRel);
         delivered
+    }
+
+    /// Ends `user_id`'s subscriptions to `channel` after the event at `seq` (already fanned
+    /// out): a marker in the channel's ring, so each subscriber gets exactly the events up to
+    /// the removal. Call it after the chat state has recorded the removal, so a subscribe that
+    /// joins the ring after the marker sees the removal there instead.
+    pub fn revoke(&self, channel: &str, user_id: &str, seq: u64) {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        if let Some(sender) = channels.get(channel) {
+            let marker = Delivery {
+                seq,
+                frame: Utf8Bytes::from_static(""),
+                committed_at: None,
+                chat_message: false,
+                revoke: Some(Arc::from(user_id)),
+            };
+            let _ = sender.send(marker);
+        }
     }
 
     /// Drops rings nobody listens to any more; called periodically.
@@ -166,6 +195,20 @@ mod tests {
             hub.publish("events.products.abc.created", seq, EVENT, None);
         }
         assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(1))));
+    }
+
+    #[test]
+    fn a_revocation_follows_the_removal_in_the_channel_ring() {
+        let hub = Hub::new(8);
+        let mut room = hub.subscribe(&Channel::parse("chat:r1").unwrap()).receiver;
+        hub.publish("events.chat.r1.member_removed", 5, EVENT, None);
+        hub.revoke("chat:r1", "u1", 5);
+        hub.revoke("chat:nobody-here", "u1", 5);
+        hub.publish("events.chat.r1.message", 6, EVENT, None);
+        let got: Vec<(u64, Option<String>, bool)> = std::iter::from_fn(|| room.try_recv().ok())
+            .map(|d| (d.seq, d.revoke.map(|u| u.to_string()), d.chat_message))
+            .collect();
+        assert_eq!(got, [(5, None, false), (5, Some("u1".to_owned()), false), (6, None, true)]);
     }
 
     #[test]

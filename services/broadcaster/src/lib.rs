@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod app;
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod feed;

@@ -1,9 +1,13 @@
-//! WebSocket channel names: `<collection>`, `<collection>:<doc_id>` and `chat:<room_id>`.
+//! WebSocket channel names: `<collection>`, `<collection>:<doc_id>`, `chat:<room_id>` and
+//! `user:<user_id>` (the last two never bare: a bare `chat` or `user` would be every room's or
+//! every user's events).
 
 use crate::subjects::{is_valid_collection_name, is_valid_doc_id};
 
 /// The collection whose events feed `chat:<room_id>` channels.
 pub const CHAT_COLLECTION: &str = "chat";
+/// The collection whose events feed `user:<user_id>` channels (one user's own notifications).
+pub const USER_COLLECTION: &str = "user";
 
 /// A parsed channel name. Parsing is the only way to build one, so a `Channel` is always valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -23,6 +27,8 @@ pub enum ChannelError {
     BadCollection(String),
     #[error("channel '{0}' has an invalid document id (letters, digits, '_' or '-')")]
     BadDocId(String),
+    #[error("channel '{0}' needs an id: subscribe to '{0}:<id>'")]
+    NeedsId(String),
 }
 
 impl Channel {
@@ -38,6 +44,9 @@ impl Channel {
             return Err(ChannelError::BadCollection(name.to_owned()));
         }
         match doc_id {
+            None if collection == CHAT_COLLECTION || collection == USER_COLLECTION => {
+                Err(ChannelError::NeedsId(name.to_owned()))
+            }
             None => Ok(Channel::Collection(collection.to_owned())),
             Some(d) if is_valid_doc_id(d) => {
                 Ok(Channel::Document { collection: collection.to_owned(), doc_id: d.to_owned() })
@@ -50,6 +59,26 @@ impl Channel {
         match self {
             Channel::Collection(c) => c,
             Channel::Document { collection, .. } => collection,
+        }
+    }
+
+    /// The room of a `chat:<room_id>` channel.
+    pub fn chat_room(&self) -> Option<&str> {
+        match self {
+            Channel::Document { collection, doc_id } if collection == CHAT_COLLECTION => {
+                Some(doc_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The user of a `user:<user_id>` channel.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Channel::Document { collection, doc_id } if collection == USER_COLLECTION => {
+                Some(doc_id)
+            }
+            _ => None,
         }
     }
 
@@ -73,12 +102,13 @@ impl Channel {
 
     /// A bounded label for metrics: the kind of channel, never the id.
     /// Every value [`Channel::kind`] returns (metric labels are initialised from it).
-    pub const KINDS: [&'static str; 3] = ["collection", "document", "chat"];
+    pub const KINDS: [&'static str; 4] = ["collection", "document", "chat", "user"];
 
     pub fn kind(&self) -> &'static str {
         match self {
             Channel::Collection(_) => "collection",
             Channel::Document { collection, .. } if collection == CHAT_COLLECTION => "chat",
+            Channel::Document { collection, .. } if collection == USER_COLLECTION => "user",
             Channel::Document { .. } => "document",
         }
     }
@@ -104,7 +134,11 @@ mod tests {
         assert_eq!(doc.name(), "products:abc123");
         assert_eq!(doc.subject_filter(), "events.products.abc123.*");
         assert_eq!(doc.kind(), "document");
-        assert_eq!(Channel::parse("chat:room-1").unwrap().kind(), "chat");
+        let room = Channel::parse("chat:room-1").unwrap();
+        assert_eq!((room.kind(), room.chat_room(), room.user_id()), ("chat", Some("room-1"), None));
+        let user = Channel::parse("user:u1").unwrap();
+        assert_eq!((user.kind(), user.chat_room(), user.user_id()), ("user", None, Some("u1")));
+        assert_eq!(doc.chat_room(), None);
         assert_eq!(Channel::parse("products").unwrap().subject_filter(), "events.products.>");
     }
 
@@ -114,5 +148,9 @@ mod tests {
         for bad in [">", "*", "products.>", "Products", "products:", "products:a.b", "products:*"] {
             assert!(Channel::parse(bad).is_err(), "{bad}");
         }
+        // Bare chat and user channels would carry every room's or every user's events.
+        assert_eq!(Channel::parse("chat"), Err(ChannelError::NeedsId("chat".into())));
+        assert_eq!(Channel::parse("user"), Err(ChannelError::NeedsId("user".into())));
+        assert!(Channel::parse("chat:").is_err());
     }
 }

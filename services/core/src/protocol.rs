@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::{chat_live::ChatUser, event::Event};
 
 /// Protocol version announced in `connection_established`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -34,6 +34,21 @@ pub mod error_code {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     pub const NOT_SUBSCRIBED: &str = "not_subscribed";
     pub const REPLAY_FAILED: &str = "replay_failed";
+    /// The token is valid but does not give access to the channel (not a member of the room,
+    /// or someone else's `user:<id>` channel).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A dependency needed to decide did not answer in time (the membership check); retry.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// Too many frames of one kind (e.g. `typing`); the excess is dropped.
+    pub const RATE_LIMITED: &str = "rate_limited";
+}
+
+/// Why the server ended a subscription (`reason` of an `unsubscribed` frame it sends unasked).
+pub mod unsubscribe_reason {
+    /// The user was removed from (or left) the chat room.
+    pub const MEMBERSHIP_REVOKED: &str = "membership_revoked";
+    /// The access token that admitted the subscription expired.
+    pub const TOKEN_EXPIRED: &str = "token_expired";
 }
 
 /// Frames a client sends.
@@ -50,6 +65,15 @@ pub enum ClientFrame {
         token: Option<String>,
     },
     Unsubscribe {
+        channel: String,
+    },
+    /// "I am typing" in a subscribed `chat:` channel; repeat it every few seconds while typing.
+    /// No answer unless refused.
+    Typing {
+        channel: String,
+    },
+    /// Ask who is present in a subscribed `chat:` channel (answered with `presence`).
+    Presence {
         channel: String,
     },
     // Empty struct variants (not unit variants) so unknown fields are refused here too.
@@ -74,13 +98,35 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },
+    /// A subscription ended: the answer to `unsubscribe` (no `reason`), or the server ended it
+    /// (`reason`, see [`unsubscribe_reason`]).
     Unsubscribed {
         channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Event {
         channel: String,
         seq: u64,
         event: Event,
+    },
+    /// `user` is typing in `channel` (`active: true`), or stopped (`active: false`: sent when
+    /// they send a message, leave, disconnect, or about 5 s after their last `typing`).
+    Typing {
+        channel: String,
+        user: ChatUser,
+        active: bool,
+    },
+    /// Everyone present in `channel` (users, not connections), answering `presence`.
+    Presence {
+        channel: String,
+        users: Vec<ChatUser>,
+    },
+    /// Who arrived in and who left `channel` since the last change.
+    PresenceDiff {
+        channel: String,
+        joined: Vec<ChatUser>,
+        left: Vec<ChatUser>,
     },
     Pong,
     Status(Status),
@@ -187,5 +233,47 @@ mod tests {
         });
         assert!(status.to_json().starts_with(r#"{"type":"status","connection_id":"c""#));
         assert_eq!(ServerFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn chat_frames_have_the_documented_shapes() {
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"typing","channel":"chat:r1"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Typing { channel: "chat:r1".into() });
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"presence","channel":"chat:r1"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Presence { channel: "chat:r1".into() });
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"typing"}"#).is_err());
+
+        let ana = ChatUser { id: "u1".into(), username: "ana".into() };
+        let typing =
+            ServerFrame::Typing { channel: "chat:r1".into(), user: ana.clone(), active: true };
+        assert_eq!(
+            typing.to_json(),
+            r#"{"type":"typing","channel":"chat:r1","user":{"id":"u1","username":"ana"},"active":true}"#
+        );
+        let diff = ServerFrame::PresenceDiff {
+            channel: "chat:r1".into(),
+            joined: vec![ana.clone()],
+            left: vec![],
+        };
+        assert_eq!(
+            diff.to_json(),
+            r#"{"type":"presence_diff","channel":"chat:r1","joined":[{"id":"u1","username":"ana"}],"left":[]}"#
+        );
+        let presence = ServerFrame::Presence { channel: "chat:r1".into(), users: vec![ana] };
+        assert!(
+            presence.to_json().starts_with(r#"{"type":"presence","channel":"chat:r1","users":["#)
+        );
+        let plain = ServerFrame::Unsubscribed { channel: "chat:r1".into(), reason: None };
+        assert_eq!(plain.to_json(), r#"{"type":"unsubscribed","channel":"chat:r1"}"#);
+        let revoked = ServerFrame::Unsubscribed {
+            channel: "chat:r1".into(),
+            reason: Some(unsubscribe_reason::MEMBERSHIP_REVOKED.into()),
+        };
+        assert_eq!(
+            revoked.to_json(),
+            r#"{"type":"unsubscribed","channel":"chat:r1","reason":"membership_revoked"}"#
+        );
     }
 }
