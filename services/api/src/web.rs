@@ -268,7 +268,7 @@ mod tests {
         axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()
     }
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response
             .headers()
             .get(&name)

@@ -2,6 +2,7 @@
 //! stored document form, the one transactional write path (changes + outbox records commit
 //! together), and the outbox publisher/relay that turns each commit into exactly one event.
 
+pub mod chat;
 pub mod documents;
 pub mod metrics;
 pub mod outbox;

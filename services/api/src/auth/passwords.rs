@@ -35,7 +35,7 @@ pub fn check_password(password: &str, username: &str) -> Option<FieldError> {
         "must differ from the username".to_owned()
     } else if COMMON.contains(&password.to_lowercase().as_str()) {
         "is too common".to_owned()
-    } else if password.chars().all(|c| Some(c) == password.chars().next()) {
+    } else if password.chars().all(|c| password.starts_with(c)) {
         "must not repeat one character".to_owned()
     } else {
         return None;
