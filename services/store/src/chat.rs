@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use mongodb::{
     Collection, IndexModel,
     bson::{self, Bson, Document, doc, oid::ObjectId},
+    error::TRANSIENT_TRANSACTION_ERROR,
     options::IndexOptions,
 };
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     documents::VERSION_FIELD,
     outbox::OutboxRecord,
-    store::{Store, StoreError, Write},
+    store::{Store, StoreError, Write, is_unavailable},
     task_results::is_duplicate_key,
 };
 
@@ -834,9 +835,9 @@ impl ChatStore {
         }
     }
 
-    /// Commits a planned change. A guard that no longer holds, or a unique key taken since
-    /// the plan was read (the same message, direct room or counter created concurrently),
-    /// is [`Commit::Raced`]: nothing was written.
+    /// Commits a planned change. A guard that no longer holds, a unique key taken since the
+    /// plan was read (the same message, direct room or counter created concurrently), or a
+    /// write conflict with a concurrent transaction is [`Commit::Raced`]: nothing was written.
     pub async fn commit(
         &self,
         writes: &[Write],
@@ -846,6 +847,13 @@ impl ChatStore {
             Ok(()) => Ok(Commit::Done),
             Err(StoreError::VersionConflict) => Ok(Commit::Raced),
             Err(StoreError::Mongo(err)) if is_duplicate_key(&err) => Ok(Commit::Raced),
+            // Write conflicts that outlasted the transaction's own retries: concurrent
+            // changes to the same room; planning again from fresh reads resolves them.
+            Err(StoreError::Mongo(err))
+                if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(&err) =>
+            {
+                Ok(Commit::Raced)
+            }
             Err(err) => Err(err),
         }
     }

@@ -1,6 +1,6 @@
 //! The api's HTTP surface: one router per resource, merged here with the ops endpoints.
 
-mod chats;
+pub(crate) mod chats;
 mod collections;
 mod documents;
 mod queues;

@@ -99,7 +99,9 @@ pub async fn add(
         if room.archived {
             return Err(archived_conflict());
         }
-        let Some(target) = chat_store.users_by_usernames(std::slice::from_ref(&username)).await?.pop() else {
+        let Some(target) =
+            chat_store.users_by_usernames(std::slice::from_ref(&username)).await?.pop()
+        else {
             return Err(invalid(WHAT, "username", format!("no user named '{username}'")));
         };
         if chat_store.membership(room_id, target.id).await?.is_some() {

@@ -6,6 +6,7 @@
 
 mod members;
 mod messages;
+pub(crate) mod openapi;
 mod rooms;
 
 use axum::{
@@ -161,6 +162,7 @@ impl Attempts {
                 Err(ApiError::Conflict("the room is changing too fast to apply this; retry".into()))
             }
             Commit::Raced => {
+                tracing::debug!(left = self.left, "chat change lost a race; planning again");
                 self.left -= 1;
                 self.backoff.sleep().await;
                 Ok(None)
