@@ -852,6 +852,7 @@ impl ChatStore {
             Err(StoreError::Mongo(err))
                 if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(&err) =>
             {
+                tracing::debug!(%err, "chat commit conflicted with a concurrent one");
                 Ok(Commit::Raced)
             }
             Err(err) => Err(err),
