@@ -44,7 +44,26 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    const INTERVAL: Duration = Duration::from_millis(10);
+
+    /// Lets the watcher run `polls` more checks: time is paused, so each sleep of the test ends
+    /// only after the watcher's timers due before it have fired and its reads have run.
+    async fn let_it_poll(polls: u32) {
+        tokio::time::sleep(INTERVAL * polls + INTERVAL / 2).await;
+    }
+
+    /// Waits (virtual time, bounded) until `changes` reaches `n`.
+    async fn wait_for_changes(changes: &AtomicUsize, n: usize) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while changes.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(INTERVAL).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{} changes seen, expected {n}", changes.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn only_real_changes_are_reported_including_a_symlink_swap() {
         let dir = tempfile_dir();
         let data_a = dir.join("a.yaml");
@@ -58,23 +77,63 @@ mod tests {
         let watcher = tokio::spawn({
             let (changes, shutdown, link) = (changes.clone(), shutdown.clone(), link.clone());
             async move {
-                on_file_change(link, Duration::from_millis(10), shutdown, || {
+                on_file_change(link, INTERVAL, shutdown, || {
                     changes.fetch_add(1, Ordering::SeqCst);
                     async {}
                 })
                 .await
             }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let_it_poll(5).await;
         assert_eq!(changes.load(Ordering::SeqCst), 0, "no change, no call");
         // What the kubelet does: point the link elsewhere.
         let tmp = dir.join("new-link");
         std::os::unix::fs::symlink(&data_b, &tmp).unwrap();
         std::fs::rename(&tmp, &link).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 1);
+        wait_for_changes(&changes, 1).await;
+        // The same bytes written again are no change; different bytes are.
+        std::fs::write(&data_b, "two").unwrap();
+        let_it_poll(5).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 1, "rewriting the same bytes is no change");
+        std::fs::write(&data_b, "three").unwrap();
+        wait_for_changes(&changes, 2).await;
+        let_it_poll(5).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 2, "one change, one call");
         shutdown.cancel();
-        watcher.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the watcher stops at shutdown")
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_file_is_skipped_until_it_is_back() {
+        let dir = tempfile_dir();
+        let path = dir.join("collections.yaml");
+        std::fs::write(&path, "one").unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn({
+            let (changes, shutdown, path) = (changes.clone(), shutdown.clone(), path.clone());
+            on_file_change(path, INTERVAL, shutdown, move || {
+                changes.fetch_add(1, Ordering::SeqCst);
+                async {}
+            })
+        });
+        std::fs::remove_file(&path).unwrap();
+        let_it_poll(5).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "a missing file is no change");
+        std::fs::write(&path, "one").unwrap();
+        let_it_poll(5).await;
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "back with the same bytes: no change");
+        std::fs::write(&path, "two").unwrap();
+        wait_for_changes(&changes, 1).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the watcher stops at shutdown")
+            .unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 
