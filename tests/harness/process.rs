@@ -131,27 +131,6 @@ fn listening_port(output: &str, marker: &str) -> Option<u16> {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::listening_port;
-
-    #[test]
-    fn the_port_comes_from_a_complete_marked_line() {
-        let nats = "[1] [INF] Starting nats-server\n[1] [INF] Listening for client connections on 127.0.0.1:41801\n";
-        assert_eq!(listening_port(nats, "Listening for client connections"), Some(41801));
-        let api = r#"{"level":"INFO","message":"api listening","addr":"127.0.0.1:39001"}"#;
-        assert_eq!(listening_port(api, "api listening"), None, "an unfinished line");
-        assert_eq!(listening_port(&format!("{api}\n"), "api listening"), Some(39001));
-        let prometheus = "msg=\"Start listening for connections\" address=127.0.0.1:0\nmsg=\"Listening on\" address=127.0.0.1:44527\n";
-        assert_eq!(listening_port(prometheus, "msg=\"Listening on\""), Some(44527));
-        assert_eq!(
-            listening_port("worker starting metrics=127.0.0.1:0\n", "worker starting"),
-            None
-        );
-        assert_eq!(listening_port("other 127.0.0.1:5\n", "api listening"), None);
-    }
-}
-
 /// SIGKILL, like `kill -9`, and reap.
 pub async fn kill9(child: &mut Child) {
     let _ = child.start_kill();
@@ -170,5 +149,26 @@ pub async fn terminate(child: &mut Child, timeout: Duration) -> Option<std::proc
             kill9(child).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_port;
+
+    #[test]
+    fn the_port_comes_from_a_complete_marked_line() {
+        let nats = "[1] [INF] Starting nats-server\n[1] [INF] Listening for client connections on 127.0.0.1:41801\n";
+        assert_eq!(listening_port(nats, "Listening for client connections"), Some(41801));
+        let api = r#"{"level":"INFO","message":"api listening","addr":"127.0.0.1:39001"}"#;
+        assert_eq!(listening_port(api, "api listening"), None, "an unfinished line");
+        assert_eq!(listening_port(&format!("{api}\n"), "api listening"), Some(39001));
+        let prometheus = "msg=\"Start listening for connections\" address=127.0.0.1:0\nmsg=\"Listening on\" address=127.0.0.1:44527\n";
+        assert_eq!(listening_port(prometheus, "msg=\"Listening on\""), Some(44527));
+        assert_eq!(
+            listening_port("worker starting metrics=127.0.0.1:0\n", "worker starting"),
+            None
+        );
+        assert_eq!(listening_port("other 127.0.0.1:5\n", "api listening"), None);
     }
 }

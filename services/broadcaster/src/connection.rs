@@ -482,12 +482,9 @@ impl Connection {
     /// Ends subscriptions whose access token has expired, telling the client which (it can
     /// subscribe again, with `since`, using a fresh token).
     async fn end_expired_subscriptions(&mut self) -> Result<(), WriteError> {
-        let now = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        )
-        .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let expired: Vec<u32> = self
             .subs
             .iter()

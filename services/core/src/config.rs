@@ -134,7 +134,7 @@ fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
 pub fn display_duration(d: Duration) -> String {
     let millis = d.as_millis();
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if millis != 0 && millis % size == 0 {
+        if millis != 0 && millis.is_multiple_of(size) {
             return format!("{}{unit}", millis / size);
         }
     }

@@ -52,15 +52,47 @@ mod tests {
         tokio::time::sleep(INTERVAL * polls + INTERVAL / 2).await;
     }
 
-    /// Waits (virtual time, bounded) until `changes` reaches `n`.
-    async fn wait_for_changes(changes: &AtomicUsize, n: usize) {
-        let waited = tokio::time::timeout(Duration::from_secs(5), async {
-            while changes.load(Ordering::SeqCst) < n {
-                tokio::time::sleep(INTERVAL).await;
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "{} changes seen, expected {n}", changes.load(Ordering::SeqCst));
+    /// A watcher of `path` counting its calls, stopped (bounded) by [`Watcher::stop`].
+    struct Watcher {
+        changes: Arc<AtomicUsize>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Watcher {
+        fn start(path: PathBuf) -> Self {
+            let changes = Arc::new(AtomicUsize::new(0));
+            let shutdown = CancellationToken::new();
+            let counter = changes.clone();
+            let task = tokio::spawn(on_file_change(path, INTERVAL, shutdown.clone(), move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {}
+            }));
+            Watcher { changes, shutdown, task }
+        }
+
+        fn changes(&self) -> usize {
+            self.changes.load(Ordering::SeqCst)
+        }
+
+        /// Waits (virtual time, bounded) until `n` changes were reported.
+        async fn wait_for_changes(&self, n: usize) {
+            let waited = tokio::time::timeout(Duration::from_secs(5), async {
+                while self.changes() < n {
+                    tokio::time::sleep(INTERVAL).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "{} changes seen, expected {n}", self.changes());
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(5), self.task)
+                .await
+                .expect("the watcher stops at shutdown")
+                .unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -72,38 +104,23 @@ mod tests {
         std::fs::write(&data_a, "one").unwrap();
         std::fs::write(&data_b, "two").unwrap();
         std::os::unix::fs::symlink(&data_a, &link).unwrap();
-        let changes = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn({
-            let (changes, shutdown, link) = (changes.clone(), shutdown.clone(), link.clone());
-            async move {
-                on_file_change(link, INTERVAL, shutdown, || {
-                    changes.fetch_add(1, Ordering::SeqCst);
-                    async {}
-                })
-                .await
-            }
-        });
+        let watcher = Watcher::start(link.clone());
         let_it_poll(5).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 0, "no change, no call");
+        assert_eq!(watcher.changes(), 0, "no change, no call");
         // What the kubelet does: point the link elsewhere.
         let tmp = dir.join("new-link");
         std::os::unix::fs::symlink(&data_b, &tmp).unwrap();
         std::fs::rename(&tmp, &link).unwrap();
-        wait_for_changes(&changes, 1).await;
+        watcher.wait_for_changes(1).await;
         // The same bytes written again are no change; different bytes are.
         std::fs::write(&data_b, "two").unwrap();
         let_it_poll(5).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 1, "rewriting the same bytes is no change");
+        assert_eq!(watcher.changes(), 1, "rewriting the same bytes is no change");
         std::fs::write(&data_b, "three").unwrap();
-        wait_for_changes(&changes, 2).await;
+        watcher.wait_for_changes(2).await;
         let_it_poll(5).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 2, "one change, one call");
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), watcher)
-            .await
-            .expect("the watcher stops at shutdown")
-            .unwrap();
+        assert_eq!(watcher.changes(), 2, "one change, one call");
+        watcher.stop().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -112,28 +129,16 @@ mod tests {
         let dir = tempfile_dir();
         let path = dir.join("collections.yaml");
         std::fs::write(&path, "one").unwrap();
-        let changes = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn({
-            let (changes, shutdown, path) = (changes.clone(), shutdown.clone(), path.clone());
-            on_file_change(path, INTERVAL, shutdown, move || {
-                changes.fetch_add(1, Ordering::SeqCst);
-                async {}
-            })
-        });
+        let watcher = Watcher::start(path.clone());
         std::fs::remove_file(&path).unwrap();
         let_it_poll(5).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 0, "a missing file is no change");
+        assert_eq!(watcher.changes(), 0, "a missing file is no change");
         std::fs::write(&path, "one").unwrap();
         let_it_poll(5).await;
-        assert_eq!(changes.load(Ordering::SeqCst), 0, "back with the same bytes: no change");
+        assert_eq!(watcher.changes(), 0, "back with the same bytes: no change");
         std::fs::write(&path, "two").unwrap();
-        wait_for_changes(&changes, 1).await;
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), watcher)
-            .await
-            .expect("the watcher stops at shutdown")
-            .unwrap();
+        watcher.wait_for_changes(1).await;
+        watcher.stop().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -47,7 +47,7 @@ impl Task {
 pub fn is_valid_task_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 128
-        && kind.split('.').all(|part| crate::subjects::is_valid_collection_name(part))
+        && kind.split('.').all(crate::subjects::is_valid_collection_name)
 }
 
 #[cfg(test)]
