@@ -72,7 +72,9 @@ pub async fn standard_worker(config: WorkerConfig) -> RunningWorker {
 
 /// A signed-in user's bearer token (pets need one for writes, the queue endpoints for all).
 pub async fn writer_token(stack: &Stack) -> Option<String> {
-    Some(stack.token(&format!("worker-tests-{}", uuid::Uuid::now_v7().simple())).await)
+    // Unique per call (usernames are at most 32 characters): the random end of a v7 uuid.
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    Some(stack.token(&format!("worker-tests-{}", &unique[20..])).await)
 }
 
 /// Sends `method path` with a JSON body (and the token, if any); the status and JSON answer.
