@@ -150,7 +150,7 @@ impl Application {
         let feed_task = tokio::spawn(feed.run(background.clone()));
         let chat_task = tokio::spawn(shared.chat.clone().run(background.clone()));
         let rules_watcher = shared.config.collections_file.clone().map(|path| {
-            let interval = Duration::from_millis(shared.config.collections_reload_interval_ms.max(100));
+            let interval = shared.config.collections_reload_interval.max(Duration::from_millis(100));
             let shared = shared.clone();
             let watch = courier_core::file_watch::on_file_change(path.clone(), interval, background.clone(), move || {
                 match Access::read_rules(&path) {
@@ -185,7 +185,7 @@ impl Application {
         shared.shutdown.cancel();
         shared.chat.announce_shutdown().await;
         shared.tracker.close();
-        let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+        let grace = shared.config.shutdown_grace;
         if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
             tracing::warn!(
                 remaining = shared.tracker.len(),

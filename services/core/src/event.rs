@@ -74,7 +74,8 @@ impl std::fmt::Display for EventAction {
     }
 }
 
-/// The JSON envelope of one event (DESIGN.md §3). The stream sequence is not part of the
+/// The JSON envelope of one event (an example in `docs/protocol.md`, "An event frame"; where it
+/// travels in `docs/architecture.md`). The stream sequence is not part of the
 /// envelope: it is assigned by JetStream and travels next to it (`seq` in `event` frames).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
