@@ -1,4 +1,4 @@
-//! Chat, live (issue 14; docs/chat-live.md), against real nats-server and broadcasters: who may
+//! Chat, live (docs/chat.md), against real nats-server and broadcasters: who may
 //! subscribe to `chat:` and `user:` channels, a removed member cut off on every broadcaster,
 //! typing across broadcasters (expiry, send, disconnect, rate limit), presence (users not
 //! connections, no flap on a quick reconnect, graceful shutdown) and the top-rooms report.

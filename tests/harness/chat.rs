@@ -1,7 +1,7 @@
 //! Chat's live side under test without the api's chat endpoints: [`ChatBackend`] stands in for
 //! the api. It answers `rpc.chat.membership` from a table the test controls (as every api
 //! replica does, in queue group `api`) and writes chat events straight into JetStream in the
-//! contract's shape (docs/chat-live.md), as the api's outbox would after a commit. Once the
+//! contract's shape (docs/chat.md), as the api's outbox would after a commit. Once the
 //! api serves chat, the same methods become REST calls (add/remove member, send a message)
 //! and the responder goes away; the tests using it need not change.
 

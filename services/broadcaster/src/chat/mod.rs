@@ -1,4 +1,4 @@
-//! Chat rooms, live (issue 14; docs/chat-live.md): who may subscribe to `chat:<room_id>` (the
+//! Chat rooms, live (docs/chat.md): who may subscribe to `chat:<room_id>` (the
 //! api's `rpc.chat.membership` answer, cached while the user is subscribed here), cutting a
 //! removed member off when `chat.member_removed` passes through the feed, and typing and
 //! presence shared with the other broadcasters over core NATS (`ephemeral.chat.<room_id>.*`).
