@@ -335,7 +335,7 @@ fn check_dashboard_shape(
 
 fn alert_rules() -> Vec<(String, String)> {
     let path = workspace_root().join("charts/courier/rules/courier-alerts.yaml");
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("alert rules"))
+    let rules: Value = yaml_serde::from_str(&std::fs::read_to_string(&path).expect("alert rules"))
         .expect("rules YAML");
     rules["groups"]
         .as_array()
