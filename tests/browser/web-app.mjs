@@ -1,4 +1,4 @@
-// Browser tests of Courier's web app (services/api/web), against a real stack started by
+// Browser tests of Courier's web app (services/web, embedded in the api), against a real stack started by
 // tests/e2e/web_app.rs: api + broadcaster process + worker + nats-server + store.
 //
 //   COURIER_WEB_URL          the api (serves the app at /)                 (required)
@@ -69,7 +69,13 @@ scenario('the page loads with its security headers, no console errors and no CSP
   assert.match(index.headers.get('content-security-policy'), /default-src 'self'.*connect-src 'self' ws: wss:/);
   assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
   assert.ok(index.headers.get('referrer-policy'));
-  assert.equal((await (await fetch(`${env.webUrl}/static/js/main.js`)).headers.get('content-type')), 'text/javascript; charset=utf-8');
+  // The page's script is a hashed bundle file, cached for good; the page itself revalidates.
+  assert.equal(index.headers.get('cache-control'), 'no-cache');
+  const script = (await index.text()).match(/<script type="module"[^>]* src="(\/static\/assets\/[^"]+\.js)"/)?.[1];
+  assert.ok(script, 'index.html loads a hashed bundle');
+  const bundle = await fetch(`${env.webUrl}${script}`);
+  assert.equal(bundle.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(bundle.headers.get('cache-control'), 'public, max-age=31536000, immutable');
 
   const page = await openApp(open, '');
   assert.equal(await page.locator('h1').textContent(), 'desks', 'the first collection opens by default');
@@ -83,7 +89,7 @@ scenario('the page loads with its security headers, no console errors and no CSP
 
   // The broadcaster address: configured (absolute or a path) or the page's host on :8765.
   const urls = await page.evaluate(async () => {
-    const { resolveWsUrl } = await import('/static/js/live.js');
+    const { resolveWsUrl } = window.courier;
     const http = { protocol: 'http:', hostname: 'courier.test', host: 'courier.test:8000' };
     const https = { protocol: 'https:', hostname: 'courier.test', host: 'courier.test' };
     return [resolveWsUrl('', http), resolveWsUrl('', https), resolveWsUrl('/ws', https), resolveWsUrl('/ws', http), resolveWsUrl('wss://live.test/ws', http)];
@@ -412,7 +418,7 @@ scenario('after a broadcaster restart the page resumes: every event exactly once
 scenario('the WebSocket client against a scripted server: resume point, duplicates, recovered:false, replay_failed', async ({ open }) => {
   const page = await openApp(open);
   const result = await page.evaluate(async () => {
-    const { LiveClient } = await import('/static/js/live.js');
+    const { LiveClient } = window.courier;
     const sockets = [];
     class ScriptedSocket {
       static OPEN = 1;
