@@ -73,7 +73,7 @@ export class Session {
 
   /** Takes the session kept by this tab, refreshing it first when its access token expired. */
   async restore(): Promise<boolean> {
-    let saved: SessionState | null = null;
+    let saved: SessionState | null;
     try {
       saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || 'null') as SessionState | null;
     } catch {
