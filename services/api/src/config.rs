@@ -90,6 +90,22 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_LOGIN_WINDOW_SECS", default_value_t = 300)]
     pub login_window_secs: u64,
 
+    /// Chat messages a user may send within the send window before 429.
+    #[arg(long, env = "COURIER_CHAT_SEND_LIMIT", default_value_t = 10)]
+    pub chat_send_limit: usize,
+
+    /// The chat send window (ms).
+    #[arg(long, env = "COURIER_CHAT_SEND_WINDOW", value_parser = humantime_ms, default_value = "10000")]
+    pub chat_send_window: Duration,
+
+    /// Chat rooms a user may create within the room window before 429.
+    #[arg(long, env = "COURIER_CHAT_ROOM_LIMIT", default_value_t = 10)]
+    pub chat_room_limit: usize,
+
+    /// The chat room-creation window (ms).
+    #[arg(long, env = "COURIER_CHAT_ROOM_WINDOW", value_parser = humantime_ms, default_value = "60000")]
+    pub chat_room_window: Duration,
+
     /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
     #[arg(long, env = "COURIER_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
