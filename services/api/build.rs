@@ -14,7 +14,13 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
         let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
         match entry.file_type() {
             Ok(kind) if kind.is_dir() => collect(&entry.path(), &format!("{name}/"), out),
-            Ok(kind) if kind.is_file() => out.push(name),
+            // Dotfiles (the `./dev` build stamp) are not part of the app.
+            Ok(kind)
+                if kind.is_file()
+                    && !name.rsplit('/').next().is_some_and(|n| n.starts_with('.')) =>
+            {
+                out.push(name)
+            }
             _ => {}
         }
     }
@@ -26,8 +32,17 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../web/dist"));
     println!("cargo:rerun-if-env-changed=COURIER_WEB_DIST");
-    // A directory is scanned for changes of any file in it; a missing one reruns this script.
-    println!("cargo:rerun-if-changed={}", dist.display());
+    // Cargo scans a watched directory for the newest mtime of anything in it. A watched path
+    // that does not exist would rerun this script (and recompile courier-api) on every cargo
+    // invocation, so a missing bundle is noticed through its parent instead: creating `dist`
+    // changes the parent. A present bundle is watched itself (its deletion is noticed too).
+    if dist.is_dir() {
+        println!("cargo:rerun-if-changed={}", dist.display());
+    } else if let Some(parent) = dist.parent().filter(|parent| parent.is_dir()) {
+        println!("cargo:rerun-if-changed={}", parent.display());
+    } else {
+        println!("cargo:rerun-if-changed=build.rs");
+    }
     let mut files = Vec::new();
     if dist.join("index.html").is_file() {
         collect(&dist, "", &mut files);

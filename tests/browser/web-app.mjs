@@ -497,6 +497,27 @@ scenario('the WebSocket client against a scripted server: resume point, duplicat
   await assertClean(page);
 });
 
+scenario('the queues panel: needs sign-in, then shows the task queue as the api reports it', async ({ open }) => {
+  const page = await openApp(open);
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Queues' }).click();
+  await page.waitForURL(/#\/queues$/);
+  await page.locator('.notice', { hasText: 'The queues panel requires signing in' }).waitFor();
+  const username = unique('queues');
+  await signUp(page, username);
+  const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')).accessToken);
+  const before = await http('GET', '/api/v1/queues', { token });
+  assert.equal(before.status, 200);
+  const [tasks] = before.data.queues;
+  await page.locator('section.queue h2', { hasText: tasks.name }).waitFor();
+  const stat = (name) => page.locator(`.stat[data-stat="${name}"] dd`);
+  await eventually('the dead count as the api reports it', async () => (await stat('dead').textContent()) === String(tasks.dead_lettered));
+  // Refreshed every 2 s: the panel catches up with (or passes) what the api said just now.
+  await eventually('the processed count', async () => Number(await stat('processed').textContent()) >= tasks.processed_total);
+  assert.equal(await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Queues' }).getAttribute('aria-current'), 'page');
+  await screenshot(page, 'queues');
+  await assertClean(page);
+});
+
 scenario('narrow screens: no horizontal scrolling, documents as cards', async ({ open }) => {
   await createViaHttp('products', { nombre: unique('Narrow'), precio: 7, talla: 'XS' });
   const page = await openApp(open, '#/products', { width: 390, height: 844 });
@@ -504,6 +525,27 @@ scenario('narrow screens: no horizontal scrolling, documents as cards', async ({
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
   assert.equal(await page.locator('thead').evaluate((el) => el.getBoundingClientRect().height <= 1), true, 'table header hidden');
   await screenshot(page, 'narrow');
+  // The collections are a drawer: closed at first, opened by the menu button, closed again by
+  // picking a collection, by Esc and by the backdrop.
+  const menu = page.getByRole('button', { name: 'Collections menu', exact: true });
+  const drawer = page.locator('#sidebar');
+  assert.equal(await drawer.isVisible(), false, 'the drawer starts closed');
+  await menu.click();
+  await drawer.waitFor({ state: 'visible' });
+  assert.equal(await menu.getAttribute('aria-expanded'), 'true');
+  const box = await drawer.boundingBox();
+  assert.ok(box && box.x === 0 && box.width <= 390 * 0.9, `the drawer is a panel on the left: ${JSON.stringify(box)}`);
+  await screenshot(page, 'narrow-drawer');
+  await page.keyboard.press('Escape');
+  await drawer.waitFor({ state: 'hidden' });
+  await menu.click();
+  await page.getByRole('button', { name: 'Close the collections menu' }).click({ position: { x: 380, y: 400 } });
+  await drawer.waitFor({ state: 'hidden' });
+  await menu.click();
+  await drawer.getByRole('link', { name: /pets/ }).click();
+  await page.waitForURL(/#\/pets$/);
+  await drawer.waitFor({ state: 'hidden' });
+  assert.equal(await menu.getAttribute('aria-expanded'), 'false');
   await assertClean(page);
 });
 

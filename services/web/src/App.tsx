@@ -9,8 +9,10 @@ import { AccountBar, AuthDialog } from './components/Account';
 import { ConnectionBadge, EventLog, Toasts } from './components/Live';
 import { CollectionView } from './views/CollectionView';
 import { QueuesView } from './views/QueuesView';
+import { ChatView } from './views/ChatView';
 
 const QUEUES = 'queues';
+const CHAT = 'chat';
 
 function useHash(): string {
   const [hash, setHash] = useState(() => decodeURIComponent(location.hash.replace(/^#\/?/, '')));
@@ -44,12 +46,20 @@ export function App() {
     api.collections().then(setCollections, (err: unknown) => setFatal(`Could not load the collections: ${describeError(err)}`));
   }, []);
 
-  const section = hash === QUEUES ? QUEUES : 'collections';
+  const section = hash === QUEUES ? QUEUES : hash === CHAT ? CHAT : 'collections';
   const current = collections?.find((c) => c.name === hash) ?? collections?.[0];
   useEffect(() => {
-    document.title = section === QUEUES ? 'Queues · Courier' : current ? `${current.name} · Courier` : 'Courier';
+    document.title = section === QUEUES ? 'Queues · Courier' : section === CHAT ? 'Chat · Courier' : current ? `${current.name} · Courier` : 'Courier';
     setDrawer(false);
   }, [section, current]);
+  useEffect(() => {
+    if (!drawer) return;
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key === 'Escape') setDrawer(false);
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [drawer]);
 
   return (
     <>
@@ -75,6 +85,9 @@ export function App() {
           <a href={`#/${QUEUES}`} aria-current={section === QUEUES ? 'page' : undefined}>
             Queues
           </a>
+          <a href={`#/${CHAT}`} aria-current={section === CHAT ? 'page' : undefined}>
+            Chat
+          </a>
         </nav>
         <ConnectionBadge />
         <AccountBar />
@@ -98,6 +111,7 @@ export function App() {
             <a href="/docs">API reference</a> · <a href="/openapi.json">OpenAPI</a>
           </p>
         </nav>
+        {drawer && <button type="button" className="drawer-backdrop" aria-label="Close the collections menu" onClick={() => setDrawer(false)} />}
         <main id="main" className="content" tabIndex={-1}>
           {fatal ? (
             <div className="banner banner-error" role="alert">
@@ -110,6 +124,8 @@ export function App() {
             <p className="muted">Loading…</p>
           ) : section === QUEUES ? (
             <QueuesView />
+          ) : section === CHAT ? (
+            <ChatView />
           ) : current ? (
             <CollectionView key={current.name} collection={current} />
           ) : (
