@@ -181,10 +181,7 @@ fn clean(path: &str) -> Option<PathBuf> {
         return None;
     }
     let relative = std::path::Path::new(path);
-    relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then(|| relative.to_owned())
+    relative.components().all(|c| matches!(c, Component::Normal(_))).then(|| relative.to_owned())
 }
 
 /// The file's bytes: the embedded copy, or from the directory in development.
@@ -489,11 +486,8 @@ mod tests {
             assert!(tag.contains("src=\"/static/"), "every script is a file: <script{tag}>");
             assert!(script.split('>').nth(1).unwrap().starts_with("</script"), "no inline body");
         }
-        let references: Vec<&str> = index
-            .split("/static/")
-            .skip(1)
-            .map(|rest| rest.split('"').next().unwrap())
-            .collect();
+        let references: Vec<&str> =
+            index.split("/static/").skip(1).map(|rest| rest.split('"').next().unwrap()).collect();
         assert!(references.iter().any(|r| r.ends_with(".js")), "the page loads a script");
         for reference in references {
             assert!(
