@@ -518,6 +518,41 @@ scenario('the queues panel: needs sign-in, then shows the task queue as the api 
   await assertClean(page);
 });
 
+scenario('chat: rooms with unread badges, messages arrive live, the composer sends', async ({ open }) => {
+  const ana = unique('ana');
+  const bo = unique('bo');
+  const boToken = await apiToken(bo);
+  const page = await openApp(open);
+  await signUp(page, ana);
+  const general = await http('POST', '/api/v1/chats', { token: boToken, body: { name: 'general', members: [ana] } });
+  assert.equal(general.status, 201, JSON.stringify(general.data));
+  const quiet = await http('POST', '/api/v1/chats', { token: boToken, body: { name: 'quiet', members: [ana] } });
+  assert.equal(quiet.status, 201, JSON.stringify(quiet.data));
+  const said = await http('POST', `/api/v1/chats/${general.data.id}/messages`, { token: boToken, body: { text: 'before you came' } });
+  assert.equal(said.status, 201, JSON.stringify(said.data));
+
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Chat' }).click();
+  const rooms = page.getByRole('navigation', { name: 'Rooms' });
+  await rooms.getByRole('button', { name: /general/ }).click();
+  const messages = page.locator('.chat-messages');
+  await messages.getByText('before you came').waitFor();
+  await screenshot(page, 'chat');
+
+  // Live: bo writes in the open room (shown) and in the other one (counted).
+  await http('POST', `/api/v1/chats/${general.data.id}/messages`, { token: boToken, body: { text: 'live hello' } });
+  await messages.getByText('live hello').waitFor();
+  await http('POST', `/api/v1/chats/${quiet.data.id}/messages`, { token: boToken, body: { text: 'psst' } });
+  await rooms.getByLabel('1 unread').waitFor();
+
+  await page.getByLabel('Message').fill('hi bo');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await messages.getByText('hi bo').waitFor();
+  const history = await http('GET', `/api/v1/chats/${general.data.id}/messages`, { token: boToken });
+  assert.deepEqual(history.data.items.map((m) => m.text), ['before you came', 'live hello', 'hi bo']);
+  assert.equal(await messages.locator('li').count(), 3, 'each message once');
+  await assertClean(page);
+});
+
 scenario('narrow screens: no horizontal scrolling, documents as cards', async ({ open }) => {
   await createViaHttp('products', { nombre: unique('Narrow'), precio: 7, talla: 'XS' });
   const page = await openApp(open, '#/products', { width: 390, height: 844 });
