@@ -8,7 +8,7 @@
 #   docker build -t courier:dev .                        # the runtime image (the last stage)
 #   docker build --target dev …                          # Tilt's dev image (see the Tiltfile)
 #
-# Stages: chef (toolchain + cargo-chef) → planner (recipe of the dependency graph) → builder
+# Stages: web (Node: the web app's bundle) · chef (toolchain + cargo-chef) → planner (recipe of the dependency graph) → builder
 # (dependencies cooked in their own cached layer, then the workspace) → runtime (distroless, no
 # shell, uid 65532). Everything the binaries read at run time is compiled in (the web app,
 # /docs, the species data) or comes from Kubernetes (collections.yaml from the ConfigMap the
@@ -31,6 +31,15 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 # ---------------------------------------------------------------------------------------------
+# The web app (services/web): npm ci + vite build; courier-api embeds dist/ (services/api/build.rs).
+FROM node:22-bookworm-slim AS web
+WORKDIR /web
+COPY services/web/package.json services/web/package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+COPY services/web/ ./
+RUN npx vite build
+
+# ---------------------------------------------------------------------------------------------
 FROM chef AS builder
 # Small, symbol-free binaries (the workspace's release profile is otherwise the default one).
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
@@ -43,6 +52,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo chef cook --release --locked --recipe-path recipe.json \
         -p courier-api -p courier-broadcaster -p courier-worker -p courier-operator -p courier-cli
 COPY . .
+COPY --from=web /web/dist services/web/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo build --release --locked \

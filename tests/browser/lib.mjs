@@ -91,9 +91,18 @@ export async function assertClean(page, allowed = []) {
 export async function screenshot(page, name) {
   if (!env.screenshots) return;
   mkdirSync(env.screenshots, { recursive: true });
-  const path = join(env.screenshots, `${name}.png`);
+  const size = page.viewportSize();
+  const path = join(env.screenshots, `${name}-${size.width}.png`);
   await page.screenshot({ path, fullPage: true });
   console.log(`  screenshot ${path}`);
+  // The same state at phone width too, then back to the scenario's own size.
+  if (size.width > 375) {
+    await page.setViewportSize({ width: 375, height: 812 });
+    const narrow = join(env.screenshots, `${name}-375.png`);
+    await page.screenshot({ path: narrow, fullPage: true });
+    console.log(`  screenshot ${narrow}`);
+    await page.setViewportSize(size);
+  }
 }
 
 /** Polls `check` (async, returns truthy when done) every 50 ms; fails naming `what`. */

@@ -1,4 +1,4 @@
-// Browser tests of Courier's web app (services/api/web), against a real stack started by
+// Browser tests of Courier's web app (services/web, embedded in the api), against a real stack started by
 // tests/e2e/web_app.rs: api + broadcaster process + worker + nats-server + store.
 //
 //   COURIER_WEB_URL          the api (serves the app at /)                 (required)
@@ -69,7 +69,13 @@ scenario('the page loads with its security headers, no console errors and no CSP
   assert.match(index.headers.get('content-security-policy'), /default-src 'self'.*connect-src 'self' ws: wss:/);
   assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
   assert.ok(index.headers.get('referrer-policy'));
-  assert.equal((await (await fetch(`${env.webUrl}/static/js/main.js`)).headers.get('content-type')), 'text/javascript; charset=utf-8');
+  // The page's script is a hashed bundle file, cached for good; the page itself revalidates.
+  assert.equal(index.headers.get('cache-control'), 'no-cache');
+  const script = (await index.text()).match(/<script type="module"[^>]* src="(\/static\/assets\/[^"]+\.js)"/)?.[1];
+  assert.ok(script, 'index.html loads a hashed bundle');
+  const bundle = await fetch(`${env.webUrl}${script}`);
+  assert.equal(bundle.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(bundle.headers.get('cache-control'), 'public, max-age=31536000, immutable');
 
   const page = await openApp(open, '');
   assert.equal(await page.locator('h1').textContent(), 'desks', 'the first collection opens by default');
@@ -83,7 +89,7 @@ scenario('the page loads with its security headers, no console errors and no CSP
 
   // The broadcaster address: configured (absolute or a path) or the page's host on :8765.
   const urls = await page.evaluate(async () => {
-    const { resolveWsUrl } = await import('/static/js/live.js');
+    const { resolveWsUrl } = window.courier;
     const http = { protocol: 'http:', hostname: 'courier.test', host: 'courier.test:8000' };
     const https = { protocol: 'https:', hostname: 'courier.test', host: 'courier.test' };
     return [resolveWsUrl('', http), resolveWsUrl('', https), resolveWsUrl('/ws', https), resolveWsUrl('/ws', http), resolveWsUrl('wss://live.test/ws', http)];
@@ -412,7 +418,7 @@ scenario('after a broadcaster restart the page resumes: every event exactly once
 scenario('the WebSocket client against a scripted server: resume point, duplicates, recovered:false, replay_failed', async ({ open }) => {
   const page = await openApp(open);
   const result = await page.evaluate(async () => {
-    const { LiveClient } = await import('/static/js/live.js');
+    const { LiveClient } = window.courier;
     const sockets = [];
     class ScriptedSocket {
       static OPEN = 1;
@@ -491,6 +497,62 @@ scenario('the WebSocket client against a scripted server: resume point, duplicat
   await assertClean(page);
 });
 
+scenario('the queues panel: needs sign-in, then shows the task queue as the api reports it', async ({ open }) => {
+  const page = await openApp(open);
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Queues' }).click();
+  await page.waitForURL(/#\/queues$/);
+  await page.locator('.notice', { hasText: 'The queues panel requires signing in' }).waitFor();
+  const username = unique('queues');
+  await signUp(page, username);
+  const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')).accessToken);
+  const before = await http('GET', '/api/v1/queues', { token });
+  assert.equal(before.status, 200);
+  const [tasks] = before.data.queues;
+  await page.locator('section.queue h2', { hasText: tasks.name }).waitFor();
+  const stat = (name) => page.locator(`.stat[data-stat="${name}"] dd`);
+  await eventually('the dead count as the api reports it', async () => (await stat('dead').textContent()) === String(tasks.dead_lettered));
+  // Refreshed every 2 s: the panel catches up with (or passes) what the api said just now.
+  await eventually('the processed count', async () => Number(await stat('processed').textContent()) >= tasks.processed_total);
+  assert.equal(await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Queues' }).getAttribute('aria-current'), 'page');
+  await screenshot(page, 'queues');
+  await assertClean(page);
+});
+
+scenario('chat: rooms with unread badges, messages arrive live, the composer sends', async ({ open }) => {
+  const ana = unique('ana');
+  const bo = unique('bo');
+  const boToken = await apiToken(bo);
+  const page = await openApp(open);
+  await signUp(page, ana);
+  const general = await http('POST', '/api/v1/chats', { token: boToken, body: { name: 'general', members: [ana] } });
+  assert.equal(general.status, 201, JSON.stringify(general.data));
+  const quiet = await http('POST', '/api/v1/chats', { token: boToken, body: { name: 'quiet', members: [ana] } });
+  assert.equal(quiet.status, 201, JSON.stringify(quiet.data));
+  const said = await http('POST', `/api/v1/chats/${general.data.id}/messages`, { token: boToken, body: { text: 'before you came' } });
+  assert.equal(said.status, 201, JSON.stringify(said.data));
+
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Chat' }).click();
+  const rooms = page.getByRole('navigation', { name: 'Rooms' });
+  await rooms.getByRole('button', { name: /general/ }).click();
+  const messages = page.locator('.chat-messages');
+  await messages.getByText('before you came').waitFor();
+  await screenshot(page, 'chat');
+
+  // Live: bo writes in the open room (shown) and in the other one (counted).
+  await http('POST', `/api/v1/chats/${general.data.id}/messages`, { token: boToken, body: { text: 'live hello' } });
+  await messages.getByText('live hello').waitFor();
+  await http('POST', `/api/v1/chats/${quiet.data.id}/messages`, { token: boToken, body: { text: 'psst' } });
+  await rooms.getByLabel('1 unread').waitFor();
+
+  await page.getByLabel('Message').fill('hi bo');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await messages.getByText('hi bo').waitFor();
+  const history = await http('GET', `/api/v1/chats/${general.data.id}/messages`, { token: boToken });
+  assert.deepEqual(history.data.items.map((m) => m.text), ['before you came', 'live hello', 'hi bo']);
+  assert.equal(await messages.locator('li').count(), 3, 'each message once');
+  await assertClean(page);
+});
+
 scenario('narrow screens: no horizontal scrolling, documents as cards', async ({ open }) => {
   await createViaHttp('products', { nombre: unique('Narrow'), precio: 7, talla: 'XS' });
   const page = await openApp(open, '#/products', { width: 390, height: 844 });
@@ -498,6 +560,27 @@ scenario('narrow screens: no horizontal scrolling, documents as cards', async ({
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
   assert.equal(await page.locator('thead').evaluate((el) => el.getBoundingClientRect().height <= 1), true, 'table header hidden');
   await screenshot(page, 'narrow');
+  // The collections are a drawer: closed at first, opened by the menu button, closed again by
+  // picking a collection, by Esc and by the backdrop.
+  const menu = page.getByRole('button', { name: 'Collections menu', exact: true });
+  const drawer = page.locator('#sidebar');
+  assert.equal(await drawer.isVisible(), false, 'the drawer starts closed');
+  await menu.click();
+  await drawer.waitFor({ state: 'visible' });
+  assert.equal(await menu.getAttribute('aria-expanded'), 'true');
+  const box = await drawer.boundingBox();
+  assert.ok(box && box.x === 0 && box.width <= 390 * 0.9, `the drawer is a panel on the left: ${JSON.stringify(box)}`);
+  await screenshot(page, 'narrow-drawer');
+  await page.keyboard.press('Escape');
+  await drawer.waitFor({ state: 'hidden' });
+  await menu.click();
+  await page.getByRole('button', { name: 'Close the collections menu' }).click({ position: { x: 380, y: 400 } });
+  await drawer.waitFor({ state: 'hidden' });
+  await menu.click();
+  await drawer.getByRole('link', { name: /pets/ }).click();
+  await page.waitForURL(/#\/pets$/);
+  await drawer.waitFor({ state: 'hidden' });
+  assert.equal(await menu.getAttribute('aria-expanded'), 'false');
   await assertClean(page);
 });
 

@@ -15,7 +15,13 @@ const BACKOFF_MAX_MS = 10_000;
  * or a path like `/ws` on the page's own host), or by default the page's host on port 8765.
  * `wss:` when the page is https.
  */
-export function resolveWsUrl(configured, location = window.location) {
+export interface Where {
+  protocol: string;
+  hostname: string;
+  host: string;
+}
+
+export function resolveWsUrl(configured: string | null | undefined, location: Where = window.location): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const value = (configured || '').trim();
   if (!value) return `${scheme}//${location.hostname}:8765/ws`;
@@ -24,7 +30,7 @@ export function resolveWsUrl(configured, location = window.location) {
 }
 
 /** What a close code means for the person looking at the page. */
-export function describeClose(code) {
+export function describeClose(code: number): string {
   switch (code) {
     case 1000:
       return 'closed';
@@ -43,37 +49,79 @@ export function describeClose(code) {
   }
 }
 
-export class LiveClient {
-  /**
-   * @param {string} url
-   * @param {{onStatus?: Function, onNotice?: Function}} hooks  onStatus({state, attempt, retryInMs, reason});
-   *   onNotice(text, level) for the event log.
-   */
-  constructor(url, hooks = {}) {
-    this.url = url;
-    this.hooks = hooks;
-    this.ws = null;
-    this.subs = new Map(); // channel → {handlers, token, lastSeq, sentSince, active}
-    this.attempt = 0;
-    this.retryTimer = null;
-    this.pingTimer = null;
-    this.lastFrameAt = 0;
-    this.stopped = true;
-    this.state = 'idle';
-    this.stats = { connects: 0, events: 0, duplicates: 0, resumes: 0, reloads: 0 };
-    this.onOnline = () => {
-      if (this.state === 'reconnecting') this.reconnectNow();
-    };
-  }
+export type LiveState = 'idle' | 'connecting' | 'open' | 'reconnecting';
 
-  start() {
+export interface LiveStatus {
+  state: LiveState;
+  attempt: number;
+  url: string;
+  retryInMs?: number;
+  reason?: string;
+  connectionId?: string;
+}
+
+export interface LiveEvent {
+  id?: string;
+  type: string;
+  collection?: string;
+  doc_id?: string;
+  data?: unknown;
+  time?: string;
+  [key: string]: unknown;
+}
+
+export interface SubscriptionHandlers {
+  onSubscribed?: (info: { seq: number; fresh: boolean; recovered: boolean | null }) => void;
+  onEvent?: (event: LiveEvent, seq: number) => void;
+  /** The view must reload over REST (history lost). */
+  onResync?: (reason: string) => void;
+  onError?: (code: string, message: string) => void;
+}
+
+export interface LiveHooks {
+  onStatus?: (status: LiveStatus) => void;
+  onNotice?: (text: string, level: 'info' | 'warning' | 'error') => void;
+  /** Frames that belong to no channel subscription (e.g. typing, presence). */
+  onFrame?: (frame: Record<string, unknown>) => void;
+}
+
+interface Sub {
+  handlers: SubscriptionHandlers;
+  token: string | null;
+  lastSeq: number | null;
+  sentSince: number | null;
+  active: boolean;
+}
+
+type Frame = Record<string, unknown> & { type?: unknown; channel?: unknown };
+
+export class LiveClient {
+  ws: WebSocket | null = null;
+  subs = new Map<string, Sub>();
+  attempt = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private lastFrameAt = 0;
+  private stopped = true;
+  state: LiveState = 'idle';
+  stats = { connects: 0, events: 0, duplicates: 0, resumes: 0, reloads: 0 };
+  private onOnline = () => {
+    if (this.state === 'reconnecting') this.reconnectNow();
+  };
+
+  constructor(
+    public url: string,
+    public hooks: LiveHooks = {},
+  ) {}
+
+  start(): void {
     if (!this.stopped) return;
     this.stopped = false;
     window.addEventListener('online', this.onOnline);
     this.open();
   }
 
-  stop() {
+  stop(): void {
     this.stopped = true;
     window.removeEventListener('online', this.onOnline);
     clearTimeout(this.retryTimer);
@@ -82,29 +130,28 @@ export class LiveClient {
   }
 
   /** Skips the remaining backoff. */
-  reconnectNow() {
+  reconnectNow(): void {
     if (this.stopped || this.state === 'open' || this.state === 'connecting') return;
     clearTimeout(this.retryTimer);
     this.open();
   }
 
   /**
-   * Joins `channel`. handlers: onSubscribed({seq, fresh, recovered}), onEvent(event, seq),
-   * onResync(reason) — the view must reload over REST —, onError(code, message).
-   * `token` is sent for channels that need one.
+   * Joins `channel`. `token` is sent for channels that need one. Subscribing again to the same
+   * channel replaces its handlers and starts afresh.
    */
-  subscribe(channel, handlers, { token = null } = {}) {
+  subscribe(channel: string, handlers: SubscriptionHandlers, { token = null }: { token?: string | null } = {}): void {
     this.subs.set(channel, { handlers, token, lastSeq: null, sentSince: null, active: false });
     this.sendSubscribe(channel);
   }
 
-  unsubscribe(channel) {
+  unsubscribe(channel: string): void {
     if (!this.subs.delete(channel)) return;
     this.send({ type: 'unsubscribe', channel });
   }
 
   /** A new token for `channel` (after a refresh): subscribe again, resuming after the last seq. */
-  setToken(channel, token) {
+  setToken(channel: string, token: string | null): void {
     const sub = this.subs.get(channel);
     if (!sub) return;
     sub.token = token;
@@ -112,26 +159,26 @@ export class LiveClient {
   }
 
   /** The last seq delivered on `channel` (the resume point), or null. */
-  lastSeq(channel) {
+  lastSeq(channel: string): number | null {
     return this.subs.get(channel)?.lastSeq ?? null;
   }
 
   // --- connection ------------------------------------------------------------------------
 
-  open() {
+  private open(): void {
     this.drop();
     this.setState('connecting');
-    let ws;
+    let ws: WebSocket;
     try {
       ws = new WebSocket(this.url);
     } catch (err) {
-      this.hooks.onNotice?.(`Cannot open ${this.url}: ${err.message}`, 'error');
+      this.hooks.onNotice?.(`Cannot open ${this.url}: ${(err as Error).message}`, 'error');
       this.scheduleReconnect('invalid WebSocket URL');
       return;
     }
     this.ws = ws;
-    ws.onmessage = (message) => this.receive(message.data);
-    ws.onclose = (close) => {
+    ws.onmessage = (message: MessageEvent) => this.receive(String(message.data));
+    ws.onclose = (close: CloseEvent) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.scheduleReconnect(describeClose(close.code));
@@ -141,14 +188,16 @@ export class LiveClient {
   }
 
   /** Forgets the current socket without waiting for its closing handshake. */
-  drop() {
+  private drop(): void {
     clearInterval(this.pingTimer);
-    this.pingTimer = null;
+    this.pingTimer = undefined;
     const ws = this.ws;
     this.ws = null;
     for (const sub of this.subs.values()) sub.active = false;
     if (ws) {
-      ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.onmessage = null;
+      ws.onclose = null;
+      ws.onerror = null;
       try {
         ws.close(1000);
       } catch {
@@ -157,7 +206,7 @@ export class LiveClient {
     }
   }
 
-  scheduleReconnect(reason) {
+  private scheduleReconnect(reason: string): void {
     this.drop();
     if (this.stopped) return;
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
@@ -168,12 +217,13 @@ export class LiveClient {
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
-  setState(state, extra = {}) {
+  private setState(state: LiveState, extra: Partial<LiveStatus> = {}): void {
     this.state = state;
     this.hooks.onStatus?.({ state, attempt: this.attempt, url: this.url, ...extra });
   }
 
-  send(frame) {
+  /** Sends a frame when connected; false when it could not be sent. */
+  send(frame: Record<string, unknown>): boolean {
     if (this.ws && this.ws.readyState === WebSocket.OPEN && this.state === 'open') {
       this.ws.send(JSON.stringify(frame));
       return true;
@@ -182,16 +232,16 @@ export class LiveClient {
   }
 
   /** Subscribes (again) with `since` = the last delivered seq when there is one. */
-  sendSubscribe(channel) {
+  private sendSubscribe(channel: string): void {
     const sub = this.subs.get(channel);
     if (!sub) return;
-    const frame = { type: 'subscribe', channel };
+    const frame: Record<string, unknown> = { type: 'subscribe', channel };
     if (sub.lastSeq !== null) frame.since = sub.lastSeq;
     if (sub.token) frame.token = sub.token;
     if (this.send(frame)) sub.sentSince = sub.lastSeq;
   }
 
-  heartbeat() {
+  private heartbeat(): void {
     if (Date.now() - this.lastFrameAt > DEAD_AFTER_MS) {
       this.scheduleReconnect('no answer from the broadcaster');
       return;
@@ -201,27 +251,30 @@ export class LiveClient {
 
   // --- frames ----------------------------------------------------------------------------
 
-  receive(text) {
+  receive(text: string): void {
     this.lastFrameAt = Date.now();
-    let frame;
+    let frame: Frame;
     try {
-      frame = JSON.parse(text);
+      const parsed: unknown = JSON.parse(text);
+      if (!parsed || typeof parsed !== 'object') throw new Error('not an object');
+      frame = parsed as Frame;
     } catch {
       this.hooks.onNotice?.('The broadcaster sent a frame that is not JSON; ignored.', 'error');
       return;
     }
-    const sub = frame.channel !== undefined ? this.subs.get(frame.channel) : undefined;
+    const channel = typeof frame.channel === 'string' ? frame.channel : undefined;
+    const sub = channel !== undefined ? this.subs.get(channel) : undefined;
     switch (frame.type) {
       case 'connection_established':
         this.attempt = 0;
         this.stats.connects += 1;
-        this.setState('open', { connectionId: frame.connection_id });
+        this.setState('open', { connectionId: String(frame.connection_id ?? '') });
         clearInterval(this.pingTimer);
         this.pingTimer = setInterval(() => this.heartbeat(), PING_EVERY_MS);
-        for (const channel of this.subs.keys()) this.sendSubscribe(channel);
+        for (const name of this.subs.keys()) this.sendSubscribe(name);
         break;
       case 'subscribed':
-        if (sub) this.subscribed(frame.channel, sub, frame);
+        if (sub && channel !== undefined) this.subscribed(channel, sub, frame);
         break;
       case 'event':
         if (sub) this.event(sub, frame);
@@ -232,15 +285,20 @@ export class LiveClient {
       case 'unsubscribed':
         if (sub) sub.active = false;
         break;
+      case 'pong':
+      case 'status':
+        // The frame itself was the sign of life.
+        break;
       default:
-        // pong, status: the frame itself was the sign of life.
+        this.hooks.onFrame?.(frame);
         break;
     }
   }
 
-  subscribed(channel, sub, frame) {
+  private subscribed(channel: string, sub: Sub, frame: Frame): void {
     sub.active = true;
     const resumed = sub.sentSince !== null;
+    const seq = typeof frame.seq === 'number' ? frame.seq : 0;
     if (resumed) {
       this.stats.resumes += 1;
       if (frame.recovered === false) {
@@ -253,13 +311,14 @@ export class LiveClient {
         this.hooks.onNotice?.(`Resumed ${channel} after #${sub.sentSince}.`, 'info');
       }
     } else {
-      sub.lastSeq = frame.seq;
+      sub.lastSeq = seq;
     }
-    sub.handlers.onSubscribed?.({ seq: frame.seq, fresh: !resumed, recovered: frame.recovered ?? null });
+    const recovered = typeof frame.recovered === 'boolean' ? frame.recovered : null;
+    sub.handlers.onSubscribed?.({ seq, fresh: !resumed, recovered });
   }
 
-  event(sub, frame) {
-    if (typeof frame.seq !== 'number' || !frame.event) return;
+  private event(sub: Sub, frame: Frame): void {
+    if (typeof frame.seq !== 'number' || !frame.event || typeof frame.event !== 'object') return;
     if (sub.lastSeq !== null && frame.seq <= sub.lastSeq) {
       // Already delivered (e.g. replayed and live around a resume): never twice.
       this.stats.duplicates += 1;
@@ -267,19 +326,20 @@ export class LiveClient {
     }
     sub.lastSeq = frame.seq;
     this.stats.events += 1;
-    sub.handlers.onEvent?.(frame.event, frame.seq);
+    sub.handlers.onEvent?.(frame.event as LiveEvent, frame.seq);
   }
 
-  error(frame, sub) {
+  private error(frame: Frame, sub: Sub | undefined): void {
     const code = String(frame.code ?? 'error');
     const message = String(frame.message ?? '');
+    const channel = String(frame.channel ?? '');
     if (sub && code === 'replay_failed') {
       // The history could not be replayed: subscribe afresh; the fresh `subscribed` makes the
       // view reload over REST (after the new subscription point, so nothing falls in between).
       this.stats.reloads += 1;
-      this.hooks.onNotice?.(`Could not replay ${frame.channel} (${message}); reloading the list.`, 'warning');
+      this.hooks.onNotice?.(`Could not replay ${channel} (${message}); reloading the list.`, 'warning');
       sub.lastSeq = null;
-      this.sendSubscribe(frame.channel);
+      this.sendSubscribe(channel);
       return;
     }
     if (sub) {

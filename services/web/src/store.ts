@@ -1,0 +1,85 @@
+// The app's shared state (Zustand): who is signed in, the broadcaster connection, the event log
+// and toasts. The long-lived clients (REST, session, WebSocket) are module singletons here.
+
+import { create } from 'zustand';
+import { createApi } from './lib/api';
+import { LiveClient, type LiveEvent, type LiveStatus } from './lib/live';
+import { Session, type SessionReason } from './lib/session';
+
+export const session = new Session();
+export const api = createApi({ token: () => session.token(), refresh: () => session.refresh() });
+session.api = api;
+
+/** Set once /app-config.json is read (see main.tsx). */
+export let live: LiveClient = new LiveClient('ws://127.0.0.1:8765/ws');
+export function setLive(client: LiveClient): void {
+  live = client;
+}
+
+export const LOG_LIMIT = 300;
+
+export type LogEntry =
+  | { kind: 'event'; key: number; seq: number; event: LiveEvent; channel: string; at: Date }
+  | { kind: 'notice'; key: number; text: string; level: 'info' | 'warning' | 'error'; at: Date };
+
+export interface Toast {
+  key: number;
+  text: string;
+  kind: 'info' | 'success' | 'error';
+}
+
+interface AppState {
+  username: string | null;
+  roles: string[];
+  /** The last session change (sign-in, refresh, sign-out). */
+  sessionReason: SessionReason | null;
+  sessionVersion: number;
+  connection: LiveStatus;
+  log: LogEntry[];
+  received: number;
+  toasts: Toast[];
+  authDialog: 'login' | 'register' | null;
+  logEvent: (event: LiveEvent, seq: number, channel: string) => void;
+  logNotice: (text: string, level?: 'info' | 'warning' | 'error') => void;
+  clearLog: () => void;
+  toast: (text: string, kind?: Toast['kind']) => void;
+  openAuth: (mode: 'login' | 'register' | null) => void;
+}
+
+let keys = 0;
+
+export const useApp = create<AppState>((set) => ({
+  username: null,
+  roles: [],
+  sessionReason: null,
+  sessionVersion: 0,
+  connection: { state: 'idle', attempt: 0, url: '' },
+  log: [],
+  received: 0,
+  toasts: [],
+  authDialog: null,
+  logEvent: (event, seq, channel) =>
+    set((s) => ({
+      log: [{ kind: 'event' as const, key: (keys += 1), seq, event, channel, at: event.time ? new Date(event.time) : new Date() }, ...s.log].slice(0, LOG_LIMIT),
+      received: s.received + 1,
+    })),
+  logNotice: (text, level = 'info') =>
+    set((s) => ({ log: [{ kind: 'notice' as const, key: (keys += 1), text, level, at: new Date() }, ...s.log].slice(0, LOG_LIMIT) })),
+  clearLog: () => set({ log: [] }),
+  toast: (text, kind = 'info') => {
+    const key = (keys += 1);
+    set((s) => ({ toasts: [...s.toasts, { key, text, kind }] }));
+    setTimeout(() => set((s) => ({ toasts: s.toasts.filter((t) => t.key !== key) })), 4000);
+  },
+  openAuth: (mode) => set({ authDialog: mode }),
+}));
+
+session.onChange((reason) => {
+  useApp.setState((s) => ({
+    username: session.username,
+    roles: session.state?.roles ?? [],
+    sessionReason: reason,
+    sessionVersion: s.sessionVersion + 1,
+  }));
+  if (reason === 'expired') useApp.getState().toast('Your session ended: sign in again to make changes.', 'error');
+});
