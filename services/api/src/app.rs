@@ -75,6 +75,7 @@ impl Application {
             )),
             trust_forwarded_for: config.trust_forwarded_for,
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
+            seed_compat: config.seed_compat,
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
             let store = store.clone();

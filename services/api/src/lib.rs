@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod collections;
+pub mod compat;
 pub mod config;
 pub mod documents;
 pub mod error;

@@ -27,4 +27,6 @@ pub struct AppState {
     pub fault: Option<crate::config::Fault>,
     /// The web app's settings (`/app-config.json`, optional development directory).
     pub web: Arc<crate::web::WebSettings>,
+    /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).
+    pub seed_compat: bool,
 }
