@@ -54,6 +54,12 @@ impl Access {
         *self.read.write().expect("access rules lock poisoned") = read;
     }
 
+    /// The collections anyone may read (what the seed-compat socket broadcasts).
+    pub fn public_collections(&self) -> Vec<String> {
+        let read = self.read.read().expect("access rules lock poisoned");
+        read.iter().filter(|(_, level)| **level == AccessLevel::Public).map(|(n, _)| n.clone()).collect()
+    }
+
     /// Read rules from a `collections.yaml` file.
     pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {
         let text = std::fs::read_to_string(path)
