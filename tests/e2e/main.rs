@@ -5,6 +5,7 @@ mod api_errors;
 mod auth;
 mod chat_live;
 mod collections;
+mod compat;
 mod delivery;
 mod helpers;
 mod observability;

@@ -57,7 +57,10 @@ impl Access {
     /// The collections anyone may read (what the seed-compat socket broadcasts).
     pub fn public_collections(&self) -> Vec<String> {
         let read = self.read.read().expect("access rules lock poisoned");
-        read.iter().filter(|(_, level)| **level == AccessLevel::Public).map(|(n, _)| n.clone()).collect()
+        read.iter()
+            .filter(|(_, level)| **level == AccessLevel::Public)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Read rules from a `collections.yaml` file.

@@ -23,7 +23,11 @@ async fn create(State(compat): State<Compat>, request: Request) -> Response {
 }
 
 /// PATCH, PUT and DELETE keep their method: the modern route does the same thing.
-async fn change(State(compat): State<Compat>, Path(id): Path<String>, request: Request) -> Response {
+async fn change(
+    State(compat): State<Compat>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
     let method = request.method().clone();
     let alias = match method.as_str() {
         "PATCH" => "PATCH /api/desk/{id}",

@@ -22,6 +22,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
+use courier_core::request_telemetry::TraceId;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
@@ -39,22 +40,118 @@ pub struct Alias {
 
 /// Every alias, grouped by seed.
 pub const ALIASES: &[Alias] = &[
-    Alias { seed: "chapter-ci", method: "GET", path: "/api", modern: "GET /openapi.json", summary: "Home page: the seed endpoints and their modern equivalents" },
-    Alias { seed: "chapter-ci", method: "GET", path: "/api/products", modern: "GET /api/v1/products", summary: "List products (a JSON array)" },
-    Alias { seed: "chapter-ci", method: "GET", path: "/api/product/{id}", modern: "GET /api/v1/products/{id}", summary: "Read one product" },
-    Alias { seed: "chapter-ci", method: "POST", path: "/api/product", modern: "POST /api/v1/products", summary: "Create a product {nombre, precio, talla}; broadcasts product_created" },
-    Alias { seed: "desks", method: "POST", path: "/api/desk", modern: "POST /api/v1/desks", summary: "Create a desk {name, width, height}; broadcasts desk_created" },
-    Alias { seed: "desks", method: "PATCH", path: "/api/desk/{id}", modern: "PATCH /api/v1/desks/{id}", summary: "Update some fields of a desk; broadcasts desk_updated" },
-    Alias { seed: "desks", method: "PUT", path: "/api/desk/{id}", modern: "PUT /api/v1/desks/{id}", summary: "Replace a desk; broadcasts desk_updated" },
-    Alias { seed: "desks", method: "DELETE", path: "/api/desk/{id}", modern: "DELETE /api/v1/desks/{id}", summary: "Delete a desk; broadcasts desk_deleted" },
-    Alias { seed: "pets", method: "POST", path: "/api/token", modern: "POST /api/v1/auth/login", summary: "{username, password} → {access, refresh}" },
-    Alias { seed: "pets", method: "POST", path: "/api/token/refresh", modern: "POST /api/v1/auth/refresh", summary: "{refresh} → {access, refresh} (refresh tokens rotate: keep the new one)" },
-    Alias { seed: "pets", method: "GET", path: "/api/pets", modern: "GET /api/v1/pets", summary: "List pets (a JSON array); filters ?species=&vaccinated=" },
-    Alias { seed: "pets", method: "POST", path: "/api/pets", modern: "POST /api/v1/pets", summary: "Create a pet and queue its enrichment: {message, pet, task_queued, info}" },
-    Alias { seed: "pets", method: "GET", path: "/api/pets/{id}", modern: "GET /api/v1/pets/{id}", summary: "Read one pet" },
-    Alias { seed: "pets", method: "PUT", path: "/api/pets/{id}", modern: "PUT /api/v1/pets/{id}", summary: "Replace a pet and queue its enrichment: {message, pet, task_queued, info}" },
-    Alias { seed: "pets", method: "DELETE", path: "/api/pets/{id}", modern: "DELETE /api/v1/pets/{id}", summary: "Delete a pet: {message}" },
-    Alias { seed: "pets", method: "GET", path: "/api/redis/stats", modern: "GET /api/v1/queues", summary: "The task queue's numbers in the seed's fields (signed-in users, like /api/v1/queues)" },
+    Alias {
+        seed: "chapter-ci",
+        method: "GET",
+        path: "/api",
+        modern: "GET /openapi.json",
+        summary: "Home page: the seed endpoints and their modern equivalents",
+    },
+    Alias {
+        seed: "chapter-ci",
+        method: "GET",
+        path: "/api/products",
+        modern: "GET /api/v1/products",
+        summary: "List products (a JSON array)",
+    },
+    Alias {
+        seed: "chapter-ci",
+        method: "GET",
+        path: "/api/product/{id}",
+        modern: "GET /api/v1/products/{id}",
+        summary: "Read one product",
+    },
+    Alias {
+        seed: "chapter-ci",
+        method: "POST",
+        path: "/api/product",
+        modern: "POST /api/v1/products",
+        summary: "Create a product {nombre, precio, talla}; broadcasts product_created",
+    },
+    Alias {
+        seed: "desks",
+        method: "POST",
+        path: "/api/desk",
+        modern: "POST /api/v1/desks",
+        summary: "Create a desk {name, width, height}; broadcasts desk_created",
+    },
+    Alias {
+        seed: "desks",
+        method: "PATCH",
+        path: "/api/desk/{id}",
+        modern: "PATCH /api/v1/desks/{id}",
+        summary: "Update some fields of a desk; broadcasts desk_updated",
+    },
+    Alias {
+        seed: "desks",
+        method: "PUT",
+        path: "/api/desk/{id}",
+        modern: "PUT /api/v1/desks/{id}",
+        summary: "Replace a desk; broadcasts desk_updated",
+    },
+    Alias {
+        seed: "desks",
+        method: "DELETE",
+        path: "/api/desk/{id}",
+        modern: "DELETE /api/v1/desks/{id}",
+        summary: "Delete a desk; broadcasts desk_deleted",
+    },
+    Alias {
+        seed: "pets",
+        method: "POST",
+        path: "/api/token",
+        modern: "POST /api/v1/auth/login",
+        summary: "{username, password} → {access, refresh}",
+    },
+    Alias {
+        seed: "pets",
+        method: "POST",
+        path: "/api/token/refresh",
+        modern: "POST /api/v1/auth/refresh",
+        summary: "{refresh} → {access, refresh} (refresh tokens rotate: keep the new one)",
+    },
+    Alias {
+        seed: "pets",
+        method: "GET",
+        path: "/api/pets",
+        modern: "GET /api/v1/pets",
+        summary: "List pets (a JSON array); filters ?species=&vaccinated=",
+    },
+    Alias {
+        seed: "pets",
+        method: "POST",
+        path: "/api/pets",
+        modern: "POST /api/v1/pets",
+        summary: "Create a pet and queue its enrichment: {message, pet, task_queued, info}",
+    },
+    Alias {
+        seed: "pets",
+        method: "GET",
+        path: "/api/pets/{id}",
+        modern: "GET /api/v1/pets/{id}",
+        summary: "Read one pet",
+    },
+    Alias {
+        seed: "pets",
+        method: "PUT",
+        path: "/api/pets/{id}",
+        modern: "PUT /api/v1/pets/{id}",
+        summary: "Replace a pet and queue its enrichment: {message, pet, task_queued, info}",
+    },
+    Alias {
+        seed: "pets",
+        method: "DELETE",
+        path: "/api/pets/{id}",
+        modern: "DELETE /api/v1/pets/{id}",
+        summary: "Delete a pet: {message}",
+    },
+    Alias {
+        seed: "pets",
+        method: "GET",
+        path: "/api/redis/stats",
+        modern: "GET /api/v1/queues",
+        summary: "The task queue's numbers in the seed's fields (signed-in users, like /api/v1/queues)",
+    },
 ];
 
 /// Distinct (client, alias) pairs remembered for the deprecation log; past this the log
@@ -78,9 +175,7 @@ pub fn with_aliases(app: Router, state: &AppState) -> Router {
         return app;
     }
     let compat = Compat { modern: app.clone(), state: state.clone(), seen: Arc::default() };
-    app.merge(products::router(&compat))
-        .merge(desks::router(&compat))
-        .merge(pets::router(&compat))
+    app.merge(products::router(&compat)).merge(desks::router(&compat)).merge(pets::router(&compat))
 }
 
 /// A path id that can go into the modern URL as it is (the modern route checks its form).
@@ -114,8 +209,8 @@ impl Compat {
         }
     }
 
-    /// Sends `request` to the modern route `method path_and_query` (headers and extensions —
-    /// token, trace id, client address — kept), with `body` as its JSON body when given.
+    /// Sends `request` to the modern route `method path_and_query` (headers, trace id and client
+    /// address kept), with `body` as its JSON body when given.
     async fn forward(
         &self,
         request: Request,
@@ -124,6 +219,16 @@ impl Compat {
         body: Option<Value>,
     ) -> Response {
         let (mut parts, original) = request.into_parts();
+        // Only the extensions the modern handlers read go along: the outer route's own
+        // (its matched path parameters) must not reach the inner routing.
+        let mut extensions = axum::http::Extensions::new();
+        if let Some(peer) = parts.extensions.remove::<ConnectInfo<SocketAddr>>() {
+            extensions.insert(peer);
+        }
+        if let Some(trace_id) = parts.extensions.remove::<TraceId>() {
+            extensions.insert(trace_id);
+        }
+        parts.extensions = extensions;
         parts.method = method;
         parts.uri = match Uri::try_from(path_and_query) {
             Ok(uri) => uri,
@@ -131,7 +236,9 @@ impl Compat {
         };
         let body = match body {
             Some(value) => {
-                parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                parts
+                    .headers
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 parts.headers.remove(header::CONTENT_LENGTH);
                 Body::from(value.to_string())
             }
@@ -156,8 +263,8 @@ async fn json_answer(response: Response) -> Result<(StatusCode, Value), Response
     if bytes.is_empty() {
         return Ok((status, Value::Null));
     }
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|_| internal("the modern answer was not JSON"))?;
+    let value =
+        serde_json::from_slice(&bytes).map_err(|_| internal("the modern answer was not JSON"))?;
     Ok((status, value))
 }
 
@@ -173,7 +280,8 @@ async fn as_array(response: Response) -> Response {
 fn list_path(collection: &str, uri: &Uri) -> String {
     let query = uri.query().unwrap_or("");
     let has_limit = query.split('&').any(|pair| pair.starts_with("limit="));
-    let limit = if has_limit { String::new() } else { format!("limit={}", crate::query::MAX_LIMIT) };
+    let limit =
+        if has_limit { String::new() } else { format!("limit={}", crate::query::MAX_LIMIT) };
     let joined: Vec<&str> = [query, limit.as_str()].into_iter().filter(|s| !s.is_empty()).collect();
     if joined.is_empty() {
         format!("/api/v1/{collection}")

@@ -31,7 +31,8 @@ pub fn router(compat: &Compat) -> Router {
 async fn token_pair(response: Response) -> Response {
     match json_answer(response).await {
         Ok((status, tokens)) => {
-            let body = json!({"access": tokens["access_token"], "refresh": tokens["refresh_token"]});
+            let body =
+                json!({"access": tokens["access_token"], "refresh": tokens["refresh_token"]});
             (status, Json(body)).into_response()
         }
         Err(response) => response,
@@ -80,7 +81,12 @@ async fn read(State(compat): State<Compat>, Path(id): Path<String>, request: Req
 
 /// Whether changing a pet queues work (the collection's `tasks` in collections.yaml).
 fn queues_tasks(compat: &Compat, on: TriggerOn) -> bool {
-    compat.state.collections.current().get("pets").is_some_and(|def| def.tasks_on(on).next().is_some())
+    compat
+        .state
+        .collections
+        .current()
+        .get("pets")
+        .is_some_and(|def| def.tasks_on(on).next().is_some())
 }
 
 /// The seed's answer to a create or update: `{message, pet, task_queued, info}`.
@@ -106,7 +112,11 @@ async fn create(State(compat): State<Compat>, request: Request) -> Response {
     with_message(&compat, response, "created", TriggerOn::Create).await
 }
 
-async fn update(State(compat): State<Compat>, Path(id): Path<String>, request: Request) -> Response {
+async fn update(
+    State(compat): State<Compat>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
     compat.note("PUT /api/pets/{id}", &request);
     if let Err(bad) = safe_id(&id) {
         return bad;
@@ -115,7 +125,11 @@ async fn update(State(compat): State<Compat>, Path(id): Path<String>, request: R
     with_message(&compat, response, "updated", TriggerOn::Update).await
 }
 
-async fn remove(State(compat): State<Compat>, Path(id): Path<String>, request: Request) -> Response {
+async fn remove(
+    State(compat): State<Compat>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
     compat.note("DELETE /api/pets/{id}", &request);
     if let Err(bad) = safe_id(&id) {
         return bad;

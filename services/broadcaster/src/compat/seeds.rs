@@ -227,14 +227,32 @@ mod tests {
 
     #[test]
     fn events_become_the_seeds_flat_messages() {
-        let created = seed_message(&event("products.created", json!({"id": "d1", "nombre": "Camiseta", "precio": 25.99, "talla": "M"}))).unwrap();
+        let created = seed_message(&event(
+            "products.created",
+            json!({"id": "d1", "nombre": "Camiseta", "precio": 25.99, "talla": "M"}),
+        ))
+        .unwrap();
         assert_eq!(created["type"], "product_created");
-        assert_eq!(created["product"], json!({"id": "d1", "nombre": "Camiseta", "precio": 25.99, "talla": "M"}));
-        let updated = seed_message(&event("desks.updated", json!({"name": "Mesa", "width": 200, "height": 90}))).unwrap();
+        assert_eq!(
+            created["product"],
+            json!({"id": "d1", "nombre": "Camiseta", "precio": 25.99, "talla": "M"})
+        );
+        let updated = seed_message(&event(
+            "desks.updated",
+            json!({"name": "Mesa", "width": 200, "height": 90}),
+        ))
+        .unwrap();
         assert_eq!(updated["type"], "desk_updated");
         assert_eq!(updated["desk"]["id"], "d1", "the id is filled in from the event");
-        let deleted = seed_message(&event("desks.deleted", json!({"id": "d1", "name": "Mesa", "width": 200, "height": 90}))).unwrap();
-        assert_eq!((deleted["type"].as_str(), deleted["desk_id"].as_str(), deleted["desk_name"].as_str()), (Some("desk_deleted"), Some("d1"), Some("Mesa")));
+        let deleted = seed_message(&event(
+            "desks.deleted",
+            json!({"id": "d1", "name": "Mesa", "width": 200, "height": 90}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (deleted["type"].as_str(), deleted["desk_id"].as_str(), deleted["desk_name"].as_str()),
+            (Some("desk_deleted"), Some("d1"), Some("Mesa"))
+        );
         assert_eq!(singular("categories"), "category");
     }
 }
