@@ -8,10 +8,11 @@ use courier_tests::{
     NatsServer, StoreServer,
     chaos::{
         Metrics, StoreView, api_process, broadcaster_process, fresh_database, share_machine,
-        stored_events, wait_until,
+        stored_events,
     },
     init_test_logging,
     services::product,
+    wait_until,
 };
 
 use crate::support::{Tail, assert_exactly_once_in_order};

@@ -14,9 +14,9 @@ use courier_tests::{
     NatsServer, StoreServer,
     chaos::{
         api_process, broadcaster_process, fresh_database, post_products, share_machine,
-        stored_events, wait_until,
+        stored_events,
     },
-    init_test_logging,
+    init_test_logging, wait_until,
 };
 
 use crate::support::{Tail, assert_exactly_once_in_order};

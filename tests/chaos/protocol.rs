@@ -10,8 +10,8 @@ use courier_broadcaster::BroadcasterConfig;
 use courier_core::protocol::{ClientFrame, ServerFrame, close_code};
 use courier_tests::{
     ClientError, NatsServer, RunningBroadcaster, WsClient,
-    chaos::{Metrics, broadcaster_process, publish_event, share_machine, wait_until},
-    init_test_logging,
+    chaos::{Metrics, broadcaster_process, publish_event, share_machine},
+    init_test_logging, wait_until,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -122,7 +122,12 @@ async fn since_resumes_exactly_and_says_recovered_false_once_history_is_gone() {
         Some(seqs[1]),
         None,
     );
-    let first = tail.next_event(|n| notices.push(format!("{n:?}"))).await;
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        tail.next_event(|n| notices.push(format!("{n:?}"))),
+    )
+    .await
+    .expect("the tail gets an event within 10 s");
     assert_eq!(first.seq, seqs[5]);
     assert!(notices.iter().any(|n| n.contains("recovered: Some(false)")), "{notices:?}");
     eprintln!(
@@ -140,7 +145,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_gap() {
     init_test_logging();
     let nats = NatsServer::start().await;
     let mut config = BroadcasterConfig::for_local(&nats.url());
-    config.send_timeout_ms = 1_000;
+    config.send_timeout = Duration::from_secs(1);
     let broadcaster = RunningBroadcaster::start(config).await;
     let metrics_url = format!("http://{}/metrics", broadcaster.addr);
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
@@ -215,11 +220,14 @@ async fn sigterm_sends_1001_stops_accepting_and_clients_resume_elsewhere() {
         let (js, stop) = (js.clone(), stop.clone());
         async move {
             let mut seqs = Vec::new();
+            // Pacing (about 200 events/s), not synchronisation.
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.is_cancelled() {
+                pace.tick().await;
                 seqs.push(
                     publish_event(&js, "products", &format!("t{}", seqs.len()), json!({})).await,
                 );
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             seqs
         }
@@ -276,7 +284,7 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
     let mut config = BroadcasterConfig::for_local(&nats.url());
     config.max_message_bytes = 1024;
     config.max_subscriptions = 3;
-    config.ping_interval_ms = 200;
+    config.ping_interval = Duration::from_millis(200);
     let broadcaster = RunningBroadcaster::start(config).await;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
 
@@ -378,19 +386,23 @@ async fn size_subscription_and_idle_limits_and_malformed_frames() {
         .send(Message::text(r#"{"type":"ping"}"#))
         .await
         .expect("the lively client is still connected");
-    loop {
-        match lively.next().await {
-            Some(Ok(Message::Text(text))) => {
-                assert_eq!(
-                    serde_json::from_str::<ServerFrame>(&text).expect("frame"),
-                    ServerFrame::Pong
-                );
-                break;
+    let ponged = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match lively.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    assert_eq!(
+                        serde_json::from_str::<ServerFrame>(&text).expect("frame"),
+                        ServerFrame::Pong
+                    );
+                    return;
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the lively client was disconnected: {other:?}"),
             }
-            Some(Ok(_)) => continue,
-            other => panic!("the lively client was disconnected: {other:?}"),
         }
-    }
+    })
+    .await;
+    assert!(ponged.is_ok(), "the lively client got no pong within 10 s");
     eprintln!(
         "limits: 1025-byte message → close 1009; 4th subscription → too_many_subscriptions; {errors} malformed frames → \
          bad_frame, connection usable; silent client → {silent_pings} pings then close 4000; lively client answered \

@@ -14,8 +14,8 @@ use std::{
 use courier_core::protocol::ServerFrame;
 use courier_tests::{
     ClientError, NatsServer, WsClient,
-    chaos::{Metrics, broadcaster_process, publish_event, wait_until, whole_machine},
-    init_test_logging,
+    chaos::{Metrics, broadcaster_process, publish_event, whole_machine},
+    init_test_logging, wait_until,
 };
 use tokio_util::sync::CancellationToken;
 

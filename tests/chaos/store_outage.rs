@@ -18,10 +18,10 @@ use courier_tests::{
     NatsServer, StoreServer,
     chaos::{
         StoreView, api_process, broadcaster_process, fresh_database, share_machine, stored_events,
-        wait_until,
     },
     init_test_logging,
     services::product,
+    wait_for, wait_until,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -113,23 +113,20 @@ async fn store_down_means_503_nothing_half_written_and_recovery_without_restart(
     store.restart().await;
     let down_since = Instant::now();
     let http = reqwest::Client::new();
-    let mut recovered_ids = Vec::new();
     // Retry one write until the same api process takes it (its driver reconnects by itself).
-    loop {
-        if let Ok(response) = http.post(&url).json(&product(0)).send().await
-            && response.status() == 201
-        {
-            let body: Value = response.json().await.expect("json");
-            recovered_ids.push(body["id"].as_str().expect("id").to_owned());
-            break;
+    let first_id = wait_for("the api to take writes again", Duration::from_secs(60), || async {
+        match http.post(&url).json(&product(0)).send().await {
+            Ok(response) if response.status() == 201 => {
+                let body: Value = response.json().await.map_err(|err| err.to_string())?;
+                Ok(body["id"].as_str().expect("a created document has an id").to_owned())
+            }
+            Ok(response) => Err(format!("status {}", response.status())),
+            Err(err) => Err(err.to_string()),
         }
-        assert!(
-            down_since.elapsed() < Duration::from_secs(60),
-            "the api did not recover within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let recovery = down_since.elapsed();
+    let mut recovered_ids = vec![first_id];
     for n in 0..50 {
         let response = http.post(&url).json(&product(n)).send().await.expect("api answers");
         assert_eq!(response.status(), 201, "writes work again");

@@ -11,7 +11,7 @@ use std::{
 };
 
 use courier_cli::client::{Received, ResumingSubscriber};
-use courier_tests::chaos::wait_until;
+use courier_tests::{poll_until, wait_for};
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -79,8 +79,9 @@ impl Tail {
 
     /// Waits until at least `n` events arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
-        wait_until(&format!("{n} events (have {})", self.received()), timeout, || async {
-            self.received() >= n
+        wait_for(&format!("{n} events"), timeout, || async {
+            let received = self.received();
+            if received >= n { Ok(()) } else { Err(format!("{received} events")) }
         })
         .await;
     }
@@ -90,12 +91,10 @@ impl Tail {
         self.disconnect.notify_one();
     }
 
-    /// Waits for `n` events, then stops and returns everything seen.
+    /// Waits (up to `timeout`) for `n` events, then stops and returns everything seen: the
+    /// caller checks what arrived, and reports a shortfall with the details.
     pub async fn finish(self, n: usize, timeout: Duration) -> Tailed {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.received() < n && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(timeout, || async { self.received() >= n }).await;
         self.stop.cancel();
         self.task.await.expect("tail task")
     }

@@ -7,7 +7,10 @@ use courier_core::{
     auth::{Claims, JwtKeys, Secret},
     protocol::ServerFrame,
 };
-use courier_tests::{ClientError, RunningBroadcaster, Stack, TEST_JWT_SECRET, WsClient};
+use courier_tests::{
+    ClientError, NatsServer, RunningBroadcaster, Stack, TEST_JWT_SECRET, WsClient, chaos,
+    wait_until,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -239,7 +242,7 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     let mut config = Stack::broadcaster_config(&stack.nats);
     config.collections_file = Some(file);
     config.jwt.secret = Some(Secret(TEST_JWT_SECRET.to_owned()));
-    config.ping_interval_ms = 200;
+    config.ping_interval = Duration::from_millis(200);
     let broadcaster = RunningBroadcaster::start(config).await;
     let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
 
@@ -270,41 +273,44 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     let now = claims.iat;
     let short = keys.sign(&Claims { exp: now + 2, ..claims }).unwrap();
     ws.subscribe("secrets", None, Some(short)).await.unwrap();
-    let mut ended = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !ended && tokio::time::Instant::now() < deadline {
-        match ws.next_frame_within(Duration::from_secs(10)).await.unwrap() {
-            ServerFrame::Error { code, channel, message } => {
-                assert_eq!(
-                    (code.as_str(), channel.as_deref()),
-                    ("unauthorized", Some("secrets")),
-                    "{message}"
-                );
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next_frame().await.expect("the connection stays open") {
+                ServerFrame::Error { code, channel, message } => {
+                    assert_eq!(
+                        (code.as_str(), channel.as_deref()),
+                        ("unauthorized", Some("secrets")),
+                        "{message}"
+                    );
+                }
+                ServerFrame::Unsubscribed { channel, reason } => {
+                    assert_eq!(channel, "secrets");
+                    assert_eq!(reason.as_deref(), Some("token_expired"));
+                    return;
+                }
+                _ => {}
             }
-            ServerFrame::Unsubscribed { channel, reason } => {
-                assert_eq!(channel, "secrets");
-                assert_eq!(reason.as_deref(), Some("token_expired"));
-                ended = true;
-            }
-            _ => {}
         }
-    }
-    assert!(ended, "the expired subscription was ended");
+    })
+    .await;
+    assert!(ended.is_ok(), "the expired subscription was not ended within 10 s");
     ws.send(&courier_core::ClientFrame::GetStatus {}).await.unwrap();
-    loop {
-        if let ServerFrame::Status(status) =
-            ws.next_frame_within(Duration::from_secs(5)).await.unwrap()
-        {
-            assert_eq!(status.subscriptions, ["products", "secrets:doc1"], "the others continue");
-            break;
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let ServerFrame::Status(status) = ws.next_frame().await.expect("a status frame") {
+                return status;
+            }
         }
-    }
+    })
+    .await
+    .expect("a status frame within 5 s");
+    assert_eq!(status.subscriptions, ["products", "secrets:doc1"], "the others continue");
     broadcaster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broadcaster_follows_read_rule_changes_in_the_collections_file() {
-    let stack = Stack::start().await;
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("collections.yaml");
     let rules = |read: &str| {
@@ -312,43 +318,43 @@ async fn the_broadcaster_follows_read_rule_changes_in_the_collections_file() {
             "collections:\n  - {{name: notes, schema: {{type: object}}, access: {{read: {read}}}}}\n"
         )
     };
-    std::fs::write(&file, rules("public")).unwrap();
-    let mut config = Stack::broadcaster_config(&stack.nats);
-    config.collections_file = Some(file.clone());
-    config.collections_reload_interval_ms = 100;
-    let broadcaster = RunningBroadcaster::start(config).await;
-    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
-    ws.subscribe("notes", None, None).await.expect("public at first");
-
-    // An invalid edit keeps the previous rules; a valid one protects the collection.
-    std::fs::write(&file, "collections: [oops").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    ws.subscribe("notes:a", None, None).await.expect("an invalid file changes nothing");
     std::fs::write(&file, rules("authenticated")).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match ws.subscribe("notes:b", None, None).await {
-            Err(ClientError::Refused { code, .. }) => {
-                assert_eq!(code, "unauthorized");
-                break;
-            }
-            Ok(_) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the new read rule was never applied"
-                );
-                ws.send(&courier_core::ClientFrame::Unsubscribe { channel: "notes:b".into() })
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-    }
+    // A process, so the test can see in its log when it has read (and refused) a file.
+    let broadcaster = chaos::broadcaster_process(
+        &nats.url(),
+        &[
+            ("COURIER_COLLECTIONS_FILE", file.display().to_string()),
+            ("COURIER_COLLECTIONS_RELOAD_INTERVAL", "100ms".to_owned()),
+            ("COURIER_JWT_SECRET", TEST_JWT_SECRET.to_owned()),
+        ],
+    )
+    .await;
     let token = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900))
         .issue("u1", "ana")
         .unwrap()
         .0;
-    ws.subscribe("notes:b", None, Some(token)).await.expect("a token admits");
-    broadcaster.stop().await;
+    let unauthorized = |result: Result<(u64, Option<bool>), ClientError>| matches!(result, Err(ClientError::Refused { code, .. }) if code == "unauthorized");
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
+    assert!(unauthorized(ws.subscribe("notes", None, None).await), "protected at first");
+    ws.subscribe("notes", None, Some(token.clone())).await.expect("a token admits");
+
+    // An invalid edit keeps the previous rules: the collection stays protected.
+    std::fs::write(&file, "collections: [oops").unwrap();
+    wait_until("the broadcaster to refuse the invalid file", Duration::from_secs(10), || async {
+        broadcaster.log_text().contains("keeping the previous read rules")
+    })
+    .await;
+    assert!(
+        unauthorized(ws.subscribe("notes:a", None, None).await),
+        "an invalid file changes nothing: notes still needs a token"
+    );
+    ws.subscribe("notes:a", None, Some(token)).await.expect("and a token still admits");
+
+    // A valid edit applies: the collection becomes public.
+    std::fs::write(&file, rules("public")).unwrap();
+    let ws = tokio::sync::Mutex::new(ws);
+    wait_until("the new read rule to apply", Duration::from_secs(10), || async {
+        ws.lock().await.subscribe("notes:b", None, None).await.is_ok()
+    })
+    .await;
 }

@@ -1,4 +1,4 @@
-//! Chat, live (issue 14; docs/chat-live.md), against real nats-server and broadcasters: who may
+//! Chat, live (docs/chat.md), against real nats-server and broadcasters: who may
 //! subscribe to `chat:` and `user:` channels, a removed member cut off on every broadcaster,
 //! typing across broadcasters (expiry, send, disconnect, rate limit), presence (users not
 //! connections, no flap on a quick reconnect, graceful shutdown) and the top-rooms report.
@@ -140,7 +140,7 @@ async fn chat_and_user_channels_admit_only_members_and_their_owner_and_fail_clos
         matches!(f, ServerFrame::Unsubscribed { reason: None, .. })
     })
     .await;
-    courier_tests::chaos::wait_until("the chat gauge drops", Duration::from_secs(5), || async {
+    courier_tests::wait_until("the chat gauge drops", Duration::from_secs(5), || async {
         Metrics::scrape(&metrics_url(&d.b1)).await.sum("courier_chat_subscriptions", "") == 1.0
     })
     .await;
@@ -239,7 +239,7 @@ async fn a_removal_seen_while_the_membership_check_is_in_flight_wins() {
         let mut ws = WsClient::connect(&url).await.expect("connects");
         ws.subscribe(&channel, None, Some(token)).await
     });
-    courier_tests::chaos::wait_until("the check to be asked", Duration::from_secs(5), || async {
+    courier_tests::wait_until("the check to be asked", Duration::from_secs(5), || async {
         d.backend.requests() > asked
     })
     .await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use courier_core::subjects::TASKS_STREAM;
-use courier_tests::Stack;
+use courier_tests::{Stack, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -361,20 +361,13 @@ async fn courier_fields_are_managed_and_tasks_are_enqueued_with_the_change() {
         call(&stack, Method::PATCH, &path, Some(json!({"vaccinated": true})), &auth).await;
     assert_eq!(status, StatusCode::OK);
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut stream = js.get_stream(TASKS_STREAM).await.unwrap();
-    loop {
-        let info = stream.info().await.unwrap();
-        if info.state.messages == 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "TASKS holds {} tasks",
-            info.state.messages
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("TASKS to hold 2 tasks", Duration::from_secs(10), || async {
+        let mut stream = js.get_stream(TASKS_STREAM).await.map_err(|err| err.to_string())?;
+        let messages = stream.info().await.map_err(|err| err.to_string())?.state.messages;
+        if messages == 2 { Ok(()) } else { Err(format!("{messages} tasks")) }
+    })
+    .await;
+    let stream = js.get_stream(TASKS_STREAM).await.unwrap();
     let first = stream.get_raw_message(1).await.unwrap();
     assert_eq!(first.subject.as_str(), "tasks.pets.enrich");
     let task: courier_core::Task = serde_json::from_slice(&first.payload).unwrap();

@@ -18,12 +18,12 @@ use std::{
 use courier_core::{ClientFrame, ServerFrame};
 use courier_tests::{
     NatsServer, StoreServer, TEST_JWT_SECRET, WsClient,
-    chaos::{api_process, broadcaster_process, fresh_database, wait_until, worker_process},
+    chaos::{api_process, broadcaster_process, fresh_database, worker_process},
     chat::{ChatBackend, chat_user, object_id},
     init_test_logging,
     prometheus::{PrometheusServer, ScrapeTarget},
     services::{ServiceProcess, access_token, product},
-    workspace_root,
+    wait_for, wait_until, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -210,7 +210,11 @@ fn steady_traffic(
             .expect("chat subscribe");
         let chat_reader = tokio::spawn(async move { while member.next_frame().await.is_ok() {} });
         let mut n = 0;
+        // Pacing (a few writes a second), not synchronisation.
+        let mut pace = tokio::time::interval(Duration::from_millis(150));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !stop.load(Ordering::Acquire) {
+            pace.tick().await;
             n += 1;
             let _ =
                 http.post(format!("{api}/api/v1/products")).json(&product(1000 + n)).send().await;
@@ -223,7 +227,6 @@ fn steady_traffic(
                     .await;
             }
             chat.send_message(&room, &writer_user, &format!("message {n}")).await;
-            tokio::time::sleep(Duration::from_millis(150)).await;
         }
         reader.abort();
         chat_reader.abort();
@@ -332,7 +335,7 @@ fn check_dashboard_shape(
 
 fn alert_rules() -> Vec<(String, String)> {
     let path = workspace_root().join("charts/courier/rules/courier-alerts.yaml");
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("alert rules"))
+    let rules: Value = yaml_serde::from_str(&std::fs::read_to_string(&path).expect("alert rules"))
         .expect("rules YAML");
     rules["groups"]
         .as_array()
@@ -415,57 +418,98 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         ("sum(rate(courier_chat_delivery_lag_seconds_count[10s]))", f64::MIN_POSITIVE),
         ("sum(courier_chat_revocations_total)", 1.0),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for("Prometheus to see the traffic", Duration::from_secs(60), || async {
         let mut seen = Vec::new();
         for (expr, at_least) in readiness {
             let value = prometheus.values(expr).await.ok().and_then(|v| v.first().copied());
             seen.push((expr, value, value.is_some_and(|v| v >= at_least)));
         }
         if seen.iter().all(|(_, _, ok)| *ok) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{seen:?}\n{}", prometheus.log_text()))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Prometheus never saw the traffic: {seen:?}\n{}",
-            prometheus.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    })
+    .await;
 
+    // What the files say, checked once; then what Prometheus answers, checked until every panel
+    // has data and every rule was evaluated (rates need two scrapes after the traffic).
     let mut problems = Vec::new();
-    let known: BTreeSet<String> = prometheus
-        .api("label/__name__/values", &[])
-        .await
-        .expect("metric names")
-        .as_array()
-        .expect("names")
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    let mut panel_queries = 0;
+    let mut panels = Vec::new();
     for (file, dashboard) in dashboards() {
-        for (panel, expr) in check_dashboard_shape(&file, &dashboard, &mut problems) {
-            panel_queries += 1;
-            for name in metric_names(&expr).difference(&known) {
-                problems.push(format!("{panel}: metric {name} does not exist"));
+        panels.extend(check_dashboard_shape(&file, &dashboard, &mut problems));
+    }
+    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    let rules = alert_rules();
+    let known = wait_for(
+        "every panel query, alert rule and metric to work against Prometheus",
+        Duration::from_secs(30),
+        || async {
+            let (known, problems) = prometheus_problems(&prometheus, &panels, &rules).await;
+            if problems.is_empty() {
+                Ok(known)
+            } else {
+                Err(format!("{} problem(s):\n{}", problems.len(), problems.join("\n")))
             }
-            let query = as_grafana_sends_it(&expr);
-            match prometheus.values(&query).await {
-                Err(err) => problems.push(format!("{panel}: {err}\n    {query}")),
-                Ok(values) if values.is_empty() => {
-                    problems.push(format!("{panel}: no data\n    {query}"))
-                }
-                Ok(values) if !values.iter().any(|v| v.is_finite()) => {
-                    problems.push(format!("{panel}: only NaN/Inf {values:?}\n    {query}"))
-                }
-                Ok(_) => {}
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let steady_posts = steady.await.expect("steady traffic");
+
+    eprintln!(
+        "observability proof: {} dashboards, {} panel queries, {} alert rules, {} courier metrics in Prometheus, \
+         {steady_posts} background posts",
+        dashboards().len(),
+        panels.len(),
+        rules.len(),
+        known.iter().filter(|n| n.starts_with("courier_")).count(),
+    );
+    assert!(
+        panels.len() >= 70,
+        "expected the five dashboards' panels, found {} queries",
+        panels.len()
+    );
+}
+
+/// What Prometheus says about the dashboards' `panels` (name, query) and the alert `rules`:
+/// the metric names it knows, and every problem (an unknown metric, a failing or empty query, a
+/// rule not evaluated cleanly).
+async fn prometheus_problems(
+    prometheus: &PrometheusServer,
+    panels: &[(String, String)],
+    rules: &[(String, String)],
+) -> (BTreeSet<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let known: BTreeSet<String> = match prometheus.api("label/__name__/values", &[]).await {
+        Ok(names) => names
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Err(err) => {
+            problems.push(format!("metric names: {err}"));
+            BTreeSet::new()
+        }
+    };
+    for (panel, expr) in panels {
+        for name in metric_names(expr).difference(&known) {
+            problems.push(format!("{panel}: metric {name} does not exist"));
+        }
+        let query = as_grafana_sends_it(expr);
+        match prometheus.values(&query).await {
+            Err(err) => problems.push(format!("{panel}: {err}\n    {query}")),
+            Ok(values) if values.is_empty() => {
+                problems.push(format!("{panel}: no data\n    {query}"))
             }
+            Ok(values) if !values.iter().any(|v| v.is_finite()) => {
+                problems.push(format!("{panel}: only NaN/Inf {values:?}\n    {query}"))
+            }
+            Ok(_) => {}
         }
     }
-    let rules = alert_rules();
-    for (alert, expr) in &rules {
+    for (alert, expr) in rules {
         for name in metric_names(expr).difference(&known) {
             problems.push(format!("alert {alert}: metric {name} does not exist"));
         }
@@ -474,38 +518,28 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         }
     }
     // Prometheus loaded the same file and evaluates every rule without error.
-    let loaded = prometheus.api("rules", &[("type", "alert")]).await.expect("rules api");
-    let evaluated: Vec<(String, String)> = loaded["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or("?").to_owned(),
-                r["health"].as_str().unwrap_or("?").to_owned(),
-            )
-        })
-        .collect();
-    if evaluated.len() != rules.len() || evaluated.iter().any(|(_, health)| health != "ok") {
-        problems.push(format!("Prometheus rule health: {evaluated:?}"));
+    match prometheus.api("rules", &[("type", "alert")]).await {
+        Ok(loaded) => {
+            let evaluated: Vec<(String, String)> = loaded["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("?").to_owned(),
+                        r["health"].as_str().unwrap_or("?").to_owned(),
+                    )
+                })
+                .collect();
+            if evaluated.len() != rules.len() || evaluated.iter().any(|(_, health)| health != "ok")
+            {
+                problems.push(format!("Prometheus rule health: {evaluated:?}"));
+            }
+        }
+        Err(err) => problems.push(format!("rules api: {err}")),
     }
-    stop.store(true, Ordering::Release);
-    let steady_posts = steady.await.expect("steady traffic");
-
-    eprintln!(
-        "observability proof: {} dashboards, {panel_queries} panel queries, {} alert rules, {} courier metrics in Prometheus, \
-         {steady_posts} background posts; problems: {}",
-        dashboards().len(),
-        rules.len(),
-        known.iter().filter(|n| n.starts_with("courier_")).count(),
-        problems.len()
-    );
-    assert!(
-        panel_queries >= 70,
-        "expected the five dashboards' panels, found {panel_queries} queries"
-    );
-    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    (known, problems)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,17 +87,9 @@ async fn since_replays_the_history_then_continues_live_without_gap_or_duplicate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_the_process_exits_cleanly() {
     let nats = NatsServer::start().await;
-    let port = courier_tests::free_port();
-    let mut broadcaster = ServiceProcess::start(
-        "courier-broadcaster",
-        port,
-        &[
-            ("COURIER_BROADCASTER_LISTEN", format!("127.0.0.1:{port}")),
-            ("COURIER_NATS_URL", nats.url()),
-        ],
-    )
-    .await;
-    let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    let mut broadcaster =
+        ServiceProcess::start("courier-broadcaster", &[("COURIER_NATS_URL", nats.url())]).await;
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
     ws.subscribe("products", None, None).await.unwrap();
 
     let status = process::terminate(&mut broadcaster.child, Duration::from_secs(10)).await;

@@ -15,7 +15,7 @@ use courier_core::{
     Task,
     subjects::{DLQ_STREAM, task_subject},
 };
-use courier_tests::{RunningWorker, Stack, chaos::wait_until};
+use courier_tests::{RunningWorker, Stack, wait_for, wait_until};
 use courier_worker::handlers::{Handlers, TaskError, TaskHandler};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -69,16 +69,11 @@ async fn wait_for_queue(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut last = Value::Null;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        last = queue(stack, token).await;
-        if check(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("queues never showed {what}; last: {last:#}");
+    wait_for(&format!("the queues to show {what}"), Duration::from_secs(10), || async {
+        let queue = queue(stack, token).await;
+        if check(&queue) { Ok(queue) } else { Err(format!("{queue:#}")) }
+    })
+    .await
 }
 
 async fn enqueue(js: &jetstream::Context, doc_id: &str) -> Task {
@@ -130,7 +125,7 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
         done: done.clone(),
     }));
     let mut config = worker_config(&stack);
-    config.backoff_base_ms = 100;
+    config.backoff_base = Duration::from_millis(100);
     let workers = [
         RunningWorker::start(config.clone(), handlers.clone()).await,
         RunningWorker::start(config.clone(), handlers.clone()).await,

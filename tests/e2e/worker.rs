@@ -15,9 +15,9 @@ use courier_core::{
 };
 use courier_tests::{
     NatsServer, RunningWorker, Stack, WsClient,
-    chaos::{self, Metrics, wait_until},
-    free_port,
+    chaos::{self, Metrics},
     services::ServiceProcess,
+    wait_for, wait_until,
 };
 use courier_worker::{
     WorkerConfig,
@@ -31,18 +31,11 @@ use serde_json::{Value, json};
 use crate::helpers::{assert_no_event, collect_events};
 
 pub async fn wait_for_messages(js: &jetstream::Context, stream: &str, count: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    wait_for(&format!("{stream} to hold {count} messages"), Duration::from_secs(15), || async {
         let messages = js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages;
-        if messages == count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{stream} has {messages} messages, expected {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if messages == count { Ok(()) } else { Err(format!("{messages} messages")) }
+    })
+    .await;
 }
 
 /// Waits until the work queue is empty and nothing is in flight.
@@ -64,9 +57,9 @@ pub fn worker_config(stack: &Stack) -> WorkerConfig {
     let mut config = WorkerConfig::for_local(&stack.nats.url());
     config.mongodb_uri = stack.store.uri();
     config.mongodb_database = stack.database.clone();
-    config.mongodb_timeout_ms = 2_000;
-    config.backoff_base_ms = 100;
-    config.backoff_max_ms = 1_000;
+    config.mongodb_timeout = Duration::from_secs(2);
+    config.backoff_base = Duration::from_millis(100);
+    config.backoff_max = Duration::from_secs(1);
     config
 }
 
@@ -79,7 +72,9 @@ pub async fn standard_worker(config: WorkerConfig) -> RunningWorker {
 
 /// A signed-in user's bearer token (pets need one for writes, the queue endpoints for all).
 pub async fn writer_token(stack: &Stack) -> Option<String> {
-    Some(stack.token(&format!("worker-tests-{}", free_port())).await)
+    // Unique per call (usernames are at most 32 characters): the random end of a v7 uuid.
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    Some(stack.token(&format!("worker-tests-{}", &unique[20..])).await)
 }
 
 /// Sends `method path` with a JSON body (and the token, if any); the status and JSON answer.
@@ -289,7 +284,7 @@ async fn a_task_applies_at_most_once_even_when_handled_twice_at_the_same_time() 
 /// A `courier-worker` process for `stack` with a short `ack_wait` (and `fault`, if any).
 async fn worker_process(stack: &Stack, id: &str, fault: Option<&str>) -> ServiceProcess {
     let mut envs = vec![
-        ("COURIER_WORKER_ACK_WAIT_MS", "1500".to_owned()),
+        ("COURIER_WORKER_ACK_WAIT_MS", "1500ms".to_owned()),
         ("COURIER_LOG", "info,courier_worker=debug".to_owned()),
     ];
     if let Some(fault) = fault {
@@ -390,8 +385,8 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     let nats = NatsServer::start().await;
     let mut config = WorkerConfig::for_local(&nats.url());
     config.max_deliver = 4;
-    config.backoff_base_ms = 150;
-    config.backoff_max_ms = 5_000;
+    config.backoff_base = Duration::from_millis(150);
+    config.backoff_max = Duration::from_secs(5);
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let worker = RunningWorker::start(
         config,
@@ -413,13 +408,14 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     assert_eq!(attempts.len(), 4, "max_deliver attempts, then no more");
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
     println!("delays between attempts: {gaps:?}");
-    for (gap, configured) in gaps.iter().zip([150, 300, 600]) {
+    // Each delay is jittered within the upper half of its step: 150, 300, 600 ms.
+    for (gap, step) in gaps.iter().zip([150, 300, 600]) {
         assert!(
-            *gap >= Duration::from_millis(configured),
-            "delay {gap:?} shorter than the configured {configured} ms"
+            *gap >= Duration::from_millis(step / 2),
+            "delay {gap:?} shorter than half of its {step} ms step"
         );
     }
-    assert!(gaps.windows(2).all(|w| w[1] > w[0]), "delays grow: {gaps:?}");
+    assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
 
     let dead = js.get_stream(DLQ_STREAM).await.unwrap().get_raw_message(1).await.unwrap();
     assert_eq!(dead.subject.as_str(), "dlq.tasks.test.fails");

@@ -1,11 +1,10 @@
 //! Building blocks for the chaos suite (`tests/chaos`): Courier's services as real processes,
 //! a process-wide lock that lets a latency measurement run alone, Prometheus scraping, events
 //! published straight into JetStream, concurrent writers that count every answer, reading a
-//! stream's contents back, and waiting on conditions instead of sleeping.
+//! stream's contents back.
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -25,7 +24,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::{NatsServer, StoreServer, free_port, services::ServiceProcess};
+use crate::{NatsServer, StoreServer, services::ServiceProcess};
 
 static MACHINE: RwLock<()> = RwLock::const_new(());
 
@@ -40,52 +39,29 @@ pub async fn whole_machine() -> RwLockWriteGuard<'static, ()> {
     MACHINE.write().await
 }
 
-/// Polls `check` every 20 ms until it is true; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `courier-broadcaster` as a child process on a free port, attached to `nats_url`; `envs`
-/// add or override settings (`COURIER_WS_*`).
+/// `courier-broadcaster` as a child process on a port of its own, attached to `nats_url`;
+/// `envs` add or override settings (`COURIER_WS_*`).
 pub async fn broadcaster_process(nats_url: &str, envs: &[(&str, String)]) -> ServiceProcess {
-    let port = free_port();
-    let mut all = vec![
-        ("COURIER_BROADCASTER_LISTEN", format!("127.0.0.1:{port}")),
-        ("COURIER_NATS_URL", nats_url.to_owned()),
-        ("COURIER_NODE_NAME", format!("broadcaster-{port}")),
-        ("COURIER_LOG_FORMAT", "json".to_owned()),
-    ];
+    let mut all =
+        vec![("COURIER_NATS_URL", nats_url.to_owned()), ("COURIER_LOG_FORMAT", "json".to_owned())];
     all.extend(envs.iter().cloned());
-    ServiceProcess::start("courier-broadcaster", port, &all).await
+    ServiceProcess::start("courier-broadcaster", &all).await
 }
 
-/// The environment of an api process on `port` using `database` in `store` and `nats`, with
-/// quick outbox relay rounds (as the in-process `Stack` uses).
+/// The environment of an api process using `database` in `store` and `nats`, with quick outbox
+/// relay rounds (as the in-process `Stack` uses).
 pub fn api_env(
-    port: u16,
     store: &StoreServer,
     database: &str,
     nats: &NatsServer,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("COURIER_API_LISTEN", format!("127.0.0.1:{port}")),
         ("COURIER_MONGODB_URI", store.uri()),
         ("COURIER_MONGODB_DATABASE", database.to_owned()),
-        ("COURIER_MONGODB_TIMEOUT", "2000".to_owned()),
+        ("COURIER_MONGODB_TIMEOUT", "2s".to_owned()),
         ("COURIER_NATS_URL", nats.url()),
-        ("COURIER_OUTBOX_RELAY_INTERVAL", "100".to_owned()),
-        ("COURIER_OUTBOX_RELAY_GRACE", "500".to_owned()),
+        ("COURIER_OUTBOX_RELAY_INTERVAL", "100ms".to_owned()),
+        ("COURIER_OUTBOX_RELAY_GRACE", "500ms".to_owned()),
         ("COURIER_JWT_SECRET", crate::TEST_JWT_SECRET.to_owned()),
         (
             "COURIER_COLLECTIONS_FILE",
@@ -95,30 +71,27 @@ pub fn api_env(
     ]
 }
 
-/// `courier-api` as a child process on a free port; `envs` add or override settings.
+/// `courier-api` as a child process on a port of its own; `envs` add or override settings.
 pub async fn api_process(
     store: &StoreServer,
     database: &str,
     nats: &NatsServer,
     envs: &[(&str, String)],
 ) -> ServiceProcess {
-    let port = free_port();
-    let mut all = api_env(port, store, database, nats);
+    let mut all = api_env(store, database, nats);
     all.extend(envs.iter().cloned());
-    ServiceProcess::start("courier-api", port, &all).await
+    ServiceProcess::start("courier-api", &all).await
 }
 
-/// The environment of a `courier-worker` process serving its metrics on `port`, working on
-/// `database` in `store` as worker `id`.
+/// The environment of a `courier-worker` process working on `database` in `store` as worker
+/// `id`.
 pub fn worker_env(
-    port: u16,
     store: &StoreServer,
     database: &str,
     nats: &NatsServer,
     id: &str,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("COURIER_WORKER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
         ("COURIER_NATS_URL", nats.url()),
         ("COURIER_MONGODB_URI", store.uri()),
         ("COURIER_MONGODB_DATABASE", database.to_owned()),
@@ -126,7 +99,8 @@ pub fn worker_env(
     ]
 }
 
-/// `courier-worker` as a child process on a free port; `envs` add or override settings.
+/// `courier-worker` as a child process (metrics on a port of its own); `envs` add or override
+/// settings.
 pub async fn worker_process(
     store: &StoreServer,
     database: &str,
@@ -134,10 +108,9 @@ pub async fn worker_process(
     id: &str,
     envs: &[(&str, String)],
 ) -> ServiceProcess {
-    let port = free_port();
-    let mut all = worker_env(port, store, database, nats, id);
+    let mut all = worker_env(store, database, nats, id);
     all.extend(envs.iter().cloned());
-    ServiceProcess::start("courier-worker", port, &all).await
+    ServiceProcess::start("courier-worker", &all).await
 }
 
 /// A fresh database name, so tests never see each other's documents.

@@ -1,7 +1,7 @@
 //! Chat's live side under test without the api's chat endpoints: [`ChatBackend`] stands in for
 //! the api. It answers `rpc.chat.membership` from a table the test controls (as every api
 //! replica does, in queue group `api`) and writes chat events straight into JetStream in the
-//! contract's shape (docs/chat-live.md), as the api's outbox would after a commit. Once the
+//! contract's shape (docs/chat.md), as the api's outbox would after a commit. Once the
 //! api serves chat, the same methods become REST calls (add/remove member, send a message)
 //! and the responder goes away; the tests using it need not change.
 
@@ -18,7 +18,8 @@ use async_nats::{HeaderMap, jetstream};
 use courier_core::{
     Event, EventAction,
     auth::JwtKeys,
-    chat_live::{MEMBERSHIP_QUEUE_GROUP, MEMBERSHIP_SUBJECT, MembershipReply, MembershipRequest},
+    chat::{MembershipReply, MembershipRequest, Role},
+    subjects::{API_QUEUE_GROUP, CHAT_MEMBERSHIP_RPC},
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -50,7 +51,7 @@ pub fn object_id() -> String {
 #[derive(Default)]
 struct Table {
     /// (room, user) → role
-    members: HashMap<(String, String), String>,
+    members: HashMap<(String, String), Role>,
     /// Messages sent per room (their `seq`).
     room_seq: HashMap<String, u64>,
 }
@@ -70,7 +71,7 @@ impl ChatBackend {
     pub async fn start(nats_url: &str) -> Self {
         let nats = async_nats::connect(nats_url).await.expect("test NATS client");
         let mut requests_in = nats
-            .queue_subscribe(MEMBERSHIP_SUBJECT, MEMBERSHIP_QUEUE_GROUP.to_owned())
+            .queue_subscribe(CHAT_MEMBERSHIP_RPC, API_QUEUE_GROUP.to_owned())
             .await
             .expect("subscribe to membership requests");
         nats.flush().await.expect("subscription reaches the server");
@@ -100,7 +101,7 @@ impl ChatBackend {
                         .expect("table lock")
                         .members
                         .get(&(request.room_id.clone(), request.user_id.clone()))
-                        .cloned();
+                        .copied();
                     let delay = Duration::from_millis(delay_ms.load(Ordering::SeqCst));
                     let nats = nats.clone();
                     tokio::spawn(async move {
@@ -134,7 +135,7 @@ impl ChatBackend {
     /// Makes `user` a member of `room` (no event: the test sets the scene).
     pub fn add_member(&self, room: &str, user: &ChatUserToken) {
         let mut table = self.table.lock().expect("table lock");
-        table.members.insert((room.to_owned(), user.id.clone()), "member".to_owned());
+        table.members.insert((room.to_owned(), user.id.clone()), Role::Member);
     }
 
     /// Removes `user` from `room` as the api would: the membership goes (commit), then

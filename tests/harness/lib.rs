@@ -1,6 +1,9 @@
 //! The test harness: starts real `nats-server` (JetStream) and SecantusDB (MongoDB wire) processes
-//! on free ports with temp dirs — stoppable, killable and restartable for fault injection — and
-//! runs Courier's services in-process or as their built binaries.
+//! on ports the OS picks, with temp dirs — stoppable, killable and restartable on the same port for
+//! fault injection — runs Courier's services in-process or as their built binaries, and waits for
+//! conditions with a deadline (`wait_until`, `wait_for`, `poll_until`) instead of sleeping.
+
+use std::{future::Future, time::Duration};
 
 pub mod chaos;
 pub mod chat;
@@ -34,10 +37,54 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+/// How often the `wait_*` helpers look again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `check` (at once, then every 20 ms) until it is true or `timeout` has passed; whether it
+/// became true. For waits whose caller reports the failure itself.
+pub async fn poll_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Polls `check` until it is true; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if !poll_until(timeout, check).await {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Polls `probe` until it returns `Ok` (its value is returned); panics naming `what` after
+/// `timeout`, with the last `Err`: what the probe saw instead.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
 }

@@ -62,16 +62,73 @@ pub fn spawn(program: &Path, args: &[String], envs: &[(String, String)], log: &P
     command.spawn().unwrap_or_else(|err| panic!("cannot start {}: {err}", program.display()))
 }
 
-/// Waits until something accepts TCP connections on `port`.
-pub async fn wait_for_port(port: u16, what: &str, timeout: Duration) {
+/// Starts a server process with `spawn` (which sends its output to `log`) and returns it with
+/// the port it listens on, read from the first complete line of its new output that contains
+/// `marker` and names `127.0.0.1:<port>`. Servers bind the port they are given, 0 (or nats'
+/// `-1`) asking the OS for a free one, so no port is chosen by a racy probe; a restart binds
+/// the recorded port again. If that port is taken at the moment (its process exits with
+/// "address already in use"), it is spawned again, with backoff, until `timeout`. Panics with
+/// the log when the server exits for another reason or never says where it listens.
+pub async fn spawn_listening(
+    what: &str,
+    log: &Path,
+    marker: &str,
+    timeout: Duration,
+    mut spawn: impl FnMut() -> Child,
+) -> (Child, u16) {
     let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
+    let mut backoff = courier_core::backoff::Backoff::new(Duration::from_secs(1));
+    loop {
+        let from = std::fs::metadata(log).map_or(0, |meta| meta.len());
+        let mut child = spawn();
+        let new_output = || {
+            let bytes = std::fs::read(log).unwrap_or_default();
+            let start = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        };
+        let exited = loop {
+            if let Some(port) = listening_port(&new_output(), marker) {
+                return (child, port);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                kill9(&mut child).await;
+                panic!(
+                    "{what} did not log where it listens (a line with '{marker}') within \
+                     {timeout:?}; its log ({}):\n{}",
+                    log.display(),
+                    new_output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let output = new_output();
+        let port_taken = output.to_lowercase().contains("address already in use");
+        if !port_taken || tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{what} exited ({exited}) before listening; its log ({}):\n{output}",
+                log.display()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        backoff.sleep().await;
     }
-    panic!("{what} did not open port {port} within {timeout:?}");
+}
+
+/// The port on `127.0.0.1` named by the first complete line of `output` that contains `marker`.
+fn listening_port(output: &str, marker: &str) -> Option<u16> {
+    const HOST: &str = "127.0.0.1:";
+    output
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n') && line.contains(marker))
+        .find_map(|line| {
+            line.match_indices(HOST).find_map(|(at, _)| {
+                let rest = &line[at + HOST.len()..];
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                rest[..digits].parse::<u16>().ok().filter(|port| *port != 0)
+            })
+        })
 }
 
 /// SIGKILL, like `kill -9`, and reap.
@@ -92,5 +149,26 @@ pub async fn terminate(child: &mut Child, timeout: Duration) -> Option<std::proc
             kill9(child).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_port;
+
+    #[test]
+    fn the_port_comes_from_a_complete_marked_line() {
+        let nats = "[1] [INF] Starting nats-server\n[1] [INF] Listening for client connections on 127.0.0.1:41801\n";
+        assert_eq!(listening_port(nats, "Listening for client connections"), Some(41801));
+        let api = r#"{"level":"INFO","message":"api listening","addr":"127.0.0.1:39001"}"#;
+        assert_eq!(listening_port(api, "api listening"), None, "an unfinished line");
+        assert_eq!(listening_port(&format!("{api}\n"), "api listening"), Some(39001));
+        let prometheus = "msg=\"Start listening for connections\" address=127.0.0.1:0\nmsg=\"Listening on\" address=127.0.0.1:44527\n";
+        assert_eq!(listening_port(prometheus, "msg=\"Listening on\""), Some(44527));
+        assert_eq!(
+            listening_port("worker starting metrics=127.0.0.1:0\n", "worker starting"),
+            None
+        );
+        assert_eq!(listening_port("other 127.0.0.1:5\n", "api listening"), None);
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::Child;
 
-use crate::process::{find_tool, kill9, spawn, wait_for_port};
+use crate::process::{find_tool, kill9, spawn, spawn_listening};
 
 /// One `/metrics` endpoint to scrape and the pod it stands for.
 pub struct ScrapeTarget {
@@ -28,7 +28,6 @@ impl PrometheusServer {
     /// Starts Prometheus scraping `targets` every second and evaluating `rule_files` every second.
     pub async fn start(targets: &[ScrapeTarget], rule_files: &[PathBuf]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = crate::free_port();
         let static_configs: Vec<Value> = targets
             .iter()
             .map(|t| serde_json::json!({"targets": [t.address], "labels": {"namespace": t.namespace, "pod": t.pod}}))
@@ -45,27 +44,32 @@ impl PrometheusServer {
         let args = [
             format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--log.level=warn".to_owned(),
+            // Any free port; it logs the one it got (at info).
+            "--web.listen-address=127.0.0.1:0".to_owned(),
+            "--log.level=info".to_owned(),
         ];
         let log = dir.path().join("prometheus.log");
-        let child = spawn(&find_tool("prometheus", "COURIER_PROMETHEUS_BIN"), &args, &[], &log);
-        wait_for_port(port, "prometheus", Duration::from_secs(30)).await;
+        let bin = find_tool("prometheus", "COURIER_PROMETHEUS_BIN");
+        let (child, port) = spawn_listening(
+            "prometheus",
+            &log,
+            "msg=\"Listening on\"",
+            Duration::from_secs(30),
+            || spawn(&bin, &args, &[], &log),
+        )
+        .await;
         let server = PrometheusServer { port, dir, child, http: reqwest::Client::new() };
         server.wait_ready().await;
         server
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..300 {
-            if let Ok(response) = self.http.get(format!("{}/-/ready", self.url())).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("prometheus did not become ready; log:\n{}", self.log_text());
+        let url = format!("{}/-/ready", self.url());
+        let ready = crate::poll_until(Duration::from_secs(30), || async {
+            self.http.get(&url).send().await.is_ok_and(|response| response.status().is_success())
+        })
+        .await;
+        assert!(ready, "prometheus did not become ready; log:\n{}", self.log_text());
     }
 
     pub fn url(&self) -> String {

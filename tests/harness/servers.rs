@@ -1,12 +1,13 @@
-//! The real dependencies: `nats-server` with JetStream and SecantusDB, each on a free port with
-//! its own temp dir, and able to stop, `kill -9` and restart on the same port and data.
+//! The real dependencies: `nats-server` with JetStream and SecantusDB, each on a port the OS
+//! picks (the server binds port 0 and logs the port it got) with its own temp dir, and able to
+//! stop, `kill -9` and restart on the same port and data.
 
 use std::{marker::PhantomData, path::PathBuf, time::Duration};
 
 use tempfile::TempDir;
 use tokio::process::Child;
 
-use crate::process::{find_tool, kill9, spawn, wait_for_port};
+use crate::process::{find_tool, kill9, spawn, spawn_listening};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -16,6 +17,9 @@ pub trait ServerKind {
     const TOOL: &'static str;
     /// Environment variable that overrides where the executable is.
     const TOOL_ENV: &'static str;
+    /// Text of the log line that names the address the server listens on.
+    const LISTENING: &'static str;
+    /// Arguments to listen on `port` (0: any free port) and keep data in `data_dir`.
     fn args(port: u16, data_dir: &std::path::Path) -> Vec<String>;
 }
 
@@ -26,8 +30,10 @@ impl ServerKind for Nats {
     const NAME: &'static str = "nats";
     const TOOL: &'static str = "nats-server";
     const TOOL_ENV: &'static str = "COURIER_NATS_SERVER_BIN";
+    const LISTENING: &'static str = "Listening for client connections on";
     fn args(port: u16, data_dir: &std::path::Path) -> Vec<String> {
-        let port = port.to_string();
+        // nats-server's "any free port" is -1 (0 means its default, 4222).
+        let port = if port == 0 { "-1".to_owned() } else { port.to_string() };
         let dir = data_dir.display().to_string();
         ["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir].map(str::to_owned).to_vec()
     }
@@ -37,17 +43,21 @@ impl ServerKind for Store {
     const NAME: &'static str = "store";
     const TOOL: &'static str = "secantusd-py";
     const TOOL_ENV: &'static str = "COURIER_SECANTUSD_BIN";
+    const LISTENING: &'static str = "secantus listening on";
     fn args(port: u16, data_dir: &std::path::Path) -> Vec<String> {
         let port = port.to_string();
         let dir = data_dir.display().to_string();
-        ["--host", "127.0.0.1", "--port", &port, "--storage-path", &dir, "--log-level", "WARNING"]
+        // INFO: the level of its one "listening on" line (it logs little else at INFO).
+        ["--host", "127.0.0.1", "--port", &port, "--storage-path", &dir, "--log-level", "INFO"]
             .map(str::to_owned)
             .to_vec()
     }
 }
 
-/// A server process on a fixed port with a data dir that survives restarts.
+/// A server process with a data dir that survives restarts, on the port it got at its first
+/// start.
 pub struct Server<K: ServerKind> {
+    /// The port it listens on (0 only before the first start).
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
@@ -70,8 +80,7 @@ impl<K: ServerKind> Server<K> {
     pub async fn start_with_args(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server =
-            Server { port: crate::free_port(), dir, child: None, extra_args, kind: PhantomData };
+        let mut server = Server { port: 0, dir, child: None, extra_args, kind: PhantomData };
         server.restart().await;
         server
     }
@@ -80,14 +89,25 @@ impl<K: ServerKind> Server<K> {
         self.dir.path().join(format!("{}.log", K::NAME))
     }
 
-    /// (Re)starts on the same port with the same data.
+    /// (Re)starts with the same data, on the same port once it has one.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is already running", K::NAME);
         let mut args = K::args(self.port, &self.dir.path().join("data"));
         args.extend(self.extra_args.iter().cloned());
         let bin = find_tool(K::TOOL, K::TOOL_ENV);
-        self.child = Some(spawn(&bin, &args, &[], &self.log_path()));
-        wait_for_port(self.port, K::TOOL, START_TIMEOUT).await;
+        let log = self.log_path();
+        let (child, port) = spawn_listening(K::TOOL, &log, K::LISTENING, START_TIMEOUT, || {
+            spawn(&bin, &args, &[], &log)
+        })
+        .await;
+        assert!(
+            self.port == 0 || self.port == port,
+            "{} moved from port {} to {port}",
+            K::NAME,
+            self.port
+        );
+        self.port = port;
+        self.child = Some(child);
     }
 
     /// `kill -9`: no chance to flush or say goodbye.

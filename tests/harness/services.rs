@@ -1,7 +1,11 @@
 //! Courier's services under test: in-process (fast, the default) or as their built binaries
 //! (`ServiceProcess`, for kill -9 and SIGTERM tests), plus `Stack`, a whole local deployment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use courier_api::ApiConfig;
 use courier_broadcaster::BroadcasterConfig;
@@ -17,16 +21,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polls `url` until it answers 200.
 pub async fn wait_ready(url: &str) {
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(response) = client.get(url).timeout(Duration::from_secs(2)).send().await
-            && response.status().is_success()
-        {
-            return;
+    crate::wait_for(&format!("{url} to answer 200"), READY_TIMEOUT, || async {
+        match client.get(url).timeout(Duration::from_secs(2)).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("status {}", response.status())),
+            Err(err) => Err(err.to_string()),
         }
-        assert!(tokio::time::Instant::now() < deadline, "{url} not ready within {READY_TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
 }
 
 /// A service task running in this process, stopped through its shutdown token.
@@ -126,8 +128,20 @@ impl RunningWorker {
     }
 }
 
+/// Where a Courier binary listens: the setting naming its address, and the text of the log line
+/// that names the address it bound.
+fn listening(binary: &str) -> (&'static str, &'static str) {
+    match binary {
+        "courier-api" => ("COURIER_API_LISTEN", "api listening"),
+        "courier-broadcaster" => ("COURIER_BROADCASTER_LISTEN", "broadcaster listening"),
+        "courier-worker" => ("COURIER_WORKER_METRICS_LISTEN", "worker starting"),
+        other => panic!("the harness does not know where {other} listens"),
+    }
+}
+
 /// A Courier binary running as a child process, with its log in a temp dir.
 pub struct ServiceProcess {
+    /// The port it listens on (`/readyz`, `/metrics`, the api or `/ws`).
     pub port: u16,
     pub child: Child,
     pub log: PathBuf,
@@ -137,21 +151,49 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `binary` with `envs`, then waits for `http://127.0.0.1:<port>/readyz`.
-    pub async fn start(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
-        let process = Self::spawn(binary, port, envs);
-        wait_ready(&process.http_url("/readyz")).await;
+    /// Starts `binary` with `envs` on a port the OS picks (its listen setting is `127.0.0.1:0`;
+    /// the port it got is read from its log), then waits for `/readyz`. Restarts reuse the port.
+    pub async fn start(binary: &str, envs: &[(&str, String)]) -> Self {
+        let (listen, _) = listening(binary);
+        let mut envs: Vec<(String, String)> = envs
+            .iter()
+            .filter(|(k, _)| *k != listen)
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        envs.push((listen.to_owned(), "127.0.0.1:0".to_owned()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{binary}.log"));
+        let (child, port) = Self::launch(binary, &envs, &log).await;
+        // Restarts bind the same address.
+        envs.last_mut().expect("the listen setting").1 = format!("127.0.0.1:{port}");
+        let mut process =
+            ServiceProcess { port, child, log, binary: binary.to_owned(), envs, _dir: dir };
+        process.wait_ready().await;
         process
     }
 
-    /// Starts `binary` without waiting for it to be ready.
-    pub fn spawn(binary: &str, port: u16, envs: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join(format!("{binary}.log"));
-        let envs: Vec<(String, String)> =
-            envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-        let child = process::spawn(&process::courier_binary(binary), &[], &envs, &log);
-        ServiceProcess { port, child, log, binary: binary.to_owned(), envs, _dir: dir }
+    async fn launch(binary: &str, envs: &[(String, String)], log: &Path) -> (Child, u16) {
+        let program = process::courier_binary(binary);
+        process::spawn_listening(binary, log, listening(binary).1, READY_TIMEOUT, || {
+            process::spawn(&program, &[], envs, log)
+        })
+        .await
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log if the process exits first.
+    async fn wait_ready(&mut self) {
+        let url = self.http_url("/readyz");
+        let exited = tokio::select! {
+            () = wait_ready(&url) => None,
+            status = self.child.wait() => Some(status),
+        };
+        if let Some(status) = exited {
+            panic!(
+                "{} exited ({status:?}) before it was ready; its log:\n{}",
+                self.binary,
+                self.log_text()
+            );
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -192,9 +234,10 @@ impl ServiceProcess {
     /// killed), and waits until it is ready; the log keeps growing in the same file.
     pub async fn restart(&mut self) {
         assert!(!self.is_running(), "{} is still running", self.binary);
-        self.child =
-            process::spawn(&process::courier_binary(&self.binary), &[], &self.envs, &self.log);
-        wait_ready(&self.http_url("/readyz")).await;
+        let (child, port) = Self::launch(&self.binary, &self.envs, &self.log).await;
+        assert_eq!(port, self.port, "{} restarted on another port", self.binary);
+        self.child = child;
+        self.wait_ready().await;
     }
 }
 

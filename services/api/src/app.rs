@@ -53,6 +53,7 @@ impl Application {
         let metrics = OutboxMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
+        let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
         let state = AppState {
             store: store.clone(),
@@ -62,20 +63,18 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             fault: config.fault,
-            accounts: Accounts::new(
-                &store,
-                std::time::Duration::from_secs(config.refresh_ttl_secs),
-            ),
+            accounts: Accounts::new(&store, config.refresh_ttl),
             jwt: Arc::new(jwt),
             login_limiter: Arc::new(LoginLimiter::new(
                 config.login_max_failures,
-                std::time::Duration::from_secs(config.login_window_secs),
+                config.login_window,
                 config.login_max_attempts_per_address,
-                std::time::Duration::from_secs(config.login_window_secs),
+                config.login_window,
             )),
             trust_forwarded_for: config.trust_forwarded_for,
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
+            chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
             let store = store.clone();
@@ -134,6 +133,11 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        let membership = tokio::spawn(crate::chat::rpc::serve_membership(
+            nats.clone(),
+            state.store.chat(),
+            shutdown.clone(),
+        ));
         let relay = tokio::spawn(state.outbox.clone().run_relay(
             config.relay_interval,
             config.relay_grace,
@@ -147,6 +151,7 @@ impl Application {
         shutdown.cancel();
         state.outbox.drain().await;
         let _ = relay.await;
+        let _ = membership.await;
         setup.abort();
         let _ = watcher.await;
         if let Err(err) = nats.flush().await {
@@ -157,7 +162,7 @@ impl Application {
     }
 }
 
-/// Creates every index the api needs — the outbox's, the accounts', and each collection's
+/// Creates every index the api needs — the outbox's, chat's, the accounts', and each collection's
 /// declared ones — retrying while the store is down.
 async fn ensure_indexes_with_retry(
     store: &Store,
@@ -171,6 +176,7 @@ async fn ensure_indexes_with_retry(
         shutdown,
         || async {
             store.ensure_indexes().await?;
+            store.chat().ensure_indexes().await?;
             accounts.ensure_indexes().await?;
             for def in collections.all() {
                 store.ensure_collection_indexes(&def.spec).await?;

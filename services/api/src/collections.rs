@@ -3,17 +3,17 @@
 //! and problem, compiled once, and reloaded without restart when the file changes.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use courier_core::{
-    collection_spec::{AccessLevel, CollectionSpec, CollectionsFile, TriggerOn},
-    subjects::is_valid_collection_name,
-    task::is_valid_task_kind,
+use courier_core::collection_spec::{
+    AccessLevel, CollectionSpec, CollectionsFile, DeclaredField, FileError, SpecError, TriggerOn,
+    ValidSpec,
 };
+pub use courier_core::collection_spec::{FieldType, is_valid_field_name};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -24,23 +24,12 @@ use crate::error::FieldError;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The JSON type of a top-level field, from its schema (used to type query filters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    String,
-    Integer,
-    Number,
-    Boolean,
-    /// Objects, arrays or anything without one clear scalar type: matched as a string.
-    Other,
-}
-
 /// One collection, compiled.
 pub struct CollectionDef {
     pub spec: CollectionSpec,
     validator: jsonschema::Validator,
     /// Declared top-level properties and their types.
-    fields: HashMap<String, (FieldType, bool)>,
+    fields: HashMap<String, DeclaredField>,
     /// Whether documents may carry fields the schema does not declare.
     open: bool,
 }
@@ -51,89 +40,16 @@ impl std::fmt::Debug for CollectionDef {
     }
 }
 
-/// Names under `/api/v1/` that belong to Courier itself.
-pub const RESERVED_NAMES: [&str; 4] = ["auth", "queues", "chat", "collections"];
-
-/// Whether `name` can be a document field used in filters, sorts and indexes.
-pub fn is_valid_field_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 impl CollectionDef {
-    /// Compiles a spec, or says what is wrong with it (without the file name).
-    pub fn from_spec(spec: CollectionSpec) -> Result<Self, String> {
-        if !is_valid_collection_name(&spec.name) {
-            return Err("invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)".into());
-        }
-        if RESERVED_NAMES.contains(&spec.name.as_str()) {
-            return Err(format!(
-                "the name is reserved for Courier's own endpoints ({})",
-                RESERVED_NAMES.join(", ")
-            ));
-        }
-        let schema = &spec.schema;
-        if schema.get("type").and_then(Value::as_str) != Some("object") {
-            return Err("schema must have \"type\": \"object\" (documents are JSON objects)".into());
-        }
-        let validator = jsonschema::validator_for(schema)
-            .map_err(|err| format!("schema does not compile: {err}"))?;
-        let mut fields = HashMap::new();
-        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-            for (name, property) in properties {
-                if !is_valid_field_name(name) {
-                    return Err(format!(
-                        "schema property '{name}': field names are letters, digits and '_'"
-                    ));
-                }
-                if name == "id" {
-                    return Err(
-                        "schema property 'id' is reserved: Courier assigns every document its id"
-                            .into(),
-                    );
-                }
-                let read_only = property.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
-                fields.insert(name.clone(), (field_type(property), read_only));
-            }
-        }
-        let open = schema.get("additionalProperties") != Some(&Value::Bool(false));
-        for (i, index) in spec.indexes.iter().enumerate() {
-            if index.fields.is_empty() {
-                return Err(format!("index {}: 'fields' is empty", i + 1));
-            }
-            for field in &index.fields {
-                let name = field.strip_prefix('-').unwrap_or(field);
-                if !is_valid_field_name(name) {
-                    return Err(format!(
-                        "index {}: '{field}' is not a field name ('-' prefix for descending)",
-                        i + 1
-                    ));
-                }
-                if !open && !fields.contains_key(name) {
-                    return Err(format!(
-                        "index {}: field '{name}' is not declared in the schema",
-                        i + 1
-                    ));
-                }
-            }
-        }
-        for task in &spec.tasks {
-            if !is_valid_task_kind(&task.kind) {
-                return Err(format!(
-                    "task kind '{}' is invalid: dot-separated lowercase words, e.g. pets.enrich",
-                    task.kind
-                ));
-            }
-            if task.on.is_empty() {
-                return Err(format!(
-                    "task '{}': 'on' lists no trigger (create, update)",
-                    task.kind
-                ));
-            }
-        }
-        Ok(CollectionDef { spec, validator, fields, open })
+    /// Checks (`CollectionSpec::validate`, the rules every service shares) and compiles a spec,
+    /// or says what is wrong with it (without the file name).
+    pub fn from_spec(spec: CollectionSpec) -> Result<Self, SpecError> {
+        let valid = spec.validate()?;
+        Ok(CollectionDef::compiled(spec, valid))
+    }
+
+    fn compiled(spec: CollectionSpec, valid: ValidSpec) -> Self {
+        CollectionDef { spec, validator: valid.validator, fields: valid.fields, open: valid.open }
     }
 
     pub fn name(&self) -> &str {
@@ -152,7 +68,7 @@ impl CollectionDef {
     /// one is not declared.
     pub fn field_type(&self, name: &str) -> Option<FieldType> {
         match self.fields.get(name) {
-            Some((ty, _)) => Some(*ty),
+            Some(field) => Some(field.ty),
             None if self.open => Some(FieldType::Other),
             None => None,
         }
@@ -160,7 +76,7 @@ impl CollectionDef {
 
     /// Fields Courier manages (`readOnly` in the schema): clients cannot set them.
     pub fn read_only_fields(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().filter(|(_, (_, ro))| *ro).map(|(name, _)| name.as_str())
+        self.fields.iter().filter(|(_, field)| field.read_only).map(|(name, _)| name.as_str())
     }
 
     /// Task kinds to enqueue on `trigger`.
@@ -178,23 +94,6 @@ impl CollectionDef {
         fields.sort_by(|a, b| a.field.cmp(&b.field));
         fields.dedup();
         Err(fields)
-    }
-}
-
-fn field_type(property: &Value) -> FieldType {
-    let types: Vec<&str> = match property.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => {
-            ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect()
-        }
-        _ => vec![],
-    };
-    match types.as_slice() {
-        ["string"] => FieldType::String,
-        ["integer"] => FieldType::Integer,
-        ["number"] | ["integer", "number"] | ["number", "integer"] => FieldType::Number,
-        ["boolean"] => FieldType::Boolean,
-        _ => FieldType::Other,
     }
 }
 
@@ -231,6 +130,10 @@ fn pointer_to_dotted(pointer: &str) -> String {
         .join(".")
 }
 
+fn config_error(source: &str, err: FileError) -> ConfigError {
+    ConfigError(format!("{source}: {err}"))
+}
+
 /// The collections the api serves, by name.
 #[derive(Debug, Default)]
 pub struct Collections {
@@ -240,31 +143,21 @@ pub struct Collections {
 impl Collections {
     /// Parses and checks a `collections.yaml` text; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &str) -> Result<Self, ConfigError> {
-        let file: CollectionsFile =
-            serde_yaml::from_str(text).map_err(|err| ConfigError(format!("{source}: {err}")))?;
-        Self::from_specs(file.collections, source)
+        let file = CollectionsFile::from_yaml(text).map_err(|err| config_error(source, err))?;
+        Self::from_file(file, source)
     }
 
-    pub fn from_specs(specs: Vec<CollectionSpec>, source: &str) -> Result<Self, ConfigError> {
-        let mut seen = HashSet::new();
-        let mut by_name = HashMap::new();
-        for (i, spec) in specs.into_iter().enumerate() {
-            let name = spec.name.clone();
-            if !seen.insert(name.clone()) {
-                return Err(ConfigError(format!(
-                    "{source}: collection '{name}' is declared twice"
-                )));
-            }
-            let def = CollectionDef::from_spec(spec).map_err(|problem| {
-                let which = if name.is_empty() {
-                    format!("collection #{}", i + 1)
-                } else {
-                    format!("collection '{name}'")
-                };
-                ConfigError(format!("{source}: {which}: {problem}"))
-            })?;
-            by_name.insert(name, Arc::new(def));
-        }
+    /// Checks (`CollectionsFile::validate`) and compiles a parsed file.
+    pub fn from_file(file: CollectionsFile, source: &str) -> Result<Self, ConfigError> {
+        let valid = file.validate().map_err(|err| config_error(source, err))?;
+        let by_name = file
+            .collections
+            .into_iter()
+            .zip(valid)
+            .map(|(spec, valid)| {
+                (spec.name.clone(), Arc::new(CollectionDef::compiled(spec, valid)))
+            })
+            .collect();
         Ok(Collections { by_name })
     }
 
@@ -291,11 +184,21 @@ impl Collections {
 #[derive(Clone)]
 pub struct CollectionsHandle {
     current: Arc<RwLock<Arc<Collections>>>,
+    /// How many changed files [`Self::watch_file`] refused (kept the previous collections).
+    rejected: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl CollectionsHandle {
     pub fn new(collections: Collections) -> Self {
-        CollectionsHandle { current: Arc::new(RwLock::new(Arc::new(collections))) }
+        CollectionsHandle {
+            current: Arc::new(RwLock::new(Arc::new(collections))),
+            rejected: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Counts the reloads refused because the changed file was invalid.
+    pub fn rejected_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rejected.subscribe()
     }
 
     pub fn current(&self) -> Arc<Collections> {
@@ -334,6 +237,7 @@ impl CollectionsHandle {
                 Ok(current) => Some(on_change(current)),
                 Err(err) => {
                     tracing::error!(%err, "collections file changed but is invalid; keeping the previous collections");
+                    self.rejected.send_modify(|count| *count += 1);
                     None
                 }
             };
@@ -473,6 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn every_spec_of_the_shared_invalid_table_is_refused() {
+        for entry in courier_core::collection_spec::fixtures::invalid_specs() {
+            let which = if entry.name().is_empty() {
+                "collection #1".to_owned()
+            } else {
+                format!("collection '{}'", entry.name())
+            };
+            let expected = format!("collections.yaml: {which}: {}", entry.problem);
+            let message = error_for(&entry.file_text());
+            assert!(
+                message.starts_with(&expected),
+                "{}: {message}\n  lacks {expected}",
+                entry.case
+            );
+            let problem = CollectionDef::from_spec(entry.spec()).unwrap_err().to_string();
+            assert!(problem.starts_with(entry.problem), "{}: {problem}", entry.case);
+        }
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err = Collections::load(Path::new("/nonexistent/collections.yaml")).unwrap_err();
         assert!(err.0.starts_with("/nonexistent/collections.yaml: cannot read"), "{err}");
@@ -480,10 +404,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_file_is_reloaded_and_an_invalid_one_ignored() {
+        const DEADLINE: Duration = Duration::from_secs(10);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("collections.yaml");
         std::fs::write(&path, "collections: [{name: a, schema: {type: object}}]").unwrap();
         let handle = CollectionsHandle::new(Collections::load(&path).unwrap());
+        let mut rejected = handle.rejected_reloads();
         let shutdown = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watcher = tokio::spawn(handle.clone().watch_file(
@@ -497,20 +423,29 @@ mod tests {
                 }
             },
         ));
-        std::fs::write(
-            &path,
+        // Written whole (rename), so the watcher never reads a half-written file.
+        let replace = |text: &str| {
+            let staged = dir.path().join("staged.yaml");
+            std::fs::write(&staged, text).unwrap();
+            std::fs::rename(&staged, &path).unwrap();
+        };
+        replace(
             "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}}]",
-        )
-        .unwrap();
-        assert_eq!(rx.recv().await, Some(2));
+        );
+        let reloaded = tokio::time::timeout(DEADLINE, rx.recv()).await.expect("no reload");
+        assert_eq!(reloaded, Some(2));
         assert!(handle.current().get("b").is_some());
-        std::fs::write(&path, "collections: [{name: B!, schema: {type: object}}]").unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        replace("collections: [{name: B!, schema: {type: object}}]");
+        tokio::time::timeout(DEADLINE, rejected.wait_for(|count| *count == 1))
+            .await
+            .expect("the invalid file was not noticed")
+            .unwrap();
         assert!(
             handle.current().get("b").is_some(),
             "an invalid file keeps the previous collections"
         );
+        assert!(rx.try_recv().is_err(), "an invalid file runs no on_change");
         shutdown.cancel();
-        watcher.await.unwrap();
+        tokio::time::timeout(DEADLINE, watcher).await.expect("the watcher did not stop").unwrap();
     }
 }

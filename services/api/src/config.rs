@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use courier_core::{
     auth::{JwtArgs, Secret},
-    config::{NatsArgs, TelemetryArgs},
+    config::{NatsArgs, TelemetryArgs, millis_or_duration, seconds_or_duration},
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -27,8 +27,9 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_MONGODB_DATABASE", default_value = "courier")]
     pub mongodb_database: String,
 
-    /// How long a request waits for MongoDB before answering 503.
-    #[arg(long, env = "COURIER_MONGODB_TIMEOUT", value_parser = humantime_ms, default_value = "3000")]
+    /// How long a request waits for MongoDB before answering 503: `250ms`, `5s`, `2m`, `1h` (a
+    /// bare number is milliseconds).
+    #[arg(long, env = "COURIER_MONGODB_TIMEOUT", value_parser = millis_or_duration, default_value = "3s")]
     pub mongodb_timeout: Duration,
 
     #[command(flatten)]
@@ -38,25 +39,28 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 
-    /// How often the outbox relay looks for events the fast path did not publish (ms).
-    #[arg(long, env = "COURIER_OUTBOX_RELAY_INTERVAL", value_parser = humantime_ms, default_value = "250")]
+    /// How often the outbox relay looks for events the fast path did not publish: `250ms`, `5s`,
+    /// `2m`, `1h` (a bare number is milliseconds).
+    #[arg(long, env = "COURIER_OUTBOX_RELAY_INTERVAL", value_parser = millis_or_duration, default_value = "250ms")]
     pub relay_interval: Duration,
 
-    /// How old an outbox record must be before the relay takes it over from the fast path (ms).
-    #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = humantime_ms, default_value = "1000")]
+    /// How old an outbox record must be before the relay takes it over from the fast path:
+    /// `250ms`, `5s`, `2m`, `1h` (a bare number is milliseconds).
+    #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = millis_or_duration, default_value = "1s")]
     pub relay_grace: Duration,
 
-    /// How often the api polls JetStream for the `courier_jetstream_*` gauges (ms); 0 turns the
-    /// poll off.
-    #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = humantime_ms, default_value = "5000")]
+    /// How often the api polls JetStream for the `courier_jetstream_*` gauges: `250ms`, `5s`,
+    /// `2m`, `1h` (a bare number is milliseconds); 0 turns the poll off.
+    #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = millis_or_duration, default_value = "5s")]
     pub jetstream_metrics_interval: Duration,
 
     /// The collections to serve (`collections.yaml` format); reloaded when it changes.
     #[arg(long, env = "COURIER_COLLECTIONS_FILE", default_value = "collections.yaml")]
     pub collections_file: PathBuf,
 
-    /// How often the collections file is checked for changes (ms).
-    #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", value_parser = humantime_ms, default_value = "2000")]
+    /// How often the collections file is checked for changes: `250ms`, `5s`, `2m`, `1h` (a bare
+    /// number is milliseconds).
+    #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", value_parser = millis_or_duration, default_value = "2s")]
     pub collections_reload_interval: Duration,
 
     /// Serve the web app's files from this directory instead of the copies built into the
@@ -74,9 +78,9 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub jwt: JwtArgs,
 
-    /// Lifetime of refresh tokens (seconds).
-    #[arg(long, env = "COURIER_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
-    pub refresh_ttl_secs: u64,
+    /// Lifetime of refresh tokens: `720h`, `30m`, `90s` (a bare number is seconds).
+    #[arg(long = "refresh-ttl-secs", env = "COURIER_REFRESH_TTL_SECS", value_parser = seconds_or_duration, default_value = "720h")]
+    pub refresh_ttl: Duration,
 
     /// Failed logins per username within the window before 429.
     #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES", default_value_t = 5)]
@@ -86,9 +90,25 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_LOGIN_MAX_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
     pub login_max_attempts_per_address: usize,
 
-    /// The rate-limit window (seconds).
-    #[arg(long, env = "COURIER_LOGIN_WINDOW_SECS", default_value_t = 300)]
-    pub login_window_secs: u64,
+    /// The rate-limit window: `5m`, `90s` (a bare number is seconds).
+    #[arg(long = "login-window-secs", env = "COURIER_LOGIN_WINDOW_SECS", value_parser = seconds_or_duration, default_value = "5m")]
+    pub login_window: Duration,
+
+    /// Chat messages a user may send within the send window before 429.
+    #[arg(long, env = "COURIER_CHAT_SEND_LIMIT", default_value_t = 10)]
+    pub chat_send_limit: usize,
+
+    /// The chat send window (`250ms`, `10s`, `1m`; a bare number is ms).
+    #[arg(long, env = "COURIER_CHAT_SEND_WINDOW", value_parser = millis_or_duration, default_value = "10s")]
+    pub chat_send_window: Duration,
+
+    /// Chat rooms a user may create within the room window before 429.
+    #[arg(long, env = "COURIER_CHAT_ROOM_LIMIT", default_value_t = 10)]
+    pub chat_room_limit: usize,
+
+    /// The chat room-creation window (`250ms`, `10s`, `1m`; a bare number is ms).
+    #[arg(long, env = "COURIER_CHAT_ROOM_WINDOW", value_parser = millis_or_duration, default_value = "1m")]
+    pub chat_room_window: Duration,
 
     /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
     #[arg(long, env = "COURIER_TRUST_FORWARDED_FOR", default_value_t = false)]
@@ -114,14 +134,6 @@ pub enum Fault {
     ExitAfterCommit,
 }
 
-/// Parses a whole number of milliseconds.
-fn humantime_ms(text: &str) -> Result<Duration, String> {
-    text.trim_end_matches("ms")
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| format!("'{text}' is not a whole number of milliseconds"))
-}
-
 impl ApiConfig {
     /// Defaults for the given dependencies, listening on an ephemeral local port (tests, tools).
     pub fn for_local(mongodb_uri: &str, mongodb_database: &str, nats_url: &str) -> Self {
@@ -136,5 +148,66 @@ impl ApiConfig {
         let random: [u8; 32] = rand::random();
         config.jwt.secret = Some(Secret(random.iter().map(|b| format!("{b:02x}")).collect()));
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_the_legacy_bare_number() {
+        let three = Duration::from_secs(3);
+        for text in ["3000ms", "3s", "3000"] {
+            let config = ApiConfig::try_parse_from([
+                "courier-api",
+                "--mongodb-timeout",
+                text,
+                "--relay-interval",
+                text,
+                "--relay-grace",
+                text,
+                "--jetstream-metrics-interval",
+                text,
+                "--collections-reload-interval",
+                text,
+            ])
+            .unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(
+                [
+                    config.mongodb_timeout,
+                    config.relay_interval,
+                    config.relay_grace,
+                    config.jetstream_metrics_interval,
+                    config.collections_reload_interval,
+                ],
+                [three; 5],
+                "{text}"
+            );
+        }
+        for text in ["3000ms", "3s", "3"] {
+            let config = ApiConfig::try_parse_from([
+                "courier-api",
+                "--refresh-ttl-secs",
+                text,
+                "--login-window-secs",
+                text,
+                "--jwt-access-ttl-secs",
+                text,
+            ])
+            .unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(
+                [config.refresh_ttl, config.login_window, config.jwt.access_ttl],
+                [three; 3]
+            );
+        }
+        let defaults = ApiConfig::parse_from(["courier-api"]);
+        assert_eq!(defaults.mongodb_timeout, three);
+        assert_eq!(defaults.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(defaults.login_window, Duration::from_secs(300));
+        let err = ApiConfig::try_parse_from(["courier-api", "--mongodb-timeout", "3 seconds"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("250ms, 5s, 2m or 1h"), "{err}");
     }
 }

@@ -36,8 +36,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("{message}")]
     Unauthorized { message: String, invalid_token: bool },
-    #[error("too many login attempts; retry in {retry_after_secs} s")]
-    TooManyRequests { retry_after_secs: u64 },
+    #[error("too many {what}; retry in {retry_after_secs} s")]
+    TooManyRequests { what: &'static str, retry_after_secs: u64 },
+    /// Signed in, but this user may not do this here.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the database is unavailable; nothing was written, retry shortly")]
     StoreUnavailable(#[source] mongodb::error::Error),
     #[error(
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::StoreUnavailable(_) | ApiError::OutcomeUnknown(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -79,10 +83,17 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
+    }
+
+    /// 429 for `what` (e.g. "messages"), retry after `wait` (whole seconds, at least 1).
+    pub fn too_many(what: &'static str, wait: std::time::Duration) -> Self {
+        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::TooManyRequests { what, retry_after_secs: retry_after_secs.max(1) }
     }
 
     pub fn validation(collection: &str, fields: Vec<FieldError>) -> Self {
@@ -140,7 +151,7 @@ impl IntoResponse for ApiError {
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -157,6 +157,8 @@ pub fn document(collections: &Collections) -> Value {
             }),
         );
     }
+    paths.extend(crate::routes::chats::openapi::paths());
+    schemas.extend(crate::routes::chats::openapi::schemas());
     paths.insert(
         "/api/v1/collections".into(),
         json!({"get": {"tags": ["collections"], "summary": "The declared collections: name, JSON Schema, access rules, tasks", "security": [],
@@ -174,7 +176,7 @@ pub fn document(collections: &Collections) -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Courier API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Declared collections with live events: every change is published as <collection>.<action> on channels <collection> and <collection>:<id> (WebSocket protocol: docs/protocol.md)."},
+                 "description": "Declared collections with live events: every change is published as <collection>.<action> on channels <collection> and <collection>:<id> (WebSocket protocol: docs/protocol.md). Chat rooms under /api/v1/chats, live on chat:<room id> and user:<my id> (docs/chat.md)."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     })
@@ -213,5 +215,7 @@ mod tests {
         assert_eq!(doc["paths"]["/api/v1/products"]["post"]["security"], json!([]));
         assert!(doc["paths"]["/api/v1/desks/{id}"]["put"]["responses"]["412"].is_object());
         assert_eq!(doc["paths"]["/api/v1/collections"]["get"]["security"], json!([]));
+        assert!(doc["paths"]["/api/v1/chats/{id}/messages"]["post"].is_object());
+        assert!(doc["components"]["schemas"]["ChatMessage"].is_object());
     }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     pub trust_forwarded_for: bool,
     pub fault: Option<crate::config::Fault>,
+    /// Chat's rate limits and metrics.
+    pub chat: Arc<crate::chat::Chat>,
     /// The web app's settings (`/app-config.json`, optional development directory).
     pub web: Arc<crate::web::WebSettings>,
     /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).

@@ -63,13 +63,30 @@ impl Access {
             .collect()
     }
 
-    /// Read rules from a `collections.yaml` file.
+    /// Read rules from a `collections.yaml` file, which must pass the same checks as in the api
+    /// (`CollectionsFile::load_checked`): a file the api would refuse gives no rules here either.
     pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-        let file: CollectionsFile = serde_yaml::from_str(&text)
+        let (file, _) = CollectionsFile::load_checked(&text)
             .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         Ok(file.collections.into_iter().map(|c| (c.name, c.access.read)).collect())
+    }
+
+    /// Re-reads the rules after the file changed; an invalid file is logged and the current
+    /// rules kept. Returns whether the rules were replaced.
+    pub fn reload_rules(&self, path: &Path) -> bool {
+        match Self::read_rules(path) {
+            Ok(rules) => {
+                tracing::info!(file = %path.display(), collections = rules.len(), "read rules reloaded");
+                self.replace_rules(rules);
+                true
+            }
+            Err(err) => {
+                tracing::error!(%err, "collections file changed but is invalid; keeping the previous read rules");
+                false
+            }
+        }
     }
 
     /// Admits a subscription: `Ok(None)` for a public channel, `Ok(Some(claims))` when a token
@@ -167,5 +184,57 @@ mod tests {
         let no_keys =
             Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));
+    }
+
+    #[test]
+    fn rules_are_read_from_a_valid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collections.yaml");
+        std::fs::write(&path, "collections: [{name: secrets, schema: {type: object}, access: {read: authenticated}}, {name: open, schema: {type: object}}]").unwrap();
+        let rules = Access::read_rules(&path).unwrap();
+        assert_eq!(
+            rules,
+            HashMap::from([
+                ("secrets".to_owned(), AccessLevel::Authenticated),
+                ("open".to_owned(), AccessLevel::Public),
+            ])
+        );
+    }
+
+    #[test]
+    fn every_spec_of_the_shared_invalid_table_is_refused_at_start_and_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collections.yaml");
+        let (access, _) = access();
+        let secrets = Channel::parse("secrets").unwrap();
+        for entry in courier_core::collection_spec::fixtures::invalid_specs() {
+            std::fs::write(&path, entry.file_text()).unwrap();
+            let err = Access::read_rules(&path).expect_err(entry.case).to_string();
+            assert!(err.starts_with(&path.display().to_string()), "{err}");
+            assert!(err.contains(entry.problem), "{}: {err} lacks {}", entry.case, entry.problem);
+            assert!(!access.reload_rules(&path), "{}", entry.case);
+            assert_eq!(
+                access.admit(&secrets, None),
+                Err(AccessError::TokenRequired("secrets".into())),
+                "{}: an invalid file keeps the previous rules",
+                entry.case
+            );
+        }
+        std::fs::write(&path, "collections: [{name: secrets, schema: {type: object}}]").unwrap();
+        assert!(access.reload_rules(&path));
+        assert_eq!(access.admit(&secrets, None), Ok(None), "a valid file replaces the rules");
+    }
+
+    #[test]
+    fn duplicate_collections_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collections.yaml");
+        std::fs::write(
+            &path,
+            "collections: [{name: a, schema: {type: object}}, {name: a, schema: {type: object}, access: {read: authenticated}}]",
+        )
+        .unwrap();
+        let err = Access::read_rules(&path).unwrap_err().to_string();
+        assert!(err.contains("collection 'a' is declared twice"), "{err}");
     }
 }

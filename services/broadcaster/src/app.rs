@@ -151,18 +151,18 @@ impl Application {
         let feed_task = tokio::spawn(feed.run(background.clone()));
         let chat_task = tokio::spawn(shared.chat.clone().run(background.clone()));
         let rules_watcher = shared.config.collections_file.clone().map(|path| {
-            let interval = Duration::from_millis(shared.config.collections_reload_interval_ms.max(100));
+            let interval =
+                shared.config.collections_reload_interval.max(Duration::from_millis(100));
             let shared = shared.clone();
-            let watch = courier_core::file_watch::on_file_change(path.clone(), interval, background.clone(), move || {
-                match Access::read_rules(&path) {
-                    Ok(rules) => {
-                        tracing::info!(file = %path.display(), collections = rules.len(), "read rules reloaded");
-                        shared.access.replace_rules(rules);
-                    }
-                    Err(err) => tracing::error!(%err, "collections file changed but is invalid; keeping the previous read rules"),
-                }
-                async {}
-            });
+            let watch = courier_core::file_watch::on_file_change(
+                path.clone(),
+                interval,
+                background.clone(),
+                move || {
+                    shared.access.reload_rules(&path);
+                    async {}
+                },
+            );
             tokio::spawn(watch)
         });
         let pruner = {
@@ -186,7 +186,7 @@ impl Application {
         shared.shutdown.cancel();
         shared.chat.announce_shutdown().await;
         shared.tracker.close();
-        let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+        let grace = shared.config.shutdown_grace;
         if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
             tracing::warn!(
                 remaining = shared.tracker.len(),

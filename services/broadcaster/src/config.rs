@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use courier_core::{
     auth::JwtArgs,
-    config::{NatsArgs, TelemetryArgs},
+    config::{MAX_DURATION, NatsArgs, TelemetryArgs, duration_in, millis_or_duration},
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -26,15 +26,21 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_COLLECTIONS_FILE")]
     pub collections_file: Option<std::path::PathBuf>,
 
-    /// How often the collections file is checked for changes (ms).
-    #[arg(long, env = "COURIER_COLLECTIONS_RELOAD_INTERVAL", default_value_t = 2_000)]
-    pub collections_reload_interval_ms: u64,
+    /// How often the collections file is checked for changes: `250ms`, `5s`, `2m`, `1h` (a bare
+    /// number is milliseconds; at least 100 ms).
+    #[arg(
+        long = "collections-reload-interval-ms",
+        env = "COURIER_COLLECTIONS_RELOAD_INTERVAL",
+        value_parser = duration_in(millis_or_duration, Duration::from_millis(100), MAX_DURATION),
+        default_value = "2s"
+    )]
+    pub collections_reload_interval: Duration,
 
     /// Token verification keys (the api's: secret, or RS256 public key).
     #[command(flatten)]
     pub jwt: JwtArgs,
 
-    /// Name of this broadcaster in `status` frames and logs (defaults to host name + pid).
+    /// Name of this broadcaster in `status` frames and logs (defaults to `<host name>-<pid>`).
     #[arg(long, env = "COURIER_NODE_NAME")]
     pub node_name: Option<String>,
 
@@ -51,9 +57,15 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_WS_CHANNEL_BUFFER", default_value_t = 1024)]
     pub channel_buffer: usize,
 
-    /// How long a send to one client may block before it is cut off as a slow consumer (ms).
-    #[arg(long, env = "COURIER_WS_SEND_TIMEOUT_MS", default_value_t = 5_000)]
-    pub send_timeout_ms: u64,
+    /// How long a send to one client may block before it is cut off as a slow consumer: `250ms`,
+    /// `5s`, `2m`, `1h` (a bare number is milliseconds).
+    #[arg(
+        long = "send-timeout-ms",
+        env = "COURIER_WS_SEND_TIMEOUT_MS",
+        value_parser = duration_in(millis_or_duration, Duration::from_millis(1), MAX_DURATION),
+        default_value = "5s"
+    )]
+    pub send_timeout: Duration,
 
     /// Kernel send buffer of each client socket, in bytes (0: the OS default, which Linux grows
     /// to megabytes). Bounds how much the kernel holds for a client that stopped reading, and
@@ -61,17 +73,29 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
 
-    /// Server ping interval (ms); a client silent for 3 intervals is closed (4000).
-    #[arg(long, env = "COURIER_WS_PING_INTERVAL_MS", default_value_t = 20_000)]
-    pub ping_interval_ms: u64,
+    /// Server ping interval: `250ms`, `5s`, `2m`, `1h` (a bare number is milliseconds); a client
+    /// silent for 3 intervals is closed (4000).
+    #[arg(
+        long = "ping-interval-ms",
+        env = "COURIER_WS_PING_INTERVAL_MS",
+        value_parser = duration_in(millis_or_duration, Duration::from_millis(1), MAX_DURATION),
+        default_value = "20s"
+    )]
+    pub ping_interval: Duration,
 
     /// Most concurrent WebSocket connections; further upgrades get 503.
     #[arg(long, env = "COURIER_WS_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
-    /// How long shutdown waits for connections to close after sending 1001 (ms).
-    #[arg(long, env = "COURIER_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
-    pub shutdown_grace_ms: u64,
+    /// How long shutdown waits for connections to close after sending 1001: `250ms`, `5s`, `2m`,
+    /// `1h` (a bare number is milliseconds).
+    #[arg(
+        long = "shutdown-grace-ms",
+        env = "COURIER_SHUTDOWN_GRACE_MS",
+        value_parser = millis_or_duration,
+        default_value = "5s"
+    )]
+    pub shutdown_grace: Duration,
 
     #[command(flatten)]
     pub chat: crate::chat::ChatArgs,
@@ -94,18 +118,65 @@ impl BroadcasterConfig {
         config
     }
 
-    pub fn send_timeout(&self) -> Duration {
-        Duration::from_millis(self.send_timeout_ms)
-    }
-
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_millis(self.ping_interval_ms)
-    }
-
     pub fn node(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "broadcaster".into());
-            format!("{host}-{}", std::process::id())
-        })
+        self.node_name.clone().unwrap_or_else(courier_core::config::instance_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_the_legacy_bare_milliseconds() {
+        let three = Duration::from_secs(3);
+        for text in ["3000ms", "3s", "3000"] {
+            let config = BroadcasterConfig::try_parse_from([
+                "courier-broadcaster",
+                "--collections-reload-interval-ms",
+                text,
+                "--send-timeout-ms",
+                text,
+                "--ping-interval-ms",
+                text,
+                "--shutdown-grace-ms",
+                text,
+            ])
+            .unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(
+                [
+                    config.collections_reload_interval,
+                    config.send_timeout,
+                    config.ping_interval,
+                    config.shutdown_grace,
+                ],
+                [three; 4],
+                "{text}"
+            );
+        }
+        let defaults = BroadcasterConfig::parse_from(["courier-broadcaster"]);
+        assert_eq!(defaults.ping_interval, Duration::from_secs(20));
+        assert_eq!(defaults.send_timeout, Duration::from_secs(5));
+        for bad in ["50ms", "0", "soon"] {
+            assert!(
+                BroadcasterConfig::try_parse_from([
+                    "courier-broadcaster",
+                    "--collections-reload-interval-ms",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_node_name_defaults_to_the_instance_id() {
+        let config = BroadcasterConfig::for_local("nats://x");
+        assert_eq!(config.node(), courier_core::config::instance_id());
+        let named =
+            BroadcasterConfig::try_parse_from(["courier-broadcaster", "--node-name", "b-0"])
+                .unwrap();
+        assert_eq!(named.node(), "b-0");
     }
 }

@@ -157,7 +157,7 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
 
 impl Connection {
     async fn run(&mut self, stream: &mut futures::stream::SplitStream<WebSocket>) -> CloseReason {
-        let ping_interval = self.shared.config.ping_interval();
+        let ping_interval = self.shared.config.ping_interval;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         let shutdown = self.shared.shutdown.clone();
@@ -228,7 +228,7 @@ impl Connection {
     }
 
     async fn close_slow_consumer(&mut self) {
-        let window = self.shared.config.send_timeout();
+        let window = self.shared.config.send_timeout;
         self.close(
             close_code::SLOW_CONSUMER,
             "client fell too far behind; resume with since",
@@ -691,7 +691,7 @@ impl Connection {
     /// Feeds `messages` and flushes once, failing if the client does not take them within
     /// the send timeout (a stalled reader must not pin this task forever).
     async fn write_with_timeout(&mut self, messages: Vec<Message>) -> Result<(), WriteError> {
-        let timeout = self.shared.config.send_timeout();
+        let timeout = self.shared.config.send_timeout;
         let sink = &mut self.sink;
         let write = async move {
             for message in messages {

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use courier_core::protocol::{ClientFrame, ServerFrame};
+use courier_core::{
+    backoff::Backoff,
+    protocol::{ClientFrame, ServerFrame},
+};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
@@ -190,7 +193,8 @@ pub enum Notice {
 }
 
 /// Subscribes to channels and keeps them subscribed: after any disconnect it reconnects (round
-/// robin over `urls`, exponential backoff) and resumes each channel from its last sequence.
+/// robin over `urls`, jittered exponential [`Backoff`]) and resumes each channel from its last
+/// sequence.
 pub struct ResumingSubscriber {
     urls: Vec<String>,
     channels: Vec<String>,
@@ -198,7 +202,7 @@ pub struct ResumingSubscriber {
     last_seq: HashMap<String, u64>,
     client: Option<WsClient>,
     next_url: usize,
-    backoff: Duration,
+    backoff: Backoff,
     idle_limit: Duration,
     connects: u64,
     duplicates_dropped: u64,
@@ -208,7 +212,7 @@ pub struct ResumingSubscriber {
 /// ping intervals (20 s), so a silently dead connection is replaced within a minute.
 pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between reconnect attempts (they start at [`Backoff::MIN`]).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl ResumingSubscriber {
@@ -228,7 +232,7 @@ impl ResumingSubscriber {
             last_seq,
             client: None,
             next_url: 0,
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::new(MAX_BACKOFF),
             idle_limit: DEFAULT_IDLE_LIMIT,
             connects: 0,
             duplicates_dropped: 0,
@@ -267,7 +271,7 @@ impl ResumingSubscriber {
     pub async fn connect(&mut self, mut on_notice: impl FnMut(Notice)) -> Result<(), ClientError> {
         if self.client.is_none() {
             self.client = Some(self.connect_and_subscribe(&mut on_notice).await?);
-            self.backoff = MIN_BACKOFF;
+            self.backoff.reset();
         }
         Ok(())
     }
@@ -284,7 +288,7 @@ impl ResumingSubscriber {
                 match self.connect_and_subscribe(&mut on_notice).await {
                     Ok(client) => {
                         self.client = Some(client);
-                        self.backoff = MIN_BACKOFF;
+                        self.backoff.reset();
                     }
                     Err(err) => {
                         self.wait_before_retry(err.to_string(), &mut on_notice).await;
@@ -335,9 +339,8 @@ impl ResumingSubscriber {
     }
 
     async fn wait_before_retry(&mut self, error: String, on_notice: &mut impl FnMut(Notice)) {
-        let retry_in = self.backoff;
+        let retry_in = self.backoff.advance();
         on_notice(Notice::Disconnected { error, retry_in });
         tokio::time::sleep(retry_in).await;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 }

@@ -8,6 +8,8 @@ use clap::Args;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{MAX_DURATION, duration_in, seconds_or_duration};
+
 /// Issuer and audience of Courier's access tokens.
 pub const TOKEN_ISSUER: &str = "courier";
 pub const TOKEN_AUDIENCE: &str = "courier";
@@ -45,13 +47,14 @@ pub struct JwtArgs {
     /// RS256 public key (PEM) — every service verifies with it.
     #[arg(long = "jwt-public-key-file", env = "COURIER_JWT_PUBLIC_KEY_FILE")]
     pub public_key_file: Option<PathBuf>,
-    /// Lifetime of access tokens (seconds).
+    /// Lifetime of access tokens: `900`, `15m`, `1h` (a bare number is seconds; 1 s or more).
     #[arg(
         long = "jwt-access-ttl-secs",
         env = "COURIER_JWT_ACCESS_TTL_SECS",
-        default_value_t = 900
+        default_value = "900",
+        value_parser = duration_in(seconds_or_duration, Duration::from_secs(1), MAX_DURATION)
     )]
-    pub access_ttl_secs: u64,
+    pub access_ttl: Duration,
 }
 
 /// The claims of an access token.
@@ -129,7 +132,7 @@ impl JwtKeys {
             }
             _ => None,
         };
-        let ttl = Duration::from_secs(args.access_ttl_secs.max(1));
+        let ttl = args.access_ttl.max(Duration::from_secs(1));
         match (secret, &args.public_key_file) {
             (Some(_), Some(_)) => Err(KeyConfigError::Ambiguous),
             (Some(secret), None) => {
@@ -254,7 +257,7 @@ mod tests {
             secret_file: None,
             private_key_file: None,
             public_key_file: public.map(PathBuf::from),
-            access_ttl_secs: 900,
+            access_ttl: Duration::from_secs(900),
         };
         assert!(matches!(JwtKeys::from_args(&args(None, None)), Err(KeyConfigError::Missing)));
         assert!(matches!(

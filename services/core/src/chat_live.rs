@@ -1,15 +1,10 @@
-//! Chat's live side between services (issue 14, docs/chat-live.md): the membership request/reply
-//! the broadcaster sends the api (`rpc.chat.membership`), and the ephemeral signals broadcasters
-//! exchange over core NATS, never JetStream (`ephemeral.chat.<room_id>.typing|presence`).
+//! Chat's live side between broadcasters (docs/chat.md): the membership timeout, and the
+//! ephemeral signals broadcasters exchange over core NATS, never JetStream (`ephemeral.chat.<room_id>.typing|presence`).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Request/reply subject the api answers (queue group `api`) with a [`MembershipReply`].
-pub const MEMBERSHIP_SUBJECT: &str = "rpc.chat.membership";
-/// Queue group the api's membership responders share.
-pub const MEMBERSHIP_QUEUE_GROUP: &str = "api";
 /// How long a broadcaster waits for a membership reply before refusing (fail closed).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -25,21 +20,6 @@ pub const MAX_PRESENCE_TTL: Duration = Duration::from_secs(30);
 pub struct ChatUser {
     pub id: String,
     pub username: String,
-}
-
-/// `rpc.chat.membership` request: is `user_id` a member of `room_id`?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipRequest {
-    pub room_id: String,
-    pub user_id: String,
-}
-
-/// `rpc.chat.membership` reply. `role` is `owner`, `admin` or `member` for a member, else null.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipReply {
-    pub member: bool,
-    #[serde(default)]
-    pub role: Option<String>,
 }
 
 /// The two kinds of ephemeral chat signal, the last token of their subject.
@@ -156,14 +136,6 @@ mod tests {
 
     #[test]
     fn wire_shapes_match_the_contract() {
-        let request = MembershipRequest { room_id: "r".into(), user_id: "u".into() };
-        assert_eq!(serde_json::to_string(&request).unwrap(), r#"{"room_id":"r","user_id":"u"}"#);
-        let reply: MembershipReply =
-            serde_json::from_str(r#"{"member":true,"role":"admin"}"#).unwrap();
-        assert_eq!(reply, MembershipReply { member: true, role: Some("admin".into()) });
-        let reply: MembershipReply = serde_json::from_str(r#"{"member":false}"#).unwrap();
-        assert!(!reply.member && reply.role.is_none());
-
         let signal = PresenceSignal {
             node: "n".into(),
             present: vec![ChatUser { id: "u".into(), username: "ana".into() }],

@@ -1,8 +1,15 @@
 //! The declarative definition of a collection, as written in `collections.yaml` and carried by
 //! the operator's `Collection` resources: name, JSON Schema, access rules, indexes, tasks.
-//! This is the one definition of that format; the api loads it and the operator renders it.
+//! This is the one definition of that format and of its rules ([`CollectionSpec::validate`],
+//! [`CollectionsFile::validate`]): the api, the broadcaster and the operator all check with them,
+//! so what one refuses the others refuse too.
+
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{subjects::is_valid_collection_name, task::is_valid_task_kind};
 
 /// The whole `collections.yaml` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,4 +79,524 @@ pub struct TaskTrigger {
 pub enum TriggerOn {
     Create,
     Update,
+}
+
+/// Names under `/api/v1/` that belong to Courier itself.
+pub const RESERVED_NAMES: [&str; 4] = ["auth", "queues", "chat", "collections"];
+
+/// Whether `name` can be a document field used in filters, sorts and indexes.
+pub fn is_valid_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | 'A'..='Z' | '_'))
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// What is wrong with one collection definition. The message does not name the collection:
+/// [`FileError::Invalid`] (and the operator's status) add that.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)"
+    )]
+    InvalidName,
+    #[error("the name is reserved for Courier's own endpoints ({})", RESERVED_NAMES.join(", "))]
+    ReservedName,
+    #[error("schema must have \"type\": \"object\" (documents are JSON objects)")]
+    SchemaNotObject,
+    /// The JSON Schema compiler's own message.
+    #[error("schema does not compile: {0}")]
+    SchemaDoesNotCompile(String),
+    #[error("schema property '{0}': field names are letters, digits and '_'")]
+    InvalidPropertyName(String),
+    #[error("schema property 'id' is reserved: Courier assigns every document its id")]
+    IdReserved,
+    /// `index` counts from 1.
+    #[error("index {index}: 'fields' is empty")]
+    EmptyIndex { index: usize },
+    #[error("index {index}: '{field}' is not a field name ('-' prefix for descending)")]
+    InvalidIndexField { index: usize, field: String },
+    #[error("index {index}: field '{field}' is not declared in the schema")]
+    UndeclaredIndexField { index: usize, field: String },
+    #[error("task kind '{0}' is invalid: dot-separated lowercase words, e.g. pets.enrich")]
+    InvalidTaskKind(String),
+    #[error("task '{0}': 'on' lists no trigger (create, update)")]
+    NoTrigger(String),
+}
+
+/// What is wrong with a whole `collections.yaml`; the caller prefixes the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// Not YAML, or not this format (unknown field, unknown access level, …).
+    #[error("{0}")]
+    Syntax(String),
+    #[error("collection '{0}' is declared twice")]
+    Duplicate(String),
+    /// `position` counts from 1; it names a collection whose name is empty.
+    #[error("{}: {error}", describe(*.position, .name))]
+    Invalid { position: usize, name: String, error: SpecError },
+}
+
+fn describe(position: usize, name: &str) -> String {
+    if name.is_empty() { format!("collection #{position}") } else { format!("collection '{name}'") }
+}
+
+/// The JSON type of a top-level field, from its schema (used to type query filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    /// Objects, arrays or anything without one clear scalar type: matched as a string.
+    Other,
+}
+
+impl FieldType {
+    fn of(property: &Value) -> Self {
+        let types: Vec<&str> = match property.get("type") {
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) => {
+                ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect()
+            }
+            _ => vec![],
+        };
+        match types.as_slice() {
+            ["string"] => FieldType::String,
+            ["integer"] => FieldType::Integer,
+            ["number"] | ["integer", "number"] | ["number", "integer"] => FieldType::Number,
+            ["boolean"] => FieldType::Boolean,
+            _ => FieldType::Other,
+        }
+    }
+}
+
+/// A top-level property the schema declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredField {
+    pub ty: FieldType,
+    /// `readOnly` in the schema: Courier manages it, clients cannot set it.
+    pub read_only: bool,
+}
+
+/// What checking a valid spec produced: the compiled schema and what it declares.
+pub struct ValidSpec {
+    /// Checks documents against the spec's JSON Schema.
+    pub validator: jsonschema::Validator,
+    /// Declared top-level properties.
+    pub fields: HashMap<String, DeclaredField>,
+    /// Whether documents may carry fields the schema does not declare.
+    pub open: bool,
+}
+
+impl std::fmt::Debug for ValidSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidSpec")
+            .field("fields", &self.fields)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CollectionSpec {
+    /// Every rule a collection must satisfy: its name, a compiling `type: object` schema whose
+    /// property names are field names (and not `id`), index fields the schema allows, valid task
+    /// kinds each with at least one trigger.
+    pub fn validate(&self) -> Result<ValidSpec, SpecError> {
+        if !is_valid_collection_name(&self.name) {
+            return Err(SpecError::InvalidName);
+        }
+        if RESERVED_NAMES.contains(&self.name.as_str()) {
+            return Err(SpecError::ReservedName);
+        }
+        let schema = &self.schema;
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(SpecError::SchemaNotObject);
+        }
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|err| SpecError::SchemaDoesNotCompile(err.to_string()))?;
+        let mut fields = HashMap::new();
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, property) in properties {
+                if !is_valid_field_name(name) {
+                    return Err(SpecError::InvalidPropertyName(name.clone()));
+                }
+                if name == "id" {
+                    return Err(SpecError::IdReserved);
+                }
+                let read_only = property.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
+                fields
+                    .insert(name.clone(), DeclaredField { ty: FieldType::of(property), read_only });
+            }
+        }
+        let open = schema.get("additionalProperties") != Some(&Value::Bool(false));
+        for (i, index) in self.indexes.iter().enumerate() {
+            let index_no = i + 1;
+            if index.fields.is_empty() {
+                return Err(SpecError::EmptyIndex { index: index_no });
+            }
+            for field in &index.fields {
+                let name = field.strip_prefix('-').unwrap_or(field);
+                if !is_valid_field_name(name) {
+                    return Err(SpecError::InvalidIndexField {
+                        index: index_no,
+                        field: field.clone(),
+                    });
+                }
+                if !open && !fields.contains_key(name) {
+                    return Err(SpecError::UndeclaredIndexField {
+                        index: index_no,
+                        field: name.to_owned(),
+                    });
+                }
+            }
+        }
+        for task in &self.tasks {
+            if !is_valid_task_kind(&task.kind) {
+                return Err(SpecError::InvalidTaskKind(task.kind.clone()));
+            }
+            if task.on.is_empty() {
+                return Err(SpecError::NoTrigger(task.kind.clone()));
+            }
+        }
+        Ok(ValidSpec { validator, fields, open })
+    }
+}
+
+impl CollectionsFile {
+    /// Parses a `collections.yaml` text (without checking the rules: see [`Self::validate`]).
+    pub fn from_yaml(text: &str) -> Result<Self, FileError> {
+        yaml_serde::from_str(text).map_err(|err| FileError::Syntax(err.to_string()))
+    }
+
+    /// Checks every collection ([`CollectionSpec::validate`]) and that no name is declared
+    /// twice; the results are in the file's order.
+    pub fn validate(&self) -> Result<Vec<ValidSpec>, FileError> {
+        let mut seen = HashSet::new();
+        let mut valid = Vec::with_capacity(self.collections.len());
+        for (i, spec) in self.collections.iter().enumerate() {
+            if !seen.insert(spec.name.as_str()) {
+                return Err(FileError::Duplicate(spec.name.clone()));
+            }
+            let checked = spec.validate().map_err(|error| FileError::Invalid {
+                position: i + 1,
+                name: spec.name.clone(),
+                error,
+            })?;
+            valid.push(checked);
+        }
+        Ok(valid)
+    }
+
+    /// [`Self::from_yaml`] then [`Self::validate`]: what a service loading the file runs.
+    pub fn load_checked(text: &str) -> Result<(Self, Vec<ValidSpec>), FileError> {
+        let file = Self::from_yaml(text)?;
+        let valid = file.validate()?;
+        Ok((file, valid))
+    }
+}
+
+/// Specs every service must refuse, shared by the tests of core, the api, the operator and the
+/// broadcaster so that all of them check the same list.
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures {
+    use serde_json::{Value, json};
+
+    use super::CollectionSpec;
+
+    /// One definition that breaks one rule.
+    #[derive(Debug, Clone)]
+    pub struct InvalidSpec {
+        /// The rule it breaks, for test output.
+        pub case: &'static str,
+        /// The spec as JSON (it deserializes into [`CollectionSpec`]: it is well-formed, just
+        /// invalid), with an explicit `name`.
+        pub json: Value,
+        /// The start of the [`super::SpecError`] message it must produce.
+        pub problem: &'static str,
+    }
+
+    impl InvalidSpec {
+        pub fn spec(&self) -> CollectionSpec {
+            serde_json::from_value(self.json.clone()).expect("fixture specs are well-formed")
+        }
+
+        /// The name the spec declares.
+        pub fn name(&self) -> &str {
+            self.json["name"].as_str().expect("fixture specs name themselves")
+        }
+
+        /// A whole `collections.yaml` holding only this spec (JSON is YAML).
+        pub fn file_text(&self) -> String {
+            json!({ "collections": [self.json] }).to_string()
+        }
+    }
+
+    /// The table: at least one entry per rule of [`CollectionSpec::validate`].
+    pub fn invalid_specs() -> Vec<InvalidSpec> {
+        let object = json!({"type": "object"});
+        let closed = json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"name": {"type": "string"}}
+        });
+        let mut table = vec![
+            case("uppercase name", json!({"name": "Pets", "schema": object}), "invalid name"),
+            case("dotted name", json!({"name": "bad.name", "schema": object}), "invalid name"),
+            case("dashed name", json!({"name": "pet-shop", "schema": object}), "invalid name"),
+            case("empty name", json!({"name": "", "schema": object}), "invalid name"),
+            case("name of 65", json!({"name": "a".repeat(65), "schema": object}), "invalid name"),
+            case(
+                "array schema",
+                json!({"name": "a", "schema": {"type": "array"}}),
+                "schema must have \"type\": \"object\"",
+            ),
+            case(
+                "schema without type",
+                json!({"name": "a", "schema": {"properties": {}}}),
+                "schema must have \"type\": \"object\"",
+            ),
+            case(
+                "schema that is not an object",
+                json!({"name": "a", "schema": true}),
+                "schema must have \"type\": \"object\"",
+            ),
+            case(
+                "nullable object schema",
+                json!({"name": "a", "schema": {"type": ["object", "null"]}}),
+                "schema must have \"type\": \"object\"",
+            ),
+            case(
+                "unknown property type",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"x": {"type": "nope"}}}}),
+                "schema does not compile",
+            ),
+            case(
+                "negative minProperties",
+                json!({"name": "a", "schema": {"type": "object", "minProperties": -1}}),
+                "schema does not compile",
+            ),
+            case(
+                "dashed property",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"a-b": {}}}}),
+                "schema property 'a-b': field names",
+            ),
+            case(
+                "property starting with a digit",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"1x": {}}}}),
+                "schema property '1x': field names",
+            ),
+            case(
+                "property id",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"id": {"type": "string"}}}}),
+                "schema property 'id' is reserved",
+            ),
+            case(
+                "index without fields",
+                json!({"name": "a", "schema": object, "indexes": [{"fields": []}]}),
+                "index 1: 'fields' is empty",
+            ),
+            case(
+                "dotted index field",
+                json!({"name": "a", "schema": object, "indexes": [{"fields": ["name"]}, {"fields": ["a.b"]}]}),
+                "index 2: 'a.b' is not a field name",
+            ),
+            case(
+                "bare dash index field",
+                json!({"name": "a", "schema": object, "indexes": [{"fields": ["-"]}]}),
+                "index 1: '-' is not a field name",
+            ),
+            case(
+                "index field a closed schema does not declare",
+                json!({"name": "a", "schema": closed, "indexes": [{"fields": ["name", "-ghost"]}]}),
+                "index 1: field 'ghost' is not declared in the schema",
+            ),
+            case(
+                "task kind with spaces",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "Do It", "on": ["create"]}]}),
+                "task kind 'Do It' is invalid",
+            ),
+            case(
+                "empty task kind",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "", "on": ["create"]}]}),
+                "task kind '' is invalid",
+            ),
+            case(
+                "task kind with an empty word",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a..b", "on": ["update"]}]}),
+                "task kind 'a..b' is invalid",
+            ),
+            case(
+                "task without triggers",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": []}]}),
+                "task 'a.b': 'on' lists no trigger",
+            ),
+        ];
+        for reserved in super::RESERVED_NAMES {
+            table.push(case(
+                "reserved name",
+                json!({"name": reserved, "schema": object}),
+                "the name is reserved",
+            ));
+        }
+        table
+    }
+
+    fn case(case: &'static str, json: Value, problem: &'static str) -> InvalidSpec {
+        InvalidSpec { case, json, problem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{fixtures::invalid_specs, *};
+
+    /// Which rule an error reports; exhaustive, so a new rule without a table entry fails
+    /// `every_rule_has_an_entry_in_the_table`.
+    fn rule(err: &SpecError) -> &'static str {
+        match err {
+            SpecError::InvalidName => "name",
+            SpecError::ReservedName => "reserved",
+            SpecError::SchemaNotObject => "object",
+            SpecError::SchemaDoesNotCompile(_) => "compiles",
+            SpecError::InvalidPropertyName(_) => "property",
+            SpecError::IdReserved => "id",
+            SpecError::EmptyIndex { .. } => "empty index",
+            SpecError::InvalidIndexField { .. } => "index field",
+            SpecError::UndeclaredIndexField { .. } => "undeclared index field",
+            SpecError::InvalidTaskKind(_) => "task kind",
+            SpecError::NoTrigger(_) => "trigger",
+        }
+    }
+
+    #[test]
+    fn every_entry_of_the_table_is_refused_with_its_problem() {
+        for entry in invalid_specs() {
+            let err = entry.spec().validate().expect_err(entry.case);
+            assert!(
+                err.to_string().starts_with(entry.problem),
+                "{}: {err} does not start with {}",
+                entry.case,
+                entry.problem
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_has_an_entry_in_the_table() {
+        let covered: HashSet<&str> =
+            invalid_specs().iter().map(|e| rule(&e.spec().validate().unwrap_err())).collect();
+        let samples = [
+            SpecError::InvalidName,
+            SpecError::ReservedName,
+            SpecError::SchemaNotObject,
+            SpecError::SchemaDoesNotCompile(String::new()),
+            SpecError::InvalidPropertyName(String::new()),
+            SpecError::IdReserved,
+            SpecError::EmptyIndex { index: 1 },
+            SpecError::InvalidIndexField { index: 1, field: String::new() },
+            SpecError::UndeclaredIndexField { index: 1, field: String::new() },
+            SpecError::InvalidTaskKind(String::new()),
+            SpecError::NoTrigger(String::new()),
+        ];
+        for sample in samples {
+            assert!(covered.contains(rule(&sample)), "no table entry breaks {:?}", sample);
+        }
+    }
+
+    #[test]
+    fn a_valid_spec_yields_its_fields_and_compiled_schema() {
+        let spec: CollectionSpec = serde_json::from_value(json!({
+            "name": "pets",
+            "schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "name": {"type": "string"},
+                    "age": {"type": ["integer", "null"]},
+                    "weight": {"type": ["number", "integer"]},
+                    "tags": {"type": "array"},
+                    "enrichment": {"type": "object", "readOnly": true}
+                },
+                "required": ["name"]
+            },
+            "indexes": [{"fields": ["name", "-age"], "unique": true}],
+            "tasks": [{"kind": "pets.enrich", "on": ["create"]}]
+        }))
+        .unwrap();
+        let valid = spec.validate().unwrap();
+        assert!(!valid.open);
+        let ty = |name: &str| valid.fields.get(name).map(|f| f.ty);
+        assert_eq!(ty("name"), Some(FieldType::String));
+        assert_eq!(ty("age"), Some(FieldType::Integer));
+        assert_eq!(ty("weight"), Some(FieldType::Number));
+        assert_eq!(ty("tags"), Some(FieldType::Other));
+        assert_eq!(ty("colour"), None);
+        assert!(valid.fields["enrichment"].read_only);
+        assert!(!valid.fields["name"].read_only);
+        assert!(valid.validator.is_valid(&json!({"name": "Rex"})));
+        assert!(!valid.validator.is_valid(&json!({"age": 3})));
+    }
+
+    #[test]
+    fn an_open_schema_allows_indexes_on_undeclared_fields() {
+        let spec: CollectionSpec = serde_json::from_value(json!({
+            "name": "a", "schema": {"type": "object"}, "indexes": [{"fields": ["-anything"]}]
+        }))
+        .unwrap();
+        assert!(spec.validate().unwrap().open);
+    }
+
+    #[test]
+    fn file_errors_name_the_collection_and_duplicates() {
+        let file = |text: &str| CollectionsFile::load_checked(text).map(|_| ()).unwrap_err();
+        assert_eq!(
+            file(
+                "collections: [{name: a, schema: {type: object}}, {name: a, schema: {type: object}}]"
+            ),
+            FileError::Duplicate("a".into())
+        );
+        assert_eq!(
+            file("collections: [{name: a, schema: {type: object}}, {name: B, schema: {type: object}}]")
+                .to_string(),
+            "collection 'B': invalid name: use a lowercase letter, then lowercase letters, digits or '_' (at most 64)"
+        );
+        assert!(
+            file("collections: [{name: '', schema: {type: object}}]")
+                .to_string()
+                .starts_with("collection #1: invalid name"),
+        );
+        assert!(matches!(
+            file("collections: [{name: a, schema: {type: object}, acess: {}}]"),
+            FileError::Syntax(message) if message.contains("unknown field `acess`")
+        ));
+        assert!(matches!(
+            file("collections: [{name: a, schema: {type: object}, access: {write: admins}}]"),
+            FileError::Syntax(message) if message.contains("unknown variant `admins`")
+        ));
+        assert!(matches!(file("collections: {"), FileError::Syntax(_)));
+    }
+
+    #[test]
+    fn a_valid_file_yields_one_result_per_collection_in_order() {
+        let (file, valid) = CollectionsFile::load_checked(
+            "collections:\n- {name: b, schema: {type: object, properties: {x: {type: boolean}}}}\n- {name: a, schema: {type: object}}\n",
+        )
+        .unwrap();
+        assert_eq!(file.collections.len(), 2);
+        assert_eq!(valid[0].fields["x"].ty, FieldType::Boolean);
+        assert!(valid[1].fields.is_empty());
+    }
+
+    #[test]
+    fn an_unquoted_on_key_still_reads_as_on() {
+        // YAML 1.1 readers take a bare `on` for `true`; the file format must not depend on that.
+        let (file, _) = CollectionsFile::load_checked(
+            "collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: [create]}]}]",
+        )
+        .unwrap();
+        assert_eq!(file.collections[0].tasks[0].on, [TriggerOn::Create]);
+    }
 }

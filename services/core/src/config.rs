@@ -1,5 +1,6 @@
-//! Config pieces every service shares, read from flags with `COURIER_*` environment fallbacks,
-//! and the one way services connect to NATS.
+//! Config pieces every service shares, read from flags with `COURIER_*` environment fallbacks:
+//! the one duration syntax of every `COURIER_*` duration, the one instance identity (host name
+//! plus pid), and the one way services connect to NATS.
 
 use std::time::Duration;
 
@@ -34,6 +35,128 @@ pub struct NatsArgs {
     pub stream_replicas: usize,
 }
 
+/// The longest duration any setting accepts (a year): a bound on input, far above any sane
+/// timeout or interval, and small enough that adding it to an `Instant` cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration with a unit: `250ms`, `5s`, `2m` or `1h` (a whole number, then the unit;
+/// surrounding spaces are ignored). A bare number is refused: see [`millis_or_duration`] and
+/// [`seconds_or_duration`] for settings where a bare number has a legacy meaning.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_with(text, None)
+}
+
+/// A duration setting whose bare numbers are milliseconds (`3000` = `3000ms` = `3s`).
+pub fn millis_or_duration(text: &str) -> Result<Duration, String> {
+    parse_with(text, Some(Unit::Millis))
+}
+
+/// A duration setting whose bare numbers are seconds (`15` = `15s`), as its `_SECONDS` / `_SECS`
+/// name says.
+pub fn seconds_or_duration(text: &str) -> Result<Duration, String> {
+    parse_with(text, Some(Unit::Seconds))
+}
+
+/// A clap value parser: `parse` (one of the functions above), then a range check.
+pub fn duration_in(
+    parse: fn(&str) -> Result<Duration, String>,
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let duration = parse(text)?;
+        if duration < min || duration > max {
+            return Err(format!(
+                "'{}' is out of range: use {} to {}",
+                text.trim(),
+                display_duration(min),
+                display_duration(max)
+            ));
+        }
+        Ok(duration)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Millis,
+    Seconds,
+    Minutes,
+    Hours,
+}
+
+impl Unit {
+    fn of(suffix: &str) -> Option<Unit> {
+        match suffix {
+            "ms" => Some(Unit::Millis),
+            "s" => Some(Unit::Seconds),
+            "m" => Some(Unit::Minutes),
+            "h" => Some(Unit::Hours),
+            _ => None,
+        }
+    }
+
+    fn millis(self) -> u64 {
+        match self {
+            Unit::Millis => 1,
+            Unit::Seconds => 1_000,
+            Unit::Minutes => 60_000,
+            Unit::Hours => 3_600_000,
+        }
+    }
+}
+
+fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = trimmed.split_at(digits);
+    let expected = match bare {
+        None => "a duration such as 250ms, 5s, 2m or 1h",
+        Some(Unit::Millis) => "a duration such as 250ms, 5s, 2m or 1h, or a number of milliseconds",
+        Some(_) => "a duration such as 250ms, 5s, 2m or 1h, or a number of seconds",
+    };
+    let unit = if suffix.is_empty() { bare } else { Unit::of(suffix) };
+    let (Some(unit), false) = (unit, number.is_empty()) else {
+        return Err(format!("'{trimmed}' is not {expected}"));
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit.millis()))
+        .map(Duration::from_millis)
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!("'{trimmed}' is too long (at most {})", display_duration(MAX_DURATION))
+        })
+}
+
+/// `d` in the largest unit that writes it exactly (`90s`, `2m`, `1500ms`).
+pub fn display_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if millis != 0 && millis.is_multiple_of(size) {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
+/// This process's identity in logs, status frames, task results and leases: the host name (in
+/// Kubernetes, the pod name) and the process id, `<host>-<pid>`.
+pub fn instance_id() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// `$HOSTNAME`, else the kernel's host name, else `courier`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "courier".to_owned())
+}
+
 /// Connects to NATS without waiting for the server: the client keeps retrying in the background
 /// (initial connect included), so a service starts, and reports not-ready, while NATS is down.
 pub async fn connect_nats(
@@ -50,4 +173,75 @@ pub async fn connect_nats(
         })
         .connect(url)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn every_unit_parses_and_a_bare_number_only_where_it_has_a_meaning() {
+        for (text, expected) in [
+            ("250ms", MS(250)),
+            ("5s", MS(5_000)),
+            ("2m", MS(120_000)),
+            ("1h", MS(3_600_000)),
+            ("0s", MS(0)),
+            (" 3000ms ", MS(3_000)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+            assert_eq!(millis_or_duration(text), Ok(expected), "{text}");
+            assert_eq!(seconds_or_duration(text), Ok(expected), "{text}");
+        }
+        assert!(parse_duration("3000").unwrap_err().contains("250ms, 5s, 2m or 1h"));
+        assert_eq!(millis_or_duration("3000"), Ok(MS(3_000)));
+        assert_eq!(millis_or_duration("0"), Ok(MS(0)));
+        assert_eq!(seconds_or_duration("15"), Ok(MS(15_000)));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_accepted_forms() {
+        for text in ["", "ms", "s", "-5s", "1.5s", "5 s", "5sec", "5d", "5S", "+5s", "5ms5", "0x10"]
+        {
+            for parse in [parse_duration, millis_or_duration, seconds_or_duration] {
+                let err = parse(text).expect_err(text);
+                assert!(err.contains("such as 250ms, 5s, 2m or 1h"), "{text}: {err}");
+            }
+        }
+        assert!(millis_or_duration("5x").unwrap_err().contains("number of milliseconds"));
+        assert!(seconds_or_duration("5x").unwrap_err().contains("number of seconds"));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for text in ["8761h", "99999999999999999999ms", "18446744073709551615h"] {
+            assert!(parse_duration(text).unwrap_err().contains("too long"), "{text}");
+        }
+        let lease = duration_in(seconds_or_duration, MS(3_000), MS(300_000));
+        assert_eq!(lease("15"), Ok(MS(15_000)));
+        assert_eq!(lease("3000ms"), Ok(MS(3_000)));
+        assert_eq!(lease("5m"), Ok(MS(300_000)));
+        assert_eq!(lease("2s"), Err("'2s' is out of range: use 3s to 5m".to_owned()));
+        assert!(lease("301").unwrap_err().contains("out of range"));
+        assert!(lease("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn durations_display_in_their_largest_exact_unit() {
+        let shown: Vec<String> = [0, 250, 1_500, 3_000, 90_000, 120_000, 7_200_000]
+            .map(|ms| display_duration(MS(ms)))
+            .to_vec();
+        assert_eq!(shown, ["0ms", "250ms", "1500ms", "3s", "90s", "2m", "2h"]);
+    }
+
+    #[test]
+    fn the_instance_id_is_the_host_name_and_the_pid() {
+        let id = instance_id();
+        let (host, pid) = id.rsplit_once('-').expect("<host>-<pid>");
+        assert!(!host.is_empty(), "{id}");
+        assert_eq!(pid, std::process::id().to_string());
+    }
 }

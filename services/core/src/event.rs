@@ -4,24 +4,45 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What happened to a document. Serialized as the lowercase word used in subjects and types.
+/// What happened to a document (or, for `chat`, to a room; for `user`, to a user's own state).
+/// Serialized as the snake_case word used in subjects and types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventAction {
     Created,
     Updated,
     Deleted,
     Enriched,
+    /// A chat message was sent (`chat.message`).
     Message,
+    MessageEdited,
+    MessageDeleted,
+    /// A reaction was added to or removed from a message.
+    Reaction,
+    MemberAdded,
+    MemberRemoved,
+    /// A member's role changed.
+    MemberUpdated,
+    RoomUpdated,
+    /// A user's read marker moved (per-user channel only).
+    Read,
 }
 
 impl EventAction {
-    pub const ALL: [EventAction; 5] = [
+    pub const ALL: [EventAction; 13] = [
         EventAction::Created,
         EventAction::Updated,
         EventAction::Deleted,
         EventAction::Enriched,
         EventAction::Message,
+        EventAction::MessageEdited,
+        EventAction::MessageDeleted,
+        EventAction::Reaction,
+        EventAction::MemberAdded,
+        EventAction::MemberRemoved,
+        EventAction::MemberUpdated,
+        EventAction::RoomUpdated,
+        EventAction::Read,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +52,14 @@ impl EventAction {
             EventAction::Deleted => "deleted",
             EventAction::Enriched => "enriched",
             EventAction::Message => "message",
+            EventAction::MessageEdited => "message_edited",
+            EventAction::MessageDeleted => "message_deleted",
+            EventAction::Reaction => "reaction",
+            EventAction::MemberAdded => "member_added",
+            EventAction::MemberRemoved => "member_removed",
+            EventAction::MemberUpdated => "member_updated",
+            EventAction::RoomUpdated => "room_updated",
+            EventAction::Read => "read",
         }
     }
 
@@ -45,7 +74,8 @@ impl std::fmt::Display for EventAction {
     }
 }
 
-/// The JSON envelope of one event (DESIGN.md §3). The stream sequence is not part of the
+/// The JSON envelope of one event (an example in `docs/protocol.md`, "An event frame"; where it
+/// travels in `docs/architecture.md`). The stream sequence is not part of the
 /// envelope: it is assigned by JetStream and travels next to it (`seq` in `event` frames).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -94,7 +124,7 @@ impl Event {
 }
 
 /// RFC 3339 with millisecond precision and a `Z` suffix, so every service prints time alike.
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use super::*;
     use serde::{Deserializer, Serializer};
 
@@ -143,6 +173,8 @@ mod tests {
     fn action_words_round_trip() {
         for action in EventAction::ALL {
             assert_eq!(EventAction::parse(action.as_str()), Some(action));
+            let json = serde_json::to_value(action).unwrap();
+            assert_eq!(json, action.as_str(), "serde and subjects spell actions alike");
         }
         assert_eq!(EventAction::parse("exploded"), None);
     }

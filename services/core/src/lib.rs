@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod channel;
+pub mod chat;
 pub mod chat_live;
 pub mod collection_spec;
 pub mod config;

@@ -1,4 +1,4 @@
-//! WebSocket protocol v1 (DESIGN.md §4, docs/protocol.md): the JSON text frames exchanged between
+//! WebSocket protocol v1 (specified in `docs/protocol.md`): the JSON text frames exchanged between
 //! the broadcaster and its clients, the error codes and the close codes.
 
 use std::fmt::Write as _;

@@ -79,6 +79,23 @@ pub fn dead_letter_subject(kind: &str) -> String {
     format!("dlq.tasks.{kind}")
 }
 
+/// `events.chat.<room_id>.<action>`: a room's event (channel `chat:<room_id>`).
+pub fn chat_event_subject(room_id: &str, action: EventAction) -> String {
+    event_subject(crate::chat::CHAT_COLLECTION, room_id, action)
+}
+
+/// `events.user.<user_id>.<action>`: a user's own notification (channel `user:<user_id>`).
+pub fn user_event_subject(user_id: &str, action: EventAction) -> String {
+    event_subject(crate::chat::USER_COLLECTION, user_id, action)
+}
+
+/// Request/reply subject the broadcaster asks for a chat membership on (JSON
+/// `chat::MembershipRequest` → `chat::MembershipReply`).
+pub const CHAT_MEMBERSHIP_RPC: &str = "rpc.chat.membership";
+
+/// Queue group every api replica serves its request/reply subjects in (one answer per request).
+pub const API_QUEUE_GROUP: &str = "api";
+
 /// The parts of an event subject, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventSubject<'a> {
@@ -110,6 +127,16 @@ mod tests {
             parse_event_subject(&subject),
             Some(EventSubject { collection: "products", doc_id: "65f0a1", action: "created" })
         );
+    }
+
+    #[test]
+    fn chat_and_user_subjects_map_to_their_channels() {
+        let room = "65f0c0ffee0123456789abcd";
+        let subject = chat_event_subject(room, EventAction::MessageEdited);
+        assert_eq!(subject, format!("events.chat.{room}.message_edited"));
+        let parts = parse_event_subject(&subject).unwrap();
+        assert_eq!((parts.collection, parts.doc_id), ("chat", room));
+        assert_eq!(user_event_subject("u1", EventAction::Read), "events.user.u1.read");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `/metrics`), the Kubernetes client, leader election around the controllers, and graceful
 //! shutdown on SIGINT/SIGTERM; plus the `render` command.
 
-use std::{io::Write, sync::Arc, time::Duration};
+use std::{io::Write, sync::Arc};
 
 use kube::{Api, Client, runtime::events::Reporter};
 
@@ -47,16 +47,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut registry = courier_core::ops::component_registry("operator");
     let metrics = Arc::new(Metrics::new(&mut registry));
     let client = Client::try_default().await?;
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("courier-operator-{}", std::process::id()));
+    let identity = args.identity();
     let lease_namespace =
         args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
 
     let contact = ApiContact::default();
-    let ready_within = args.lease_duration() * 2;
+    let ready_within = args.lease_duration * 2;
     let readiness = {
         let contact = contact.clone();
         courier_core::ops::Readiness::new().with_check("kubernetes", move || {
@@ -84,15 +80,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         LeaseConfig {
             name: args.lease_name.clone(),
             identity: identity.clone(),
-            lease_duration: args.lease_duration(),
+            lease_duration: args.lease_duration,
             renew_interval: args.renew_interval(),
             renew_deadline: args.renew_deadline(),
         },
         contact,
     );
     let timings = Timings {
-        poll_interval: Duration::from_secs(args.poll_interval_seconds),
-        resync_interval: Duration::from_secs(args.resync_interval_seconds),
+        poll_interval: args.poll_interval,
+        resync_interval: args.resync_interval,
         ..Timings::default()
     };
     let reporter = Reporter { controller: "courier-operator".into(), instance: Some(identity) };

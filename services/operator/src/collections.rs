@@ -1,9 +1,10 @@
-//! Checking `Collection` definitions (the name, and the JSON Schema compiles) and aggregating the
-//! accepted ones into the `collections.yaml` the api loads.
+//! Checking `Collection` definitions with the rules the api applies
+//! (`courier_core::collection_spec`), and aggregating the accepted ones into the
+//! `collections.yaml` the api loads.
 
 use std::collections::BTreeMap;
 
-use courier_core::collection_spec::{CollectionSpec, CollectionsFile};
+use courier_core::collection_spec::{CollectionSpec, CollectionsFile, SpecError};
 use kube::ResourceExt;
 
 use crate::crd::Collection;
@@ -11,32 +12,24 @@ use crate::crd::Collection;
 /// The status message of an accepted collection.
 pub const ACCEPTED_MESSAGE: &str = "schema compiled";
 
-/// Converts and checks one resource: the `collections.yaml` entry, or why it is rejected.
+/// Converts and checks one resource: the `collections.yaml` entry, or why it is rejected. The
+/// check is `CollectionSpec::validate`, the one the api runs on the file, so a rejected
+/// resource is exactly one that would stop the api; the message is the api's, naming the
+/// collection the same way.
 pub fn validate(collection: &Collection) -> Result<CollectionSpec, String> {
     let spec = collection.spec.to_core(&collection.name_any());
-    if !courier_core::subjects::is_valid_collection_name(&spec.name) {
-        return Err(format!(
-            "collection name '{}' is invalid: lowercase letter first, then lowercase letters, digits or '_' (at most 64); set spec.name",
-            spec.name
-        ));
-    }
-    if !spec.schema.is_object() {
-        return Err("schema must be a JSON Schema object".to_owned());
-    }
-    if let Err(err) = jsonschema::validator_for(&spec.schema) {
-        return Err(format!("invalid JSON Schema: {err}"));
-    }
-    for index in &spec.indexes {
-        if index.fields.is_empty() {
-            return Err("an index needs at least one field".to_owned());
+    match spec.validate() {
+        Ok(_) => Ok(spec),
+        Err(err @ (SpecError::InvalidName | SpecError::ReservedName))
+            if collection.spec.name.is_none() =>
+        {
+            Err(format!(
+                "collection '{}': {err}; the resource name is used when spec.name is absent: set spec.name",
+                spec.name
+            ))
         }
+        Err(err) => Err(format!("collection '{}': {err}", spec.name)),
     }
-    for task in &spec.tasks {
-        if task.on.is_empty() {
-            return Err(format!("task {} has an empty 'on' list", task.kind));
-        }
-    }
-    Ok(spec)
 }
 
 /// What a Courier serves: the accepted collections, and the resources left out with the reason.
@@ -122,9 +115,55 @@ pub(crate) mod tests {
 
     #[test]
     fn a_schema_that_does_not_compile_is_rejected_with_the_reason() {
-        let bad = collection("broken", json!({"schema": {"type": "no-such-type"}}));
+        let bad = collection(
+            "broken",
+            json!({"schema": {"type": "object", "properties": {"x": {"type": "no-such-type"}}}}),
+        );
         let reason = validate(&bad).unwrap_err();
-        assert!(reason.starts_with("invalid JSON Schema"), "{reason}");
+        assert!(reason.starts_with("collection 'broken': schema does not compile"), "{reason}");
+    }
+
+    #[test]
+    fn every_spec_of_the_shared_invalid_table_is_refused_like_the_api_does() {
+        for entry in courier_core::collection_spec::fixtures::invalid_specs() {
+            let resource = collection("fixture", entry.json.clone());
+            let reason = validate(&resource).expect_err(entry.case);
+            let expected = format!("collection '{}': {}", entry.name(), entry.problem);
+            assert!(reason.starts_with(&expected), "{}: {reason}\n  lacks {expected}", entry.case);
+            let result = aggregate([&resource]);
+            assert!(result.file.collections.is_empty(), "{}", entry.case);
+            assert_eq!(result.rejected, [("fixture".to_owned(), reason)], "{}", entry.case);
+        }
+    }
+
+    #[test]
+    fn an_invalid_resource_name_or_a_reserved_one_asks_for_spec_name() {
+        for resource in ["pet-shop", "auth"] {
+            let reason =
+                validate(&collection(resource, json!({"schema": {"type": "object"}}))).unwrap_err();
+            assert!(reason.starts_with(&format!("collection '{resource}': ")), "{reason}");
+            assert!(reason.ends_with("set spec.name"), "{reason}");
+        }
+        let explicit = collection("shop", json!({"name": "auth", "schema": {"type": "object"}}));
+        assert!(!validate(&explicit).unwrap_err().contains("spec.name"));
+    }
+
+    #[test]
+    fn what_the_operator_serves_the_api_loads() {
+        let good = [pets(), collection("desks", json!({"schema": {"type": "object"}}))];
+        let bad: Vec<Collection> = courier_core::collection_spec::fixtures::invalid_specs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| collection(&format!("bad-{i:02}"), entry.json))
+            .collect();
+        let result = aggregate(good.iter().chain(&bad));
+        assert_eq!(result.rejected.len(), bad.len());
+        let parsed = CollectionsFile::from_yaml(&to_yaml(&result.file)).unwrap();
+        assert_eq!(
+            parsed.validate().unwrap().len(),
+            2,
+            "the rendered file passes the api's checks"
+        );
     }
 
     #[test]
@@ -142,6 +181,7 @@ pub(crate) mod tests {
         let desks_again =
             collection("zz-desks", json!({"name": "desks", "schema": {"type": "object"}}));
         let broken = collection("broken", json!({"schema": {"type": 5}}));
+        assert!(validate(&broken).unwrap_err().contains("\"type\": \"object\""));
         let result = aggregate([&pets(), &desks_again, &broken, &desks]);
         let names: Vec<&str> = result.file.collections.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["desks", "pets"]);
@@ -157,7 +197,7 @@ pub(crate) mod tests {
         let text = to_yaml(&result.file);
         // `on` must be quoted: YAML 1.1 readers (kubectl, PyYAML) read a bare `on` as `true`.
         assert!(text.contains("\"on\":"), "{text}");
-        let parsed: CollectionsFile = serde_yaml::from_str(&text).unwrap();
+        let parsed = CollectionsFile::from_yaml(&text).unwrap();
         assert_eq!(parsed, result.file);
     }
 }

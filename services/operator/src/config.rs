@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use courier_core::config::TelemetryArgs;
+use courier_core::config::{TelemetryArgs, duration_in, seconds_or_duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,33 +42,57 @@ pub struct RunArgs {
     /// Namespace of the Lease; default: the client's namespace (the pod's, in a cluster).
     #[arg(long, env = "COURIER_OPERATOR_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// This replica's identity in the Lease; default: `$HOSTNAME` (the pod name).
+    /// This replica's identity in the Lease; default: `<host name>-<pid>` (the host name is the
+    /// pod name in a cluster).
     #[arg(long, env = "COURIER_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
-    /// Seconds a Lease stays valid after its last renewal.
-    #[arg(long, env = "COURIER_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
-    pub lease_duration_seconds: u64,
-    /// Seconds between backlog reads of a Courier with worker autoscaling on.
-    #[arg(long, env = "COURIER_OPERATOR_POLL_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub poll_interval_seconds: u64,
-    /// Seconds between drift checks of every Courier.
-    #[arg(long, env = "COURIER_OPERATOR_RESYNC_INTERVAL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400))]
-    pub resync_interval_seconds: u64,
+    /// How long a Lease stays valid after its last renewal: `15`, `30s`, `2m` (a bare number is
+    /// seconds; 3 s to 5 m).
+    #[arg(
+        long = "lease-duration-seconds",
+        env = "COURIER_OPERATOR_LEASE_DURATION_SECONDS",
+        default_value = "15",
+        value_parser = duration_in(seconds_or_duration, secs(3), secs(300))
+    )]
+    pub lease_duration: Duration,
+    /// Time between backlog reads of a Courier with worker autoscaling on: `15`, `30s`, `2m` (a
+    /// bare number is seconds; 1 s to 1 h).
+    #[arg(
+        long = "poll-interval-seconds",
+        env = "COURIER_OPERATOR_POLL_INTERVAL_SECONDS",
+        default_value = "15",
+        value_parser = duration_in(seconds_or_duration, secs(1), secs(3600))
+    )]
+    pub poll_interval: Duration,
+    /// Time between drift checks of every Courier: `300`, `5m`, `1h` (a bare number is seconds;
+    /// 10 s to 24 h).
+    #[arg(
+        long = "resync-interval-seconds",
+        env = "COURIER_OPERATOR_RESYNC_INTERVAL_SECONDS",
+        default_value = "300",
+        value_parser = duration_in(seconds_or_duration, secs(10), secs(86_400))
+    )]
+    pub resync_interval: Duration,
+}
+
+const fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
 }
 
 impl RunArgs {
-    pub fn lease_duration(&self) -> Duration {
-        Duration::from_secs(self.lease_duration_seconds)
+    /// This replica's identity in the Lease: `--identity`, else the instance id.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(courier_core::config::instance_id)
     }
 
     /// Renew at a third of the lease, give up at two thirds: the controllers stop well before
     /// a standby may take over.
     pub fn renew_interval(&self) -> Duration {
-        self.lease_duration() / 3
+        self.lease_duration / 3
     }
 
     pub fn renew_deadline(&self) -> Duration {
-        self.lease_duration() * 2 / 3
+        self.lease_duration * 2 / 3
     }
 }
 
@@ -105,5 +129,51 @@ mod tests {
         let Some(Command::Render(render)) = cli.command else { panic!("render expected") };
         assert_eq!(render.files.len(), 2);
         assert!(Cli::try_parse_from(["courier-operator", "render"]).is_err(), "-f is required");
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_the_legacy_bare_seconds_within_their_ranges() {
+        for text in ["30000ms", "30s", "30"] {
+            let cli = Cli::try_parse_from([
+                "courier-operator",
+                "--lease-duration-seconds",
+                text,
+                "--poll-interval-seconds",
+                text,
+                "--resync-interval-seconds",
+                text,
+            ])
+            .unwrap_or_else(|err| panic!("{text}: {err}"));
+            let run = cli.run;
+            assert_eq!([run.lease_duration, run.poll_interval, run.resync_interval], [secs(30); 3]);
+        }
+        for text in ["3000ms", "3s", "3"] {
+            let cli = Cli::try_parse_from(["courier-operator", "--lease-duration-seconds", text])
+                .unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(cli.run.lease_duration, secs(3), "{text}");
+        }
+        let defaults = Cli::try_parse_from(["courier-operator"]).unwrap().run;
+        assert_eq!(
+            [defaults.lease_duration, defaults.poll_interval, defaults.resync_interval],
+            [secs(15), secs(15), secs(300)]
+        );
+        for (flag, bad) in [
+            ("--lease-duration-seconds", "2"),
+            ("--lease-duration-seconds", "2999ms"),
+            ("--lease-duration-seconds", "6m"),
+            ("--poll-interval-seconds", "0"),
+            ("--resync-interval-seconds", "25h"),
+            ("--resync-interval-seconds", "soon"),
+        ] {
+            assert!(Cli::try_parse_from(["courier-operator", flag, bad]).is_err(), "{flag} {bad}");
+        }
+    }
+
+    #[test]
+    fn the_identity_defaults_to_the_instance_id() {
+        let run = Cli::try_parse_from(["courier-operator"]).unwrap().run;
+        assert_eq!(run.identity(), courier_core::config::instance_id());
+        let run = Cli::try_parse_from(["courier-operator", "--identity", "op-0"]).unwrap().run;
+        assert_eq!(run.identity(), "op-0");
     }
 }

@@ -34,7 +34,7 @@ pub fn read_manifests(path: &Path, namespace: &str, into: &mut Manifests) -> Res
             .map_err(|source| Error::ReadFile { path: path.into(), source })?
     };
     let manifest_error = |message: String| Error::Manifest { path: path.into(), message };
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+    for (index, document) in yaml_serde::Deserializer::from_str(&text).enumerate() {
         let value: Value = serde::Deserialize::deserialize(document)
             .map_err(|err| manifest_error(format!("document {}: {err}", index + 1)))?;
         if value.is_null() {
@@ -172,7 +172,7 @@ spec: {schema: {type: object}}
         assert_eq!(manifests.couriers[0].namespace().as_deref(), Some("team"));
         let rendered = render(&manifests, None).unwrap();
         assert!(rendered.warnings.is_empty());
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered.yaml)
+        let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&rendered.yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .filter(|v: &Value| !v.is_null())
             .collect();
@@ -183,8 +183,10 @@ spec: {schema: {type: object}}
             .unwrap();
         assert_eq!(worker["spec"]["replicas"], 2, "autoscaling on: starts at minReplicas");
         let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
-        let file: courier_core::collection_spec::CollectionsFile =
-            serde_yaml::from_str(cm["data"]["collections.yaml"].as_str().unwrap()).unwrap();
+        let (file, _) = courier_core::collection_spec::CollectionsFile::load_checked(
+            cm["data"]["collections.yaml"].as_str().unwrap(),
+        )
+        .unwrap();
         assert_eq!(file.collections.len(), 1, "the Collection in another namespace is not served");
         assert_eq!(file.collections[0].tasks[0].kind, "desks.measure");
         assert!(docs.iter().all(|d| d["metadata"].get("ownerReferences").is_none()));
@@ -209,12 +211,14 @@ spec: {schema: {type: object}}
         }
         let rendered = render(&manifests, None).unwrap();
         assert!(rendered.warnings.is_empty(), "{:?}", rendered.warnings);
-        let cm: Value = serde_yaml::Deserializer::from_str(&rendered.yaml)
+        let cm: Value = yaml_serde::Deserializer::from_str(&rendered.yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .find(|v: &Value| v["kind"] == "ConfigMap")
             .unwrap();
-        let file: courier_core::collection_spec::CollectionsFile =
-            serde_yaml::from_str(cm["data"]["collections.yaml"].as_str().unwrap()).unwrap();
+        let (file, _) = courier_core::collection_spec::CollectionsFile::load_checked(
+            cm["data"]["collections.yaml"].as_str().unwrap(),
+        )
+        .unwrap();
         let names: Vec<&str> = file.collections.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = &file.collections[1];

@@ -1,7 +1,8 @@
 //! A small YAML writer for everything the operator prints (CRDs, rendered objects, the
 //! `collections.yaml` it serves). It quotes every string a YAML 1.1 reader could take for
-//! something else — kubectl and PyYAML read `on`, `yes`, `off` as booleans, and `serde_yaml`
-//! writes them bare — so the output means the same to every YAML reader.
+//! something else — kubectl and PyYAML read `on`, `yes`, `off` as booleans, and the serde YAML
+//! writer (`yaml_serde`, like the `serde_yaml` it forks) writes them bare — and sorts mapping
+//! keys, so the output means the same to every YAML reader and is the same in every build.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -156,7 +157,7 @@ mod tests {
 
     fn round_trip(value: Value) {
         let text = to_string(&value).unwrap();
-        let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        let back: Value = yaml_serde::from_str(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
         assert_eq!(back, value, "YAML was:\n{text}");
     }
 

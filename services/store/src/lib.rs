@@ -6,6 +6,7 @@
 //! that builds MongoDB queries.
 
 pub mod change;
+pub mod chat;
 pub mod documents;
 pub mod metrics;
 pub mod modify;

@@ -35,7 +35,7 @@ pub async fn standard_handlers(
     let store = Store::connect(
         &config.mongodb_uri,
         &config.mongodb_database,
-        config.mongodb_timeout(),
+        config.mongodb_timeout,
         "courier-worker",
     )
     .await

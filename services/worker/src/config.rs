@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use courier_core::config::{NatsArgs, TelemetryArgs};
+use courier_core::{
+    backoff::Backoff,
+    config::{MAX_DURATION, NatsArgs, TelemetryArgs, duration_in, millis_or_duration},
+};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -31,11 +34,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "COURIER_MONGODB_DATABASE", default_value = "courier")]
     pub mongodb_database: String,
 
-    /// How long a store operation waits for MongoDB before the task is retried (ms).
-    #[arg(long, env = "COURIER_MONGODB_TIMEOUT", default_value_t = 3_000)]
-    pub mongodb_timeout_ms: u64,
+    /// How long a store operation waits for MongoDB before the task is retried: `250ms`, `5s`,
+    /// `2m`, `1h` (a bare number is milliseconds).
+    #[arg(
+        long = "mongodb-timeout",
+        env = "COURIER_MONGODB_TIMEOUT",
+        value_parser = millis_or_duration,
+        default_value = "3s"
+    )]
+    pub mongodb_timeout: Duration,
 
-    /// This worker's id in task results and logs (defaults to host name + pid).
+    /// This worker's id in task results and logs (defaults to `<host name>-<pid>`).
     #[arg(long, env = "COURIER_WORKER_ID")]
     pub worker_id: Option<String>,
 
@@ -47,19 +56,36 @@ pub struct WorkerConfig {
     #[arg(long, env = "COURIER_WORKER_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,
 
-    /// How long a delivered task may stay unacknowledged before redelivery (ms).
-    #[arg(long, env = "COURIER_WORKER_ACK_WAIT_MS", default_value_t = 30_000)]
-    pub ack_wait_ms: u64,
+    /// How long a delivered task may stay unacknowledged before redelivery: `250ms`, `5s`, `2m`,
+    /// `1h` (a bare number is milliseconds; at least 100 ms).
+    #[arg(
+        long = "ack-wait-ms",
+        env = "COURIER_WORKER_ACK_WAIT_MS",
+        value_parser = duration_in(millis_or_duration, Duration::from_millis(100), MAX_DURATION),
+        default_value = "30s"
+    )]
+    pub ack_wait: Duration,
 
-    /// First retry delay after a transient failure (ms); doubles per attempt.
-    #[arg(long, env = "COURIER_WORKER_BACKOFF_BASE_MS", default_value_t = 1_000)]
-    pub backoff_base_ms: u64,
+    /// First retry delay after a transient failure: `250ms`, `5s`, `2m`, `1h` (a bare number is
+    /// milliseconds); doubles per attempt up to the max, each delay jittered by up to half.
+    #[arg(
+        long = "backoff-base-ms",
+        env = "COURIER_WORKER_BACKOFF_BASE_MS",
+        value_parser = millis_or_duration,
+        default_value = "1s"
+    )]
+    pub backoff_base: Duration,
 
-    /// Longest retry delay (ms).
-    #[arg(long, env = "COURIER_WORKER_BACKOFF_MAX_MS", default_value_t = 60_000)]
-    pub backoff_max_ms: u64,
+    /// Longest retry delay: `250ms`, `5s`, `2m`, `1h` (a bare number is milliseconds).
+    #[arg(
+        long = "backoff-max-ms",
+        env = "COURIER_WORKER_BACKOFF_MAX_MS",
+        value_parser = millis_or_duration,
+        default_value = "60s"
+    )]
+    pub backoff_max: Duration,
 
-    /// Test-only fault injection: `delay:<ms>` sleeps before every task (a slow handler, to
+    /// Test-only fault injection: `delay:<duration>` sleeps before every task (a slow handler, to
     /// kill a worker mid-task); `exit-after-commit` exits right after a result commits, before
     /// the task is acknowledged (the redelivery must not apply it twice).
     #[arg(long, env = "COURIER_WORKER_FAULT", hide = true, value_parser = Fault::parse)]
@@ -84,10 +110,10 @@ impl Fault {
             return Ok(Fault::ExitAfterCommit);
         }
         text.strip_prefix("delay:")
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| Fault::Delay(Duration::from_millis(ms)))
+            .and_then(|delay| millis_or_duration(delay).ok())
+            .map(Fault::Delay)
             .ok_or_else(|| {
-                format!("unknown fault '{text}' (expected delay:<ms> or exit-after-commit)")
+                format!("unknown fault '{text}' (expected delay:<duration> or exit-after-commit)")
             })
     }
 }
@@ -101,25 +127,19 @@ impl WorkerConfig {
     }
 
     pub fn worker_id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-            format!("{host}-{}", std::process::id())
-        })
+        self.worker_id.clone().unwrap_or_else(courier_core::config::instance_id)
     }
 
-    pub fn mongodb_timeout(&self) -> Duration {
-        Duration::from_millis(self.mongodb_timeout_ms)
+    /// The redelivery pacing: from `backoff_base` doubling up to `backoff_max`, jittered.
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff::with_min(self.backoff_base, self.backoff_max)
     }
 
-    pub fn ack_wait(&self) -> Duration {
-        Duration::from_millis(self.ack_wait_ms)
-    }
-
-    /// Delay before retry number `attempt` (1 = first retry): base × 2^(attempt-1), capped.
+    /// Delay before retry number `attempt` (1 = first retry): jittered within the upper half of
+    /// base × 2^(attempt-1), capped at the max.
     pub fn backoff(&self, attempt: i64) -> Duration {
-        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let millis = self.backoff_base_ms.saturating_mul(1u64 << exponent);
-        Duration::from_millis(millis.min(self.backoff_max_ms))
+        let retry = u32::try_from(attempt.saturating_sub(1).max(0)).unwrap_or(u32::MAX);
+        self.retry_backoff().delay_for(retry)
     }
 }
 
@@ -130,16 +150,58 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let mut config = WorkerConfig::for_local("nats://x");
-        config.backoff_base_ms = 100;
-        config.backoff_max_ms = 1_000;
-        let delays: Vec<u64> = (1..=6).map(|a| config.backoff(a).as_millis() as u64).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+        config.backoff_base = Duration::from_millis(100);
+        config.backoff_max = Duration::from_secs(1);
+        let ceilings: Vec<u128> =
+            (0..6).map(|retry| config.retry_backoff().ceiling(retry).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1_000, 1_000]);
+        for (attempt, ceiling) in (1..=6).zip(ceilings) {
+            let delay = config.backoff(attempt).as_millis();
+            assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay} ms");
+        }
+        assert!(config.backoff(0) <= Duration::from_millis(100), "no attempt counts as the first");
+        assert!(config.backoff(i64::MAX) <= Duration::from_secs(1));
     }
 
     #[test]
     fn faults_parse() {
         assert_eq!(Fault::parse("delay:250"), Ok(Fault::Delay(Duration::from_millis(250))));
+        assert_eq!(Fault::parse("delay:30s"), Ok(Fault::Delay(Duration::from_secs(30))));
         assert_eq!(Fault::parse("exit-after-commit"), Ok(Fault::ExitAfterCommit));
         assert!(Fault::parse("delay:soon").is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_the_legacy_bare_milliseconds() {
+        let three = Duration::from_secs(3);
+        for text in ["3000ms", "3s", "3000"] {
+            let config = WorkerConfig::try_parse_from([
+                "courier-worker",
+                "--mongodb-timeout",
+                text,
+                "--ack-wait-ms",
+                text,
+                "--backoff-base-ms",
+                text,
+                "--backoff-max-ms",
+                text,
+            ])
+            .unwrap_or_else(|err| panic!("{text}: {err}"));
+            assert_eq!(
+                [config.mongodb_timeout, config.ack_wait, config.backoff_base, config.backoff_max],
+                [three; 4],
+                "{text}"
+            );
+        }
+        let defaults = WorkerConfig::parse_from(["courier-worker"]);
+        assert_eq!(defaults.ack_wait, Duration::from_secs(30));
+        assert_eq!(defaults.backoff_max, Duration::from_secs(60));
+        assert!(WorkerConfig::try_parse_from(["courier-worker", "--ack-wait-ms", "10ms"]).is_err());
+    }
+
+    #[test]
+    fn the_worker_id_defaults_to_the_instance_id() {
+        let config = WorkerConfig::for_local("nats://x");
+        assert_eq!(config.worker_id(), courier_core::config::instance_id());
     }
 }

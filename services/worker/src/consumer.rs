@@ -59,7 +59,7 @@ pub fn consumer_config(config: &WorkerConfig) -> pull::Config {
         description: Some("Courier workers (competing consumers)".to_owned()),
         filter_subject: TASKS_ALL.to_owned(),
         ack_policy: AckPolicy::Explicit,
-        ack_wait: config.ack_wait(),
+        ack_wait: config.ack_wait,
         // Unlimited on the server: the worker dead-letters (see the module docs).
         max_deliver: -1,
         max_ack_pending: 10_000,
@@ -219,7 +219,7 @@ impl WorkLoop {
             handler.handle(task).await
         };
         tokio::pin!(work);
-        let period = (self.config.ack_wait() / 2).max(Duration::from_millis(100));
+        let period = (self.config.ack_wait / 2).max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {

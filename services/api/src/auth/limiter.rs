@@ -1,5 +1,6 @@
-//! Login rate limits: failed attempts per username and attempts per client address, in sliding
-//! windows. Limits are per api replica (N replicas allow up to N× the attempts).
+//! Rate limits in sliding windows: login failures per username and attempts per client address,
+//! and per-user action limits (chat sends, room creation). Limits are per api replica (N
+//! replicas allow up to N× the attempts).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,6 +48,28 @@ impl<K: Hash + Eq + Clone> Windows<K> {
 
     fn clear(&self, key: &K) {
         self.hits.lock().expect("limiter lock poisoned").remove(key);
+    }
+}
+
+/// At most `limit` admitted actions per key within a sliding window.
+pub struct RateLimiter {
+    windows: Windows<String>,
+}
+
+impl RateLimiter {
+    pub fn new(limit: usize, window: Duration) -> Self {
+        RateLimiter { windows: Windows::new(limit, window) }
+    }
+
+    /// Counts one action of `key`; `Err(wait)` (nothing counted) when its allowance is used up.
+    pub fn admit(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let key = key.to_owned();
+        if let Some(wait) = self.windows.blocked_for(&key, now) {
+            return Err(wait);
+        }
+        self.windows.hit(key, now);
+        Ok(())
     }
 }
 
@@ -112,6 +135,17 @@ mod tests {
         assert!(limiter.admit("carl", here).is_ok());
         assert!(limiter.admit("dora", here).is_ok());
         assert!(limiter.admit("erin", here).is_err());
+    }
+
+    #[test]
+    fn actions_are_limited_per_key_and_refusals_do_not_count() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(10));
+        assert!(limiter.admit("ana").is_ok());
+        assert!(limiter.admit("ana").is_ok());
+        let wait = limiter.admit("ana").unwrap_err();
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert!(limiter.admit("ana").is_err());
+        assert!(limiter.admit("bob").is_ok(), "per key");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::json;
 
 pub use accounts::Accounts;
 pub use extract::{AuthUser, Authenticated, Caller};
-pub use limiter::LoginLimiter;
+pub use limiter::{LoginLimiter, RateLimiter};
 
 use crate::{
     error::{ApiError, FieldError},
@@ -134,7 +134,7 @@ async fn login(
     state
         .login_limiter
         .admit(&username, address)
-        .map_err(|wait| ApiError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) })?;
+        .map_err(|wait| ApiError::too_many("login attempts", wait))?;
 
     let user = state.accounts.find_by_username(&username).await?;
     // Verify against a decoy when the user is unknown: same work, same answer, same time.

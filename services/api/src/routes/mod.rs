@@ -1,5 +1,6 @@
 //! The api's HTTP surface: one router per resource, merged here with the ops endpoints.
 
+pub(crate) mod chats;
 mod collections;
 mod documents;
 mod queues;
@@ -20,7 +21,7 @@ pub fn router(
     readiness: courier_core::ops::Readiness,
 ) -> Router {
     let app = Router::new()
-        .nest("/api/v1", crate::auth::router().merge(documents::router()))
+        .nest("/api/v1", crate::auth::router().merge(chats::router()).merge(documents::router()))
         .merge(queues::router())
         .merge(crate::openapi::router())
         .merge(collections::router())

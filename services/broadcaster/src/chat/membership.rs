@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use courier_core::chat_live::{MEMBERSHIP_SUBJECT, MembershipReply, MembershipRequest};
+use courier_core::{
+    chat::{MembershipReply, MembershipRequest},
+    subjects::CHAT_MEMBERSHIP_RPC,
+};
 
 /// What the api said (a metric label too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,19 +45,22 @@ pub async fn check(
 ) -> Outcome {
     let request = MembershipRequest { room_id: room_id.to_owned(), user_id: user_id.to_owned() };
     let payload = serde_json::to_vec(&request).expect("requests serialize");
-    let reply =
-        match tokio::time::timeout(timeout, nats.request(MEMBERSHIP_SUBJECT, payload.into())).await
-        {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(err)) => {
-                tracing::warn!(%err, room_id, "membership check failed");
-                return Outcome::Unavailable;
-            }
-            Err(_) => {
-                tracing::warn!(room_id, ?timeout, "membership check timed out");
-                return Outcome::Unavailable;
-            }
-        };
+    let reply = match tokio::time::timeout(
+        timeout,
+        nats.request(CHAT_MEMBERSHIP_RPC, payload.into()),
+    )
+    .await
+    {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, room_id, "membership check failed");
+            return Outcome::Unavailable;
+        }
+        Err(_) => {
+            tracing::warn!(room_id, ?timeout, "membership check timed out");
+            return Outcome::Unavailable;
+        }
+    };
     if reply.payload.len() > MAX_REPLY_BYTES {
         tracing::warn!(room_id, bytes = reply.payload.len(), "membership reply too large");
         return Outcome::Unavailable;

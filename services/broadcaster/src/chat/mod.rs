@@ -1,4 +1,4 @@
-//! Chat rooms, live (issue 14; docs/chat-live.md): who may subscribe to `chat:<room_id>` (the
+//! Chat rooms, live (docs/chat.md): who may subscribe to `chat:<room_id>` (the
 //! api's `rpc.chat.membership` answer, cached while the user is subscribed here), cutting a
 //! removed member off when `chat.member_removed` passes through the feed, and typing and
 //! presence shared with the other broadcasters over core NATS (`ephemeral.chat.<room_id>.*`).
@@ -34,6 +34,7 @@ use courier_core::{
     auth::Claims,
     channel::CHAT_COLLECTION,
     chat_live::{ChatUser, MAX_PRESENCE_TTL, parse_signal_subject, room_signals_filter},
+    config::millis_or_duration,
     subjects::parse_event_subject,
 };
 use futures::StreamExt;
@@ -53,21 +54,23 @@ use self::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
     /// How long a chat subscribe waits for the api's membership answer before it is refused
-    /// with `unavailable` (ms).
+    /// with `unavailable` (`250ms`, `5s`; a bare number is ms).
     #[arg(
         long = "chat-membership-timeout-ms",
         env = "COURIER_CHAT_MEMBERSHIP_TIMEOUT_MS",
-        default_value_t = 2_000
+        value_parser = millis_or_duration,
+        default_value = "2s"
     )]
-    pub membership_timeout_ms: u64,
+    pub membership_timeout: Duration,
 
-    /// A typing indicator ends this long after the user's last `typing` frame (ms).
+    /// A typing indicator ends this long after the user's last `typing` frame (`250ms`, `5s`; a bare number is ms).
     #[arg(
         long = "chat-typing-ttl-ms",
         env = "COURIER_CHAT_TYPING_TTL_MS",
-        default_value_t = 5_000
+        value_parser = millis_or_duration,
+        default_value = "5s"
     )]
-    pub typing_ttl_ms: u64,
+    pub typing_ttl: Duration,
 
     /// `typing` frames one connection may send in a burst…
     #[arg(long = "chat-typing-burst", env = "COURIER_CHAT_TYPING_BURST", default_value_t = 3)]
@@ -77,35 +80,39 @@ pub struct ChatArgs {
     #[arg(
         long = "chat-typing-interval-ms",
         env = "COURIER_CHAT_TYPING_INTERVAL_MS",
-        default_value_t = 500
+        value_parser = millis_or_duration,
+        default_value = "500ms"
     )]
-    pub typing_interval_ms: u64,
+    pub typing_interval: Duration,
 
-    /// How often this broadcaster repeats its users of each room to the others (ms).
+    /// How often this broadcaster repeats its users of each room to the others (`250ms`, `5s`; a bare number is ms).
     #[arg(
         long = "chat-presence-heartbeat-ms",
         env = "COURIER_CHAT_PRESENCE_HEARTBEAT_MS",
-        default_value_t = 5_000
+        value_parser = millis_or_duration,
+        default_value = "5s"
     )]
-    pub presence_heartbeat_ms: u64,
+    pub presence_heartbeat: Duration,
 
     /// How long another broadcaster's presence entry lasts without a heartbeat (ms): a crashed
     /// broadcaster's users are gone this long after its last one (at most 30 s).
     #[arg(
         long = "chat-presence-ttl-ms",
         env = "COURIER_CHAT_PRESENCE_TTL_MS",
-        default_value_t = 15_000
+        value_parser = millis_or_duration,
+        default_value = "15s"
     )]
-    pub presence_ttl_ms: u64,
+    pub presence_ttl: Duration,
 
     /// How long a user stays present after their last connection here ends (ms), so a quick
     /// reconnect (to any broadcaster) announces no leave and join.
     #[arg(
         long = "chat-presence-grace-ms",
         env = "COURIER_CHAT_PRESENCE_GRACE_MS",
-        default_value_t = 3_000
+        value_parser = millis_or_duration,
+        default_value = "3s"
     )]
-    pub presence_grace_ms: u64,
+    pub presence_grace: Duration,
 }
 
 impl ChatArgs {
@@ -113,18 +120,18 @@ impl ChatArgs {
     pub fn timing(&self) -> Result<Timing, String> {
         let ms = Duration::from_millis;
         let timing = Timing {
-            typing_ttl: ms(self.typing_ttl_ms),
-            heartbeat: ms(self.presence_heartbeat_ms),
-            presence_ttl: ms(self.presence_ttl_ms),
-            grace: ms(self.presence_grace_ms),
+            typing_ttl: self.typing_ttl,
+            heartbeat: self.presence_heartbeat,
+            presence_ttl: self.presence_ttl,
+            grace: self.presence_grace,
         };
-        if !(100..=10_000).contains(&self.membership_timeout_ms) {
+        if !(ms(100)..=ms(10_000)).contains(&self.membership_timeout) {
             return Err("COURIER_CHAT_MEMBERSHIP_TIMEOUT_MS must be 100 to 10000".into());
         }
-        if !(500..=60_000).contains(&self.typing_ttl_ms) {
+        if !(ms(500)..=ms(60_000)).contains(&self.typing_ttl) {
             return Err("COURIER_CHAT_TYPING_TTL_MS must be 500 to 60000".into());
         }
-        if self.typing_burst == 0 || self.typing_interval_ms == 0 {
+        if self.typing_burst == 0 || self.typing_interval.is_zero() {
             return Err("COURIER_CHAT_TYPING_BURST and _INTERVAL_MS must be at least 1".into());
         }
         if timing.heartbeat < ms(100) || timing.presence_ttl < timing.heartbeat * 2 {
@@ -228,7 +235,7 @@ impl ChatLive {
 
     /// A per-connection limiter for `typing` frames.
     pub fn typing_limiter(&self) -> typing::Limiter {
-        let interval = Duration::from_millis(self.args.typing_interval_ms);
+        let interval = self.args.typing_interval;
         typing::Limiter::new(self.args.typing_burst, interval, Instant::now())
     }
 
@@ -248,7 +255,7 @@ impl ChatLive {
         if known {
             self.metrics.membership_cache_hits.inc();
         } else {
-            let timeout = Duration::from_millis(self.args.membership_timeout_ms);
+            let timeout = self.args.membership_timeout;
             let outcome = membership::check(&self.nats, room_id, &user.id, timeout).await;
             self.metrics.checked(outcome);
             match outcome {
@@ -585,6 +592,11 @@ mod tests {
         ] {
             let err = Cli::parse_from(["x", flag, value]).chat.timing().unwrap_err();
             assert!(err.contains(named), "{flag}={value}: {err}");
+        }
+        // One duration syntax: a bare number is ms, as the names say, and units work too.
+        for value in ["2500", "2500ms", "2s"] {
+            let args = Cli::parse_from(["x", "--chat-presence-grace-ms", value]).chat;
+            assert!(args.presence_grace >= Duration::from_secs(2), "{value}");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Reconciling one `Collection`: check it (name, JSON Schema compiles) and record the verdict in
+//! Reconciling one `Collection`: check it (the api's rules) and record the verdict in
 //! its status, with an Event when acceptance changes. The Courier controller picks up the
 //! change through its watch and re-renders the ConfigMap.
 

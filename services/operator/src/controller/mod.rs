@@ -1,6 +1,7 @@
 //! The two controllers (`Courier` → workloads and status; `Collection` → acceptance status),
 //! their shared context (client, reflector stores, backlog source, metrics, Event recorder),
-//! the error policy with per-object exponential backoff, and wiring them to watches.
+//! the error policy with per-object jittered exponential backoff (`courier_core::backoff`), and
+//! wiring them to watches.
 
 mod collection;
 mod courier;
@@ -11,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use courier_core::backoff::Backoff;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -48,7 +50,8 @@ pub struct Timings {
     pub poll_interval: Duration,
     /// Re-reconcile interval otherwise (drift check).
     pub resync_interval: Duration,
-    /// First retry delay after an error; doubles per consecutive failure up to `max_backoff`.
+    /// Longest first retry delay after an error; doubles per consecutive failure up to
+    /// `max_backoff`, each delay jittered into the upper half (see [`Backoff`]).
     pub min_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -162,9 +165,13 @@ impl Context {
     fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures();
         let count = failures.entry(key.to_owned()).or_insert(0);
+        let delay = self.retry_backoff().delay_for(*count);
         *count = count.saturating_add(1);
-        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(16));
-        self.timings.min_backoff.saturating_mul(factor).min(self.timings.max_backoff)
+        delay
+    }
+
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::with_min(self.timings.min_backoff, self.timings.max_backoff)
     }
 }
 

@@ -239,8 +239,7 @@ async fn create_from_scratch_applies_everything_then_reports() {
     }
     let config_map = &seen[1].body;
     let yaml = config_map["data"]["collections.yaml"].as_str().unwrap();
-    let parsed: courier_core::collection_spec::CollectionsFile =
-        serde_yaml::from_str(yaml).unwrap();
+    let parsed = courier_core::collection_spec::CollectionsFile::from_yaml(yaml).unwrap();
     assert_eq!(parsed.collections[0].name, "pets");
     let worker = &seen[4].body;
     assert_eq!(worker["spec"]["replicas"], 2, "autoscaling off: spec.worker.replicas");
@@ -496,14 +495,19 @@ async fn collections_are_selected_by_label_and_rejected_ones_left_out() {
     within(courier::reconcile(Arc::new(courier), env.ctx.clone())).await.unwrap();
     let seen = finish(server).await;
     let yaml = seen[1].body["data"]["collections.yaml"].as_str().unwrap();
-    let parsed: courier_core::collection_spec::CollectionsFile =
-        serde_yaml::from_str(yaml).unwrap();
+    let parsed = courier_core::collection_spec::CollectionsFile::from_yaml(yaml).unwrap();
     let names: Vec<&str> = parsed.collections.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["pets"]);
     let status = sent_status(&seen[12]);
     let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.reason, "CollectionsRejected");
-    assert!(degraded.message.contains("broken: invalid JSON Schema"), "{}", degraded.message);
+    assert!(
+        degraded
+            .message
+            .contains("broken: collection 'broken': schema must have \"type\": \"object\""),
+        "{}",
+        degraded.message
+    );
 }
 
 fn collection_status_patch(collection: &Collection) -> Expect {
@@ -531,10 +535,31 @@ async fn an_invalid_collection_is_marked_not_accepted() {
     let seen = finish(server).await;
     let status: CollectionStatus = serde_json::from_value(seen[0].body["status"].clone()).unwrap();
     assert!(!status.accepted);
-    assert!(status.message.starts_with("invalid JSON Schema"), "{}", status.message);
+    assert!(
+        status.message.starts_with("collection 'broken': schema does not compile"),
+        "{}",
+        status.message
+    );
     assert_eq!(status.observed_generation, Some(4));
     assert_eq!(seen[1].body["reason"], "Rejected");
     assert_eq!(seen[1].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn every_spec_of_the_shared_invalid_table_is_rejected_in_the_status() {
+    for entry in courier_core::collection_spec::fixtures::invalid_specs() {
+        let mut env = Env::new();
+        let bad = samples::collection("fixture", entry.json.clone());
+        let server = env.serve(vec![collection_status_patch(&bad), event()]);
+        within(collection::reconcile(Arc::new(bad), env.ctx.clone())).await.unwrap();
+        let seen = finish(server).await;
+        let status: CollectionStatus =
+            serde_json::from_value(seen[0].body["status"].clone()).unwrap();
+        assert!(!status.accepted, "{}", entry.case);
+        let expected = format!("collection '{}': {}", entry.name(), entry.problem);
+        assert!(status.message.starts_with(&expected), "{}: {}", entry.case, status.message);
+        assert_eq!(seen[1].body["reason"], "Rejected", "{}", entry.case);
+    }
 }
 
 #[tokio::test]
@@ -574,8 +599,12 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
     assert_eq!(err.kind(), "kube_api");
     let first = courier_error_policy(courier.clone(), &err, env.ctx.clone());
     let second = courier_error_policy(courier.clone(), &err, env.ctx.clone());
-    assert_eq!(first, Action::requeue(Duration::from_secs(2)));
-    assert_eq!(second, Action::requeue(Duration::from_secs(4)));
+    assert_ne!(first, Action::await_change());
+    assert_ne!(second, Action::await_change());
+    assert_eq!(env.ctx.failures().get("shop/shop"), Some(&2), "each failure counts");
+    // The delays are jittered; the third is drawn below the third ceiling: 2 s, 4 s, 8 s.
+    let third = env.ctx.backoff("shop/shop");
+    assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(8), "{third:?}");
     let text = env.metrics_text();
     assert!(
         text.contains(
@@ -589,8 +618,13 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
 async fn backoff_is_capped() {
     let env = Env::new();
     let delays: Vec<Duration> = (0..12).map(|_| env.ctx.backoff("shop/shop")).collect();
-    assert_eq!(delays[0], Duration::from_secs(2));
-    assert_eq!(*delays.last().unwrap(), Duration::from_secs(300));
+    let ceilings: Vec<Duration> = (0..12).map(|n| env.ctx.retry_backoff().ceiling(n)).collect();
+    assert_eq!(ceilings[0], Duration::from_secs(2));
+    assert_eq!(ceilings[1], Duration::from_secs(4));
+    assert_eq!(ceilings[11], Duration::from_secs(300));
+    for (delay, ceiling) in delays.iter().zip(&ceilings) {
+        assert!(*delay >= *ceiling / 2 && delay <= ceiling, "{delay:?} outside {ceiling:?}");
+    }
     env.ctx.succeeded("shop/shop");
-    assert_eq!(env.ctx.backoff("shop/shop"), Duration::from_secs(2));
+    assert!(env.ctx.backoff("shop/shop") <= Duration::from_secs(2), "a success resets it");
 }

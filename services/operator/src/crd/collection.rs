@@ -103,7 +103,8 @@ pub enum TriggerOn {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectionStatus {
-    /// True when the definition is valid (name, and the JSON Schema compiled) and is served.
+    /// True when the definition passes the checks the api makes on `collections.yaml` (name,
+    /// JSON Schema, fields, indexes, tasks) and is served.
     pub accepted: bool,
     /// "schema compiled" or what is wrong.
     pub message: String,
