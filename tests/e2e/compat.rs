@@ -225,6 +225,41 @@ async fn the_seed_clients_work_unchanged() {
     let (status, _) = stack.send(reqwest::Method::GET, "/api/redis/stats/", None).await;
     assert_eq!(status, 401, "the stats need a signed-in user, like /api/v1/queues");
 
+    // Rxul Chat: a member's room socket at /ws/chats/{chat_id}?token= gets the room's
+    // messages; a non-member is refused at the upgrade.
+    let api_url = stack.api_url();
+    let ana = courier_tests::services::access_token(&stack.http, &api_url, "ana").await;
+    let _ben = courier_tests::services::access_token(&stack.http, &api_url, "ben").await;
+    let eve = courier_tests::services::access_token(&stack.http, &api_url, "eve").await;
+    let room: Value = stack
+        .http
+        .post(format!("{api_url}/api/v1/chats"))
+        .bearer_auth(&ana)
+        .json(&json!({"name": "seed room", "members": ["ben"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room_id = room["id"].as_str().unwrap_or_else(|| panic!("a room: {room}")).to_owned();
+    let ws = [("WS_URL", stack.ws_url())];
+    let mut member = Script::start(&stack, "chat_client.py", &[&room_id, &ana], &ws);
+    member.expect(&format!("joined chat {room_id}")).await;
+    let (status, lines) =
+        Script::start(&stack, "chat_client.py", &[&room_id, &eve], &ws).finish().await;
+    assert!(status.success() && lines.iter().any(|l| l == "refused 403"), "{lines:#?}");
+    let sent = stack
+        .http
+        .post(format!("{api_url}/api/v1/chats/{room_id}/messages"))
+        .bearer_auth(&ana)
+        .json(&json!({"text": "hola desde la API"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    member.expect(&format!("💬 {room_id}: hola desde la API")).await;
+
     // The modern surface is untouched: the web app at `/`, protocol v1 at `/ws`, and OpenAPI
     // lists every alias as deprecated.
     let page = stack.http.get(format!("{}/", stack.api_url())).send().await.unwrap();

@@ -92,13 +92,13 @@ pub async fn run(
         rings.insert(channel.name(), BroadcastStream::new(subscription.receiver));
     }
     let (mut sink, mut stream) = socket.split();
-    let mut socket = Writer { sink: &mut sink, timeout: shared.config.send_timeout() };
+    let mut socket = Writer { sink: &mut sink, timeout: shared.config.send_timeout };
     let mut hello = json!({"type": "connection_established", "message": "Connected to Courier (seed compatibility)", "connection_id": connection_id, "timestamp": now()});
     merge(&mut hello, &flavor.about);
     if socket.send(&hello).await.is_err() {
         return CloseReason::ClientClosed;
     }
-    let ping_interval = shared.config.ping_interval();
+    let ping_interval = shared.config.ping_interval;
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let shutdown = shared.shutdown.clone();
