@@ -9,7 +9,7 @@ use axum::{
     routing::{patch, post},
 };
 
-use super::{Compat, both, safe_id};
+use super::{Compat, both, unsafe_id};
 
 pub fn router(compat: &Compat) -> Router {
     let router = both(Router::new(), "/api/desk/", post(create));
@@ -35,7 +35,7 @@ async fn change(
         _ => "DELETE /api/desk/{id}",
     };
     compat.note(alias, &request);
-    if let Err(bad) = safe_id(&id) {
+    if let Some(bad) = unsafe_id(&id) {
         return bad;
     }
     compat.forward(request, method, &format!("/api/v1/desks/{id}"), None).await

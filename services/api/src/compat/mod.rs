@@ -178,13 +178,14 @@ pub fn with_aliases(app: Router, state: &AppState) -> Router {
     app.merge(products::router(&compat)).merge(desks::router(&compat)).merge(pets::router(&compat))
 }
 
-/// A path id that can go into the modern URL as it is (the modern route checks its form).
-fn safe_id(id: &str) -> Result<(), Response> {
+/// The 400 for a path id that cannot go into the modern URL as it is; `None` for one that
+/// can (the modern route then checks its form).
+fn unsafe_id(id: &str) -> Option<Response> {
     if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Ok(());
+        return None;
     }
     let body = json!({"error": {"code": "bad_request", "message": format!("'{id}' is not a valid id (24 hexadecimal characters)"), "fields": [{"field": "id", "reason": "must be 24 hexadecimal characters"}]}});
-    Err((StatusCode::BAD_REQUEST, Json(body)).into_response())
+    Some((StatusCode::BAD_REQUEST, Json(body)).into_response())
 }
 
 /// Routes `path` with and without its trailing slash (the seeds' Django URLs end in `/`).

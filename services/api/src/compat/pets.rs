@@ -14,7 +14,7 @@ use axum::{
 use courier_core::collection_spec::TriggerOn;
 use serde_json::{Value, json};
 
-use super::{Compat, as_array, both, json_answer, list_path, safe_id};
+use super::{Compat, as_array, both, json_answer, list_path, unsafe_id};
 
 /// Largest token request body read here (the modern route applies its own limit too).
 const MAX_TOKEN_BODY: usize = 16 * 1024;
@@ -73,7 +73,7 @@ async fn list(State(compat): State<Compat>, request: Request) -> Response {
 
 async fn read(State(compat): State<Compat>, Path(id): Path<String>, request: Request) -> Response {
     compat.note("/api/pets/{id}", &request);
-    if let Err(bad) = safe_id(&id) {
+    if let Some(bad) = unsafe_id(&id) {
         return bad;
     }
     compat.forward(request, Method::GET, &format!("/api/v1/pets/{id}"), None).await
@@ -118,7 +118,7 @@ async fn update(
     request: Request,
 ) -> Response {
     compat.note("PUT /api/pets/{id}", &request);
-    if let Err(bad) = safe_id(&id) {
+    if let Some(bad) = unsafe_id(&id) {
         return bad;
     }
     let response = compat.forward(request, Method::PUT, &format!("/api/v1/pets/{id}"), None).await;
@@ -131,7 +131,7 @@ async fn remove(
     request: Request,
 ) -> Response {
     compat.note("DELETE /api/pets/{id}", &request);
-    if let Err(bad) = safe_id(&id) {
+    if let Some(bad) = unsafe_id(&id) {
         return bad;
     }
     let response =

@@ -10,7 +10,7 @@ use axum::{
     routing::{get, post},
 };
 
-use super::{Compat, as_array, both, list_path, safe_id};
+use super::{Compat, as_array, both, list_path, unsafe_id};
 
 pub fn router(compat: &Compat) -> Router {
     let router = both(Router::new(), "/api/", get(super::home));
@@ -28,7 +28,7 @@ async fn list(State(compat): State<Compat>, request: Request) -> Response {
 
 async fn read(State(compat): State<Compat>, Path(id): Path<String>, request: Request) -> Response {
     compat.note("/api/product/{id}", &request);
-    if let Err(bad) = safe_id(&id) {
+    if let Some(bad) = unsafe_id(&id) {
         return bad;
     }
     compat.forward(request, Method::GET, &format!("/api/v1/products/{id}"), None).await

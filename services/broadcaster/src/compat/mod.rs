@@ -31,7 +31,7 @@ pub fn router(shared: &Arc<Shared>) -> Router {
 }
 
 async fn seeds_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    accept(shared, ws, |socket, shared| seeds::serve(socket, shared))
+    accept(shared, ws, seeds::serve)
 }
 
 /// The admission checks `/ws` makes (attached, not shutting down, under the connection limit),
