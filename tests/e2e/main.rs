@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod chat_live;
 mod collections;
+mod compat;
 mod delivery;
 mod helpers;
 mod observability;

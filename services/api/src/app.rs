@@ -73,6 +73,7 @@ impl Application {
             )),
             trust_forwarded_for: config.trust_forwarded_for,
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
+            seed_compat: config.seed_compat,
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
         };
         let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {

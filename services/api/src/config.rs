@@ -119,6 +119,11 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_API_FAULT", hide = true)]
     pub fault: Option<Fault>,
 
+    /// Serve the seed systems' deprecated REST paths (`/api/product/`, `/api/pets/`, …; see
+    /// docs/migrating.md). Off unless asked for; `./dev up` turns it on.
+    #[arg(long, env = "COURIER_SEED_COMPAT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub seed_compat: bool,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod collections;
+pub mod compat;
 pub mod config;
 pub mod documents;
 pub mod error;

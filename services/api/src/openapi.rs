@@ -21,7 +21,13 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
-    Json(document(&state.collections.current()))
+    let mut document = document(&state.collections.current());
+    if state.seed_compat
+        && let Some(paths) = document["paths"].as_object_mut()
+    {
+        crate::compat::openapi_paths(paths);
+    }
+    Json(document)
 }
 
 async fn docs_page() -> Html<&'static str> {

@@ -29,4 +29,6 @@ pub struct AppState {
     pub chat: Arc<crate::chat::Chat>,
     /// The web app's settings (`/app-config.json`, optional development directory).
     pub web: Arc<crate::web::WebSettings>,
+    /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).
+    pub seed_compat: bool,
 }

@@ -54,6 +54,15 @@ impl Access {
         *self.read.write().expect("access rules lock poisoned") = read;
     }
 
+    /// The collections anyone may read (what the seed-compat socket broadcasts).
+    pub fn public_collections(&self) -> Vec<String> {
+        let read = self.read.read().expect("access rules lock poisoned");
+        read.iter()
+            .filter(|(_, level)| **level == AccessLevel::Public)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Read rules from a `collections.yaml` file, which must pass the same checks as in the api
     /// (`CollectionsFile::load_checked`): a file the api would refuse gives no rules here either.
     pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {

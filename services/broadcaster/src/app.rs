@@ -50,7 +50,7 @@ pub struct Shared {
     pub access: Access,
     /// Chat membership, typing and presence.
     pub chat: Arc<ChatLive>,
-    tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
 }
 
 pub struct Application {
@@ -116,6 +116,7 @@ impl Application {
         let router = Router::new()
             .route("/ws", get(upgrade))
             .with_state(shared.clone())
+            .merge(crate::compat::router(&shared))
             .route("/chat/top-rooms", get(crate::chat::top_rooms).with_state(chat))
             .merge(courier_core::ops::router(Arc::new(registry), readiness))
             .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe));
@@ -248,7 +249,7 @@ fn bind(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-fn unavailable(message: &str) -> Response {
+pub(crate) fn unavailable(message: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(json!({"error": {"code": "unavailable", "message": message}})),

@@ -100,6 +100,11 @@ pub struct BroadcasterConfig {
     #[command(flatten)]
     pub chat: crate::chat::ChatArgs,
 
+    /// Serve the seed systems' WebSockets: `/` (flat `product_created`-style messages) and
+    /// `/ws/chats/{chat_id}` (see docs/migrating.md). Off unless asked for; on in `./dev up`.
+    #[arg(long, env = "COURIER_SEED_COMPAT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub seed_compat: bool,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

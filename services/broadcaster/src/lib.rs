@@ -4,6 +4,7 @@
 pub mod access;
 pub mod app;
 pub mod chat;
+pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod feed;

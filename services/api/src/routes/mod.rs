@@ -20,13 +20,14 @@ pub fn router(
     http_metrics: Arc<HttpMetrics>,
     readiness: courier_core::ops::Readiness,
 ) -> Router {
-    Router::new()
+    let app = Router::new()
         .nest("/api/v1", crate::auth::router().merge(chats::router()).merge(documents::router()))
         .merge(queues::router())
         .merge(crate::openapi::router())
         .merge(collections::router())
         .merge(crate::web::router())
-        .with_state(state)
-        .merge(courier_core::ops::router(registry, readiness))
+        .with_state(state.clone())
+        .merge(courier_core::ops::router(registry, readiness));
+    crate::compat::with_aliases(app, &state)
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))
 }
