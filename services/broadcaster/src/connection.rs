@@ -31,6 +31,7 @@ use crate::{
     chat::{ChatSeat, Refusal, rooms::ChatDelivery, typing::Limiter},
     hub::Delivery,
     replay,
+    ring::{self, Lagged},
 };
 
 /// Most frames written before one flush.
@@ -102,7 +103,7 @@ struct Connection {
     shared: Arc<Shared>,
     sink: Sink,
     /// Live rings keyed by a small subscription number (no string clone per delivery).
-    subscriptions: StreamMap<u32, BroadcastStream<Delivery>>,
+    subscriptions: StreamMap<u32, ring::Receiver<Delivery>>,
     /// Typing, presence and revocations of the chat subscriptions, keyed like `subscriptions`.
     chat_streams: StreamMap<u32, BroadcastStream<ChatDelivery>>,
     typing_limiter: Limiter,
@@ -275,10 +276,26 @@ impl Connection {
     async fn on_delivery(
         &mut self,
         sub: u32,
-        item: Result<Delivery, BroadcastStreamRecvError>,
+        item: Result<Delivery, Lagged>,
     ) -> Result<Option<CloseReason>, WriteError> {
         let mut batch = DeliveryBatch::default();
         let mut lagged = self.take_delivery(sub, item, &mut batch);
+        if !lagged {
+            // Everything else this ring has ready, under one lock.
+            let mut ready = Vec::new();
+            let room = WRITE_BATCH.saturating_sub(batch.frames.len());
+            let drained = self
+                .subscriptions
+                .iter_mut()
+                .find(|entry| entry.0 == sub)
+                .map(|entry| entry.1.try_recv_many(&mut ready, room));
+            for delivery in ready {
+                self.take_delivery(sub, Ok(delivery), &mut batch);
+            }
+            if let Some(Err(gap)) = drained {
+                lagged = self.take_delivery(sub, Err(gap), &mut batch);
+            }
+        }
         while batch.frames.len() < WRITE_BATCH && !lagged {
             match self.subscriptions.next().now_or_never() {
                 Some(Some((sub, item))) => lagged = self.take_delivery(sub, item, &mut batch),
@@ -325,7 +342,7 @@ impl Connection {
     fn take_delivery(
         &mut self,
         sub: u32,
-        item: Result<Delivery, BroadcastStreamRecvError>,
+        item: Result<Delivery, Lagged>,
         batch: &mut DeliveryBatch,
     ) -> bool {
         match item {
@@ -354,7 +371,7 @@ impl Connection {
                 }
                 false
             }
-            Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+            Err(Lagged(skipped)) => {
                 self.shared.metrics.frames_dropped.inc_by(skipped);
                 true
             }
@@ -619,7 +636,7 @@ impl Connection {
                 self.next_sub
             }
         };
-        self.subscriptions.insert(sub, BroadcastStream::new(live.receiver));
+        self.subscriptions.insert(sub, live.receiver);
         let seat = chat.map(|(seat, receiver)| {
             self.chat_streams.insert(sub, BroadcastStream::new(receiver));
             seat

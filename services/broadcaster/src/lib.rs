@@ -10,6 +10,7 @@ pub mod feed;
 pub mod hub;
 pub mod metrics;
 pub mod replay;
+pub mod ring;
 
 pub use app::Application;
 pub use config::BroadcasterConfig;
