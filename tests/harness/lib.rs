@@ -2,6 +2,7 @@
 //! on free ports with temp dirs — stoppable, killable and restartable for fault injection — and
 //! runs Courier's services in-process or as their built binaries.
 
+pub mod bench;
 pub mod chaos;
 pub mod chat;
 pub mod process;
