@@ -21,9 +21,7 @@ use courier_core::{
     },
 };
 use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
-use tokio_stream::{
-    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
+use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
@@ -105,7 +103,7 @@ struct Connection {
     /// Live rings keyed by a small subscription number (no string clone per delivery).
     subscriptions: StreamMap<u32, ring::Receiver<Delivery>>,
     /// Typing, presence and revocations of the chat subscriptions, keyed like `subscriptions`.
-    chat_streams: StreamMap<u32, BroadcastStream<ChatDelivery>>,
+    chat_streams: StreamMap<u32, ring::Receiver<ChatDelivery>>,
     typing_limiter: Limiter,
     subs: HashMap<u32, Sub>,
     by_name: HashMap<String, u32>,
@@ -481,7 +479,7 @@ impl Connection {
     async fn on_chat_delivery(
         &mut self,
         sub: u32,
-        item: Result<ChatDelivery, BroadcastStreamRecvError>,
+        item: Result<ChatDelivery, Lagged>,
     ) -> Result<(), WriteError> {
         let Some(seat) = self.subs.get(&sub).and_then(|s| s.chat.as_ref()) else { return Ok(()) };
         match item {
@@ -492,7 +490,7 @@ impl Connection {
                 self.write_with_timeout(vec![Message::Text(frame)]).await
             }
             // Ephemeral frames a slow reader missed are not worth a disconnect.
-            Err(BroadcastStreamRecvError::Lagged(_)) => Ok(()),
+            Err(Lagged(_)) => Ok(()),
         }
     }
 
@@ -638,7 +636,7 @@ impl Connection {
         };
         self.subscriptions.insert(sub, live.receiver);
         let seat = chat.map(|(seat, receiver)| {
-            self.chat_streams.insert(sub, BroadcastStream::new(receiver));
+            self.chat_streams.insert(sub, receiver);
             seat
         });
         if seat.is_none() {

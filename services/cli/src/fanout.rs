@@ -112,6 +112,7 @@ pub struct SubscriberTally {
     pub received: u64,
     pub lost: u64,
     pub duplicated: u64,
+    pub reordered: u64,
     pub failed_clients: usize,
     pub latency: Histogram,
     pub connect: Histogram,
@@ -126,6 +127,7 @@ impl SubscriberTally {
         self.received += other.received;
         self.lost += other.lost;
         self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
         self.failed_clients += other.failed_clients;
         self.latency.merge(&other.latency);
         self.connect.merge(&other.connect);
@@ -150,6 +152,8 @@ pub struct FanoutReport {
     pub delivered: u64,
     pub lost: u64,
     pub duplicated: u64,
+    /// Frames that arrived after a later event of their channel (publish order).
+    pub reordered: u64,
     pub failed_clients: usize,
     pub publish_secs: f64,
     pub offered_deliveries_per_sec: f64,
@@ -183,7 +187,10 @@ impl std::fmt::Display for FanoutReport {
                 "deliveries expected / received",
                 format!("{} / {}", self.expected_deliveries, self.delivered),
             ),
-            ("lost / duplicated", format!("{} / {}", self.lost, self.duplicated)),
+            (
+                "lost / duplicated / reordered",
+                format!("{} / {} / {}", self.lost, self.duplicated, self.reordered),
+            ),
             ("offered deliveries/s", format!("{:.0}", self.offered_deliveries_per_sec)),
             ("delivered/s", format!("{:.0}", self.delivered_per_sec)),
             (
@@ -255,31 +262,42 @@ fn scan_marker(text: &[u8]) -> Option<(usize, u64, u64)> {
     None
 }
 
-/// One subscriber's view of its channel: frames in order, gaps and repeats counted.
+/// One subscriber's view of its channel: which event indexes arrived, repeats and arrivals
+/// out of publish order counted. (Through the api, concurrent writes may commit in another
+/// order than they were sent: `reordered` there is not a fault.)
 #[derive(Default)]
 struct ChannelTrack {
-    next: u64,
+    seen: Vec<u64>,
+    unique: u64,
+    highest: Option<u64>,
     received: u64,
     lost: u64,
     duplicated: u64,
+    reordered: u64,
 }
 
 impl ChannelTrack {
     fn saw(&mut self, index: u64) {
         self.received += 1;
-        if index == self.next {
-            self.next += 1;
-        } else if index > self.next {
-            self.lost += index - self.next;
-            self.next = index + 1;
-        } else {
-            self.duplicated += 1;
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
         }
+        if self.seen[word] & bit != 0 {
+            self.duplicated += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        self.unique += 1;
+        if self.highest.is_some_and(|h| index < h) {
+            self.reordered += 1;
+        }
+        self.highest = self.highest.max(Some(index));
     }
 
     /// Closes the books once `published` events went to the channel.
     fn finish(&mut self, published: u64) {
-        self.lost += published.saturating_sub(self.next);
+        self.lost = published.saturating_sub(self.unique);
     }
 }
 
@@ -482,6 +500,7 @@ impl Crowd {
                 self.tally.received += track.received;
                 self.tally.lost += track.lost;
                 self.tally.duplicated += track.duplicated;
+                self.tally.reordered += track.reordered;
                 self.tally.latency.merge(&latency);
             }
         }
@@ -690,6 +709,7 @@ pub async fn fanout(args: &FanoutArgs) -> anyhow::Result<Option<FanoutReport>> {
         delivered: tally.received,
         lost: tally.lost,
         duplicated: tally.duplicated,
+        reordered: tally.reordered,
         failed_clients: tally.failed_clients,
         publish_secs,
         offered_deliveries_per_sec: expected as f64 / publish_secs.max(1e-9),
@@ -1015,7 +1035,8 @@ mod tests {
         for i in [0, 1, 1, 3, 4] {
             t.saw(i);
         }
+        t.saw(2); // late, but not lost
         t.finish(7);
-        assert_eq!((t.received, t.lost, t.duplicated), (5, 1 + 2, 1));
+        assert_eq!((t.received, t.lost, t.duplicated, t.reordered), (6, 2, 1, 1));
     }
 }
