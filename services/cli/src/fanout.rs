@@ -387,18 +387,18 @@ async fn read_subscriber(
             _ = stop.wait_for(|s| *s) => break,
             message = ws.next() => message,
         };
-        let data = match message {
-            Some(Ok(Message::Text(text))) => bytes_of(text.as_bytes()),
-            Some(Ok(Message::Binary(data))) => bytes_of(&data),
-            Some(Ok(_)) => continue,
-            _ => break,
+        let Some(Ok(message)) = message else { break };
+        let data: &[u8] = match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(data) => data,
+            _ => continue,
         };
+        let arrived = now_us();
         // A nats frame may hold several messages and a PING; a courier frame holds one event.
         if target == Target::Nats && data.windows(6).any(|w| w == b"PING\r\n") {
             let _ = ws.send(Message::binary(b"PONG\r\n".to_vec())).await;
         }
-        let arrived = now_us();
-        let mut rest: &[u8] = &data;
+        let mut rest = data;
         while let Some((_, index, sent)) = scan_marker(rest) {
             track.saw(index);
             latency.record(arrived.saturating_sub(sent));
@@ -408,10 +408,6 @@ async fn read_subscriber(
         }
     }
     (track, latency)
-}
-
-fn bytes_of(data: &[u8]) -> Vec<u8> {
-    data.to_vec()
 }
 
 /// This process's subscribers: connected, then reading until told to stop.
