@@ -99,10 +99,10 @@ async fn bench_fanout_runs_against_nats_servers_own_websocket() {
 async fn bench_fanout_refuses_bad_sizes() {
     let mut bad = args(Target::Courier, "ws://127.0.0.1:1/ws".into(), "nats://127.0.0.1:1".into());
     bad.channels = 7; // more channels than clients
-    let err = fanout::fanout(&bad).await.err().expect("refused").to_string();
+    let err = fanout::fanout(&bad).await.expect_err("refused").to_string();
     assert!(err.contains("--channels"), "{err}");
     bad.channels = 1;
     bad.rate = 0.0;
-    let err = fanout::fanout(&bad).await.err().expect("refused").to_string();
+    let err = fanout::fanout(&bad).await.expect_err("refused").to_string();
     assert!(err.contains("--rate"), "{err}");
 }

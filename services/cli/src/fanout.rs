@@ -966,10 +966,10 @@ pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsRe
         probe_ws.send(Message::text(r#"{"type":"ping"}"#)).await?;
         let answered = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(message) = probe_ws.next().await {
-                if let Message::Text(text) = message? {
-                    if text.contains(r#""type":"pong""#) {
-                        return Ok::<bool, anyhow::Error>(true);
-                    }
+                if let Message::Text(text) = message?
+                    && text.contains(r#""type":"pong""#)
+                {
+                    return Ok::<bool, anyhow::Error>(true);
                 }
             }
             Ok(false)
