@@ -5,6 +5,7 @@
 
 use std::{future::Future, time::Duration};
 
+pub mod bench;
 pub mod chaos;
 pub mod chat;
 pub mod process;

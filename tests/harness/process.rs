@@ -117,7 +117,7 @@ pub async fn spawn_listening(
 }
 
 /// The port on `127.0.0.1` named by the first complete line of `output` that contains `marker`.
-fn listening_port(output: &str, marker: &str) -> Option<u16> {
+pub fn listening_port(output: &str, marker: &str) -> Option<u16> {
     const HOST: &str = "127.0.0.1:";
     output
         .split_inclusive('\n')

@@ -21,9 +21,7 @@ use courier_core::{
     },
 };
 use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
-use tokio_stream::{
-    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
+use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
@@ -31,6 +29,7 @@ use crate::{
     chat::{ChatSeat, Refusal, rooms::ChatDelivery, typing::Limiter},
     hub::Delivery,
     replay,
+    ring::{self, Lagged},
 };
 
 /// Most frames written before one flush.
@@ -102,9 +101,9 @@ struct Connection {
     shared: Arc<Shared>,
     sink: Sink,
     /// Live rings keyed by a small subscription number (no string clone per delivery).
-    subscriptions: StreamMap<u32, BroadcastStream<Delivery>>,
+    subscriptions: StreamMap<u32, ring::Receiver<Delivery>>,
     /// Typing, presence and revocations of the chat subscriptions, keyed like `subscriptions`.
-    chat_streams: StreamMap<u32, BroadcastStream<ChatDelivery>>,
+    chat_streams: StreamMap<u32, ring::Receiver<ChatDelivery>>,
     typing_limiter: Limiter,
     subs: HashMap<u32, Sub>,
     by_name: HashMap<String, u32>,
@@ -275,10 +274,26 @@ impl Connection {
     async fn on_delivery(
         &mut self,
         sub: u32,
-        item: Result<Delivery, BroadcastStreamRecvError>,
+        item: Result<Delivery, Lagged>,
     ) -> Result<Option<CloseReason>, WriteError> {
         let mut batch = DeliveryBatch::default();
         let mut lagged = self.take_delivery(sub, item, &mut batch);
+        if !lagged {
+            // Everything else this ring has ready, under one lock.
+            let mut ready = Vec::new();
+            let room = WRITE_BATCH.saturating_sub(batch.frames.len());
+            let drained = self
+                .subscriptions
+                .iter_mut()
+                .find(|entry| entry.0 == sub)
+                .map(|entry| entry.1.try_recv_many(&mut ready, room));
+            for delivery in ready {
+                self.take_delivery(sub, Ok(delivery), &mut batch);
+            }
+            if let Some(Err(gap)) = drained {
+                lagged = self.take_delivery(sub, Err(gap), &mut batch);
+            }
+        }
         while batch.frames.len() < WRITE_BATCH && !lagged {
             match self.subscriptions.next().now_or_never() {
                 Some(Some((sub, item))) => lagged = self.take_delivery(sub, item, &mut batch),
@@ -325,7 +340,7 @@ impl Connection {
     fn take_delivery(
         &mut self,
         sub: u32,
-        item: Result<Delivery, BroadcastStreamRecvError>,
+        item: Result<Delivery, Lagged>,
         batch: &mut DeliveryBatch,
     ) -> bool {
         match item {
@@ -354,7 +369,7 @@ impl Connection {
                 }
                 false
             }
-            Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+            Err(Lagged(skipped)) => {
                 self.shared.metrics.frames_dropped.inc_by(skipped);
                 true
             }
@@ -464,7 +479,7 @@ impl Connection {
     async fn on_chat_delivery(
         &mut self,
         sub: u32,
-        item: Result<ChatDelivery, BroadcastStreamRecvError>,
+        item: Result<ChatDelivery, Lagged>,
     ) -> Result<(), WriteError> {
         let Some(seat) = self.subs.get(&sub).and_then(|s| s.chat.as_ref()) else { return Ok(()) };
         match item {
@@ -475,7 +490,7 @@ impl Connection {
                 self.write_with_timeout(vec![Message::Text(frame)]).await
             }
             // Ephemeral frames a slow reader missed are not worth a disconnect.
-            Err(BroadcastStreamRecvError::Lagged(_)) => Ok(()),
+            Err(Lagged(_)) => Ok(()),
         }
     }
 
@@ -619,9 +634,9 @@ impl Connection {
                 self.next_sub
             }
         };
-        self.subscriptions.insert(sub, BroadcastStream::new(live.receiver));
+        self.subscriptions.insert(sub, live.receiver);
         let seat = chat.map(|(seat, receiver)| {
-            self.chat_streams.insert(sub, BroadcastStream::new(receiver));
+            self.chat_streams.insert(sub, receiver);
             seat
         });
         if seat.is_none() {
@@ -690,6 +705,10 @@ impl Connection {
 
     /// Feeds `messages` and flushes once, failing if the client does not take them within
     /// the send timeout (a stalled reader must not pin this task forever).
+    ///
+    /// The common case, a socket with room, completes on the first poll and arms no timer (a
+    /// timer per write per recipient was a measurable share of the fan-out's CPU); only a write
+    /// that has to wait gets the timeout.
     async fn write_with_timeout(&mut self, messages: Vec<Message>) -> Result<(), WriteError> {
         let timeout = self.shared.config.send_timeout;
         let sink = &mut self.sink;
@@ -699,7 +718,12 @@ impl Connection {
             }
             sink.flush().await
         };
-        match tokio::time::timeout(timeout, write).await {
+        let mut write = std::pin::pin!(write);
+        let outcome = match write.as_mut().now_or_never() {
+            Some(done) => Ok(done),
+            None => tokio::time::timeout(timeout, write).await,
+        };
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(WriteError::Closed),
             Err(_) => Err(WriteError::TimedOut),

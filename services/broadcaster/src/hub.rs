@@ -1,6 +1,7 @@
 //! The in-process fan-out: one broadcast ring per channel holding ready-to-send frames. An event
 //! is serialized once per channel and its bytes are shared by every subscriber; the feed task
 //! never waits on a client, and a client that falls a whole ring behind is told so (`Lagged`).
+//! Rings are sized lazily ([`crate::ring`]): an idle channel holds no slots.
 
 use std::{
     collections::HashMap,
@@ -16,10 +17,11 @@ use courier_core::{
     protocol::encode_event_frame,
     subjects::parse_event_subject,
 };
-use tokio::sync::broadcast;
+
+use crate::ring;
 
 /// One event frame for one channel, ready to write to any socket.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub seq: u64,
     pub frame: Utf8Bytes,
@@ -33,7 +35,7 @@ pub struct Delivery {
 }
 
 pub struct Hub {
-    channels: RwLock<HashMap<String, broadcast::Sender<Delivery>>>,
+    channels: RwLock<HashMap<String, ring::Sender<Delivery>>>,
     capacity: usize,
     /// Highest stream sequence fanned out; read under the channel lock by `subscribe`.
     last_seq: AtomicU64,
@@ -42,7 +44,7 @@ pub struct Hub {
 
 /// A new subscription: the receiver and the sequence it starts after.
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Delivery>,
+    pub receiver: ring::Receiver<Delivery>,
     pub after_seq: u64,
 }
 
@@ -79,7 +81,7 @@ impl Hub {
         let mut channels = self.channels.write().expect("hub lock poisoned");
         let receiver = channels
             .entry(channel.name())
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .or_insert_with(|| ring::channel(self.capacity))
             .subscribe();
         Subscription { receiver, after_seq: self.last_seq.load(Ordering::Acquire) }
     }
@@ -134,12 +136,27 @@ impl Hub {
         }
     }
 
-    /// Drops rings nobody listens to any more; called periodically.
+    /// Drops rings nobody listens to any more and releases idle rings' buffers; called
+    /// periodically.
     pub fn prune(&self) -> usize {
         let mut channels = self.channels.write().expect("hub lock poisoned");
         let before = channels.len();
         channels.retain(|_, sender| sender.receiver_count() > 0);
+        for sender in channels.values() {
+            sender.shrink_idle();
+        }
         before - channels.len()
+    }
+
+    /// Heap bytes held for `channel` (its ring and map entry; 0 if it has none): the
+    /// per-channel memory bound made measurable.
+    pub fn channel_heap_bytes(&self, channel: &str) -> usize {
+        let channels = self.channels.read().expect("hub lock poisoned");
+        channels.get(channel).map_or(0, |sender| {
+            sender.heap_bytes()
+                + channel.len()
+                + std::mem::size_of::<(String, ring::Sender<Delivery>)>()
+        })
     }
 
     pub fn channel_count(&self) -> usize {
@@ -165,7 +182,7 @@ mod tests {
         assert_eq!(hub.publish("events.products.abc.created", 7, EVENT, None), 2);
 
         for (receiver, channel) in [(&mut all, "products"), (&mut one, "products:abc")] {
-            let delivery = receiver.try_recv().unwrap();
+            let delivery = receiver.try_recv().unwrap().expect("a delivery");
             assert_eq!(delivery.seq, 7);
             match serde_json::from_str::<ServerFrame>(&delivery.frame).unwrap() {
                 ServerFrame::Event { channel: c, seq, event } => {
@@ -174,8 +191,8 @@ mod tests {
                 other => panic!("unexpected frame {other:?}"),
             }
         }
-        assert!(other.try_recv().is_err());
-        assert!(desks.try_recv().is_err());
+        assert_eq!(other.try_recv(), Ok(None));
+        assert_eq!(desks.try_recv(), Ok(None));
         assert_eq!(hub.last_seq(), 7);
     }
 
@@ -194,7 +211,7 @@ mod tests {
         for seq in 1..=3 {
             hub.publish("events.products.abc.created", seq, EVENT, None);
         }
-        assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(1))));
+        assert_eq!(slow.try_recv().map(|d| d.map(|d| d.seq)), Err(ring::Lagged(1)));
     }
 
     #[test]
@@ -205,10 +222,29 @@ mod tests {
         hub.revoke("chat:r1", "u1", 5);
         hub.revoke("chat:nobody-here", "u1", 5);
         hub.publish("events.chat.r1.message", 6, EVENT, None);
-        let got: Vec<(u64, Option<String>, bool)> = std::iter::from_fn(|| room.try_recv().ok())
-            .map(|d| (d.seq, d.revoke.map(|u| u.to_string()), d.chat_message))
-            .collect();
+        let got: Vec<(u64, Option<String>, bool)> =
+            std::iter::from_fn(|| room.try_recv().ok().flatten())
+                .map(|d| (d.seq, d.revoke.map(|u| u.to_string()), d.chat_message))
+                .collect();
         assert_eq!(got, [(5, None, false), (5, Some("u1".to_owned()), false), (6, None, true)]);
+    }
+
+    #[test]
+    fn an_idle_channel_with_one_subscriber_holds_under_a_kibibyte() {
+        let hub = Hub::new(1024);
+        let mut sub = hub.subscribe(&Channel::parse("products:abc").unwrap()).receiver;
+        let fresh = hub.channel_heap_bytes("products:abc");
+        assert!(fresh <= 1024, "a fresh channel holds {fresh} bytes");
+        // A burst grows the ring (up to its cap); once read and idle it is released again.
+        for seq in 1..=500 {
+            hub.publish("events.products.abc.created", seq, EVENT, None);
+        }
+        let mut got = Vec::new();
+        assert_eq!(sub.try_recv_many(&mut got, 1000), Ok(500));
+        hub.prune();
+        let idle = hub.channel_heap_bytes("products:abc");
+        assert!(idle <= 1024, "an idle channel holds {idle} bytes after a burst");
+        assert_eq!(hub.channels.read().unwrap()["products:abc"].allocated_slots(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod hub;
 pub mod metrics;
 pub mod replay;
+pub mod ring;
 
 pub use app::Application;
 pub use config::BroadcasterConfig;

@@ -1,5 +1,6 @@
 //! `courier bench`: load generators whose figures go in docs/benchmarks.md.
-//! `latency` measures POST → WebSocket delivery end to end, with percentiles.
+//! `latency` measures POST → WebSocket delivery end to end, with percentiles; `fanout` and
+//! `connections` (in [`crate::fanout`]) measure the broadcaster's fan-out and its idle cost.
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,10 @@ use crate::client::WsClient;
 pub enum BenchCommand {
     /// POST documents and time each until its `created` event reaches a WebSocket subscriber.
     Latency(LatencyArgs),
+    /// N subscribers, events at a set rate: deliveries/s, latency, loss, server CPU and RSS.
+    Fanout(crate::fanout::FanoutArgs),
+    /// Hold N idle subscribed connections: RSS per connection and ping round trips meanwhile.
+    Connections(crate::fanout::ConnectionsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -55,7 +60,30 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCommand::Fanout(args) => {
+            // A subscriber process (`--procs`) prints its own result line.
+            if let Some(report) = crate::fanout::fanout(&args).await? {
+                print_report(&report, args.json)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Connections(args) => {
+            let report = crate::fanout::connections(&args).await?;
+            print_report(&report, args.json)
+        }
     }
+}
+
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 /// Results of a latency run, in milliseconds.

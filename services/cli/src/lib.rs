@@ -4,4 +4,6 @@
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod fanout;
+pub mod probe;
 pub mod tail;

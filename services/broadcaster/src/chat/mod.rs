@@ -40,7 +40,7 @@ use courier_core::{
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
@@ -246,7 +246,7 @@ impl ChatLive {
         self: &Arc<Self>,
         room_id: &str,
         claims: &Claims,
-    ) -> Result<(ChatSeat, broadcast::Receiver<ChatDelivery>), Refusal> {
+    ) -> Result<(ChatSeat, crate::ring::Receiver<ChatDelivery>), Refusal> {
         let user = ChatUser { id: claims.sub.clone(), username: claims.name.clone() };
         let (mark, known) = {
             let rooms = self.lock();

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::ring;
 use axum::extract::ws::Utf8Bytes;
 use courier_core::{
     chat_live::{
@@ -17,7 +18,6 @@ use courier_core::{
     },
     protocol::ServerFrame,
 };
-use tokio::sync::broadcast;
 
 use super::{membership::Removals, presence::Diff, presence::Presence, typing::Typing};
 
@@ -54,7 +54,7 @@ pub struct Outgoing {
 /// A subscription admitted into a room.
 #[derive(Debug)]
 pub struct Joined {
-    pub receiver: broadcast::Receiver<ChatDelivery>,
+    pub receiver: ring::Receiver<ChatDelivery>,
     pub epoch: u64,
     /// The room was new here: start following its signals.
     pub new_room: bool,
@@ -72,7 +72,7 @@ pub struct RoomLoad {
 
 struct Room {
     channel: String,
-    ring: broadcast::Sender<ChatDelivery>,
+    ring: ring::Sender<ChatDelivery>,
     presence: Presence,
     typing: Typing,
     next_heartbeat: Instant,
@@ -81,8 +81,8 @@ struct Room {
 impl Room {
     fn send_frame(&self, frame: &ServerFrame, except: Option<&str>) {
         let frame = Utf8Bytes::from(frame.to_json());
-        // An error only means nobody listens right now.
-        let _ = self.ring.send(ChatDelivery { frame, except: except.map(Arc::from) });
+        // Nobody listening right now is fine: the frame is ephemeral.
+        self.ring.send(ChatDelivery { frame, except: except.map(Arc::from) });
     }
 
     fn send_diff(&self, diff: Diff) {
@@ -207,7 +207,7 @@ impl Rooms {
         let heartbeat = self.timing.heartbeat;
         let room = self.rooms.entry(room_id.to_owned()).or_insert_with(|| Room {
             channel: format!("chat:{room_id}"),
-            ring: broadcast::channel(RING_CAPACITY).0,
+            ring: ring::channel(RING_CAPACITY),
             presence: Presence::default(),
             typing: Typing::default(),
             next_heartbeat: now + heartbeat,
@@ -436,9 +436,9 @@ mod tests {
         ChatUser { id: id.into(), username: format!("name-{id}") }
     }
 
-    fn frames(rx: &mut broadcast::Receiver<ChatDelivery>) -> Vec<(ServerFrame, Option<String>)> {
+    fn frames(rx: &mut ring::Receiver<ChatDelivery>) -> Vec<(ServerFrame, Option<String>)> {
         let mut out = Vec::new();
-        while let Ok(ChatDelivery { frame, except }) = rx.try_recv() {
+        while let Ok(Some(ChatDelivery { frame, except })) = rx.try_recv() {
             out.push((serde_json::from_str(&frame).unwrap(), except.map(|e| e.to_string())));
         }
         out

@@ -11,9 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use courier_core::{channel::Channel, event::Event, protocol::ServerFrame};
 use futures::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
-use tokio_stream::{
-    StreamMap, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
+use tokio_stream::StreamMap;
 
 use crate::{app::Shared, connection::CloseReason};
 
@@ -89,7 +87,7 @@ pub async fn run(
     let mut rings = StreamMap::new();
     for channel in channels {
         let subscription = shared.hub.subscribe(channel);
-        rings.insert(channel.name(), BroadcastStream::new(subscription.receiver));
+        rings.insert(channel.name(), subscription.receiver);
     }
     let (mut sink, mut stream) = socket.split();
     let mut socket = Writer { sink: &mut sink, timeout: shared.config.send_timeout };
@@ -131,7 +129,7 @@ pub async fn run(
                         None => Ok(()),
                     }
                 }
-                Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                Err(crate::ring::Lagged(skipped)) => {
                     shared.metrics.frames_dropped.inc_by(skipped);
                     tracing::warn!(skipped, "seed-compat client fell a whole ring behind; closing it");
                     socket.close(4008, "client fell too far behind").await;

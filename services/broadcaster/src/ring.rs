@@ -1,0 +1,357 @@
+//! A lazily sized broadcast ring: one sender, many receivers, each receiver sees every value
+//! sent after it joined, in order, or learns that it fell a whole ring behind (`Lagged`).
+//!
+//! Unlike `tokio::sync::broadcast`, which allocates all its slots up front (a 1,024-slot ring
+//! of deliveries is ~80 KiB the moment a channel gets its first subscriber), this ring holds
+//! only values some receiver has not read yet: its buffer grows on demand up to the cap and is
+//! released again once everyone has caught up. An idle channel costs a few hundred bytes.
+//!
+//! One mutex guards the state; a receiver takes every ready value in one lock
+//! ([`Receiver::try_recv_many`]), so a batch of frames costs one lock, not one per frame.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+};
+
+/// A receiver fell behind by this many values: they are gone from the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged(pub u64);
+
+/// A buffer that has grown past this many slots is released as soon as it is empty (smaller
+/// ones are kept for the next burst until [`Sender::shrink_idle`]).
+const RELEASE_ABOVE: usize = 64;
+
+struct Slot<T> {
+    value: T,
+    /// Receivers that have not read this value yet.
+    unread: u32,
+}
+
+struct State<T> {
+    buf: VecDeque<Slot<T>>,
+    /// Position of `buf[0]` (positions count every value ever sent).
+    head: u64,
+    receivers: u32,
+    /// One waker slot per receiver (indexed by its id), filled while it waits.
+    waiters: Vec<Option<Waker>>,
+    free_ids: Vec<u32>,
+    closed: bool,
+}
+
+impl<T> State<T> {
+    fn tail(&self) -> u64 {
+        self.head + self.buf.len() as u64
+    }
+
+    /// Drops the values every receiver has read.
+    fn trim(&mut self) {
+        while self.buf.front().is_some_and(|s| s.unread == 0) {
+            self.buf.pop_front();
+            self.head += 1;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > RELEASE_ABOVE {
+            self.buf = VecDeque::new();
+        }
+    }
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing panics while holding the lock; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending side; dropping it ends every receiver's stream once drained.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// A ring of at most `capacity` unread values (at least 1). Nothing is allocated until a value
+/// is sent while someone listens.
+pub fn channel<T: Clone>(capacity: usize) -> Sender<T> {
+    let state = State {
+        buf: VecDeque::new(),
+        head: 0,
+        receivers: 0,
+        waiters: Vec::new(),
+        free_ids: Vec::new(),
+        closed: false,
+    };
+    Sender { shared: Arc::new(Shared { state: Mutex::new(state), capacity: capacity.max(1) }) }
+}
+
+impl<T: Clone> Sender<T> {
+    /// Appends `value` for every current receiver and wakes those waiting; returns how many
+    /// receivers there are (0: the value was dropped). A full ring drops its oldest value, and
+    /// receivers that had not read it lag.
+    pub fn send(&self, value: T) -> usize {
+        let mut state = self.shared.lock();
+        let receivers = state.receivers;
+        if receivers == 0 {
+            return 0;
+        }
+        if state.buf.len() >= self.shared.capacity {
+            state.buf.pop_front();
+            state.head += 1;
+        }
+        state.buf.push_back(Slot { value, unread: receivers });
+        for waiter in state.waiters.iter_mut() {
+            if let Some(waker) = waiter.take() {
+                waker.wake();
+            }
+        }
+        receivers as usize
+    }
+
+    /// A receiver that sees every value sent from now on.
+    pub fn subscribe(&self) -> Receiver<T> {
+        let mut state = self.shared.lock();
+        state.receivers += 1;
+        let id = match state.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                state.waiters.push(None);
+                (state.waiters.len() - 1) as u32
+            }
+        };
+        Receiver { shared: self.shared.clone(), pos: state.tail(), id }
+    }
+
+    pub fn receiver_count(&self) -> usize {
+        self.shared.lock().receivers as usize
+    }
+
+    /// Releases the buffer if nothing is unread (called periodically for idle channels).
+    pub fn shrink_idle(&self) {
+        let mut state = self.shared.lock();
+        if state.buf.is_empty() {
+            state.buf = VecDeque::new();
+        }
+        let live = state.receivers as usize;
+        if live == 0 {
+            state.waiters = Vec::new();
+            state.free_ids = Vec::new();
+        } else if state.waiters.capacity() > 2 * state.waiters.len().max(4) {
+            state.waiters.shrink_to_fit();
+        }
+    }
+
+    /// Slots the buffer has allocated (0 for an idle ring).
+    pub fn allocated_slots(&self) -> usize {
+        self.shared.lock().buf.capacity()
+    }
+
+    /// Heap bytes this ring holds, not counting what the values themselves point to.
+    pub fn heap_bytes(&self) -> usize {
+        let state = self.shared.lock();
+        std::mem::size_of::<Shared<T>>()
+            + 2 * std::mem::size_of::<usize>() // the Arc's counts
+            + state.buf.capacity() * std::mem::size_of::<Slot<T>>()
+            + state.waiters.capacity() * std::mem::size_of::<Option<Waker>>()
+            + state.free_ids.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        for waiter in state.waiters.iter_mut() {
+            if let Some(waker) = waiter.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The receiving side: a `Stream` of values (or one `Lagged` per gap).
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    /// Position of the next value to read.
+    pos: u64,
+    id: u32,
+}
+
+impl<T: Clone> Receiver<T> {
+    /// Takes the next value if one is ready: `Ok(None)` when there is none yet.
+    pub fn try_recv(&mut self) -> Result<Option<T>, Lagged> {
+        let mut state = self.shared.lock();
+        take(&mut self.pos, &mut state)
+    }
+
+    /// Appends up to `max` ready values to `out` under one lock; returns how many it took.
+    /// On a gap it stops and returns `Lagged` (values taken before it are in `out`).
+    pub fn try_recv_many(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, Lagged> {
+        let mut state = self.shared.lock();
+        let mut taken = 0;
+        while taken < max {
+            match take(&mut self.pos, &mut state)? {
+                Some(value) => {
+                    out.push(value);
+                    taken += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// Reads the value at `pos` for a receiver, or reports the gap if it was dropped.
+fn take<T: Clone>(pos: &mut u64, state: &mut State<T>) -> Result<Option<T>, Lagged> {
+    if *pos < state.head {
+        let missed = state.head - *pos;
+        *pos = state.head;
+        return Err(Lagged(missed));
+    }
+    let index = (*pos - state.head) as usize;
+    let Some(slot) = state.buf.get_mut(index) else { return Ok(None) };
+    slot.unread -= 1;
+    let value = slot.value.clone();
+    *pos += 1;
+    if index == 0 {
+        state.trim();
+    }
+    Ok(Some(value))
+}
+
+impl<T: Clone> futures::Stream for Receiver<T> {
+    type Item = Result<T, Lagged>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut state = this.shared.lock();
+        match take(&mut this.pos, &mut state) {
+            Err(lagged) => Poll::Ready(Some(Err(lagged))),
+            Ok(Some(value)) => Poll::Ready(Some(Ok(value))),
+            Ok(None) if state.closed => Poll::Ready(None),
+            Ok(None) => {
+                let waiter = &mut state.waiters[this.id as usize];
+                if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waiter = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("pos", &self.pos).field("id", &self.id).finish()
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("capacity", &self.shared.capacity).finish()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let from = self.pos.max(state.head);
+        for pos in from..state.tail() {
+            let index = (pos - state.head) as usize;
+            state.buf[index].unread -= 1;
+        }
+        state.trim();
+        state.receivers -= 1;
+        state.waiters[self.id as usize] = None;
+        state.free_ids.push(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[test]
+    fn every_receiver_sees_every_value_after_it_joined_in_order() {
+        let tx = channel(8);
+        let mut early = tx.subscribe();
+        tx.send(1);
+        let mut late = tx.subscribe();
+        tx.send(2);
+        tx.send(3);
+        let mut got = Vec::new();
+        early.try_recv_many(&mut got, 10).unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(late.try_recv(), Ok(Some(2)));
+        assert_eq!(late.try_recv(), Ok(Some(3)));
+        assert_eq!(late.try_recv(), Ok(None));
+    }
+
+    #[test]
+    fn a_receiver_a_whole_ring_behind_lags_then_resumes_at_the_oldest_kept_value() {
+        let tx = channel(2);
+        let mut slow = tx.subscribe();
+        for v in 1..=5 {
+            tx.send(v);
+        }
+        assert_eq!(slow.try_recv(), Err(Lagged(3)));
+        assert_eq!(slow.try_recv(), Ok(Some(4)));
+        assert_eq!(slow.try_recv(), Ok(Some(5)));
+        assert_eq!(slow.try_recv(), Ok(None));
+        tx.shrink_idle();
+        assert_eq!(tx.allocated_slots(), 0, "read by everyone, an idle ring holds nothing");
+    }
+
+    #[test]
+    fn values_read_by_every_receiver_are_released() {
+        let tx = channel(1024);
+        let mut a = tx.subscribe();
+        let mut b = tx.subscribe();
+        for v in 0..10 {
+            tx.send(v);
+        }
+        let mut out = Vec::new();
+        a.try_recv_many(&mut out, 100).unwrap();
+        assert!(tx.allocated_slots() >= 10, "b has not read them yet");
+        assert_eq!(b.try_recv(), Ok(Some(0)));
+        drop(b); // a leaving receiver releases its unread values
+        tx.shrink_idle();
+        assert_eq!(tx.allocated_slots(), 0);
+        assert_eq!(tx.receiver_count(), 1);
+    }
+
+    #[test]
+    fn nothing_is_kept_without_receivers() {
+        let tx = channel(16);
+        assert_eq!(tx.send(1), 0);
+        assert_eq!(tx.allocated_slots(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_ends_when_the_sender_goes() {
+        let tx = channel(4);
+        let mut rx = tx.subscribe();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(item) = rx.next().await {
+                got.push(item.unwrap());
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        tx.send("a");
+        tx.send("b");
+        drop(tx);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("reader ended")
+            .unwrap();
+        assert_eq!(got, ["a", "b"]);
+    }
+}
