@@ -205,17 +205,28 @@ impl Application {
     }
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+/// The checks every WebSocket upgrade makes before it is accepted: attached to the event
+/// stream, not shutting down, under the connection limit (the connection is counted when it
+/// passes; the caller uncounts it when the socket ends or the upgrade fails).
+/// A refusal is the 503 to answer.
+pub(crate) fn admit_connection(shared: &Shared) -> Result<(), &'static str> {
     if !shared.hub.started() {
-        return unavailable("not yet attached to the event stream; retry shortly");
+        return Err("not yet attached to the event stream; retry shortly");
     }
     if shared.shutdown.is_cancelled() {
-        return unavailable("shutting down");
+        return Err("shutting down");
     }
     let open = shared.connections.fetch_add(1, Ordering::Relaxed);
     if open as usize >= shared.config.max_connections {
         shared.connections.fetch_sub(1, Ordering::Relaxed);
-        return unavailable("connection limit reached");
+        return Err("connection limit reached");
+    }
+    Ok(())
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if let Err(reason) = admit_connection(&shared) {
+        return unavailable(reason);
     }
     let limit = shared.config.max_message_bytes;
     let task_shared = shared.clone();

@@ -41,16 +41,8 @@ where
     F: FnOnce(WebSocket, Arc<Shared>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = CloseReason> + Send + 'static,
 {
-    if !shared.hub.started() {
-        return unavailable("not yet attached to the event stream; retry shortly");
-    }
-    if shared.shutdown.is_cancelled() {
-        return unavailable("shutting down");
-    }
-    let open = shared.connections.fetch_add(1, Ordering::Relaxed);
-    if open as usize >= shared.config.max_connections {
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-        return unavailable("connection limit reached");
+    if let Err(reason) = crate::app::admit_connection(&shared) {
+        return unavailable(reason);
     }
     let limit = shared.config.max_message_bytes;
     let token = shared.tracker.token();
