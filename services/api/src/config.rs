@@ -46,6 +46,11 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = humantime_ms, default_value = "1000")]
     pub relay_grace: Duration,
 
+    /// How often the scheduler moves due scheduled tasks into the outbox (ms): a task with
+    /// `not_before` is enqueued within about this long after its time.
+    #[arg(long, env = "COURIER_SCHEDULER_INTERVAL", value_parser = humantime_ms, default_value = "1000")]
+    pub scheduler_interval: Duration,
+
     /// How often the api polls JetStream for the `courier_jetstream_*` gauges (ms); 0 turns the
     /// poll off.
     #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = humantime_ms, default_value = "5000")]

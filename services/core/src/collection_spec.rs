@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::Priority;
+
 /// The whole `collections.yaml` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,9 +64,27 @@ pub struct IndexSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskTrigger {
-    /// E.g. `pets.enrich`: published on `tasks.<kind>`.
+    /// E.g. `pets.enrich`: published on `tasks.<priority>.<kind>`.
     pub kind: String,
     pub on: Vec<TriggerOn>,
+    /// The line the task waits in (default `normal`).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+    /// Hold the task back this long after the change (`90s`, `7d`; see [`TaskTrigger::delay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+impl TaskTrigger {
+    /// The parsed `delay` (`None`: at once), or why it is not one.
+    pub fn delay(&self) -> Result<Option<std::time::Duration>, String> {
+        self.delay
+            .as_deref()
+            .map(|text| {
+                crate::task::parse_delay(text).map_err(|err| format!("task '{}': {err}", self.kind))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

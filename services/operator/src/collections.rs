@@ -35,6 +35,7 @@ pub fn validate(collection: &Collection) -> Result<CollectionSpec, String> {
         if task.on.is_empty() {
             return Err(format!("task {} has an empty 'on' list", task.kind));
         }
+        task.delay()?;
     }
     Ok(spec)
 }

@@ -89,7 +89,11 @@ impl Application {
             move || {
                 let ok = attached.load(Ordering::Acquire);
                 async move {
-                    if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("not attached to the workers-<priority> consumers".to_owned())
+                    }
                 }
             }
         });
