@@ -7,6 +7,7 @@ mod collections;
 mod delivery;
 mod helpers;
 mod observability;
+mod priorities;
 mod protocol;
 mod queues;
 mod web_app;

@@ -2,7 +2,7 @@
 
 mod collections;
 mod documents;
-mod queues;
+pub mod queues;
 
 use std::sync::Arc;
 

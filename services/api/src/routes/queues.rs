@@ -30,7 +30,7 @@ use crate::{auth::Authenticated, error::ApiError, state::AppState};
 pub const TASKS_QUEUE: &str = "tasks";
 
 /// Most dead letters in one page of `GET /queues/tasks/dead`.
-const MAX_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 100;
 
 pub fn router() -> Router<AppState> {
     Router::new()
