@@ -15,7 +15,7 @@ use courier_core::{
     collection_spec::{TaskTrigger, TriggerOn},
     jetstream::ensure_streams,
     subjects::{LEGACY_WORKERS_CONSUMER, TASKS_ALL, TASKS_STREAM},
-    task_queue::read_backlog,
+    task_queue::{Detail, read_backlog},
 };
 use courier_tests::{
     NatsServer, RunningWorker, Stack,
@@ -95,7 +95,7 @@ async fn high_tasks_overtake_a_low_backlog_and_low_tasks_keep_moving() {
         count(&starts.lock().unwrap(), Priority::High) == 20
     })
     .await;
-    let backlog = read_backlog(&js).await.unwrap().unwrap();
+    let backlog = read_backlog(&js, Detail::Counts).await.unwrap().unwrap();
     let low_left = backlog.lane(Priority::Low).pending();
     wait_tasks_drained(&js, Duration::from_secs(60)).await;
     worker.stop().await;
@@ -227,7 +227,7 @@ async fn an_upgrade_from_the_single_workers_consumer_loses_no_task() {
     })
     .await;
     wait_tasks_drained(&js, Duration::from_secs(20)).await;
-    let backlog = read_backlog(&js).await.unwrap().unwrap();
+    let backlog = read_backlog(&js, Detail::Counts).await.unwrap().unwrap();
     assert_eq!((backlog.legacy_queued, backlog.legacy_consumer), (0, None));
     let (_, queues) = send(&stack, &token, reqwest::Method::GET, "/api/v1/queues", None).await;
     assert_eq!(queues["queues"][0]["legacy"], json!({"queued": 0, "consumer_present": false}));

@@ -243,6 +243,7 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     assert_eq!(dead["items"], json!([]));
 
     // Retried at another priority, and later: both leave the DLQ at once.
+    failing.store(true, Ordering::SeqCst);
     let high = enqueue_failing(&stack, &token, &js, &failing, "fail1", 1).await;
     let later = enqueue_failing(&stack, &token, &js, &failing, "fail-later", 2).await;
     failing.store(false, Ordering::SeqCst);

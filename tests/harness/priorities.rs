@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use courier_core::{
     Task,
     collection_spec::{CollectionsFile, TaskTrigger},
-    task_queue::read_backlog,
+    task_queue::{Detail, read_backlog},
 };
 
 use crate::{NatsServer, RunningApi, RunningBroadcaster, Stack, StoreServer, chaos::wait_until};
@@ -70,7 +70,7 @@ pub async fn publish_tasks(js: &jetstream::Context, tasks: &[Task]) {
 /// Waits until `TASKS` is empty at every priority (nothing pending, nothing in flight).
 pub async fn wait_tasks_drained(js: &jetstream::Context, timeout: Duration) {
     wait_until("every priority's tasks to drain", timeout, || async {
-        matches!(read_backlog(js).await, Ok(Some(backlog)) if backlog.total() == 0 && backlog.messages == 0)
+        matches!(read_backlog(js, Detail::Counts).await, Ok(Some(backlog)) if backlog.total() == 0 && backlog.messages == 0)
     })
     .await;
 }

@@ -263,7 +263,7 @@ async fn read(js: &jetstream::Context) -> Result<Reading, async_nats::Error> {
             ));
         }
     }
-    if let Some(backlog) = task_queue::read_backlog(js).await? {
+    if let Some(backlog) = task_queue::read_backlog(js, task_queue::Detail::WaitTimes).await? {
         for (lane, reading) in backlog.lanes.iter().zip(&mut reading.priorities) {
             *reading = PriorityReading {
                 pending: lane.pending(),

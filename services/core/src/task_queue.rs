@@ -101,9 +101,19 @@ impl TaskBacklog {
     }
 }
 
+/// How much [`read_backlog`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Counts only (stream and consumer info).
+    Counts,
+    /// Also each priority's [`Lane::oldest_pending`] (one message read per waiting priority).
+    WaitTimes,
+}
+
 /// Reads the queue; `Ok(None)` when `TASKS` does not exist yet.
 pub async fn read_backlog(
     js: &jetstream::Context,
+    detail: Detail,
 ) -> Result<Option<TaskBacklog>, async_nats::Error> {
     let mut stream = match js.get_stream(TASKS_STREAM).await {
         Ok(stream) => stream,
@@ -138,7 +148,7 @@ pub async fn read_backlog(
         let consumer = consumer_counts(&stream, &workers_consumer(priority)).await?;
         let lane = &mut backlog.lanes[priority.index()];
         lane.consumer = consumer;
-        if lane.pending() > 0 {
+        if detail == Detail::WaitTimes && lane.pending() > 0 {
             let after = consumer.map_or(0, |c| c.delivered_stream_seq);
             lane.oldest_pending = first_enqueued(&stream, priority, after).await?;
         }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use async_nats::jetstream;
-use courier_core::task_queue::read_backlog;
+use courier_core::task_queue::{Detail, read_backlog};
 use futures::future::BoxFuture;
 
 use crate::crd::courier::AutoscalingSpec;
@@ -68,7 +68,7 @@ impl NatsBacklog {
         let js = jetstream::new(self.client(url).await?);
         // A priority whose consumer no worker has created yet (e.g. scaled to zero) counts every
         // task on its subjects as pending, and so do tasks on legacy subjects.
-        let backlog = read_backlog(&js)
+        let backlog = read_backlog(&js, Detail::Counts)
             .await
             .map_err(|err| backlog_error(url, err))?
             .ok_or_else(|| backlog_error(url, "stream TASKS does not exist yet"))?;

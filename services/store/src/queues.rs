@@ -21,7 +21,7 @@ use courier_core::{
         DLQ_ALL, DLQ_STREAM, LEGACY_WORKERS_CONSUMER, TASKS_ALL, TASKS_STREAM, TRACE_HEADER,
         dead_letter_header, dead_letter_subject, parse_task_subject, task_subject,
     },
-    task_queue::{TaskBacklog, read_backlog},
+    task_queue::{Detail, TaskBacklog, read_backlog},
 };
 use futures::TryStreamExt;
 use mongodb::bson;
@@ -201,7 +201,7 @@ impl Queues {
 
     /// Counts of both streams, each priority's consumer, and messages per kind and priority.
     pub async fn overview(&self) -> Result<QueueOverview, QueueError> {
-        let tasks = read_backlog(&self.js)
+        let tasks = read_backlog(&self.js, Detail::WaitTimes)
             .await
             .map_err(nats("TASKS state"))?
             .ok_or_else(|| nats("TASKS")("stream not found".into()))?;

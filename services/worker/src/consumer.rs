@@ -67,6 +67,8 @@ pub use courier_core::subjects::dead_letter_header;
 
 /// How long a watch (a long-poll on an empty line) waits at the server before it is renewed.
 const WATCH_EXPIRES: Duration = Duration::from_secs(5);
+/// How long a failed watch waits before it reports (and the line is asked again).
+const WATCH_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct WorkLoop {
     pub js: jetstream::Context,
@@ -418,6 +420,10 @@ async fn watch(consumer: PullConsumer, lane: usize, report: mpsc::UnboundedSende
     }
     .await
     .map_err(|err| err.to_string());
+    if outcome.is_err() {
+        // The line is asked again when this is reported: not in a tight loop.
+        tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+    }
     if let Err(mpsc::error::SendError(Watched { outcome: Ok(Some(message)), .. })) =
         report.send(Watched { lane, outcome })
     {
