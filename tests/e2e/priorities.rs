@@ -33,9 +33,12 @@ use serde_json::{Value, json};
 
 use crate::worker::{create_pet, send, standard_worker, worker_config, writer_token};
 
-/// `test.record`: notes every start (the task's priority and doc id) in order, then takes `pause`.
+/// Every task start, in order: the task's priority and doc id.
+type Starts = Arc<Mutex<Vec<(Priority, String)>>>;
+
+/// `test.record`: notes every start in [`Starts`], then takes `pause`.
 struct Recorder {
-    starts: Arc<Mutex<Vec<(Priority, String)>>>,
+    starts: Starts,
     pause: Duration,
 }
 
@@ -53,7 +56,7 @@ impl TaskHandler for Recorder {
     }
 }
 
-fn recorder(pause: Duration) -> (Handlers, Arc<Mutex<Vec<(Priority, String)>>>) {
+fn recorder(pause: Duration) -> (Handlers, Starts) {
     let starts = Arc::new(Mutex::new(Vec::new()));
     (Handlers::new().with(Arc::new(Recorder { starts: starts.clone(), pause })), starts)
 }
