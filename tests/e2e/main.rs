@@ -11,6 +11,7 @@ mod compat;
 mod delivery;
 mod helpers;
 mod observability;
+mod priorities;
 mod protocol;
 mod queues;
 mod web_app;

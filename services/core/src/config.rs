@@ -39,7 +39,7 @@ pub struct NatsArgs {
 /// timeout or interval, and small enough that adding it to an `Instant` cannot overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Parses a duration with a unit: `250ms`, `5s`, `2m` or `1h` (a whole number, then the unit;
+/// Parses a duration with a unit: `250ms`, `5s`, `2m`, `1h` or `7d` (a whole number, then the unit;
 /// surrounding spaces are ignored). A bare number is refused: see [`millis_or_duration`] and
 /// [`seconds_or_duration`] for settings where a bare number has a legacy meaning.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -83,6 +83,7 @@ enum Unit {
     Seconds,
     Minutes,
     Hours,
+    Days,
 }
 
 impl Unit {
@@ -92,6 +93,7 @@ impl Unit {
             "s" => Some(Unit::Seconds),
             "m" => Some(Unit::Minutes),
             "h" => Some(Unit::Hours),
+            "d" => Some(Unit::Days),
             _ => None,
         }
     }
@@ -102,6 +104,7 @@ impl Unit {
             Unit::Seconds => 1_000,
             Unit::Minutes => 60_000,
             Unit::Hours => 3_600_000,
+            Unit::Days => 86_400_000,
         }
     }
 }
@@ -111,9 +114,11 @@ fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
     let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
     let (number, suffix) = trimmed.split_at(digits);
     let expected = match bare {
-        None => "a duration such as 250ms, 5s, 2m or 1h",
-        Some(Unit::Millis) => "a duration such as 250ms, 5s, 2m or 1h, or a number of milliseconds",
-        Some(_) => "a duration such as 250ms, 5s, 2m or 1h, or a number of seconds",
+        None => "a duration such as 250ms, 5s, 2m, 1h or 7d",
+        Some(Unit::Millis) => {
+            "a duration such as 250ms, 5s, 2m, 1h or 7d, or a number of milliseconds"
+        }
+        Some(_) => "a duration such as 250ms, 5s, 2m, 1h or 7d, or a number of seconds",
     };
     let unit = if suffix.is_empty() { bare } else { Unit::of(suffix) };
     let (Some(unit), false) = (unit, number.is_empty()) else {
@@ -133,7 +138,7 @@ fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
 /// `d` in the largest unit that writes it exactly (`90s`, `2m`, `1500ms`).
 pub fn display_duration(d: Duration) -> String {
     let millis = d.as_millis();
-    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if millis != 0 && millis.is_multiple_of(size) {
             return format!("{}{unit}", millis / size);
         }
@@ -188,6 +193,7 @@ mod tests {
             ("5s", MS(5_000)),
             ("2m", MS(120_000)),
             ("1h", MS(3_600_000)),
+            ("7d", MS(604_800_000)),
             ("0s", MS(0)),
             (" 3000ms ", MS(3_000)),
         ] {
@@ -195,7 +201,7 @@ mod tests {
             assert_eq!(millis_or_duration(text), Ok(expected), "{text}");
             assert_eq!(seconds_or_duration(text), Ok(expected), "{text}");
         }
-        assert!(parse_duration("3000").unwrap_err().contains("250ms, 5s, 2m or 1h"));
+        assert!(parse_duration("3000").unwrap_err().contains("250ms, 5s, 2m, 1h or 7d"));
         assert_eq!(millis_or_duration("3000"), Ok(MS(3_000)));
         assert_eq!(millis_or_duration("0"), Ok(MS(0)));
         assert_eq!(seconds_or_duration("15"), Ok(MS(15_000)));
@@ -203,11 +209,11 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_with_the_accepted_forms() {
-        for text in ["", "ms", "s", "-5s", "1.5s", "5 s", "5sec", "5d", "5S", "+5s", "5ms5", "0x10"]
+        for text in ["", "ms", "s", "-5s", "1.5s", "5 s", "5sec", "5D", "5S", "+5s", "5ms5", "0x10"]
         {
             for parse in [parse_duration, millis_or_duration, seconds_or_duration] {
                 let err = parse(text).expect_err(text);
-                assert!(err.contains("such as 250ms, 5s, 2m or 1h"), "{text}: {err}");
+                assert!(err.contains("such as 250ms, 5s, 2m, 1h or 7d"), "{text}: {err}");
             }
         }
         assert!(millis_or_duration("5x").unwrap_err().contains("number of milliseconds"));

@@ -22,10 +22,10 @@ use crate::{
     consumer::WorkLoop,
     handlers::{Handlers, Noop},
     metrics::WorkerMetrics,
-    pets::PetsEnrich,
+    pets::{PetsEnrich, PetsRecheck},
 };
 
-/// Every built-in handler (`pets.enrich`, `system.noop`), writing to the store named in `config`
+/// Every built-in handler (`pets.enrich`, `pets.recheck`, `system.noop`), writing to the store named in `config`
 /// and publishing events on `nats`. The store client connects lazily (a worker starts while
 /// MongoDB is down and reports not ready).
 pub async fn standard_handlers(
@@ -44,7 +44,12 @@ pub async fn standard_handlers(
     let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
     let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
         .context("species data")?;
-    Ok(Handlers::new().with(Arc::new(pets)).with(Arc::new(Noop)).with_store(store))
+    let pets = Arc::new(pets);
+    Ok(Handlers::new()
+        .with(pets.clone())
+        .with(Arc::new(PetsRecheck(pets)))
+        .with(Arc::new(Noop))
+        .with_store(store))
 }
 
 /// Longest wait at shutdown for the handlers' background work.
@@ -89,7 +94,11 @@ impl Application {
             move || {
                 let ok = attached.load(Ordering::Acquire);
                 async move {
-                    if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("not attached to the workers-<priority> consumers".to_owned())
+                    }
                 }
             }
         });

@@ -187,7 +187,8 @@ pub struct WorkerSpec {
     pub autoscaling: AutoscalingSpec,
 }
 
-/// Scale workers on the JetStream backlog of the `workers` consumer (pending + ack-pending):
+/// Scale workers on the JetStream task backlog, every priority (the `workers-<priority>`
+/// consumers' pending + ack-pending):
 /// desired = clamp(ceil(backlog / targetPendingPerReplica), minReplicas, maxReplicas); scaling
 /// up is immediate, scaling down waits for the stabilization window.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -294,7 +295,7 @@ pub struct CourierStatus {
     pub broadcaster: ComponentStatus,
     #[serde(default)]
     pub worker: ComponentStatus,
-    /// Tasks pending plus in flight on the `workers` consumer, when last read.
+    /// Tasks pending plus in flight, every priority together, when last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_backlog: Option<i64>,
     /// Names of the collections in the served `collections.yaml`.
