@@ -6,6 +6,7 @@ mod auth;
 mod collections;
 mod delivery;
 mod helpers;
+mod nats_permissions;
 mod observability;
 mod protocol;
 mod queues;

@@ -3,6 +3,7 @@
 //! runs Courier's services in-process or as their built binaries.
 
 pub mod chaos;
+pub mod nats_auth;
 pub mod process;
 pub mod prometheus;
 pub mod servers;

@@ -46,8 +46,9 @@ impl Application {
         )
         .await
         .context("invalid MongoDB URI")?;
-        let nats =
-            connect_nats(&config.nats.nats_url, "courier-api").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-api")
+            .await
+            .context("NATS configuration")?;
 
         let mut registry = courier_core::ops::component_registry("api");
         let metrics = OutboxMetrics::register(&mut registry);

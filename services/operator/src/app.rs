@@ -100,7 +100,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .lead(stop.clone(), &metrics, |leading| {
             controller::run(
                 client,
-                Arc::new(NatsBacklog::default()),
+                Arc::new(NatsBacklog::new(args.nats.clone())),
                 Arc::new(SystemClock),
                 metrics.clone(),
                 reporter,

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use courier_core::config::TelemetryArgs;
+use courier_core::config::{NatsAuthArgs, TelemetryArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,9 @@ pub enum Command {
 pub struct RunArgs {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// The operator's NATS user, for reading the task backlog of every Courier's NATS.
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "COURIER_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
