@@ -1,6 +1,7 @@
-//! The web console served at `/`: plain HTML, CSS and ES modules from `services/api/web/`,
-//! compiled into the binary (one image carries everything), with security headers on every
-//! response and `/app-config.json` telling the page where the broadcaster's WebSocket is.
+//! The web console served at `/` and the API explorer at `/docs`: plain HTML, CSS and ES modules
+//! from `services/api/web/`, compiled into the binary (one image carries everything), with the
+//! same security headers on every response and `/app-config.json` telling the page where the
+//! broadcaster's WebSocket is.
 //!
 //! File names carry no content hash (there is no build step), so every file is served with
 //! `Cache-Control: no-cache` and a strong `ETag`: browsers revalidate and get a 304 until the
@@ -60,6 +61,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/schema-form.js", JS),
     asset!("js/dom.js", JS),
     asset!("js/views.js", JS),
+    asset!("docs.html", HTML),
+    asset!("docs.css", CSS),
+    asset!("js/docs.js", JS),
 ];
 
 fn find(path: &str) -> Option<&'static Asset> {
@@ -114,7 +118,8 @@ pub fn check_public_ws_url(url: &str) -> Result<(), &'static str> {
     Err("use ws://host:port/path, wss://host/path, a path like /ws, or leave it empty")
 }
 
-/// `/`, `/static/<file>` and `/app-config.json`, in any router whose state holds the settings.
+/// `/`, `/docs`, `/static/<file>` and `/app-config.json`, in any router whose state holds the
+/// settings.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -122,6 +127,7 @@ where
 {
     Router::new()
         .route("/", get(index))
+        .route("/docs", get(docs))
         .route("/static/{*path}", get(static_file))
         .route("/app-config.json", get(app_config))
 }
@@ -136,6 +142,11 @@ type Shared = State<Arc<WebSettings>>;
 
 async fn index(State(settings): Shared, headers: HeaderMap) -> Response {
     serve(&settings, "index.html", &headers).await
+}
+
+/// The API explorer: it reads `/openapi.json` and calls the api from the page.
+async fn docs(State(settings): Shared, headers: HeaderMap) -> Response {
+    serve(&settings, "docs.html", &headers).await
 }
 
 async fn static_file(
@@ -281,8 +292,11 @@ mod tests {
         let app = app(settings(""));
         for (uri, content_type) in [
             ("/", HTML),
+            ("/docs", HTML),
             ("/static/app.css", CSS),
+            ("/static/docs.css", CSS),
             ("/static/js/main.js", JS),
+            ("/static/js/docs.js", JS),
             ("/static/js/live.js", JS),
             ("/static/favicon.svg", SVG),
         ] {
@@ -299,8 +313,12 @@ mod tests {
             assert_eq!(header(&response, header::CACHE_CONTROL), "no-cache");
             let etag = header(&response, header::ETAG).to_owned();
             assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26, "{etag}");
-            let expected =
-                find(uri.strip_prefix("/static/").unwrap_or("index.html")).unwrap().bytes;
+            let file = match uri {
+                "/" => "index.html",
+                "/docs" => "docs.html",
+                other => other.strip_prefix("/static/").unwrap(),
+            };
+            let expected = find(file).unwrap().bytes;
             assert_eq!(body(response).await, expected, "{uri}");
 
             let again = get(&app, uri, Some(&etag)).await;
@@ -434,36 +452,41 @@ mod tests {
     }
 
     #[test]
-    fn the_page_has_no_inline_code_and_every_reference_resolves() {
-        let index = std::str::from_utf8(find("index.html").unwrap().bytes).unwrap();
-        assert!(!index.contains(" style="), "no inline style attributes (CSP style-src 'self')");
-        assert!(!index.contains("<style"), "no <style> blocks");
-        let handler = index.split(" on").skip(1).find(|rest| {
-            let name_len = rest.chars().take_while(char::is_ascii_lowercase).count();
-            name_len > 0 && rest[name_len..].starts_with('=')
-        });
-        assert!(
-            handler.is_none(),
-            "no inline event handlers: on{}",
-            handler.unwrap_or("").chars().take(40).collect::<String>()
-        );
-        for script in index.split("<script").skip(1) {
-            let tag = script.split('>').next().unwrap();
+    fn the_pages_have_no_inline_code_and_every_reference_resolves() {
+        let mut references = Vec::new();
+        for page in ["index.html", "docs.html"] {
+            let html = std::str::from_utf8(find(page).unwrap().bytes).unwrap();
+            assert!(!html.contains(" style="), "{page}: no inline style attributes (CSP)");
+            assert!(!html.contains("<style"), "{page}: no <style> blocks");
+            let handler = html.split(" on").skip(1).find(|rest| {
+                let name_len = rest.chars().take_while(char::is_ascii_lowercase).count();
+                name_len > 0 && rest[name_len..].starts_with('=')
+            });
             assert!(
-                tag.contains("src=\"/static/"),
-                "every script is a file of the app: <script{tag}>"
+                handler.is_none(),
+                "{page}: no inline event handlers: on{}",
+                handler.unwrap_or("").chars().take(40).collect::<String>()
             );
-            assert!(
-                script.split('>').nth(1).unwrap().starts_with("</script"),
-                "scripts have no inline body"
+            let scripts = html.split("<script").skip(1).collect::<Vec<_>>();
+            assert!(!scripts.is_empty(), "{page} loads its code");
+            for script in scripts {
+                let tag = script.split('>').next().unwrap();
+                assert!(
+                    tag.contains("src=\"/static/"),
+                    "{page}: every script is a file of the app: <script{tag}>"
+                );
+                assert!(
+                    script.split('>').nth(1).unwrap().starts_with("</script"),
+                    "{page}: scripts have no inline body"
+                );
+            }
+            // Every /static/ reference of the page (and below, of every module) exists.
+            references.extend(
+                html.split("/static/")
+                    .skip(1)
+                    .map(|rest| rest.split('"').next().unwrap().to_owned()),
             );
         }
-        // Every /static/ reference of the page and every relative import of a module exists.
-        let mut references: Vec<String> = index
-            .split("/static/")
-            .skip(1)
-            .map(|rest| rest.split('"').next().unwrap().to_owned())
-            .collect();
         for asset in ASSETS.iter().filter(|a| a.content_type == JS) {
             let text = std::str::from_utf8(asset.bytes).unwrap();
             for line in
