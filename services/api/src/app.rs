@@ -148,8 +148,11 @@ impl Application {
         let _ = relay.await;
         setup.abort();
         let _ = watcher.await;
-        if let Err(err) = nats.flush().await {
-            tracing::debug!(%err, "flushing NATS at shutdown failed");
+        // A flush waits for a connection: never let an unreachable NATS block the exit.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), nats.flush()).await {
+            Ok(Err(err)) => tracing::debug!(%err, "flushing NATS at shutdown failed"),
+            Err(_) => tracing::debug!("NATS unreachable at shutdown; not flushed"),
+            Ok(Ok(())) => {}
         }
         tracing::info!("api stopped");
         Ok(())
