@@ -10,6 +10,7 @@ mod collections;
 mod compat;
 mod delivery;
 mod helpers;
+mod nats_permissions;
 mod observability;
 mod priorities;
 mod protocol;

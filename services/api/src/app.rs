@@ -50,8 +50,9 @@ impl Application {
         )
         .await
         .context("invalid MongoDB URI")?;
-        let nats =
-            connect_nats(&config.nats.nats_url, "courier-api").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-api")
+            .await
+            .context("NATS configuration")?;
 
         let mut registry = courier_core::ops::component_registry("api");
         let metrics = OutboxMetrics::register(&mut registry);
@@ -185,8 +186,11 @@ impl Application {
         let _ = membership.await;
         setup.abort();
         let _ = watcher.await;
-        if let Err(err) = nats.flush().await {
-            tracing::debug!(%err, "flushing NATS at shutdown failed");
+        // A flush waits for a connection: never let an unreachable NATS block the exit.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), nats.flush()).await {
+            Ok(Err(err)) => tracing::debug!(%err, "flushing NATS at shutdown failed"),
+            Err(_) => tracing::debug!("NATS unreachable at shutdown; not flushed"),
+            Ok(Ok(())) => {}
         }
         tracing::info!("api stopped");
         Ok(())

@@ -1,12 +1,8 @@
 //! The OpenAPI 3.1 document (`/openapi.json`), generated from the routes this crate serves and
-//! the collections' JSON Schemas, and the interactive docs page (`/docs`) that reads it.
+//! the collections' JSON Schemas (the page that reads it, `/docs`, is a file of the web app:
+//! `web.rs`, with the app's security headers).
 
-use axum::{
-    Json, Router,
-    extract::State,
-    response::{Html, IntoResponse},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use courier_core::collection_spec::AccessLevel;
 use serde_json::{Map, Value, json};
 
@@ -18,7 +14,7 @@ use crate::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs_page))
+    Router::new().route("/openapi.json", get(openapi_json))
 }
 
 async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
@@ -29,10 +25,6 @@ async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
         crate::compat::openapi_paths(paths);
     }
     Json(document)
-}
-
-async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
 }
 
 fn error_responses(codes: &[&str]) -> Map<String, Value> {

@@ -45,19 +45,25 @@ pub trait BacklogSource: Send + Sync {
     fn backlog<'a>(&'a self, nats_url: &'a str) -> BoxFuture<'a, Result<Backlog>>;
 }
 
-/// Reads consumer info from NATS, one cached client per URL.
+/// Reads consumer info from NATS, one cached client per URL, logged in as the operator's own
+/// NATS user (which may only read the `TASKS` stream and `workers` consumer info).
 #[derive(Default)]
 pub struct NatsBacklog {
     clients: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
+    auth: courier_core::config::NatsAuthArgs,
 }
 
 impl NatsBacklog {
+    pub fn new(auth: courier_core::config::NatsAuthArgs) -> Self {
+        NatsBacklog { clients: Default::default(), auth }
+    }
+
     async fn client(&self, url: &str) -> Result<async_nats::Client> {
         let mut clients = self.clients.lock().await;
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
-        let client = courier_core::config::connect_nats(url, "courier-operator")
+        let client = courier_core::config::connect_nats(url, &self.auth, "courier-operator")
             .await
             .map_err(|err| backlog_error(url, err))?;
         clients.insert(url.to_owned(), client.clone());

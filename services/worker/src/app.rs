@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::Context;
 use courier_core::{
-    backoff::Backoff, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness,
+    backoff::Backoff,
+    config::connect_nats,
+    jetstream::{StreamUse, ensure_streams_for_with_retry},
+    ops::Readiness,
 };
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
@@ -66,18 +69,18 @@ pub struct Application {
 impl Application {
     /// The worker as `courier-worker` runs it: the [`standard_handlers`].
     pub async fn build_standard(config: WorkerConfig) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-worker")
             .await
-            .context("invalid NATS URL")?;
+            .context("NATS configuration")?;
         let handlers = standard_handlers(&config, nats.clone()).await?;
         Self::build_with_client(config, nats, handlers).await
     }
 
     /// A worker serving `handlers`.
     pub async fn build(config: WorkerConfig, handlers: Handlers) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-worker")
             .await
-            .context("invalid NATS URL")?;
+            .context("NATS configuration")?;
         Self::build_with_client(config, nats, handlers).await
     }
 
@@ -140,7 +143,7 @@ impl Application {
             .store()
             .cloned()
             .map(|store| tokio::spawn(ensure_indexes_with_retry(store, shutdown.clone())));
-        if ensure_streams_with_retry(&js, replicas, &shutdown).await {
+        if ensure_streams_for_with_retry(&js, replicas, StreamUse::Work, &shutdown).await {
             work.clone().run(shutdown.clone()).await;
         }
         // Bounded: with NATS gone, background publishes give up; the api's relay has them.
