@@ -12,10 +12,8 @@ use courier_core::{
     subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM, workers_consumer},
 };
 use courier_tests::{
-    RunningApi, RunningBroadcaster, RunningWorker, Stack, StoreServer, WsClient,
-    chaos::{Metrics, wait_until},
-    nats_auth::AuthNats,
-    services::access_token,
+    RunningApi, RunningBroadcaster, RunningWorker, Stack, StoreServer, WsClient, chaos::Metrics,
+    nats_auth::AuthNats, services::access_token, wait_until,
 };
 use courier_worker::WorkerConfig;
 use futures::StreamExt;
@@ -174,7 +172,8 @@ async fn each_component_is_refused_what_it_must_never_do() {
 
     // The operator: reads the backlog, nothing else.
     let mut operator = Probe::login(&nats, "operator").await;
-    for subject in ["events.x.y.created", "tasks.normal.pets.enrich", "$JS.API.STREAM.INFO.EVENTS"] {
+    for subject in ["events.x.y.created", "tasks.normal.pets.enrich", "$JS.API.STREAM.INFO.EVENTS"]
+    {
         operator.publish_refused(subject).await;
     }
 
@@ -258,7 +257,7 @@ async fn api_broadcaster_and_worker_run_end_to_end_with_only_their_own_credentia
     worker_config.nats.auth = nats.auth("worker");
     worker_config.mongodb_uri = store.uri();
     worker_config.mongodb_database = database.clone();
-    worker_config.mongodb_timeout_ms = 2_000;
+    worker_config.mongodb_timeout = Duration::from_secs(2);
     let handlers =
         courier_worker::standard_handlers(&worker_config, nats.client("worker").await).await;
     let worker = RunningWorker::start(worker_config, handlers.unwrap()).await;
@@ -327,7 +326,10 @@ async fn api_broadcaster_and_worker_run_end_to_end_with_only_their_own_credentia
     let as_operator = jetstream::new(nats.client("operator").await);
     let tasks = as_operator.get_stream_no_info(TASKS_STREAM).await.unwrap();
     wait_until("every task acknowledged", WAIT, || async {
-        let info = tasks.consumer_info(workers_consumer(Priority::Normal)).await.expect("the operator reads it");
+        let info = tasks
+            .consumer_info(workers_consumer(Priority::Normal))
+            .await
+            .expect("the operator reads it");
         let left = tasks.get_info().await.expect("the operator reads TASKS").state.messages;
         info.num_pending == 0 && info.num_ack_pending == 0 && left == 0
     })

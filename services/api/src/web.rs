@@ -361,8 +361,7 @@ mod tests {
                 "/docs" => "docs/docs.html",
                 other => other.strip_prefix("/static/").unwrap(),
             };
-            let expected =
-                TEST_BUNDLE.iter().chain(EXPLORER).find(|(n, _)| *n == name).unwrap().1;
+            let expected = TEST_BUNDLE.iter().chain(EXPLORER).find(|(n, _)| *n == name).unwrap().1;
             assert_eq!(body(response).await, expected, "{uri}");
 
             let again = get(&app, uri, Some(&etag)).await;
@@ -539,8 +538,8 @@ mod tests {
         assert_eq!(scripts.len(), 1, "one script, a file");
         assert!(scripts[0].starts_with(" type=\"module\" src=\"/static/docs/docs.js\"></script"));
         for reference in html.split("/static/").skip(1).map(|r| r.split('"').next().unwrap()) {
-            let known = EXPLORER.iter().any(|(name, _)| *name == reference)
-                || reference == "favicon.svg";
+            let known =
+                EXPLORER.iter().any(|(name, _)| *name == reference) || reference == "favicon.svg";
             assert!(known, "{reference} is served");
         }
     }

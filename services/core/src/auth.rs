@@ -305,7 +305,7 @@ mod tests {
             secret_file: None,
             private_key_file: private.and_then(testdata),
             public_key_file: testdata(public),
-            access_ttl_secs: 900,
+            access_ttl: std::time::Duration::from_secs(900),
         })
     }
 

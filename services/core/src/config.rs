@@ -287,6 +287,8 @@ pub async fn connect_nats(
 mod tests {
     use super::*;
 
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
     fn auth(user: &str, path: &std::path::Path) -> NatsAuthArgs {
         NatsAuthArgs { nats_user: Some(user.into()), nats_password_file: Some(path.into()) }
     }
@@ -345,13 +347,6 @@ mod tests {
         let url = command.get_arguments().find(|a| a.get_id() == "nats_url").unwrap();
         assert!(url.is_hide_env_values_set());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: fn(u64) -> Duration = Duration::from_millis;
 
     #[test]
     fn every_unit_parses_and_a_bare_number_only_where_it_has_a_meaning() {
