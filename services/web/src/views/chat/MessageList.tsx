@@ -68,9 +68,13 @@ export function MessageList({ controller, room, messages, meId, onReply }: { con
     return () => observer.disconnect();
   }, [controller, room.id, hasMore, loadingOlder, first]);
 
-  // Read markers: a message counts as read once most of it has been on screen while the page
-  // is visible. Without IntersectionObserver, showing the newest counts.
+  // Read markers: a message counts as read once half of it has been on screen while the page
+  // is visible; the marker moves at most every 150 ms, to the newest such message (the
+  // controller keeps it forward-only). Without IntersectionObserver, showing the newest counts.
   const readUpTo = room.last_read_seq;
+  const seen = useRef(0);
+  const readTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  useEffect(() => () => clearTimeout(readTimer.current), []);
   useEffect(() => {
     const list = listRef.current;
     if (!list || last === 0) return;
@@ -78,21 +82,17 @@ export function MessageList({ controller, room, messages, meId, onReply }: { con
       controller.markRead(room.id, last);
       return;
     }
-    let best = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const commit = () => {
-      if (document.visibilityState === 'hidden') return;
-      if (best > readUpTo) controller.markRead(room.id, best);
+      readTimer.current = undefined;
+      if (document.visibilityState !== 'hidden') controller.markRead(room.id, seen.current);
     };
     const observer = new IntersectionObserver(
       (entries) => {
         for (const entry of entries) {
-          if (!entry.isIntersecting) continue;
           const seq = Number((entry.target as HTMLElement).dataset.seq);
-          if (seq > best) best = seq;
+          if (entry.isIntersecting && seq > seen.current) seen.current = seq;
         }
-        clearTimeout(timer);
-        timer = setTimeout(commit, 150);
+        readTimer.current ??= setTimeout(commit, 150);
       },
       { root: list, threshold: 0.5 },
     );
@@ -102,7 +102,6 @@ export function MessageList({ controller, room, messages, meId, onReply }: { con
     const visible = () => document.visibilityState === 'visible' && commit();
     document.addEventListener('visibilitychange', visible);
     return () => {
-      clearTimeout(timer);
       observer.disconnect();
       document.removeEventListener('visibilitychange', visible);
     };

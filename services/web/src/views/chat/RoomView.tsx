@@ -68,6 +68,7 @@ export function RoomView({ controller, room, username, onRooms, unreadElsewhere 
         </p>
         <Composer controller={controller} room={room} members={members} username={username} replyTo={replyTo} onCancelReply={() => setReplyTo(null)} />
       </section>
+      {membersOpen && <button type="button" className="members-backdrop" aria-label="Close the members panel" tabIndex={-1} onClick={() => setMembersOpen(false)} />}
       {membersOpen && (
         <div id="chat-members" className="chat-members-wrap">
           <MembersPanel controller={controller} room={room} onClose={() => setMembersOpen(false)} />
