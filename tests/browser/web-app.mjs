@@ -560,7 +560,8 @@ scenario('chat: rooms with unread badges, messages arrive live, the composer sen
 
   await page.getByLabel('Message', { exact: true }).fill('hi bo');
   await page.getByRole('button', { name: 'Send' }).click();
-  await messages.getByText('hi bo').waitFor();
+  // Stored (it has its seq), not only shown as pending.
+  await messages.locator('li[data-seq]', { hasText: 'hi bo' }).waitFor();
   const history = await http('GET', `/api/v1/chats/${general.data.id}/messages`, { token: boToken });
   assert.deepEqual(history.data.items.map((m) => m.text), ['before you came', 'live hello', 'hi bo']);
   assert.equal(await messages.locator('li[data-seq]').count(), 3, 'each message once');

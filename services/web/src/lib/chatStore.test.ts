@@ -41,6 +41,24 @@ describe('ChatController', () => {
     expect(live.channels.has('chat:r2')).toBe(false);
   });
 
+  it('a room list read while events add and remove rooms keeps what the events said', async () => {
+    const api = fakeChatApi({ rooms: [room('r1', 'general', 0, 0, '2026-12-01T10:00:00Z'), room('r2', 'random', 0, 0, '2026-12-01T09:00:00Z')] });
+    const live = fakeLive();
+    const chat = new ChatController(api.client, live.client, () => 'token');
+    let answer: (rooms: ReturnType<typeof room>[]) => void = () => {};
+    api.client.rooms.mockImplementationOnce(() => new Promise((resolve) => (answer = resolve)));
+    chat.start(ANA);
+    live.subscribed('user:u-ana');
+    // While the list is on its way: r3 is added, r2 removed.
+    live.event('user:u-ana', 'chat.member_added', room('r3', 'new', 0, 0, '2026-12-01T11:00:00Z'));
+    live.event('user:u-ana', 'chat.member_added', room('r2', 'random', 0, 0, '2026-12-01T09:00:00Z'));
+    live.event('user:u-ana', 'chat.member_removed', { room_id: 'r2' });
+    answer([room('r1', 'general', 0, 0, '2026-12-01T10:00:00Z'), room('r2', 'random', 0, 0, '2026-12-01T09:00:00Z')]);
+    await waitFor(() => expect(chat.state.rooms?.map((r) => r.id)).toEqual(['r3', 'r1']));
+    expect(live.channels.has('chat:r3')).toBe(true);
+    expect(live.channels.has('chat:r2')).toBe(false);
+  });
+
   it('a revoked subscription (membership_revoked) drops the room too', async () => {
     const { chat, live } = await started();
     live.unsubscribed('chat:r1', 'membership_revoked');

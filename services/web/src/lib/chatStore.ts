@@ -187,17 +187,29 @@ export class ChatController {
     this.set({ me: null, rooms: null, openId: null, messages: {}, members: {}, typing: {}, presence: {}, pending: {}, myReactions: {}, notice: null });
   }
 
+  /** Counts list loads; rooms added or removed by events remember the count they saw. */
+  private listEpoch = 0;
+  private joinedAt = new Map<string, number>();
+  private leftAt = new Map<string, number>();
+
   async loadRooms(): Promise<void> {
+    const epoch = (this.listEpoch += 1);
     try {
       const items = await this.client.rooms();
       this.set((s) => {
-        // A room already known with newer live state keeps it.
+        // The answer was read at some point during the request: rooms that events added or
+        // removed meanwhile keep what the events said; a room known with newer live state
+        // keeps that state.
         const known = new Map((s.rooms ?? []).map((r) => [r.id, r]));
-        const merged = items.map((r) => {
-          const had = known.get(r.id);
-          return had && had.last_seq > r.last_seq ? { ...r, last_seq: had.last_seq, last_activity_at: had.last_activity_at, unread: had.unread } : r;
-        });
-        return { rooms: sortRooms(merged), roomsError: null };
+        const listed = new Set(items.map((r) => r.id));
+        const merged = items
+          .filter((r) => (this.leftAt.get(r.id) ?? 0) < epoch)
+          .map((r) => {
+            const had = known.get(r.id);
+            return had && had.last_seq > r.last_seq ? { ...r, last_seq: had.last_seq, last_activity_at: had.last_activity_at, unread: had.unread } : r;
+          });
+        const joined = (s.rooms ?? []).filter((r) => !listed.has(r.id) && (this.joinedAt.get(r.id) ?? 0) >= epoch);
+        return { rooms: sortRooms([...merged, ...joined]), roomsError: null };
       });
       this.followRooms();
       const { openId, rooms } = this.state;
@@ -264,6 +276,8 @@ export class ChatController {
 
   /** Takes a room out of the list (I left or was removed), and closes it if it was open. */
   private dropRoom(id: string, why: 'removed' | 'left'): void {
+    this.leftAt.set(id, this.listEpoch);
+    this.joinedAt.delete(id);
     const room = this.room(id);
     this.unfollow(id);
     if (!room) return;
@@ -296,6 +310,8 @@ export class ChatController {
       case 'chat.member_added': {
         const summary = data as unknown as RoomSummary;
         if (typeof summary.id !== 'string') return;
+        this.joinedAt.set(summary.id, this.listEpoch);
+        this.leftAt.delete(summary.id);
         this.set((s) => {
           const others = (s.rooms ?? []).filter((r) => r.id !== summary.id);
           return { rooms: sortRooms([...others, summary]) };
@@ -657,6 +673,8 @@ export class ChatController {
   private leaving = new Set<string>();
 
   private acceptRoom(summary: RoomSummary): void {
+    this.joinedAt.set(summary.id, this.listEpoch);
+    this.leftAt.delete(summary.id);
     this.set((s) => ({ rooms: sortRooms([...(s.rooms ?? []).filter((r) => r.id !== summary.id), summary]) }));
     this.followRooms();
   }
