@@ -38,6 +38,10 @@ fn error_responses(codes: &[&str]) -> Map<String, Value> {
     let describe = |code: &str| match code {
         "400" => "Malformed JSON, id, filter or cursor",
         "401" => "Missing or invalid access token",
+        "403" => {
+            "Signed in, but the access rule does not admit this user (role, or not the document's creator)"
+        }
+        "429" => "Too many requests; retry after the Retry-After seconds",
         "404" => "Unknown collection or document",
         "409" => "Changed concurrently too often; retry",
         "412" => "If-Match does not match the current version",
@@ -89,11 +93,29 @@ fn query_parameters(def: &CollectionDef) -> Vec<Value> {
     parameters
 }
 
-fn security(level: AccessLevel) -> Value {
+fn security(level: &AccessLevel) -> Value {
     match level {
         AccessLevel::Public => json!([]),
-        AccessLevel::Authenticated => json!([{"bearerAuth": []}]),
+        _ => json!([{"bearerAuth": []}]),
     }
+}
+
+/// The statuses a rule can add: 401 unless public, 403 when it can refuse a signed-in user.
+fn denials(level: &AccessLevel, changes_a_document: bool) -> Vec<&'static str> {
+    match level {
+        AccessLevel::Public => vec![],
+        AccessLevel::Authenticated => vec!["401"],
+        AccessLevel::Owner if !changes_a_document => vec!["401"],
+        AccessLevel::Owner | AccessLevel::Role(_) => vec!["401", "403"],
+    }
+}
+
+/// `base` plus `extra`, sorted (the order of the responses map).
+fn codes<'a>(base: &[&'a str], extra: Vec<&'a str>) -> Vec<&'a str> {
+    let mut all: Vec<&str> = base.iter().copied().chain(extra).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// The whole OpenAPI document for the current collections.
@@ -117,6 +139,10 @@ pub fn document(collections: &Collections) -> Value {
                     "id".into(),
                     json!({"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": true}),
                 );
+                p.insert(
+                    "created_by".into(),
+                    json!({"type": ["string", "null"], "readOnly": true, "description": "The creator's user id (null: written anonymously). Set by Courier; a create that sends it, or an update that changes it, is refused (422)."}),
+                );
             }
             let required = object.entry("required").or_insert_with(|| json!([]));
             if let Some(r) = required.as_array_mut() {
@@ -126,6 +152,10 @@ pub fn document(collections: &Collections) -> Value {
         schemas.insert(name.clone(), input);
         schemas.insert(format!("{name}Document"), stored);
         let (read, write) = (security(def.read_access()), security(def.write_access()));
+        let read_errors = |base: &[&'static str]| codes(base, denials(def.read_access(), false));
+        let create_errors =
+            codes(&["400", "404", "413", "415", "422", "503"], denials(def.write_access(), false));
+        let change_errors = |base: &[&'static str]| codes(base, denials(def.write_access(), true));
         let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}});
         let tags = json!([name]);
         let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{24}$"}});
@@ -135,9 +165,9 @@ pub fn document(collections: &Collections) -> Value {
             json!({
                 "get": {"tags": tags, "summary": format!("List {name}"), "security": read, "parameters": query_parameters(&def),
                         "responses": responses(("200", json!({"description": "A page of documents", "content": {"application/json": {"schema": {
-                            "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}Document")}}, "next": {"type": ["string", "null"]}}}}}})), &["400", "404", "503"])},
+                            "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}Document")}}, "next": {"type": ["string", "null"]}}}}}})), &read_errors(&["400", "404", "503"]))},
                 "post": {"tags": tags, "summary": format!("Create a {name} document; emits {name}.created"), "security": write, "requestBody": body,
-                         "responses": responses(("201", json!({"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &["400", "401", "404", "413", "415", "422", "503"])},
+                         "responses": responses(("201", json!({"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &create_errors)},
             }),
         );
         paths.insert(
@@ -146,14 +176,14 @@ pub fn document(collections: &Collections) -> Value {
                 "parameters": [id_param],
                 "get": {"tags": tags, "summary": format!("Read a {name} document"), "security": read,
                         "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
-                        "responses": responses(("200", json!({"description": "The document", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &["400", "404", "503"])},
+                        "responses": responses(("200", json!({"description": "The document", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &read_errors(&["400", "404", "503"]))},
                 "put": {"tags": tags, "summary": format!("Replace a {name} document; emits {name}.updated"), "security": write, "parameters": [if_match], "requestBody": body,
-                        "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                        "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
                 "patch": {"tags": tags, "summary": format!("Merge-patch a {name} document (RFC 7386); emits {name}.updated"), "security": write, "parameters": [if_match],
                           "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
-                          "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                          "responses": responses(("200", json!({"description": "The stored document", "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
                 "delete": {"tags": tags, "summary": format!("Delete a {name} document; emits {name}.deleted with its last state"), "security": write, "parameters": [if_match],
-                           "responses": responses(("204", json!({"description": "Deleted"})), &["400", "401", "404", "409", "412", "503"])},
+                           "responses": responses(("204", json!({"description": "Deleted"})), &change_errors(&["400", "404", "409", "412", "503"]))},
             }),
         );
     }
@@ -165,7 +195,7 @@ pub fn document(collections: &Collections) -> Value {
                 "responses": {"200": {"description": "Every collection, by name", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
                         "name": {"type": "string"}, "schema": {"type": "object"},
-                        "access": {"type": "object", "properties": {"read": {"enum": ["public", "authenticated"]}, "write": {"enum": ["public", "authenticated"]}}},
+                        "access": {"type": "object", "properties": {"read": {"type": "string", "pattern": "^(public|authenticated|role:[a-z][a-z0-9_-]*)$"}, "write": {"type": "string", "pattern": "^(public|authenticated|owner|role:[a-z][a-z0-9_-]*)$"}}},
                         "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}}}}}}}}}}}}}}}}),
     );
     for (path, summary) in

@@ -1,6 +1,7 @@
 //! A document change as Courier announces it: the event every committed change produces and the
 //! tasks its collection triggers, as the outbox records that commit with the change's writes
-//! (built here and nowhere else).
+//! (built here and nowhere else). This is also where user ids leave events whose collection
+//! anonymous clients may read ([`Announce::keep_user_ids`]).
 
 use courier_core::{Event, EventAction, Task, subjects};
 use serde_json::Value;
@@ -15,7 +16,14 @@ pub struct Announce {
     pub actor: Option<String>,
     pub trace_id: String,
     pub tasks: Vec<String>,
+    /// Whether the event may carry user ids: `data.created_by` and `actor`. False for a
+    /// collection anonymous clients can read (unless it says `expose_creator`): its events then
+    /// carry neither. Tasks always keep the actor (only workers read them).
+    pub keep_user_ids: bool,
 }
+
+/// The document field holding its creator's user id.
+pub const CREATED_BY: &str = courier_core::collection_spec::CREATED_BY;
 
 /// One committed change of one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +39,8 @@ pub struct Change {
     pub trace_id: String,
     /// Kinds of the tasks to enqueue for this change (the collection's triggers).
     pub tasks: Vec<String>,
+    /// See [`Announce::keep_user_ids`].
+    pub keep_user_ids: bool,
 }
 
 impl Change {
@@ -42,7 +52,7 @@ impl Change {
         data: Value,
         announce: Announce,
     ) -> Self {
-        let Announce { action, actor, trace_id, tasks } = announce;
+        let Announce { action, actor, trace_id, tasks, keep_user_ids } = announce;
         Change {
             collection: collection.to_owned(),
             doc_id,
@@ -52,17 +62,26 @@ impl Change {
             actor,
             trace_id,
             tasks,
+            keep_user_ids,
         }
     }
 
     /// The outbox records: the event first, then one task per kind in [`Change::tasks`].
     pub fn records(&self) -> Vec<OutboxRecord> {
+        let mut data = self.data.clone();
+        let mut actor = self.actor.clone();
+        if !self.keep_user_ids {
+            if let Some(object) = data.as_object_mut() {
+                object.remove(CREATED_BY);
+            }
+            actor = None;
+        }
         let event = Event::new(
             &self.collection,
             &self.doc_id,
             self.action,
-            self.data.clone(),
-            self.actor.clone(),
+            data,
+            actor,
             self.trace_id.clone(),
         );
         let subject = subjects::event_subject(&self.collection, &self.doc_id, self.action);
@@ -99,6 +118,7 @@ mod tests {
             actor: Some("u1".into()),
             trace_id: "trace-1".into(),
             tasks: vec!["pets.enrich".into()],
+            keep_user_ids: true,
         };
         let records = change.records();
         assert_eq!(records.len(), 2);
@@ -112,5 +132,32 @@ mod tests {
         let task: Task = serde_json::from_str(&records[1].payload).unwrap();
         assert_eq!((task.kind.as_str(), task.doc_version), ("pets.enrich", 3));
         assert_eq!(records[1].subject, "tasks.pets.enrich");
+    }
+
+    #[test]
+    fn events_without_user_ids_drop_the_creator_and_actor_but_tasks_keep_the_actor() {
+        let change = Change {
+            collection: "pets".into(),
+            doc_id: "65f0c0ffee0123456789abcd".into(),
+            action: EventAction::Created,
+            version: 1,
+            data: json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex", "created_by": "u1"}),
+            actor: Some("u1".into()),
+            trace_id: "trace-1".into(),
+            tasks: vec!["pets.enrich".into()],
+            keep_user_ids: false,
+        };
+        let records = change.records();
+        let event: Event = serde_json::from_str(&records[0].payload).unwrap();
+        assert_eq!(event.data, json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex"}));
+        assert_eq!(event.actor, None);
+        let task: Task = serde_json::from_str(&records[1].payload).unwrap();
+        assert_eq!(task.actor.as_deref(), Some("u1"));
+        let kept = Change { keep_user_ids: true, ..change }.records();
+        let event: Event = serde_json::from_str(&kept[0].payload).unwrap();
+        assert_eq!(
+            (event.data["created_by"].as_str(), event.actor.as_deref()),
+            (Some("u1"), Some("u1"))
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `/api/v1/queues`: the workers' queue as JetStream sees it, its dead letters, and retrying a
 //! dead letter. There is one queue, `tasks`: stream `TASKS` consumed by the durable consumer
 //! `workers`, with dead letters in stream `DLQ` (see docs/workers.md for what each number means).
-//! Every endpoint needs a signed-in user (`Authorization: Bearer <access token>`).
+//! Every endpoint is for admins (a token with the `admin` role): dead letters hold task payloads
+//! and retrying one re-runs work. Anonymous callers get 401, other users 403.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use courier_store::queues::{DeadLetter, QueueError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{auth::Authenticated, error::ApiError, state::AppState};
+use crate::{auth::Admin, error::ApiError, state::AppState};
 
 /// The one queue's name in URLs.
 pub const TASKS_QUEUE: &str = "tasks";
@@ -52,10 +53,7 @@ fn queue_failed(err: QueueError, queue: &str, id: &str) -> ApiError {
 }
 
 /// `GET /api/v1/queues`.
-async fn list(
-    _user: Authenticated,
-    State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let overview = state.queues.overview().await.map_err(|e| queue_failed(e, TASKS_QUEUE, ""))?;
     let mut by_kind = BTreeMap::new();
     for kind in overview.queued_by_kind.keys().chain(overview.dead_by_kind.keys()) {
@@ -118,7 +116,7 @@ fn dead_letter_json(dead: &DeadLetter) -> Value {
 
 /// `GET /api/v1/queues/tasks/dead?after=<id>&limit=N`: dead letters, oldest first.
 async fn dead_letters(
-    _user: Authenticated,
+    _admin: Admin,
     State(state): State<AppState>,
     Path(queue): Path<String>,
     Query(query): Query<DeadQuery>,
@@ -139,7 +137,7 @@ async fn dead_letters(
 /// back on its original subject (a new message, so it gets a fresh delivery count), then removes
 /// it from `DLQ`. 404 for an id that is not (or no longer) in `DLQ`.
 async fn retry(
-    _user: Authenticated,
+    _admin: Admin,
     State(state): State<AppState>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
