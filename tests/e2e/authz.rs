@@ -495,3 +495,60 @@ async fn registrations_are_limited_per_client_address_behind_a_trusted_proxy() {
     assert_eq!((status, field_names(&body)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["username"]));
     api.stop().await;
 }
+
+/// Not a gate: the measurement behind the figure in docs/security.md. Starts a `courier-api`
+/// process (debug build: `cargo build -p courier-api`), fires 1,000 concurrent registrations at
+/// it and prints its peak RSS (`VmHWM`). Run it once with
+/// `cargo test --test e2e peak_rss_under_1000_concurrent_registrations -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn peak_rss_under_1000_concurrent_registrations() {
+    let (nats, store) =
+        tokio::join!(courier_tests::NatsServer::start(), courier_tests::StoreServer::start());
+    let database = courier_tests::chaos::fresh_database();
+    let concurrency = std::env::var("HASH_CONCURRENCY").unwrap_or_else(|_| "2".into());
+    let mut api = courier_tests::chaos::api_process(
+        &store,
+        &database,
+        &nats,
+        &[("COURIER_PASSWORD_HASH_CONCURRENCY", concurrency.clone())],
+    )
+    .await;
+    let pid = api.child.id().expect("the api runs");
+    let rss = |field: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = rss("VmRSS:");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let base = api.http_url("");
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..1000).map(|n| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.post(format!("{base}/api/v1/auth/register"))
+                .timeout(Duration::from_secs(900))
+                .json(&json!({"username": format!("load{n}"), "password": PASSWORD}))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    }))
+    .await;
+    let created =
+        answers.iter().filter(|a| matches!(a, Ok(s) if *s == StatusCode::CREATED)).count();
+    println!(
+        "hash concurrency {concurrency}: {created}/1000 registered in {:?}; api RSS before {} MiB, peak {} MiB",
+        started.elapsed(),
+        before / 1024,
+        rss("VmHWM:") / 1024
+    );
+    assert_eq!(
+        created,
+        1000,
+        "{:?}",
+        answers.iter().find(|a| !matches!(a, Ok(s) if *s == StatusCode::CREATED))
+    );
+    api.terminate(Duration::from_secs(10)).await;
+}

@@ -39,11 +39,12 @@ fn error_responses(codes: &[&str]) -> Map<String, Value> {
         "400" => "Malformed JSON, id, filter or cursor",
         "401" => "Missing or invalid access token",
         "403" => {
-            "Signed in, but the access rule does not admit this user (role, or not the document's creator)"
+            "Signed in, but not allowed: the rule needs a role (admin, or the one it names) or the document's creator"
         }
+        "404" => "Unknown collection, document, queue or dead letter",
+        "409" => "Conflict: a taken username, or changed concurrently too often (retry)",
         "429" => "Too many requests; retry after the Retry-After seconds",
-        "404" => "Unknown collection or document",
-        "409" => "Changed concurrently too often; retry",
+        "500" => "Internal error (details are logged, not sent)",
         "412" => "If-Match does not match the current version",
         "413" => "Body over the size limit",
         "415" => "Body is not JSON",
@@ -118,6 +119,89 @@ fn codes<'a>(base: &[&'a str], extra: Vec<&'a str>) -> Vec<&'a str> {
     all
 }
 
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// `/api/v1/auth/*` and the admin-only `/api/v1/queues*`.
+fn account_and_queue_paths() -> Map<String, Value> {
+    let credentials = json_body(
+        json!({"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+        "username": {"type": "string", "description": "3–32 of a-z, 0-9, '_', '.', '-' (case-insensitive)"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 256}}}),
+    );
+    let tokens = ok(
+        "Access and refresh token",
+        json!({"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"], "properties": {
+        "access_token": {"type": "string"}, "refresh_token": {"type": "string"}, "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}}),
+    );
+    let user = json!({"type": "object", "required": ["id", "username", "roles", "created_at"], "properties": {
+        "id": {"type": "string"}, "username": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}}, "created_at": {"type": "string", "format": "date-time"}}});
+    let bearer = json!([{"bearerAuth": []}]);
+    let tags = json!(["auth"]);
+    let queue_tags = json!(["queues"]);
+    let mut paths = Map::new();
+    let mut add = |path: &str, item: Value| {
+        paths.insert(path.to_owned(), item);
+    };
+    add(
+        "/api/v1/auth/register",
+        json!({"post": {"tags": tags, "summary": "Create an account (no roles); rate-limited per client address", "security": [], "requestBody": credentials,
+        "responses": responses(("201", ok("The new user", user.clone())), &["400", "409", "413", "415", "422", "429", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/login",
+        json!({"post": {"tags": tags, "summary": "Start a session: an access token (with the user's roles) and a refresh token", "security": [], "requestBody": credentials,
+        "responses": responses(("200", tokens.clone()), &["400", "401", "413", "415", "422", "429", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/refresh",
+        json!({"post": {"tags": tags, "summary": "Rotate a refresh token (single use; within the session's absolute lifetime)", "security": [],
+        "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}})),
+        "responses": responses(("200", tokens), &["400", "401", "413", "415", "422", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/logout",
+        json!({"post": {"tags": tags, "summary": "End this session: its refresh tokens stop working", "security": bearer,
+        "responses": responses(("204", json!({"description": "Signed out"})), &["400", "401", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/logout-all",
+        json!({"post": {"tags": tags, "summary": "End every session of the user", "security": bearer,
+        "responses": responses(("204", json!({"description": "Signed out everywhere"})), &["401", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/me",
+        json!({"get": {"tags": tags, "summary": "The signed-in user, with its roles", "security": bearer,
+        "responses": responses(("200", ok("The user", user)), &["401", "503"])}}),
+    );
+    let admin_errors = ["401", "403", "500"];
+    add(
+        "/api/v1/queues",
+        json!({"get": {"tags": queue_tags, "summary": "The task queue's numbers (admins only)", "security": bearer,
+        "responses": responses(("200", ok("The queues", json!({"type": "object", "properties": {"queues": {"type": "array", "items": {"type": "object"}}}}))), &admin_errors)}}),
+    );
+    add(
+        "/api/v1/queues/{queue}/dead",
+        json!({"get": {"tags": queue_tags, "summary": "Dead letters, oldest first (admins only)", "security": bearer,
+        "parameters": [{"name": "queue", "in": "path", "required": true, "schema": {"type": "string"}},
+                       {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+        "responses": responses(("200", ok("A page of dead letters", json!({"type": "object", "properties": {"items": {"type": "array"}, "next": {"type": ["integer", "null"]}}}))), &["400", "401", "403", "404", "500"])}}),
+    );
+    add(
+        "/api/v1/queues/{queue}/dead/{id}/retry",
+        json!({"post": {"tags": queue_tags, "summary": "Re-enqueue a dead letter (admins only)", "security": bearer,
+        "parameters": [{"name": "queue", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": responses(("202", ok("Re-enqueued", json!({"type": "object"}))), &["401", "403", "404", "409", "500"])}}),
+    );
+    paths
+}
+
 /// The whole OpenAPI document for the current collections.
 pub fn document(collections: &Collections) -> Value {
     let mut paths = Map::new();
@@ -187,6 +271,7 @@ pub fn document(collections: &Collections) -> Value {
             }),
         );
     }
+    paths.extend(account_and_queue_paths());
     paths.extend(crate::routes::chats::openapi::paths());
     schemas.extend(crate::routes::chats::openapi::schemas());
     paths.insert(
@@ -247,5 +332,30 @@ mod tests {
         assert_eq!(doc["paths"]["/api/v1/collections"]["get"]["security"], json!([]));
         assert!(doc["paths"]["/api/v1/chats/{id}/messages"]["post"].is_object());
         assert!(doc["components"]["schemas"]["ChatMessage"].is_object());
+    }
+
+    #[test]
+    fn ownership_roles_sessions_and_admin_endpoints_are_described() {
+        let doc = document(&shipped());
+        let paths = &doc["paths"];
+        // pets is `write: owner`: changes can be 403, creates cannot; products are public.
+        assert!(paths["/api/v1/pets/{id}"]["delete"]["responses"]["403"].is_object());
+        assert!(paths["/api/v1/pets"]["post"]["responses"]["403"].is_null());
+        assert!(paths["/api/v1/pets"]["post"]["responses"]["401"].is_object());
+        assert!(paths["/api/v1/products"]["post"]["responses"]["401"].is_null());
+        let created_by = &doc["components"]["schemas"]["petsDocument"]["properties"]["created_by"];
+        assert_eq!(created_by["readOnly"], true);
+        for path in ["/api/v1/queues", "/api/v1/queues/{queue}/dead"] {
+            let responses = &paths[path]["get"]["responses"];
+            assert!(responses["401"].is_object() && responses["403"].is_object(), "{path}");
+        }
+        assert!(
+            paths["/api/v1/queues/{queue}/dead/{id}/retry"]["post"]["responses"]["403"].is_object()
+        );
+        assert!(paths["/api/v1/auth/register"]["post"]["responses"]["429"].is_object());
+        assert!(paths["/api/v1/auth/login"]["post"]["responses"]["429"].is_object());
+        assert!(paths["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
+        assert!(paths["/api/v1/auth/logout-all"]["post"]["responses"]["401"].is_object());
+        assert!(paths["/api/v1/auth/me"]["get"]["responses"]["200"].is_object());
     }
 }
