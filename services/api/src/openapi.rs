@@ -225,7 +225,7 @@ pub fn document(collections: &Collections) -> Value {
                 );
                 p.insert(
                     "created_by".into(),
-                    json!({"type": ["string", "null"], "readOnly": true, "description": "The creator's user id (null: written anonymously). Set by Courier; a create that sends it, or an update that changes it, is refused (422)."}),
+                    json!({"type": "string", "readOnly": true, "description": "The creator's user id (absent: written anonymously). Set by Courier; a create that sends it, or an update that changes it, is refused (422)."}),
                 );
             }
             let required = object.entry("required").or_insert_with(|| json!([]));

@@ -1,7 +1,7 @@
 //! `/api/v1/<collection>` and `/api/v1/<collection>/<id>`: documents of declared collections.
 //! Every change commits with its event (and any triggered tasks) through the outbox; updates
 //! and deletes use the document version for `ETag` / `If-Match` (412 when stale). Every document
-//! records its creator in `created_by` (from the access token; `null` for an anonymous write),
+//! records its creator in `created_by` (from the access token; absent after an anonymous write),
 //! which clients cannot set: a create that sends one, or an update that sends a different one,
 //! is a 422 naming the field. `write: owner` lets only that creator (or an admin) change it.
 
@@ -195,7 +195,9 @@ async fn create(
     let (fields, _) = client_fields(&def, body, None)?;
     let mut body = Value::Object(fields);
     def.validate(&body).map_err(|fields| ApiError::validation(&name, fields))?;
-    body[CREATED_BY] = caller.actor().map_or(Value::Null, Value::String);
+    if let Some(user_id) = caller.actor() {
+        body[CREATED_BY] = Value::String(user_id);
+    }
 
     let id = ObjectId::new();
     let stored = to_stored(id, 1, &body)?;
