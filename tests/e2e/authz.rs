@@ -380,6 +380,30 @@ async fn logout_ends_one_session_and_logout_all_every_one() {
     let (status, laptop) = refresh(http, &base, &laptop).await;
     assert_eq!(status, StatusCode::OK, "{laptop}");
 
+    // The web app's form: the session's refresh token in the body (with or without the access
+    // token); someone else's refresh token is refused.
+    let spare = sign_in(http, &base, "ana").await;
+    let carl = sign_in(http, &base, "carl").await;
+    let body = json!({"refresh_token": spare["refresh_token"]});
+    let (status, _, _) = send(
+        http,
+        &base,
+        Method::POST,
+        "/api/v1/auth/logout",
+        Some(body.clone()),
+        Some(access(&carl)),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(http, &base, &spare).await.0, StatusCode::OK, "still valid after the 403");
+    let spare = sign_in(http, &base, "ana").await;
+    let body = json!({"refresh_token": spare["refresh_token"]});
+    let (status, _, _) =
+        send(http, &base, Method::POST, "/api/v1/auth/logout", Some(body), None, &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(refresh(http, &base, &spare).await.0, StatusCode::UNAUTHORIZED);
+
     // Logout-all revokes every session of the user, including rotated ones.
     let (status, _, _) = send(
         http,

@@ -158,8 +158,9 @@ fn account_paths() -> Map<String, Value> {
     );
     add(
         "/api/v1/auth/logout",
-        json!({"post": {"tags": tags, "summary": "End this session: its refresh tokens stop working", "security": bearer,
-        "responses": responses(("204", json!({"description": "Signed out"})), &["400", "401", "503"])}}),
+        json!({"post": {"tags": tags, "summary": "End one session: the body's refresh token's, else the access token's; its refresh tokens stop working", "security": [{"bearerAuth": []}, {}],
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}}}}},
+        "responses": responses(("204", json!({"description": "Signed out"})), &["400", "401", "403", "422", "503"])}}),
     );
     add(
         "/api/v1/auth/logout-all",

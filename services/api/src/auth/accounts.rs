@@ -256,6 +256,15 @@ impl Accounts {
         Ok(self.tokens.delete_many(doc! {"family": family}).await?.deleted_count)
     }
 
+    /// The session (family) and user of a refresh token, used or not; `None` if unknown.
+    pub async fn session_of(
+        &self,
+        token: &str,
+    ) -> mongodb::error::Result<Option<(String, String)>> {
+        let record = self.tokens.find_one(doc! {"_id": digest(token)}).await?;
+        Ok(record.map(|r| (r.family, r.user_id.to_hex())))
+    }
+
     /// Revokes every sign-in session of `user_id`: how many refresh tokens were removed.
     pub async fn revoke_all(&self, user_id: &str) -> mongodb::error::Result<u64> {
         let Ok(user) = ObjectId::parse_str(user_id) else { return Ok(0) };

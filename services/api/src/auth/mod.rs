@@ -214,20 +214,64 @@ async fn refresh(
     }
 }
 
-/// `POST /auth/logout` (no body): revokes the caller's sign-in session, the refresh-token
-/// family its access token names, so that session's refresh token no longer works. The access
-/// token itself stays valid until it expires (at most the access lifetime). 204.
+/// `POST /auth/logout`: revokes one sign-in session, so its refresh token no longer works. The
+/// session is the one of the body's `{"refresh_token"}` (its possession is proof enough; with an
+/// access token as well, both must be the same user's), else the one the access token names.
+/// The access token itself stays valid until it expires (at most the access lifetime). 204.
 async fn logout(
     State(state): State<AppState>,
-    Authenticated(user): Authenticated,
+    caller: Caller,
+    body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let Some(session) = &user.session else {
-        return Err(ApiError::BadRequest(
-            "this access token names no session: use /api/v1/auth/logout-all".into(),
-        ));
+    let bad_body = || {
+        ApiError::validation(
+            "logout",
+            vec![FieldError {
+                field: "refresh_token".into(),
+                reason: "must be a string (or send no body)".into(),
+            }],
+        )
     };
-    let revoked = state.accounts.revoke_family(session).await?;
-    tracing::info!(user_id = %user.id, revoked, "logout");
+    let sent = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let request: RefreshRequest = serde_json::from_slice(&body).map_err(|_| bad_body())?;
+        Some(request.refresh_token)
+    };
+    let user = caller.0.as_ref();
+    let session = match (sent, user) {
+        (Some(token), _) => match state.accounts.session_of(&token).await? {
+            Some((_, owner)) if user.is_some_and(|u| u.id != owner) => {
+                return Err(ApiError::Forbidden(
+                    "this refresh token belongs to another user".into(),
+                ));
+            }
+            Some((family, _)) => Some(family),
+            // Unknown or already revoked: nothing left to end.
+            None => None,
+        },
+        (None, Some(user)) => match &user.session {
+            Some(session) => Some(session.clone()),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "this access token names no session: send {\"refresh_token\"} or use /api/v1/auth/logout-all".into(),
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(ApiError::Unauthorized {
+                message:
+                    "send the session's refresh token ({\"refresh_token\"}) or an access token"
+                        .into(),
+                invalid_token: false,
+            });
+        }
+    };
+    let revoked = match session {
+        Some(session) => state.accounts.revoke_family(&session).await?,
+        None => 0,
+    };
+    tracing::info!(user_id = ?user.map(|u| &u.id), revoked, "logout");
     Ok(StatusCode::NO_CONTENT)
 }
 
