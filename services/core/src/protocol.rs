@@ -41,6 +41,13 @@ pub mod error_code {
     pub const UNAVAILABLE: &str = "unavailable";
     /// Too many frames of one kind (e.g. `typing`); the excess is dropped.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The channel's collection is not declared in the broadcaster's collections file.
+    pub const UNKNOWN_COLLECTION: &str = "unknown_collection";
+    /// The broadcaster already keeps as many channels as it may (`COURIER_WS_MAX_CHANNELS`).
+    pub const TOO_MANY_CHANNELS: &str = "too_many_channels";
+    /// Too many `since` replays running, on this connection or this broadcaster; retry once
+    /// one has finished.
+    pub const TOO_MANY_REPLAYS: &str = "too_many_replays";
 }
 
 /// Why the server ended a subscription (`reason` of an `unsubscribed` frame it sends unasked).
@@ -49,6 +56,9 @@ pub mod unsubscribe_reason {
     pub const MEMBERSHIP_REVOKED: &str = "membership_revoked";
     /// The access token that admitted the subscription expired.
     pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// The `since` replay broke off (NATS went away mid-replay); subscribe again with `since`
+    /// set to the last `seq` received.
+    pub const REPLAY_FAILED: &str = "replay_failed";
 }
 
 /// Frames a client sends.
@@ -75,6 +85,12 @@ pub enum ClientFrame {
     /// Ask who is present in a subscribed `chat:` channel (answered with `presence`).
     Presence {
         channel: String,
+    },
+    /// A fresh access token for the connection's token-admitted subscriptions: those of the
+    /// same user that it still admits run on until its `exp` instead of the old token's
+    /// (answered with `authenticated`).
+    Authenticate {
+        token: String,
     },
     // Empty struct variants (not unit variants) so unknown fields are refused here too.
     Ping {},
@@ -127,6 +143,11 @@ pub enum ServerFrame {
         channel: String,
         joined: Vec<ChatUser>,
         left: Vec<ChatUser>,
+    },
+    /// Answer to `authenticate`: the token's `exp` now bounds these `channels` (possibly none).
+    Authenticated {
+        exp: u64,
+        channels: Vec<String>,
     },
     Pong,
     Status(Status),

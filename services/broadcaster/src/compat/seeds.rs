@@ -85,12 +85,23 @@ pub async fn run(
 ) -> CloseReason {
     let connection_id = uuid::Uuid::now_v7().simple().to_string();
     let mut rings = StreamMap::new();
+    let mut full = false;
     for channel in channels {
-        let subscription = shared.hub.subscribe(channel);
-        rings.insert(channel.name(), subscription.receiver);
+        match shared.hub.subscribe(channel) {
+            Ok(subscription) => {
+                rings.insert(channel.name(), subscription.receiver);
+            }
+            Err(_) => full = true,
+        }
     }
     let (mut sink, mut stream) = socket.split();
     let mut socket = Writer { sink: &mut sink, timeout: shared.config.send_timeout };
+    if full {
+        // No channel limit is reached in normal running; 1013 ("try again later") says so.
+        shared.metrics.refused(crate::metrics::Limit::Channels);
+        socket.close(1013, "channel limit reached; retry later").await;
+        return CloseReason::Refused;
+    }
     let mut hello = json!({"type": "connection_established", "message": "Connected to Courier (seed compatibility)", "connection_id": connection_id, "timestamp": now()});
     merge(&mut hello, &flavor.about);
     if socket.send(&hello).await.is_err() {
@@ -163,7 +174,7 @@ fn answer(text: &str, shared: &Shared, connection_id: &str, about: &Value) -> Va
             let mut status = json!({
                 "type": "status",
                 "connection_id": connection_id,
-                "connected_clients": shared.connections.load(std::sync::atomic::Ordering::Relaxed),
+                "connected_clients": shared.connections.open(),
                 "node": shared.node,
                 "uptime_secs": shared.started.elapsed().as_secs(),
                 "last_seq": shared.hub.last_seq(),
