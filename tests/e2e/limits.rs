@@ -375,3 +375,33 @@ async fn a_replay_waits_for_a_client_that_does_not_read_and_replays_are_capped_p
     .await;
     broadcaster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn courier_tail_waits_for_a_replay_slot_instead_of_failing() {
+    let nats = NatsServer::start().await;
+    let mut config = declared(&nats);
+    config.max_replays_per_connection = 1;
+    let broadcaster = RunningBroadcaster::start(config).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let a = publish_many(&js, "a", 1_000, 50).await;
+    let b = publish_many(&js, "b", 10, 50).await;
+    let mut tail = courier_cli::client::ResumingSubscriber::new(
+        vec![broadcaster.ws_url()],
+        vec!["products:a".into(), "products:b".into()],
+        Some(0),
+        None,
+    );
+    let mut got: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut notices = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        while got.values().map(Vec::len).sum::<usize>() < a.len() + b.len() {
+            let event = tail.next_event(|n| notices.push(format!("{n:?}"))).await;
+            got.entry(event.channel).or_default().push(event.seq);
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "not every event within 60 s: {notices:?}");
+    assert_eq!((&got["products:a"], &got["products:b"]), (&a, &b));
+    assert_eq!(tail.connects(), 1, "one connection, no failure: {notices:?}");
+    broadcaster.stop().await;
+}

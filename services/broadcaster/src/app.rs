@@ -232,19 +232,19 @@ pub(crate) fn admit_connection(
     shared: &Shared,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<Permit, Response> {
+) -> Result<Permit, Box<Response>> {
     if !shared.hub.started() {
-        return Err(unavailable("not yet attached to the event stream; retry shortly"));
+        return Err(Box::new(unavailable("not yet attached to the event stream; retry shortly")));
     }
     if shared.shutdown.is_cancelled() {
-        return Err(unavailable("shutting down"));
+        return Err(Box::new(unavailable("shutting down")));
     }
     let address = client_address(peer, headers);
     match shared.connections.admit(address) {
         Ok(permit) => Ok(permit),
         Err(Refused::ProcessFull) => {
             shared.metrics.refused(Limit::Connections);
-            Err(unavailable("connection limit reached"))
+            Err(Box::new(unavailable("connection limit reached")))
         }
         Err(Refused::AddressFull) => {
             shared.metrics.refused(Limit::ConnectionsPerAddress);
@@ -252,12 +252,14 @@ pub(crate) fn admit_connection(
                 "at most {} connections per client address",
                 shared.config.max_connections_per_address
             );
-            Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, "5")],
-                Json(json!({"error": {"code": "too_many_connections", "message": message}})),
-            )
-                .into_response())
+            Err(Box::new(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "5")],
+                    Json(json!({"error": {"code": "too_many_connections", "message": message}})),
+                )
+                    .into_response(),
+            ))
         }
     }
 }
@@ -270,7 +272,7 @@ async fn upgrade(
 ) -> Response {
     let permit = match admit_connection(&shared, peer, &headers) {
         Ok(permit) => permit,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let limit = shared.config.max_message_bytes;
     let task_shared = shared.clone();

@@ -229,6 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn it_needs_a_collections_file_or_public_channels_but_not_both() {
+        let parse = |args: &[&str]| {
+            let all = [&["courier-broadcaster"], args].concat();
+            BroadcasterConfig::try_parse_from(all).unwrap()
+        };
+        assert!(parse(&[]).channel_rules().unwrap_err().contains("COURIER_PUBLIC_CHANNELS"));
+        let file = parse(&["--collections-file", "c.yaml"]);
+        assert_eq!(file.channel_rules(), Ok(Some(std::path::Path::new("c.yaml"))));
+        assert_eq!(parse(&["--public-channels"]).channel_rules(), Ok(None));
+        assert_eq!(parse(&["--public-channels", "true"]).channel_rules(), Ok(None));
+        let both = parse(&["--collections-file", "c.yaml", "--public-channels"]);
+        assert!(both.channel_rules().unwrap_err().contains("exclude each other"));
+        let defaults = parse(&[]);
+        assert_eq!((defaults.max_connections_per_address, defaults.max_channels), (256, 100_000));
+        assert_eq!((defaults.max_replays_per_connection, defaults.max_replays), (4, 64));
+        assert_eq!(defaults.channel_buffer_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
     fn the_node_name_defaults_to_the_instance_id() {
         let config = BroadcasterConfig::for_local("nats://x");
         assert_eq!(config.node(), courier_core::config::instance_id());

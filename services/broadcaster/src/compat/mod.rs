@@ -53,7 +53,7 @@ where
 {
     let permit = match crate::app::admit_connection(&shared, peer, headers) {
         Ok(permit) => permit,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let limit = shared.config.max_message_bytes;
     let token = shared.tracker.token();
