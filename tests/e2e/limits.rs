@@ -405,3 +405,65 @@ async fn courier_tail_waits_for_a_replay_slot_instead_of_failing() {
     assert_eq!(tail.connects(), 1, "one connection, no failure: {notices:?}");
     broadcaster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replay_holds_a_few_pages_not_the_history() {
+    let nats = NatsServer::start().await;
+    let broadcaster = courier_tests::chaos::broadcaster_process(
+        &nats.url(),
+        &[
+            ("COURIER_WS_SEND_TIMEOUT_MS", "60s".to_owned()),
+            ("COURIER_WS_SEND_BUFFER_BYTES", (64 * 1024).to_string()),
+        ],
+    )
+    .await;
+    let pid = broadcaster.child.id().expect("running").to_string();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // 2,000 events of 16 KB: 32 MB of history on one channel.
+    let history = publish_many(&js, "big", 2_000, 16_000).await;
+    // Warm up (a small replay read to its end), then the baseline.
+    let mut warm = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
+    warm.subscribe("products:big", Some(history[history.len() - 5]), None).await.unwrap();
+    for _ in 0..4 {
+        warm.next_frame_within(Duration::from_secs(10)).await.unwrap();
+    }
+    let baseline = courier_cli::probe::rss_bytes(&pid).expect("the broadcaster's RSS");
+
+    // Two clients replay the whole history and then read nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let (mut socket, _) = tokio_tungstenite::connect_async(broadcaster.ws_url()).await.unwrap();
+        use futures::SinkExt;
+        let subscribe = json!({"type": "subscribe", "channel": "products:big", "since": 0});
+        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        // A buffered replay holds the whole history before it sends `subscribed`.
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("subscribed within 20 s")
+                .expect("open")
+                .expect("a message");
+            if let Message::Text(text) = message
+                && text.contains(r#""type":"subscribed""#)
+            {
+                break;
+            }
+        }
+        stalled.push(socket);
+    }
+    // The peak over the next 2 s, while the readers fill their queues and the writes stall.
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(courier_cli::probe::rss_bytes(&pid).expect("the broadcaster's RSS"));
+        tokio::time::sleep(Duration::from_millis(100)).await; // sampling, not synchronisation
+    }
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "2 stalled since-replays of 32 MB each: broadcaster RSS {} MiB → peak {} MiB (+{:.1} MiB)",
+        baseline / (1 << 20),
+        peak / (1 << 20),
+        growth as f64 / (1 << 20) as f64
+    );
+    assert!(growth < 16 << 20, "a buffered replay would hold 64 MB; +{growth} bytes");
+    drop(stalled);
+}

@@ -4,8 +4,9 @@
 //!
 //! It is streamed, never buffered whole: [`prepare`] checks what there is to replay (and refuses
 //! too much), then [`Reader::run`] pulls the consumer page by page ([`PAGE`] events per pull
-//! request) and hands each page to the connection through a bounded queue, so a replay holds at
-//! most a few pages however long it is, and runs at the pace the client reads.
+//! request, at most [`PAGE_BYTES`] per page) and hands each page to the connection through a
+//! bounded queue, so a replay holds at most a few pages however long it is, and runs at the
+//! pace the client reads.
 
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Events per pull request and per page handed to the connection.
 pub const PAGE: usize = 64;
+
+/// A page is cut short once its frames reach this many bytes (large events).
+pub const PAGE_BYTES: usize = 512 * 1024;
 
 /// Pages queued between the reader and the connection (the reader waits when it is full).
 pub const QUEUE_PAGES: usize = 2;
@@ -105,6 +109,7 @@ impl Reader {
         let mut messages = consumer.messages().await?;
         loop {
             let mut page = Vec::with_capacity(PAGE);
+            let mut bytes = 0;
             let mut finished = false;
             // Wait for one message, then take whatever else is already here, up to a page.
             let mut next = match tokio::time::timeout(REPLAY_TIMEOUT, messages.next()).await {
@@ -120,12 +125,14 @@ impl Reader {
                 let (seq, remaining) = (info.stream_sequence, info.pending);
                 let payload = std::str::from_utf8(&message.payload)
                     .map_err(|_| "event payload is not UTF-8")?;
-                page.push((seq, Utf8Bytes::from(encode_event_frame(&name, seq, payload))));
+                let frame = encode_event_frame(&name, seq, payload);
+                bytes += frame.len();
+                page.push((seq, Utf8Bytes::from(frame)));
                 if remaining == 0 || seq >= until {
                     finished = true;
                     break;
                 }
-                if page.len() >= PAGE {
+                if page.len() >= PAGE || bytes >= PAGE_BYTES {
                     break;
                 }
                 match messages.next().now_or_never() {
