@@ -467,3 +467,47 @@ async fn a_stalled_replay_holds_a_few_pages_not_the_history() {
     assert!(growth < 16 << 20, "a buffered replay would hold 64 MB; +{growth} bytes");
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_compat_chat_socket_is_closed_with_4001_when_its_token_expires() {
+    let stack = Stack::start().await;
+    let mut config = Stack::broadcaster_config(&stack.nats);
+    config.seed_compat = true;
+    let compat = RunningBroadcaster::start(config).await;
+    let ana = stack.token("ana").await;
+    let room: serde_json::Value = stack
+        .http
+        .post(format!("{}/api/v1/chats", stack.api.url()))
+        .bearer_auth(&ana)
+        .json(&json!({"name": "expiring room", "members": []}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room_id = room["id"].as_str().unwrap_or_else(|| panic!("a room: {room}")).to_owned();
+    // Ana's own token, re-signed to expire in 2 s.
+    let claims = keys().verify(&ana).expect("the api's token verifies");
+    let exp = claims.iat.max(courier_broadcaster::access::unix_now()) + 2;
+    let short = keys().sign(&Claims { exp, ..claims }).unwrap();
+    let url = format!("ws://{}/ws/chats/{room_id}?token={short}", compat.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.expect("a member joins");
+    let close = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 30 s");
+    let late = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH + Duration::from_secs(exp))
+        .unwrap_or_default();
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4001));
+    assert!(late < Duration::from_secs(1), "closed {late:?} after exp");
+    compat.stop().await;
+}

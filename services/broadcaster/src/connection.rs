@@ -73,16 +73,19 @@ pub enum CloseReason {
     ProtocolError,
     /// A process limit left nothing to serve the socket with (seed-compat sockets: 1013).
     Refused,
+    /// The token that admitted a seed-compat chat socket expired (4001).
+    TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::ClientClosed,
         CloseReason::SlowConsumer,
         CloseReason::IdleTimeout,
         CloseReason::Shutdown,
         CloseReason::ProtocolError,
         CloseReason::Refused,
+        CloseReason::TokenExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +96,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::Refused => "refused",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }

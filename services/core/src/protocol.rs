@@ -22,6 +22,9 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No frame (not even a pong) arrived within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The access token that admitted a seed-compat chat socket (`/ws/chats/{id}`) expired
+    /// (protocol v1 ends the subscription instead, with `unsubscribed {reason: token_expired}`).
+    pub const TOKEN_EXPIRED: u16 = 4001;
     /// The client did not read fast enough and its queue overflowed; resume with `since`.
     pub const SLOW_CONSUMER: u16 = 4008;
 }

@@ -52,12 +52,13 @@ pub async fn upgrade(
             );
         }
     };
-    let user_id = claims.sub.clone();
+    let (user_id, expires_at) = (claims.sub.clone(), claims.exp);
     accept(shared, peer, &headers, ws, move |socket, shared| async move {
         let flavor = seeds::Flavor {
             map: chat_message,
             about: json!({"chat_id": seat.room_id(), "user_id": seat.user_id()}),
             member: Some(user_id),
+            expires_at: Some(expires_at),
         };
         let reason = seeds::run(socket, shared, &[channel], flavor).await;
         drop(seat);

@@ -8,7 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use courier_core::{channel::Channel, event::Event, protocol::ServerFrame};
+use courier_core::{
+    channel::Channel,
+    event::Event,
+    protocol::{ServerFrame, close_code},
+};
 use futures::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
 use tokio_stream::StreamMap;
@@ -26,6 +30,9 @@ pub struct Flavor {
     pub about: Value,
     /// The user whose removal from a chat room ends the socket (chat only).
     pub member: Option<String>,
+    /// When the token that admitted the socket expires (unix seconds): the socket is closed
+    /// then with 4001 (chat only).
+    pub expires_at: Option<u64>,
 }
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) -> CloseReason {
@@ -37,7 +44,12 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) -> CloseReason {
         .filter(|channel| channel.chat_room().is_none())
         .collect();
     let names: Vec<String> = channels.iter().map(Channel::name).collect();
-    let flavor = Flavor { map: seed_message, about: json!({"collections": names}), member: None };
+    let flavor = Flavor {
+        map: seed_message,
+        about: json!({"collections": names}),
+        member: None,
+        expires_at: None,
+    };
     run(socket, shared, &channels, flavor).await
 }
 
@@ -111,12 +123,28 @@ pub async fn run(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let shutdown = shared.shutdown.clone();
+    let expiry = flavor.expires_at.map(|exp| {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+        tokio::time::Instant::now()
+            + at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+    });
+    let expired = async move {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expired = std::pin::pin!(expired);
     loop {
         let written = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 socket.close(1001, "server shutting down").await;
                 return CloseReason::Shutdown;
+            }
+            _ = &mut expired => {
+                socket.close(close_code::TOKEN_EXPIRED, "the access token expired; reconnect with a fresh one").await;
+                return CloseReason::TokenExpired;
             }
             incoming = stream.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
