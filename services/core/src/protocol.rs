@@ -227,6 +227,16 @@ mod tests {
     }
 
     #[test]
+    fn authenticate_and_its_answer_have_the_documented_shapes() {
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"authenticate","token":"t.k.n"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Authenticate { token: "t.k.n".into() });
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"authenticate"}"#).is_err());
+        let answer = ServerFrame::Authenticated { exp: 42, channels: vec!["secrets".into()] };
+        assert_eq!(answer.to_json(), r#"{"type":"authenticated","exp":42,"channels":["secrets"]}"#);
+    }
+
+    #[test]
     fn hand_built_event_frame_equals_the_typed_frame() {
         let event = Event::new(
             "products",
