@@ -45,6 +45,13 @@ pub enum Write {
         filter: Document,
         update: Document,
     },
+    /// Deletes the documents `filter` matches, which must be exactly `count` of them; otherwise
+    /// the transaction fails with `VersionConflict` (e.g. another replica took them first).
+    DeleteMatching {
+        collection: String,
+        filter: Document,
+        count: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +113,9 @@ impl Store {
         self.db.run_command(doc! {"ping": 1}).await.map(|_| ())
     }
 
-    /// Creates the indexes the outbox queries need (idempotent).
+    /// Creates the indexes the outbox and the scheduled tasks need (idempotent).
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        self.ensure_scheduled_task_indexes().await?;
         let outbox = self.outbox();
         outbox
             .create_index(
@@ -190,6 +198,16 @@ impl Store {
                                 .session(&mut session)
                                 .await?;
                             if result.matched_count != 1 {
+                                return Err(StoreError::VersionConflict);
+                            }
+                        }
+                        Write::DeleteMatching { collection, filter, count } => {
+                            let result = self
+                                .collection(collection)
+                                .delete_many(filter.clone())
+                                .session(&mut session)
+                                .await?;
+                            if result.deleted_count != *count {
                                 return Err(StoreError::VersionConflict);
                             }
                         }
