@@ -474,12 +474,15 @@ async fn a_seed_compat_chat_socket_is_closed_with_4001_when_its_token_expires() 
     let mut config = Stack::broadcaster_config(&stack.nats);
     config.seed_compat = true;
     let compat = RunningBroadcaster::start(config).await;
-    let ana = stack.token("ana").await;
+    let ana = tokio::time::timeout(Duration::from_secs(30), stack.token("ana"))
+        .await
+        .expect("signed in within 30 s");
     let room: serde_json::Value = stack
         .http
         .post(format!("{}/api/v1/chats", stack.api.url()))
         .bearer_auth(&ana)
         .json(&json!({"name": "expiring room", "members": []}))
+        .timeout(Duration::from_secs(20))
         .send()
         .await
         .unwrap()
@@ -492,7 +495,11 @@ async fn a_seed_compat_chat_socket_is_closed_with_4001_when_its_token_expires() 
     let exp = claims.iat.max(courier_broadcaster::access::unix_now()) + 2;
     let short = keys().sign(&Claims { exp, ..claims }).unwrap();
     let url = format!("ws://{}/ws/chats/{room_id}?token={short}", compat.addr);
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.expect("a member joins");
+    let (mut socket, _) =
+        tokio::time::timeout(Duration::from_secs(20), tokio_tungstenite::connect_async(&url))
+            .await
+            .expect("the upgrade is answered within 20 s")
+            .expect("a member joins");
     let close = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match socket.next().await {
