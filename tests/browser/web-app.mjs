@@ -321,7 +321,7 @@ scenario('pets need sign-in to write; a new pet is enriched live by the workers'
   await form.getByLabel('species').fill('Dog');
   await form.getByLabel('age').fill('3');
   await form.getByLabel('vaccinated').selectOption({ label: 'No' });
-  await form.getByLabel('owner').fill(username);
+  assert.equal(await form.locator('[data-field="owner"]').count(), 0, 'owner is read-only: the api records the creator');
   await form.getByRole('button', { name: 'Create' }).click();
   await form.waitFor({ state: 'detached' });
   const id = await page.locator('tbody tr', { hasText: name }).getAttribute('data-id');
@@ -330,7 +330,9 @@ scenario('pets need sign-in to write; a new pet is enriched live by the workers'
   await logEvents(page, 'pets.enriched', id).waitFor({ timeout: 20_000 });
   await eventually('the enrichment cell', async () => /alert/.test(await cell(page, id, 'enrichment').textContent()));
   const stored = await http('GET', `/api/v1/pets/${id}`);
-  assert.equal(stored.data.owner, username);
+  const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')).accessToken);
+  const me = await http('GET', '/api/v1/auth/me', { token });
+  assert.equal(stored.data.created_by, me.data.id, 'the creator, from the token');
   assert.equal(stored.data.vaccinated, false);
   assert.ok(stored.data.enrichment, 'stored with its enrichment');
 
@@ -383,7 +385,9 @@ scenario('a collection that needs sign-in to read: list and live channel use the
   await form.waitFor({ state: 'detached' });
   const id = await page.locator('tbody tr', { hasText: title }).getAttribute('data-id');
   const stored = await http('GET', `/api/v1/notes/${id}`, { token });
-  assert.deepEqual(stored.data, { id, title, priority: 'high', done: true });
+  const me = await http('GET', '/api/v1/auth/me', { token });
+  // The api records the creator from the token (docs/security.md, ownership).
+  assert.deepEqual(stored.data, { id, title, priority: 'high', done: true, created_by: me.data.id });
   await logEvents(page, 'notes.created', id).waitFor();
 
   // Signed out, the notes disappear from the page.
@@ -518,7 +522,7 @@ scenario('the queues panel: needs sign-in, is for administrators, and shows the 
   await page.locator('[data-state="forbidden"]', { hasText: 'Administrators only' }).waitFor();
   await eventually('the Queues link hidden from a non-admin', async () => (await nav.getByRole('link', { name: 'Queues' }).count()) === 0);
   await page.getByRole('button', { name: 'Sign out' }).click();
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#account').getByRole('button', { name: 'Sign in' }).click();
   await signIn(page, env.adminUsername, env.adminPassword);
   await page.locator('.user-name', { hasText: env.adminUsername }).waitFor();
   await nav.getByRole('link', { name: 'Queues' }).click();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use courier_api::ApiConfig;
 use courier_core::auth::JwtKeys;
-use courier_tests::{RunningApi, Stack, TEST_JWT_SECRET, wait_for};
+use courier_tests::{RunningApi, RunningBroadcaster, Stack, TEST_JWT_SECRET, WsClient, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -285,11 +285,15 @@ async fn writes_default_to_authenticated_roles_gate_and_expose_creator_keeps_use
     )
     .unwrap();
     let api = api_with(&stack, |c| c.collections_file = file.clone()).await;
+    // A broadcaster that knows these collections (it refuses channels of undeclared ones).
+    let mut broadcaster_config = Stack::broadcaster_config(&stack.nats);
+    broadcaster_config.collections_file = Some(file.clone());
+    let broadcaster = RunningBroadcaster::start(broadcaster_config).await;
     let (http, base) = (&stack.http, api.url());
     let ana = sign_in(http, &base, "ana").await;
     let (_, _, ana_me) =
         send(http, &base, Method::GET, "/api/v1/auth/me", None, Some(access(&ana)), &[]).await;
-    let mut ws = stack.ws().await;
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.expect("websocket connects");
     ws.subscribe("posts", None, None).await.unwrap();
 
     // No access block: anonymous writes are refused, signed-in ones accepted.

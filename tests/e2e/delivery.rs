@@ -3,7 +3,6 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use courier_broadcaster::BroadcasterConfig;
 use courier_tests::{RunningBroadcaster, Stack, WsClient, services::product};
 use reqwest::StatusCode;
 
@@ -49,7 +48,7 @@ async fn a_created_product_reaches_subscribers_of_the_collection_and_the_documen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_broadcasters_both_deliver_every_event() {
     let stack = Stack::start().await;
-    let second = RunningBroadcaster::start(BroadcasterConfig::for_local(&stack.nats.url())).await;
+    let second = RunningBroadcaster::start(Stack::broadcaster_config(&stack.nats)).await;
     let mut first_ws = stack.ws().await;
     let mut second_ws = WsClient::connect(&second.ws_url()).await.unwrap();
     first_ws.subscribe("products", None, None).await.unwrap();

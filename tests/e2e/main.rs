@@ -11,6 +11,7 @@ mod collections;
 mod compat;
 mod delivery;
 mod helpers;
+mod limits;
 mod nats_permissions;
 mod observability;
 mod priorities;

@@ -87,8 +87,15 @@ async fn since_replays_the_history_then_continues_live_without_gap_or_duplicate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_the_process_exits_cleanly() {
     let nats = NatsServer::start().await;
-    let mut broadcaster =
-        ServiceProcess::start("courier-broadcaster", &[("COURIER_NATS_URL", nats.url())]).await;
+    let shipped = courier_tests::workspace_root().join("collections.yaml");
+    let mut broadcaster = ServiceProcess::start(
+        "courier-broadcaster",
+        &[
+            ("COURIER_NATS_URL", nats.url()),
+            ("COURIER_COLLECTIONS_FILE", shipped.display().to_string()),
+        ],
+    )
+    .await;
     let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
     ws.subscribe("products", None, None).await.unwrap();
 

@@ -40,10 +40,18 @@ pub async fn whole_machine() -> RwLockWriteGuard<'static, ()> {
 }
 
 /// `courier-broadcaster` as a child process on a port of its own, attached to `nats_url`;
-/// `envs` add or override settings (`COURIER_WS_*`).
+/// `envs` add or override settings (`COURIER_WS_*`). It reads the shipped `collections.yaml`
+/// unless `envs` name another file or `COURIER_PUBLIC_CHANNELS`.
 pub async fn broadcaster_process(nats_url: &str, envs: &[(&str, String)]) -> ServiceProcess {
     let mut all =
         vec![("COURIER_NATS_URL", nats_url.to_owned()), ("COURIER_LOG_FORMAT", "json".to_owned())];
+    let rules_given = envs
+        .iter()
+        .any(|(k, _)| *k == "COURIER_COLLECTIONS_FILE" || *k == "COURIER_PUBLIC_CHANNELS");
+    if !rules_given {
+        let shipped = crate::workspace_root().join("collections.yaml");
+        all.push(("COURIER_COLLECTIONS_FILE", shipped.display().to_string()));
+    }
     all.extend(envs.iter().cloned());
     ServiceProcess::start("courier-broadcaster", &all).await
 }

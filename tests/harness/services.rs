@@ -325,6 +325,7 @@ impl Stack {
     pub fn broadcaster_config(nats: &NatsServer) -> BroadcasterConfig {
         let mut config = BroadcasterConfig::for_local(&nats.url());
         config.collections_file = Some(crate::workspace_root().join("collections.yaml"));
+        config.public_channels = false;
         config.jwt.secret = Some(courier_core::auth::Secret(crate::TEST_JWT_SECRET.to_owned()));
         config
     }

@@ -15,8 +15,9 @@ fn one_channel_many_subscribers(c: &mut Criterion) {
     for subscribers in [1usize, 100, 2_000] {
         let hub = Hub::new(1024);
         let channel = Channel::parse("products:abc").unwrap();
-        let mut receivers: Vec<_> =
-            (0..subscribers).map(|_| hub.subscribe(&channel).receiver).collect();
+        let mut receivers: Vec<_> = (0..subscribers)
+            .map(|_| hub.subscribe(&channel).expect("no channel limit").receiver)
+            .collect();
         let mut seq = 0;
         let mut scratch = Vec::with_capacity(8);
         group.throughput(Throughput::Elements(subscribers as u64));
@@ -38,7 +39,11 @@ fn many_channels_one_subscriber_each(c: &mut Criterion) {
     let hub = Hub::new(1024);
     let channels = 10_000;
     let mut receivers: Vec<_> = (0..channels)
-        .map(|i| hub.subscribe(&Channel::parse(&format!("products:d{i}")).unwrap()).receiver)
+        .map(|i| {
+            hub.subscribe(&Channel::parse(&format!("products:d{i}")).unwrap())
+                .expect("no channel limit")
+                .receiver
+        })
         .collect();
     let subjects: Vec<String> =
         (0..channels).map(|i| format!("events.products.d{i}.created")).collect();

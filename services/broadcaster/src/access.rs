@@ -1,7 +1,8 @@
 //! Who may subscribe to what: the collections' read rules (from the same `collections.yaml` the
 //! api serves) and access-token verification with the api's keys. A channel of a collection
 //! with `read: authenticated` needs a valid token in `subscribe`; the subscription ends when
-//! that token expires.
+//! that token expires. It fails closed: a collection the file does not declare is refused,
+//! unless the broadcaster runs with `--public-channels` (no file, everything public).
 
 use std::{collections::HashMap, path::Path, sync::RwLock};
 
@@ -28,6 +29,8 @@ pub enum AccessError {
     /// The collection's read rule names a role the token does not carry.
     #[error("channel '{channel}': {reason}")]
     Forbidden { channel: String, reason: String },
+    #[error("no collection '{0}' is declared on this broadcaster")]
+    Undeclared(String),
 }
 
 impl AccessError {
@@ -35,31 +38,42 @@ impl AccessError {
     pub fn code(&self) -> &'static str {
         match self {
             AccessError::NotYours(_) | AccessError::Forbidden { .. } => error_code::FORBIDDEN,
+            AccessError::Undeclared(_) => error_code::UNKNOWN_COLLECTION,
             _ => error_code::UNAUTHORIZED,
         }
     }
 }
 
-#[derive(Debug, Default)]
+/// The collections' read rules: declared by a file, or (`--public-channels`) none, every
+/// collection public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRules {
+    Declared(HashMap<String, AccessLevel>),
+    AllPublic,
+}
+
+#[derive(Debug)]
 pub struct Access {
     /// Replaced whole when the collections file changes (see [`Access::replace_rules`]).
-    read: RwLock<HashMap<String, AccessLevel>>,
+    read: RwLock<ReadRules>,
     keys: Option<JwtKeys>,
 }
 
 impl Access {
-    pub fn new(read: HashMap<String, AccessLevel>, keys: Option<JwtKeys>) -> Self {
+    pub fn new(read: ReadRules, keys: Option<JwtKeys>) -> Self {
         Access { read: RwLock::new(read), keys }
     }
 
     /// New read rules for the subscribes that follow (existing subscriptions keep running).
     pub fn replace_rules(&self, read: HashMap<String, AccessLevel>) {
-        *self.read.write().expect("access rules lock poisoned") = read;
+        *self.read.write().expect("access rules lock poisoned") = ReadRules::Declared(read);
     }
 
-    /// The collections anyone may read (what the seed-compat socket broadcasts).
+    /// The declared collections anyone may read (what the seed-compat socket broadcasts; none
+    /// without a collections file, where no collection is known by name).
     pub fn public_collections(&self) -> Vec<String> {
         let read = self.read.read().expect("access rules lock poisoned");
+        let ReadRules::Declared(read) = &*read else { return Vec::new() };
         read.iter()
             .filter(|(_, level)| **level == AccessLevel::Public)
             .map(|(n, _)| n.clone())
@@ -111,13 +125,13 @@ impl Access {
             }
             return Ok(Some(claims));
         }
-        let level = self
-            .read
-            .read()
-            .expect("access rules lock poisoned")
-            .get(channel.collection())
-            .cloned()
-            .unwrap_or(AccessLevel::Public);
+        let level = match &*self.read.read().expect("access rules lock poisoned") {
+            ReadRules::AllPublic => AccessLevel::Public,
+            ReadRules::Declared(read) => read
+                .get(channel.collection())
+                .cloned()
+                .ok_or_else(|| AccessError::Undeclared(channel.collection().to_owned()))?,
+        };
         if level == AccessLevel::Public {
             return Ok(None);
         }
@@ -133,17 +147,36 @@ impl Access {
     /// Verifies the access token sent for `channel`, whatever the collection's rules (chat and
     /// user channels always need one).
     fn authenticate(&self, channel: &Channel, token: Option<&str>) -> Result<Claims, AccessError> {
-        let Some(keys) = &self.keys else {
+        if self.keys.is_none() {
             return Err(AccessError::NoKeys(channel.name()));
-        };
+        }
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AccessError::TokenRequired(channel.name()))?;
-        keys.verify(token).map_err(|err| match err {
+        self.verify(token)
+    }
+
+    /// Verifies an access token (an `authenticate` frame's): valid, and not past its `exp`.
+    pub fn verify(&self, token: &str) -> Result<Claims, AccessError> {
+        let Some(keys) = &self.keys else {
+            return Err(AccessError::NoKeys("any channel that needs a token".to_owned()));
+        };
+        let claims = keys.verify(token).map_err(|err| match err {
             TokenError::Expired => AccessError::Expired,
             TokenError::Invalid => AccessError::Invalid,
-        })
+        })?;
+        // Verification allows a few seconds of clock leeway; a subscription ends at `exp`
+        // sharp, so a token already past it would admit nothing but an immediate end.
+        if claims.exp <= unix_now() {
+            return Err(AccessError::Expired);
+        }
+        Ok(claims)
     }
+}
+
+/// Seconds since the Unix epoch (token `exp` is in these).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -158,7 +191,7 @@ mod tests {
             ("products".to_owned(), AccessLevel::Public),
             ("drafts".to_owned(), AccessLevel::Role("editor".into())),
         ]);
-        (Access::new(read, Some(keys.clone())), keys)
+        (Access::new(ReadRules::Declared(read), Some(keys.clone())), keys)
     }
 
     #[test]
@@ -166,11 +199,12 @@ mod tests {
         let (access, keys) = access();
         let secrets = Channel::parse("secrets:abc").unwrap();
         assert_eq!(access.admit(&Channel::parse("products").unwrap(), None), Ok(None));
-        assert_eq!(
-            access.admit(&Channel::parse("unknown").unwrap(), None),
-            Ok(None),
-            "undeclared collections are public"
-        );
+        let undeclared = access.admit(&Channel::parse("unknown:x1").unwrap(), None).unwrap_err();
+        assert_eq!(undeclared, AccessError::Undeclared("unknown".into()), "fails closed");
+        assert_eq!(undeclared.code(), error_code::UNKNOWN_COLLECTION);
+        let (open, _) = (Access::new(ReadRules::AllPublic, None), ());
+        assert_eq!(open.admit(&Channel::parse("unknown").unwrap(), None), Ok(None));
+        assert!(open.public_collections().is_empty());
         assert_eq!(
             access.admit(&secrets, None),
             Err(AccessError::TokenRequired("secrets:abc".into()))
@@ -180,6 +214,9 @@ mod tests {
         assert_eq!(access.admit(&secrets, Some(&token)), Ok(Some(claims.clone())));
         let expired = keys.sign(&Claims { exp: claims.iat - 600, ..claims.clone() }).unwrap();
         assert_eq!(access.admit(&secrets, Some(&expired)), Err(AccessError::Expired));
+        // Within the verifier's clock leeway, but past `exp`: refused too.
+        let just_past = keys.sign(&Claims { exp: unix_now() - 1, ..claims.clone() }).unwrap();
+        assert_eq!(access.admit(&secrets, Some(&just_past)), Err(AccessError::Expired));
         // Chat and user channels need a token even though no collection declares them.
         let room = Channel::parse("chat:r1").unwrap();
         assert_eq!(access.admit(&room, None), Err(AccessError::TokenRequired("chat:r1".into())));
@@ -200,8 +237,13 @@ mod tests {
             let (with_role, _) = keys.issue_with_roles("u1", "ana", &[role.into()]).unwrap();
             assert!(access.admit(&drafts, Some(&with_role)).is_ok(), "{role}");
         }
-        let no_keys =
-            Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
+        let no_keys = Access::new(
+            ReadRules::Declared(HashMap::from([(
+                "secrets".to_owned(),
+                AccessLevel::Authenticated,
+            )])),
+            None,
+        );
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));
     }
 

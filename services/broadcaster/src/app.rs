@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -14,8 +14,8 @@ use anyhow::Context;
 use async_nats::jetstream;
 use axum::{
     Json, Router,
-    extract::{State, WebSocketUpgrade},
-    http::StatusCode,
+    extract::{ConnectInfo, State, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -31,8 +31,14 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    access::Access, chat::ChatLive, config::BroadcasterConfig, connection, feed::LiveFeed,
-    hub::Hub, metrics::BroadcasterMetrics,
+    access::{Access, ReadRules},
+    admission::{Connections, Permit, Refused, client_address},
+    chat::ChatLive,
+    config::BroadcasterConfig,
+    connection,
+    feed::LiveFeed,
+    hub::Hub,
+    metrics::{BroadcasterMetrics, Limit},
 };
 
 /// Everything connections share.
@@ -42,7 +48,10 @@ pub struct Shared {
     pub config: BroadcasterConfig,
     pub node: String,
     pub started: Instant,
-    pub connections: AtomicU64,
+    /// Open connections, in total and per client address.
+    pub connections: Arc<Connections>,
+    /// `since` replays running in this process (`COURIER_WS_MAX_REPLAYS`).
+    pub replays: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<BroadcasterMetrics>,
     /// Cancelled at shutdown: connections send 1001 and end.
     pub shutdown: CancellationToken,
@@ -71,11 +80,13 @@ impl Application {
         let chat = ChatLive::new(nats.clone(), &config.node(), config.chat.clone(), &mut registry)
             .map_err(|err| anyhow::anyhow!("chat configuration: {err}"))?;
         let feed_attached = Arc::new(AtomicBool::new(false));
-        let read_rules = match &config.collections_file {
-            Some(path) => Access::read_rules(path)?,
+        let read_rules = match config.channel_rules().map_err(anyhow::Error::msg)? {
+            Some(path) => ReadRules::Declared(Access::read_rules(path)?),
             None => {
-                tracing::warn!("no COURIER_COLLECTIONS_FILE: every channel is public");
-                Default::default()
+                tracing::warn!(
+                    "COURIER_PUBLIC_CHANNELS: no collections file, every channel is public"
+                );
+                ReadRules::AllPublic
             }
         };
         let keys = match JwtKeys::from_args(&config.jwt) {
@@ -91,11 +102,19 @@ impl Application {
         let shared = Arc::new(Shared {
             access: Access::new(read_rules, keys),
             chat: chat.clone(),
-            hub: Arc::new(Hub::new(config.channel_buffer)),
+            hub: Arc::new(Hub::with_limits(
+                config.channel_buffer,
+                config.channel_buffer_bytes,
+                config.max_channels,
+            )),
             js: jetstream::new(nats.clone()),
             node: config.node(),
             started: Instant::now(),
-            connections: AtomicU64::new(0),
+            connections: Connections::new(
+                config.max_connections,
+                config.max_connections_per_address,
+            ),
+            replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays)),
             metrics,
             shutdown: CancellationToken::new(),
             feed_attached: feed_attached.clone(),
@@ -179,7 +198,7 @@ impl Application {
             })
         };
 
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("broadcaster server failed")?;
@@ -208,28 +227,55 @@ impl Application {
 }
 
 /// The checks every WebSocket upgrade makes before it is accepted: attached to the event
-/// stream, not shutting down, under the connection limit (the connection is counted when it
-/// passes; the caller uncounts it when the socket ends or the upgrade fails).
-/// A refusal is the 503 to answer.
-pub(crate) fn admit_connection(shared: &Shared) -> Result<(), &'static str> {
+/// stream, not shutting down, under the connection limits (process-wide and per client
+/// address, [`client_address`]). The permit counts the connection until it is dropped (when
+/// the socket ends or the upgrade fails). A refusal is the response to answer.
+pub(crate) fn admit_connection(
+    shared: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Permit, Box<Response>> {
     if !shared.hub.started() {
-        return Err("not yet attached to the event stream; retry shortly");
+        return Err(Box::new(unavailable("not yet attached to the event stream; retry shortly")));
     }
     if shared.shutdown.is_cancelled() {
-        return Err("shutting down");
+        return Err(Box::new(unavailable("shutting down")));
     }
-    let open = shared.connections.fetch_add(1, Ordering::Relaxed);
-    if open as usize >= shared.config.max_connections {
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-        return Err("connection limit reached");
+    let address = client_address(&shared.config.trusted_proxies, peer, headers);
+    match shared.connections.admit(address) {
+        Ok(permit) => Ok(permit),
+        Err(Refused::ProcessFull) => {
+            shared.metrics.refused(Limit::Connections);
+            Err(Box::new(unavailable("connection limit reached")))
+        }
+        Err(Refused::AddressFull) => {
+            shared.metrics.refused(Limit::ConnectionsPerAddress);
+            let message = format!(
+                "at most {} connections per client address",
+                shared.config.max_connections_per_address
+            );
+            Err(Box::new(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "5")],
+                    Json(json!({"error": {"code": "too_many_connections", "message": message}})),
+                )
+                    .into_response(),
+            ))
+        }
     }
-    Ok(())
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    if let Err(reason) = admit_connection(&shared) {
-        return unavailable(reason);
-    }
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let permit = match admit_connection(&shared, peer, &headers) {
+        Ok(permit) => permit,
+        Err(refusal) => return *refusal,
+    };
     let limit = shared.config.max_message_bytes;
     let task_shared = shared.clone();
     let token = shared.tracker.token();
@@ -237,15 +283,12 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
         .max_frame_size(limit)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_failed_upgrade({
-            let shared = shared.clone();
-            move |err| {
-                shared.connections.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(%err, "websocket upgrade failed");
-            }
+        .on_failed_upgrade(move |err| {
+            tracing::debug!(%err, "websocket upgrade failed");
         })
         .on_upgrade(move |socket| async move {
             connection::serve(socket, task_shared).await;
+            drop(permit);
             drop(token);
         })
 }

@@ -22,9 +22,16 @@ pub struct BroadcasterConfig {
     pub nats: NatsArgs,
 
     /// Collections file whose `read` rules decide which channels need an access token (the
-    /// api's `collections.yaml`); re-read when it changes. Without it every channel is public.
+    /// api's `collections.yaml`); re-read when it changes. A channel of a collection it does not
+    /// declare is refused (`unknown_collection`). Required unless `--public-channels`.
     #[arg(long, env = "COURIER_COLLECTIONS_FILE")]
     pub collections_file: Option<std::path::PathBuf>,
+
+    /// Run without a collections file, every collection's channels public (tests, demos).
+    /// Without this flag and without `--collections-file` the broadcaster refuses to start;
+    /// the two exclude each other. `chat:` and `user:` channels still need a token.
+    #[arg(long, env = "COURIER_PUBLIC_CHANNELS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub public_channels: bool,
 
     /// How often the collections file is checked for changes: `250ms`, `5s`, `2m`, `1h` (a bare
     /// number is milliseconds; at least 100 ms).
@@ -48,7 +55,7 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
 
-    /// Most channels one connection may subscribe to.
+    /// Most channels one connection may subscribe to (more → `error` `too_many_subscriptions`).
     #[arg(long, env = "COURIER_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
 
@@ -56,6 +63,32 @@ pub struct BroadcasterConfig {
     /// disconnected with close code 4008 (and resumes with `since`).
     #[arg(long, env = "COURIER_WS_CHANNEL_BUFFER", default_value_t = 1024)]
     pub channel_buffer: usize,
+
+    /// Bytes of event frames a channel buffers for its slowest subscriber (whichever of this
+    /// and `COURIER_WS_CHANNEL_BUFFER` is reached first; the newest frame is always kept): a
+    /// client further behind is disconnected with 4008.
+    #[arg(long, env = "COURIER_WS_CHANNEL_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub channel_buffer_bytes: usize,
+
+    /// Most channels (distinct subscribed channel names) this process keeps at once; a
+    /// subscribe that would open one more is refused with `error` `too_many_channels`.
+    #[arg(long, env = "COURIER_WS_MAX_CHANNELS", default_value_t = 100_000)]
+    pub max_channels: usize,
+
+    /// Most `since` replays one connection runs at once (more → `error` `too_many_replays`;
+    /// retry once one has finished).
+    #[arg(long, env = "COURIER_WS_MAX_REPLAYS_PER_CONNECTION", default_value_t = 4)]
+    pub max_replays_per_connection: usize,
+
+    /// Most `since` replays this process runs at once, over all connections (more → `error`
+    /// `too_many_replays`; retry shortly).
+    #[arg(long, env = "COURIER_WS_MAX_REPLAYS", default_value_t = 64)]
+    pub max_replays: usize,
+
+    /// Most events one `since` replay may send (a larger gap → `error` `replay_failed`: reload
+    /// over REST and subscribe without `since`).
+    #[arg(long, env = "COURIER_WS_MAX_REPLAY_EVENTS", default_value_t = 100_000)]
+    pub max_replay_events: u64,
 
     /// How long a send to one client may block before it is cut off as a slow consumer: `250ms`,
     /// `5s`, `2m`, `1h` (a bare number is milliseconds).
@@ -87,6 +120,17 @@ pub struct BroadcasterConfig {
     #[arg(long, env = "COURIER_WS_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
+    /// Most concurrent WebSocket connections from one client address (0: no limit); further
+    /// upgrades from it get 429 `too_many_connections`.
+    #[arg(long, env = "COURIER_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
+    pub max_connections_per_address: usize,
+
+    /// Which proxies in front of the broadcaster to believe about the client address
+    /// (`X-Forwarded-For`): `0` none (the peer is the client), a hop count (`1` behind one
+    /// Ingress), or a comma-separated CIDR list of the proxies' addresses.
+    #[arg(long, env = "COURIER_TRUSTED_PROXIES", default_value = "0")]
+    pub trusted_proxies: courier_core::client_addr::TrustedProxies,
+
     /// How long shutdown waits for connections to close after sending 1001: `250ms`, `5s`, `2m`,
     /// `1h` (a bare number is milliseconds).
     #[arg(
@@ -110,12 +154,32 @@ pub struct BroadcasterConfig {
 }
 
 impl BroadcasterConfig {
-    /// Defaults for the given NATS, listening on an ephemeral local port (tests, tools).
+    /// Defaults for the given NATS, listening on an ephemeral local port (tests, tools). No
+    /// collections file: set `collections_file` (and clear `public_channels`) to have one;
+    /// without, every collection's channels are public (`public_channels`).
     pub fn for_local(nats_url: &str) -> Self {
         let mut config = BroadcasterConfig::parse_from(["courier-broadcaster"]);
         config.listen = "127.0.0.1:0".parse().expect("valid address");
         config.nats.nats_url = nats_url.to_owned();
+        config.public_channels = true;
         config
+    }
+
+    /// The read rules' source: refuses to run open by accident (no file and no
+    /// `--public-channels`) or with both.
+    pub fn channel_rules(&self) -> Result<Option<&std::path::Path>, &'static str> {
+        match (&self.collections_file, self.public_channels) {
+            (Some(path), false) => Ok(Some(path)),
+            (None, true) => Ok(None),
+            (None, false) => {
+                Err("no collections file: set COURIER_COLLECTIONS_FILE (--collections-file), or \
+                 COURIER_PUBLIC_CHANNELS=true (--public-channels) to make every channel public")
+            }
+            (Some(_), true) => {
+                Err("COURIER_COLLECTIONS_FILE and COURIER_PUBLIC_CHANNELS exclude each other: the \
+                 file's read rules decide, or every channel is public")
+            }
+        }
     }
 
     pub fn node(&self) -> String {
@@ -168,6 +232,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn it_needs_a_collections_file_or_public_channels_but_not_both() {
+        let parse = |args: &[&str]| {
+            let all = [&["courier-broadcaster"], args].concat();
+            BroadcasterConfig::try_parse_from(all).unwrap()
+        };
+        assert!(parse(&[]).channel_rules().unwrap_err().contains("COURIER_PUBLIC_CHANNELS"));
+        let file = parse(&["--collections-file", "c.yaml"]);
+        assert_eq!(file.channel_rules(), Ok(Some(std::path::Path::new("c.yaml"))));
+        assert_eq!(parse(&["--public-channels"]).channel_rules(), Ok(None));
+        assert_eq!(parse(&["--public-channels", "true"]).channel_rules(), Ok(None));
+        let both = parse(&["--collections-file", "c.yaml", "--public-channels"]);
+        assert!(both.channel_rules().unwrap_err().contains("exclude each other"));
+        let defaults = parse(&[]);
+        assert_eq!((defaults.max_connections_per_address, defaults.max_channels), (256, 100_000));
+        assert_eq!((defaults.max_replays_per_connection, defaults.max_replays), (4, 64));
+        assert_eq!(defaults.channel_buffer_bytes, 4 * 1024 * 1024);
     }
 
     #[test]

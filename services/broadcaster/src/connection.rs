@@ -5,10 +5,15 @@
 //! A connection never holds up anyone else: the fan-out hands it frames through its channel
 //! rings and never waits; everything that can block (socket writes, replays) runs in this
 //! connection's own task, under a timeout.
+//!
+//! A `since` replay streams: a reader task pulls the channel's history page by page into a
+//! small queue, and this task writes each page as it comes while serving everything else; the
+//! channel's live ring waits (buffering) until the replay is done. Subscriptions a token
+//! admitted end when it expires, at that moment (a timer), unless `authenticate` renews them.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,22 +25,25 @@ use courier_core::{
         unsubscribe_reason,
     },
 };
-use futures::{FutureExt, SinkExt, StreamExt, stream::SplitSink};
+use futures::{
+    FutureExt, SinkExt, StreamExt,
+    stream::{BoxStream, SplitSink},
+};
 use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
+    access::unix_now,
     app::Shared,
     chat::{ChatSeat, Refusal, rooms::ChatDelivery, typing::Limiter},
-    hub::Delivery,
-    replay,
+    hub::{Delivery, TooManyChannels},
+    metrics::Limit,
+    replay::{self, ReplayItem},
     ring::{self, Lagged},
 };
 
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
-/// Most events one `since` replay may send (larger gaps: resubscribe without `since`).
-const MAX_REPLAY_EVENTS: usize = 100_000;
 /// How long a close frame other than 4008 may take to go out before the socket is dropped.
 const CLOSE_WINDOW: Duration = Duration::from_secs(1);
 /// How long a connection closed for breaking the protocol stays open after its close frame.
@@ -63,15 +71,21 @@ pub enum CloseReason {
     Shutdown,
     /// The client broke the WebSocket protocol or a size limit (closed 1002, 1007 or 1009).
     ProtocolError,
+    /// A process limit left nothing to serve the socket with (seed-compat sockets: 1013).
+    Refused,
+    /// The token that admitted a seed-compat chat socket expired (4001).
+    TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::ClientClosed,
         CloseReason::SlowConsumer,
         CloseReason::IdleTimeout,
         CloseReason::Shutdown,
         CloseReason::ProtocolError,
+        CloseReason::Refused,
+        CloseReason::TokenExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +95,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Refused => "refused",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }
@@ -92,6 +108,8 @@ struct Sub {
     sent_up_to: u64,
     /// When the access token that admitted it expires (unix seconds); `None` for public channels.
     expires_at: Option<u64>,
+    /// The user of that token (an `authenticate` renews only that user's subscriptions).
+    user_id: Option<String>,
     /// The subscription's place in its chat room (`chat:` channels only).
     chat: Option<ChatSeat>,
 }
@@ -109,6 +127,28 @@ struct Connection {
     by_name: HashMap<String, u32>,
     next_sub: u32,
     last_heard: Instant,
+    /// Pages of the `since` replays in progress, keyed like `subscriptions`.
+    replays: StreamMap<u32, BoxStream<'static, ReplayItem>>,
+    /// The live rings (and reader tasks) of the subscriptions still replaying.
+    replaying: HashMap<u32, Replaying>,
+    /// Fires at the earliest token expiry among the subscriptions (`next_expiry`).
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    next_expiry: Option<u64>,
+}
+
+/// A subscription whose `since` replay is still being written.
+struct Replaying {
+    /// Joined before the replay started; polled once the replay is done (taken then).
+    live: Option<ring::Receiver<Delivery>>,
+    /// What live delivery covers (everything after it): the replay's target.
+    after: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replaying {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Runs one connection to its end.
@@ -138,6 +178,10 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
         by_name: HashMap::new(),
         next_sub: 0,
         last_heard: Instant::now(),
+        replays: StreamMap::new(),
+        replaying: HashMap::new(),
+        expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        next_expiry: None,
     };
     shared.metrics.connection_opened();
     let hello = ServerFrame::ConnectionEstablished {
@@ -151,7 +195,6 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
     tracing::debug!(connection_id = %conn.id, reason = reason.as_str(), "connection closed");
     let subscribed: Vec<Channel> = conn.subs.into_values().map(|s| s.channel).collect();
     shared.metrics.connection_closed(reason, &subscribed);
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Connection {
@@ -194,6 +237,12 @@ impl Connection {
                 }
                 Some((sub, item)) = self.chat_streams.next(), if !self.chat_streams.is_empty() => {
                     self.on_chat_delivery(sub, item).await
+                }
+                Some((sub, item)) = self.replays.next(), if !self.replays.is_empty() => {
+                    self.on_replay(sub, item).await
+                }
+                _ = &mut self.expiry, if self.next_expiry.is_some() => {
+                    self.end_expired_subscriptions().await
                 }
                 _ = ping.tick() => {
                     if let Err(err) = self.end_expired_subscriptions().await {
@@ -410,6 +459,7 @@ impl Connection {
             ClientFrame::Subscribe { channel, since, token } => {
                 self.subscribe(channel, since, token).await
             }
+            ClientFrame::Authenticate { token } => self.authenticate(&token).await,
             ClientFrame::Typing { channel } => {
                 let sub = match self.chat_sub(&channel) {
                     Ok(sub) => sub,
@@ -469,10 +519,101 @@ impl Connection {
     fn remove_sub(&mut self, sub: u32) -> Option<Sub> {
         self.subscriptions.remove(&sub);
         self.chat_streams.remove(&sub);
+        self.replays.remove(&sub);
+        self.replaying.remove(&sub);
         let removed = self.subs.remove(&sub)?;
         self.by_name.remove(&removed.channel.name());
         self.shared.metrics.subscription_removed(&removed.channel);
+        self.arm_expiry();
         Some(removed)
+    }
+
+    /// Sets the expiry timer to the earliest token expiry of the subscriptions (or disarms it).
+    fn arm_expiry(&mut self) {
+        self.next_expiry = self.subs.values().filter_map(|s| s.expires_at).min();
+        if let Some(exp) = self.next_expiry {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+            let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            self.expiry.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    /// A page of a replay (written at once: the client's pace sets the replay's), its end (the
+    /// live ring takes over), or its failure (the subscription ends, saying where to resume).
+    async fn on_replay(&mut self, sub: u32, item: ReplayItem) -> Result<(), WriteError> {
+        match item {
+            ReplayItem::Page(frames) => {
+                let Some(state) = self.subs.get_mut(&sub) else { return Ok(()) };
+                let mut messages = Vec::with_capacity(frames.len());
+                for (seq, frame) in frames {
+                    if seq > state.sent_up_to {
+                        state.sent_up_to = seq;
+                        messages.push(Message::Text(frame));
+                    }
+                }
+                let count = messages.len() as u64;
+                self.write_with_timeout(messages).await?;
+                self.shared.metrics.frames_sent.inc_by(count);
+                Ok(())
+            }
+            ReplayItem::Done => {
+                self.replays.remove(&sub);
+                if let Some(mut replaying) = self.replaying.remove(&sub)
+                    && let Some(state) = self.subs.get_mut(&sub)
+                    && let Some(live) = replaying.live.take()
+                {
+                    state.sent_up_to = state.sent_up_to.max(replaying.after);
+                    self.subscriptions.insert(sub, live);
+                    self.shared.metrics.replays_served.inc();
+                }
+                Ok(())
+            }
+            ReplayItem::Failed(reason) => {
+                let Some(removed) = self.remove_sub(sub) else { return Ok(()) };
+                let name = removed.channel.name();
+                let message = truncate(format!(
+                    "replay failed: {reason}; subscribe again with since={}",
+                    removed.sent_up_to
+                ));
+                self.send_frame(&ServerFrame::error(
+                    error_code::REPLAY_FAILED,
+                    message,
+                    Some(&name),
+                ))
+                .await?;
+                let reason = Some(unsubscribe_reason::REPLAY_FAILED.to_owned());
+                self.send_frame(&ServerFrame::Unsubscribed { channel: name, reason }).await
+            }
+        }
+    }
+
+    /// `authenticate {token}`: the token-admitted subscriptions of the token's user that it
+    /// admits (checked as a subscribe would) run on until its `exp`.
+    async fn authenticate(&mut self, token: &str) -> Result<(), WriteError> {
+        let claims = match self.shared.access.verify(token) {
+            Ok(claims) => claims,
+            Err(err) => {
+                self.shared.metrics.unauthorized_subscribes.inc();
+                return self
+                    .send_frame(&ServerFrame::error(err.code(), err.to_string(), None))
+                    .await;
+            }
+        };
+        let mut channels = Vec::new();
+        for sub in self.subs.values_mut() {
+            if sub.expires_at.is_none() || sub.user_id.as_deref() != Some(claims.sub.as_str()) {
+                continue;
+            }
+            if let Ok(Some(admitted)) = self.shared.access.admit(&sub.channel, Some(token))
+                && admitted.sub == claims.sub
+            {
+                sub.expires_at = Some(admitted.exp);
+                channels.push(sub.channel.name());
+            }
+        }
+        channels.sort();
+        self.arm_expiry();
+        self.send_frame(&ServerFrame::Authenticated { exp: claims.exp, channels }).await
     }
 
     /// A typing or presence frame for chat subscription `sub`.
@@ -537,6 +678,7 @@ impl Connection {
             }
         };
         let expires_at = claims.as_ref().map(|c| c.exp);
+        let user_id = claims.as_ref().map(|c| c.sub.clone());
         let already = self.by_name.get(&name).copied();
         if already.is_none() && self.subs.len() >= self.shared.config.max_subscriptions {
             let message = format!(
@@ -570,7 +712,15 @@ impl Connection {
             }
         }
         // Join live first, then replay up to the point live covers: no gap between the two.
-        let live = self.shared.hub.subscribe(&channel);
+        let live = match self.shared.hub.subscribe(&channel) {
+            Ok(live) => live,
+            Err(TooManyChannels(max)) => {
+                self.shared.metrics.refused(Limit::Channels);
+                let message = format!("this broadcaster keeps at most {max} channels; retry later");
+                let frame = ServerFrame::error(error_code::TOO_MANY_CHANNELS, message, Some(&name));
+                return self.send_frame(&frame).await;
+            }
+        };
         // A removal fanned out before the ring was joined cannot revoke through it; the chat
         // state recorded it first, so it shows here.
         if let Some((seat, _)) = &chat
@@ -582,51 +732,58 @@ impl Connection {
         }
         let after = live.after_seq;
         let mut recovered = None;
-        let mut replayed_frames = Vec::new();
+        let mut reader = None;
         // Live deliveries at or below `floor` are skipped: the client has them already.
         let mut floor = since.unwrap_or(after);
         if let Some(since) = since {
             if since < after {
+                let permit = match self.replay_slot(already) {
+                    Ok(permit) => permit,
+                    Err(message) => {
+                        self.shared.metrics.refused(Limit::Replays);
+                        let code = error_code::TOO_MANY_REPLAYS;
+                        return self
+                            .send_frame(&ServerFrame::error(code, message, Some(&name)))
+                            .await;
+                    }
+                };
+                let max_events = self.shared.config.max_replay_events;
                 let outcome = tokio::time::timeout(
                     replay::REPLAY_TIMEOUT,
-                    replay::replay(&self.shared.js, &channel, since, after, MAX_REPLAY_EVENTS),
+                    replay::prepare(&self.shared.js, &channel, since, after, max_events),
                 )
                 .await;
-                match outcome {
-                    Ok(Ok(replayed)) => {
-                        recovered = Some(replayed.recovered);
-                        floor = replayed.last_seq.max(after);
-                        replayed_frames = replayed.frames;
-                        self.shared.metrics.replays_served.inc();
+                let message = match outcome {
+                    Ok(Ok(prepared)) => {
+                        recovered = Some(prepared.recovered);
+                        match prepared.reader {
+                            Some(prepared) => reader = Some((prepared, permit)),
+                            None => {
+                                floor = after; // nothing of the channel up to `after`
+                                self.shared.metrics.replays_served.inc();
+                            }
+                        }
+                        None
                     }
-                    Ok(Err(err)) => {
-                        let message = truncate(format!("replay failed: {err}"));
-                        return self
-                            .send_frame(&ServerFrame::error(
-                                error_code::REPLAY_FAILED,
-                                message,
-                                Some(&name),
-                            ))
-                            .await;
-                    }
-                    Err(_) => {
-                        let message = "replay timed out; retry".to_owned();
-                        return self
-                            .send_frame(&ServerFrame::error(
-                                error_code::REPLAY_FAILED,
-                                message,
-                                Some(&name),
-                            ))
-                            .await;
-                    }
+                    Ok(Err(err)) => Some(truncate(format!("replay failed: {err}"))),
+                    Err(_) => Some("replay timed out; retry".to_owned()),
+                };
+                if let Some(message) = message {
+                    let frame = ServerFrame::error(error_code::REPLAY_FAILED, message, Some(&name));
+                    return self.send_frame(&frame).await;
                 }
             } else {
                 recovered = Some(true);
             }
         }
-        // A repeated subscribe replaces the old ring (and its position) with the new one.
+        // A repeated subscribe replaces the old ring (and its position, and any replay still
+        // running) with the new one.
         let sub = match already {
-            Some(sub) => sub,
+            Some(sub) => {
+                self.replays.remove(&sub);
+                self.replaying.remove(&sub);
+                sub
+            }
             None => {
                 self.shared.metrics.subscription_added(&channel);
                 self.next_sub += 1;
@@ -634,7 +791,27 @@ impl Connection {
                 self.next_sub
             }
         };
-        self.subscriptions.insert(sub, live.receiver);
+        match reader {
+            None => {
+                self.subscriptions.insert(sub, live.receiver);
+            }
+            Some((reader, permit)) => {
+                // The ring waits (buffering) until the replay is written.
+                self.subscriptions.remove(&sub);
+                let (pages, queue) = replay::queue();
+                let task = tokio::spawn(async move {
+                    reader.run(pages).await;
+                    drop(permit);
+                });
+                let ended = futures::stream::once(async {
+                    ReplayItem::Failed("the replay stopped unexpectedly".to_owned())
+                });
+                let stream = tokio_stream::wrappers::ReceiverStream::new(queue).chain(ended);
+                self.replays.insert(sub, stream.boxed());
+                let replaying = Replaying { live: Some(live.receiver), after, task };
+                self.replaying.insert(sub, replaying);
+            }
+        }
         let seat = chat.map(|(seat, receiver)| {
             self.chat_streams.insert(sub, receiver);
             seat
@@ -643,28 +820,39 @@ impl Connection {
             self.chat_streams.remove(&sub);
         }
         // A replaced subscription's seat is dropped after the new one joined: no leave shows.
-        self.subs.insert(sub, Sub { channel, sent_up_to: floor, expires_at, chat: seat });
+        let state = Sub { channel, sent_up_to: floor, expires_at, user_id, chat: seat };
+        self.subs.insert(sub, state);
+        self.arm_expiry();
         let position = since.unwrap_or(after);
-        self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered })
-            .await?;
-        if !replayed_frames.is_empty() {
-            let count = replayed_frames.len() as u64;
-            for chunk in replayed_frames.chunks(WRITE_BATCH) {
-                let messages =
-                    chunk.iter().map(|(_, frame)| Message::Text(frame.clone())).collect();
-                self.write_with_timeout(messages).await?;
-            }
-            self.shared.metrics.frames_sent.inc_by(count);
+        self.send_frame(&ServerFrame::Subscribed { channel: name, seq: position, recovered }).await
+    }
+
+    /// A slot for one more replay, within the connection's and the process's limits
+    /// (`replacing`: a subscription whose own replay, if any, the new one replaces); why not
+    /// otherwise.
+    fn replay_slot(
+        &self,
+        replacing: Option<u32>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        let per_connection = self.shared.config.max_replays_per_connection;
+        let running = self.replaying.keys().filter(|&&id| Some(id) != replacing).count();
+        if running >= per_connection {
+            return Err(format!(
+                "at most {per_connection} since-replays at once per connection; retry when one has finished"
+            ));
         }
-        Ok(())
+        self.shared.replays.clone().try_acquire_owned().map_err(|_| {
+            format!(
+                "this broadcaster runs at most {} since-replays at once; retry shortly",
+                self.shared.config.max_replays
+            )
+        })
     }
 
     /// Ends subscriptions whose access token has expired, telling the client which (it can
     /// subscribe again, with `since`, using a fresh token).
     async fn end_expired_subscriptions(&mut self) -> Result<(), WriteError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = unix_now();
         let expired: Vec<u32> = self
             .subs
             .iter()
@@ -683,6 +871,8 @@ impl Connection {
             let reason = Some(unsubscribe_reason::TOKEN_EXPIRED.to_owned());
             self.send_frame(&ServerFrame::Unsubscribed { channel: name, reason }).await?;
         }
+        // Also re-arms when the timer fired a little early by the wall clock.
+        self.arm_expiry();
         Ok(())
     }
 
@@ -693,7 +883,7 @@ impl Connection {
             connection_id: self.id.clone(),
             node: self.shared.node.clone(),
             subscriptions,
-            connections: self.shared.connections.load(Ordering::Relaxed),
+            connections: self.shared.connections.open(),
             last_seq: self.shared.hub.last_seq(),
             uptime_secs: self.shared.started.elapsed().as_secs(),
         }

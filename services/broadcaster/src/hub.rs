@@ -1,7 +1,8 @@
 //! The in-process fan-out: one broadcast ring per channel holding ready-to-send frames. An event
 //! is serialized once per channel and its bytes are shared by every subscriber; the feed task
 //! never waits on a client, and a client that falls a whole ring behind is told so (`Lagged`).
-//! Rings are sized lazily ([`crate::ring`]): an idle channel holds no slots.
+//! Rings are sized lazily ([`crate::ring`]): an idle channel holds no slots. Memory is bounded
+//! per channel (events and bytes a ring may buffer) and per process (how many channels exist).
 
 use std::{
     collections::HashMap,
@@ -34,9 +35,17 @@ pub struct Delivery {
     pub revoke: Option<Arc<str>>,
 }
 
+/// The process already keeps its most channels; nothing was joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyChannels(pub usize);
+
 pub struct Hub {
     channels: RwLock<HashMap<String, ring::Sender<Delivery>>>,
     capacity: usize,
+    /// Most bytes of frames one ring buffers.
+    max_bytes: usize,
+    /// Most channels (rings) at once.
+    max_channels: usize,
     /// Highest stream sequence fanned out; read under the channel lock by `subscribe`.
     last_seq: AtomicU64,
     started: std::sync::atomic::AtomicBool,
@@ -49,10 +58,19 @@ pub struct Subscription {
 }
 
 impl Hub {
+    /// A hub whose rings hold `capacity` events each, with no byte or channel limit (tests).
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, usize::MAX, usize::MAX)
+    }
+
+    /// A hub whose rings hold at most `capacity` events and `max_bytes` bytes of frames each,
+    /// with at most `max_channels` channels.
+    pub fn with_limits(capacity: usize, max_bytes: usize, max_channels: usize) -> Self {
         Hub {
             channels: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+            max_bytes,
+            max_channels,
             last_seq: AtomicU64::new(0),
             started: Default::default(),
         }
@@ -76,14 +94,24 @@ impl Hub {
     }
 
     /// Joins `channel`. Every event fanned out after this call whose sequence is greater than
-    /// `after_seq` reaches the receiver (the lock makes the two consistent).
-    pub fn subscribe(&self, channel: &Channel) -> Subscription {
+    /// `after_seq` reaches the receiver (the lock makes the two consistent). A new channel
+    /// past the channel limit is refused (rings nobody listens to are dropped first).
+    pub fn subscribe(&self, channel: &Channel) -> Result<Subscription, TooManyChannels> {
         let mut channels = self.channels.write().expect("hub lock poisoned");
+        let name = channel.name();
+        if !channels.contains_key(&name) && channels.len() >= self.max_channels {
+            channels.retain(|_, sender| sender.receiver_count() > 0);
+            if channels.len() >= self.max_channels {
+                return Err(TooManyChannels(self.max_channels));
+            }
+        }
         let receiver = channels
-            .entry(channel.name())
-            .or_insert_with(|| ring::channel(self.capacity))
+            .entry(name)
+            .or_insert_with(|| {
+                ring::channel_bounded(self.capacity, self.max_bytes, |d: &Delivery| d.frame.len())
+            })
             .subscribe();
-        Subscription { receiver, after_seq: self.last_seq.load(Ordering::Acquire) }
+        Ok(Subscription { receiver, after_seq: self.last_seq.load(Ordering::Acquire) })
     }
 
     /// Fans out one event from the stream. `payload` is the event JSON as stored. Returns how
@@ -174,10 +202,10 @@ mod tests {
     #[test]
     fn an_event_reaches_its_collection_and_document_channels_only() {
         let hub = Hub::new(8);
-        let mut all = hub.subscribe(&Channel::parse("products").unwrap()).receiver;
-        let mut one = hub.subscribe(&Channel::parse("products:abc").unwrap()).receiver;
-        let mut other = hub.subscribe(&Channel::parse("products:zzz").unwrap()).receiver;
-        let mut desks = hub.subscribe(&Channel::parse("desks").unwrap()).receiver;
+        let mut all = hub.subscribe(&Channel::parse("products").unwrap()).unwrap().receiver;
+        let mut one = hub.subscribe(&Channel::parse("products:abc").unwrap()).unwrap().receiver;
+        let mut other = hub.subscribe(&Channel::parse("products:zzz").unwrap()).unwrap().receiver;
+        let mut desks = hub.subscribe(&Channel::parse("desks").unwrap()).unwrap().receiver;
 
         assert_eq!(hub.publish("events.products.abc.created", 7, EVENT, None), 2);
 
@@ -200,14 +228,14 @@ mod tests {
     fn a_subscription_starts_after_the_last_fanned_out_sequence() {
         let hub = Hub::new(8);
         hub.publish("events.products.abc.created", 3, EVENT, None);
-        let sub = hub.subscribe(&Channel::parse("products").unwrap());
+        let sub = hub.subscribe(&Channel::parse("products").unwrap()).unwrap();
         assert_eq!(sub.after_seq, 3);
     }
 
     #[test]
     fn a_subscriber_a_whole_ring_behind_is_told_it_lagged() {
         let hub = Hub::new(2);
-        let mut slow = hub.subscribe(&Channel::parse("products").unwrap()).receiver;
+        let mut slow = hub.subscribe(&Channel::parse("products").unwrap()).unwrap().receiver;
         for seq in 1..=3 {
             hub.publish("events.products.abc.created", seq, EVENT, None);
         }
@@ -217,7 +245,7 @@ mod tests {
     #[test]
     fn a_revocation_follows_the_removal_in_the_channel_ring() {
         let hub = Hub::new(8);
-        let mut room = hub.subscribe(&Channel::parse("chat:r1").unwrap()).receiver;
+        let mut room = hub.subscribe(&Channel::parse("chat:r1").unwrap()).unwrap().receiver;
         hub.publish("events.chat.r1.member_removed", 5, EVENT, None);
         hub.revoke("chat:r1", "u1", 5);
         hub.revoke("chat:nobody-here", "u1", 5);
@@ -232,7 +260,7 @@ mod tests {
     #[test]
     fn an_idle_channel_with_one_subscriber_holds_under_a_kibibyte() {
         let hub = Hub::new(1024);
-        let mut sub = hub.subscribe(&Channel::parse("products:abc").unwrap()).receiver;
+        let mut sub = hub.subscribe(&Channel::parse("products:abc").unwrap()).unwrap().receiver;
         let fresh = hub.channel_heap_bytes("products:abc");
         assert!(fresh <= 1024, "a fresh channel holds {fresh} bytes");
         // A burst grows the ring (up to its cap); once read and idle it is released again.
@@ -248,9 +276,35 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_buffers_at_most_its_bytes_for_a_slow_subscriber() {
+        let frame_len = encode_event_frame("products", 1, EVENT).len();
+        let hub = Hub::with_limits(1024, 10 * frame_len, usize::MAX);
+        let mut slow = hub.subscribe(&Channel::parse("products").unwrap()).unwrap().receiver;
+        for seq in 1..=100 {
+            hub.publish("events.products.abc.created", seq, EVENT, None);
+        }
+        let held = hub.channels.read().unwrap()["products"].buffered_bytes();
+        assert!(held <= 10 * frame_len, "{held} bytes held, cap {}", 10 * frame_len);
+        assert!(matches!(slow.try_recv(), Err(ring::Lagged(skipped)) if skipped >= 90));
+    }
+
+    #[test]
+    fn past_the_channel_limit_a_new_channel_is_refused_and_idle_ones_make_room() {
+        let hub = Hub::with_limits(8, usize::MAX, 2);
+        let a = hub.subscribe(&Channel::parse("products:a").unwrap()).unwrap();
+        let _b = hub.subscribe(&Channel::parse("products:b").unwrap()).unwrap();
+        let c = Channel::parse("products:c").unwrap();
+        assert_eq!(hub.subscribe(&c).err(), Some(TooManyChannels(2)));
+        let _again = hub.subscribe(&Channel::parse("products:a").unwrap()).expect("existing");
+        drop((a, _again));
+        hub.subscribe(&c).expect("the channel nobody listens to any more made room");
+        assert_eq!(hub.channel_count(), 2);
+    }
+
+    #[test]
     fn unused_rings_are_pruned() {
         let hub = Hub::new(2);
-        let sub = hub.subscribe(&Channel::parse("products").unwrap());
+        let sub = hub.subscribe(&Channel::parse("products").unwrap()).unwrap();
         assert_eq!(hub.prune(), 0);
         drop(sub);
         assert_eq!(hub.prune(), 1);

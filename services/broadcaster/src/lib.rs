@@ -2,6 +2,7 @@
 //! every subscribed client (protocol v1, docs/protocol.md), with `since` replay for resume.
 
 pub mod access;
+pub mod admission;
 pub mod app;
 pub mod chat;
 pub mod compat;

@@ -43,6 +43,31 @@ pub struct BroadcasterMetrics {
     pub unauthorized_subscribes: Counter,
     pub events_received: Counter,
     pub channel_fanouts: Counter,
+    /// Connections and subscribes refused by a limit, by [`Limit`].
+    pub limit_refusals: Family<ReasonLabel, Counter>,
+}
+
+/// The abuse limits a refusal can come from (the `reason` of `courier_ws_limit_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Connections,
+    ConnectionsPerAddress,
+    Channels,
+    Replays,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] =
+        [Limit::Connections, Limit::ConnectionsPerAddress, Limit::Channels, Limit::Replays];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerAddress => "connections_per_address",
+            Limit::Channels => "channels",
+            Limit::Replays => "replays",
+        }
+    }
 }
 
 impl BroadcasterMetrics {
@@ -60,7 +85,11 @@ impl BroadcasterMetrics {
             unauthorized_subscribes: Counter::default(),
             events_received: Counter::default(),
             channel_fanouts: Counter::default(),
+            limit_refusals: Family::default(),
         };
+        for limit in Limit::ALL {
+            let _ = m.limit_refusals.get_or_create(&ReasonLabel { reason: limit.as_str() });
+        }
         // Every label value exists from the start (at 0), so rates and alerts see the first one.
         for reason in CloseReason::ALL {
             let _ = m.disconnects.get_or_create(&ReasonLabel { reason: reason.as_str() });
@@ -128,7 +157,16 @@ impl BroadcasterMetrics {
             "Event frames fanned out to channel rings",
             m.channel_fanouts.clone(),
         );
+        registry.register(
+            "courier_ws_limit_refusals",
+            "Connections and subscribes refused by an abuse limit, by limit",
+            m.limit_refusals.clone(),
+        );
         Arc::new(m)
+    }
+
+    pub fn refused(&self, limit: Limit) {
+        self.limit_refusals.get_or_create(&ReasonLabel { reason: limit.as_str() }).inc();
     }
 
     pub fn connection_opened(&self) {

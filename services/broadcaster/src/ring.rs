@@ -6,6 +6,10 @@
 //! only values some receiver has not read yet: its buffer grows on demand up to the cap and is
 //! released again once everyone has caught up. An idle channel costs a few hundred bytes.
 //!
+//! Its unread values are bounded in count (`capacity`) and, for [`channel_bounded`], in bytes
+//! too: a value that would pass either bound pushes the oldest out (receivers that had not
+//! read it lag). The newest value is always kept, however large.
+//!
 //! One mutex guards the state; a receiver takes every ready value in one lock
 //! ([`Receiver::try_recv_many`]), so a batch of frames costs one lock, not one per frame.
 
@@ -39,6 +43,8 @@ struct State<T> {
     waiters: Vec<Option<Waker>>,
     free_ids: Vec<u32>,
     closed: bool,
+    /// Weight (bytes) of the values in `buf`.
+    bytes: usize,
 }
 
 impl<T> State<T> {
@@ -46,11 +52,18 @@ impl<T> State<T> {
         self.head + self.buf.len() as u64
     }
 
-    /// Drops the values every receiver has read.
-    fn trim(&mut self) {
-        while self.buf.front().is_some_and(|s| s.unread == 0) {
-            self.buf.pop_front();
+    /// Drops the oldest value.
+    fn pop_oldest(&mut self, weigh: fn(&T) -> usize) {
+        if let Some(slot) = self.buf.pop_front() {
+            self.bytes -= weigh(&slot.value);
             self.head += 1;
+        }
+    }
+
+    /// Drops the values every receiver has read.
+    fn trim(&mut self, weigh: fn(&T) -> usize) {
+        while self.buf.front().is_some_and(|s| s.unread == 0) {
+            self.pop_oldest(weigh);
         }
         if self.buf.is_empty() && self.buf.capacity() > RELEASE_ABOVE {
             self.buf = VecDeque::new();
@@ -61,6 +74,9 @@ impl<T> State<T> {
 struct Shared<T> {
     state: Mutex<State<T>>,
     capacity: usize,
+    /// Most bytes (by `weigh`) of unread values.
+    max_bytes: usize,
+    weigh: fn(&T) -> usize,
 }
 
 impl<T> Shared<T> {
@@ -78,6 +94,16 @@ pub struct Sender<T> {
 /// A ring of at most `capacity` unread values (at least 1). Nothing is allocated until a value
 /// is sent while someone listens.
 pub fn channel<T: Clone>(capacity: usize) -> Sender<T> {
+    channel_bounded(capacity, usize::MAX, |_| 0)
+}
+
+/// A ring of at most `capacity` unread values weighing at most `max_bytes` together (by
+/// `weigh`; the newest value is kept even if it alone weighs more).
+pub fn channel_bounded<T: Clone>(
+    capacity: usize,
+    max_bytes: usize,
+    weigh: fn(&T) -> usize,
+) -> Sender<T> {
     let state = State {
         buf: VecDeque::new(),
         head: 0,
@@ -85,24 +111,31 @@ pub fn channel<T: Clone>(capacity: usize) -> Sender<T> {
         waiters: Vec::new(),
         free_ids: Vec::new(),
         closed: false,
+        bytes: 0,
     };
-    Sender { shared: Arc::new(Shared { state: Mutex::new(state), capacity: capacity.max(1) }) }
+    let shared = Shared { state: Mutex::new(state), capacity: capacity.max(1), max_bytes, weigh };
+    Sender { shared: Arc::new(shared) }
 }
 
 impl<T: Clone> Sender<T> {
     /// Appends `value` for every current receiver and wakes those waiting; returns how many
-    /// receivers there are (0: the value was dropped). A full ring drops its oldest value, and
-    /// receivers that had not read it lag.
+    /// receivers there are (0: the value was dropped). A full ring (by count or bytes) drops
+    /// its oldest values, and receivers that had not read them lag.
     pub fn send(&self, value: T) -> usize {
         let mut state = self.shared.lock();
         let receivers = state.receivers;
         if receivers == 0 {
             return 0;
         }
-        if state.buf.len() >= self.shared.capacity {
-            state.buf.pop_front();
-            state.head += 1;
+        let (weigh, capacity, max_bytes) =
+            (self.shared.weigh, self.shared.capacity, self.shared.max_bytes);
+        let weight = weigh(&value);
+        while !state.buf.is_empty()
+            && (state.buf.len() >= capacity || state.bytes.saturating_add(weight) > max_bytes)
+        {
+            state.pop_oldest(weigh);
         }
+        state.bytes += weight;
         state.buf.push_back(Slot { value, unread: receivers });
         for waiter in state.waiters.iter_mut() {
             if let Some(waker) = waiter.take() {
@@ -145,6 +178,11 @@ impl<T: Clone> Sender<T> {
         }
     }
 
+    /// Bytes (by the ring's weigher) of the values still unread by someone.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
     /// Slots the buffer has allocated (0 for an idle ring).
     pub fn allocated_slots(&self) -> usize {
         self.shared.lock().buf.capacity()
@@ -185,7 +223,7 @@ impl<T: Clone> Receiver<T> {
     /// Takes the next value if one is ready: `Ok(None)` when there is none yet.
     pub fn try_recv(&mut self) -> Result<Option<T>, Lagged> {
         let mut state = self.shared.lock();
-        take(&mut self.pos, &mut state)
+        take(&mut self.pos, &mut state, self.shared.weigh)
     }
 
     /// Appends up to `max` ready values to `out` under one lock; returns how many it took.
@@ -194,7 +232,7 @@ impl<T: Clone> Receiver<T> {
         let mut state = self.shared.lock();
         let mut taken = 0;
         while taken < max {
-            match take(&mut self.pos, &mut state)? {
+            match take(&mut self.pos, &mut state, self.shared.weigh)? {
                 Some(value) => {
                     out.push(value);
                     taken += 1;
@@ -207,7 +245,11 @@ impl<T: Clone> Receiver<T> {
 }
 
 /// Reads the value at `pos` for a receiver, or reports the gap if it was dropped.
-fn take<T: Clone>(pos: &mut u64, state: &mut State<T>) -> Result<Option<T>, Lagged> {
+fn take<T: Clone>(
+    pos: &mut u64,
+    state: &mut State<T>,
+    weigh: fn(&T) -> usize,
+) -> Result<Option<T>, Lagged> {
     if *pos < state.head {
         let missed = state.head - *pos;
         *pos = state.head;
@@ -219,7 +261,7 @@ fn take<T: Clone>(pos: &mut u64, state: &mut State<T>) -> Result<Option<T>, Lagg
     let value = slot.value.clone();
     *pos += 1;
     if index == 0 {
-        state.trim();
+        state.trim(weigh);
     }
     Ok(Some(value))
 }
@@ -229,8 +271,9 @@ impl<T: Clone> futures::Stream for Receiver<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let weigh = this.shared.weigh;
         let mut state = this.shared.lock();
-        match take(&mut this.pos, &mut state) {
+        match take(&mut this.pos, &mut state, weigh) {
             Err(lagged) => Poll::Ready(Some(Err(lagged))),
             Ok(Some(value)) => Poll::Ready(Some(Ok(value))),
             Ok(None) if state.closed => Poll::Ready(None),
@@ -265,7 +308,7 @@ impl<T> Drop for Receiver<T> {
             let index = (pos - state.head) as usize;
             state.buf[index].unread -= 1;
         }
-        state.trim();
+        state.trim(self.shared.weigh);
         state.receivers -= 1;
         state.waiters[self.id as usize] = None;
         state.free_ids.push(self.id);
@@ -324,6 +367,30 @@ mod tests {
         tx.shrink_idle();
         assert_eq!(tx.allocated_slots(), 0);
         assert_eq!(tx.receiver_count(), 1);
+    }
+
+    #[test]
+    fn a_ring_holds_at_most_its_bytes_and_always_the_newest_value() {
+        let tx = channel_bounded(100, 10, |v: &String| v.len());
+        let mut slow = tx.subscribe();
+        for v in ["aaaa", "bbbb", "cccc"] {
+            tx.send(v.to_owned());
+        }
+        assert_eq!(tx.buffered_bytes(), 8, "the third pushed the first out");
+        assert_eq!(slow.try_recv(), Err(Lagged(1)));
+        assert_eq!(slow.try_recv(), Ok(Some("bbbb".to_owned())));
+        tx.send("x".repeat(25));
+        assert_eq!(tx.buffered_bytes(), 25, "an oversized value is kept alone");
+        assert_eq!(slow.try_recv(), Err(Lagged(1)));
+        assert_eq!(slow.try_recv(), Ok(Some("x".repeat(25))));
+        assert_eq!(tx.buffered_bytes(), 0, "read by everyone, nothing is held");
+        drop(slow);
+        let mut a = tx.subscribe();
+        tx.send("12345".to_owned());
+        drop(tx.subscribe()); // a receiver leaving releases nothing a stays on
+        assert_eq!(tx.buffered_bytes(), 5);
+        assert_eq!(a.try_recv(), Ok(Some("12345".to_owned())));
+        assert_eq!(tx.buffered_bytes(), 0);
     }
 
     #[test]

@@ -170,6 +170,18 @@ impl WsClient {
         tokio::time::timeout(timeout, self.next_frame()).await.map_err(|_| ClientError::Timeout)?
     }
 
+    /// Reads for `period`, keeping every frame for the next reads (lets the server go on
+    /// writing, e.g. a replay, while the caller waits to retry something).
+    pub async fn buffer_for(&mut self, period: Duration) -> Result<(), ClientError> {
+        let until = tokio::time::Instant::now() + period;
+        loop {
+            match tokio::time::timeout_at(until, self.read_frame()).await {
+                Ok(frame) => self.pending.push_back(frame?),
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
@@ -214,6 +226,11 @@ pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The longest wait between reconnect attempts (they start at [`Backoff::MIN`]).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A `since` subscribe refused with `too_many_replays` is asked again this many times, waiting
+/// up to this long in between, before the connection counts as failed.
+const REPLAY_RETRIES: u32 = 20;
+const REPLAY_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl ResumingSubscriber {
     /// `since` applies to every channel (None: start live).
@@ -331,7 +348,21 @@ impl ResumingSubscriber {
         on_notice(Notice::Connected { url, connection_id: client.connection_id.clone() });
         for channel in self.channels.clone() {
             let since = self.last_seq.get(&channel).copied();
-            let (seq, recovered) = client.subscribe(&channel, since, self.token.clone()).await?;
+            let mut waits = Backoff::new(REPLAY_RETRY_MAX);
+            let mut tries = 0;
+            let (seq, recovered) = loop {
+                match client.subscribe(&channel, since, self.token.clone()).await {
+                    // The connection's earlier replays are still running: read on (they need a
+                    // reader to finish), then ask again.
+                    Err(ClientError::Refused { code, .. })
+                        if code == "too_many_replays" && tries < REPLAY_RETRIES =>
+                    {
+                        tries += 1;
+                        client.buffer_for(waits.advance()).await?;
+                    }
+                    outcome => break outcome?,
+                }
+            };
             self.last_seq.entry(channel.clone()).or_insert(seq);
             on_notice(Notice::Subscribed { channel, seq, recovered });
         }

@@ -112,6 +112,15 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// The client address of a request from `peer` with `headers` (every `X-Forwarded-For`
+    /// value, in order): [`TrustedProxies::client`].
+    pub fn client_of(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let forwarded: Vec<&str> =
+            headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+        self.client(peer, forwarded.as_deref())
+    }
+
     /// The client address of a request from `peer` carrying `forwarded_for` (the
     /// `X-Forwarded-For` values, joined by commas when repeated).
     pub fn client(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {

@@ -22,6 +22,9 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No frame (not even a pong) arrived within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The access token that admitted a seed-compat chat socket (`/ws/chats/{id}`) expired
+    /// (protocol v1 ends the subscription instead, with `unsubscribed {reason: token_expired}`).
+    pub const TOKEN_EXPIRED: u16 = 4001;
     /// The client did not read fast enough and its queue overflowed; resume with `since`.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
@@ -41,6 +44,13 @@ pub mod error_code {
     pub const UNAVAILABLE: &str = "unavailable";
     /// Too many frames of one kind (e.g. `typing`); the excess is dropped.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// The channel's collection is not declared in the broadcaster's collections file.
+    pub const UNKNOWN_COLLECTION: &str = "unknown_collection";
+    /// The broadcaster already keeps as many channels as it may (`COURIER_WS_MAX_CHANNELS`).
+    pub const TOO_MANY_CHANNELS: &str = "too_many_channels";
+    /// Too many `since` replays running, on this connection or this broadcaster; retry once
+    /// one has finished.
+    pub const TOO_MANY_REPLAYS: &str = "too_many_replays";
 }
 
 /// Why the server ended a subscription (`reason` of an `unsubscribed` frame it sends unasked).
@@ -49,6 +59,9 @@ pub mod unsubscribe_reason {
     pub const MEMBERSHIP_REVOKED: &str = "membership_revoked";
     /// The access token that admitted the subscription expired.
     pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// The `since` replay broke off (NATS went away mid-replay); subscribe again with `since`
+    /// set to the last `seq` received.
+    pub const REPLAY_FAILED: &str = "replay_failed";
 }
 
 /// Frames a client sends.
@@ -75,6 +88,12 @@ pub enum ClientFrame {
     /// Ask who is present in a subscribed `chat:` channel (answered with `presence`).
     Presence {
         channel: String,
+    },
+    /// A fresh access token for the connection's token-admitted subscriptions: those of the
+    /// same user that it still admits run on until its `exp` instead of the old token's
+    /// (answered with `authenticated`).
+    Authenticate {
+        token: String,
     },
     // Empty struct variants (not unit variants) so unknown fields are refused here too.
     Ping {},
@@ -127,6 +146,11 @@ pub enum ServerFrame {
         channel: String,
         joined: Vec<ChatUser>,
         left: Vec<ChatUser>,
+    },
+    /// Answer to `authenticate`: the token's `exp` now bounds these `channels` (possibly none).
+    Authenticated {
+        exp: u64,
+        channels: Vec<String>,
     },
     Pong,
     Status(Status),
@@ -200,6 +224,16 @@ mod tests {
             serde_json::from_str::<ClientFrame>(r#"{"type":"ping","extra":1}"#).is_err(),
             "unknown fields are refused so typos surface"
         );
+    }
+
+    #[test]
+    fn authenticate_and_its_answer_have_the_documented_shapes() {
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"authenticate","token":"t.k.n"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Authenticate { token: "t.k.n".into() });
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"authenticate"}"#).is_err());
+        let answer = ServerFrame::Authenticated { exp: 42, channels: vec!["secrets".into()] };
+        assert_eq!(answer.to_json(), r#"{"type":"authenticated","exp":42,"channels":["secrets"]}"#);
     }
 
     #[test]

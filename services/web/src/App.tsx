@@ -144,7 +144,8 @@ export function App() {
           ) : collections === null ? (
             <p className="muted">Loading…</p>
           ) : section === QUEUES ? (
-            <QueuesView />
+            // Keyed by user: a new sign-in starts with no earlier "forbidden" answer.
+            <QueuesView key={username ?? ""} />
           ) : section === CHAT ? (
             <ChatView />
           ) : current ? (

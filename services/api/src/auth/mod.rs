@@ -115,10 +115,7 @@ async fn register(
 /// The address rate limits apply to (`courier_core::client_addr`: the peer, or the
 /// `X-Forwarded-For` entry the trusted proxies vouch for).
 pub fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let forwarded: Vec<&str> =
-        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
-    state.trusted_proxies.client(peer.ip(), forwarded.as_deref())
+    state.trusted_proxies.client_of(peer.ip(), headers)
 }
 
 fn token_response(

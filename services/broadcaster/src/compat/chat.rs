@@ -4,11 +4,11 @@
 //! `chat`), and receives the room's messages as `{"type": "message", "chat_id", ...message}`.
 //! Removal from the room closes the socket (4003).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{
     Json,
-    extract::{Path, Query, State, WebSocketUpgrade},
+    extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -20,6 +20,7 @@ use crate::{app::Shared, chat::Refusal};
 
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(chat_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -51,12 +52,13 @@ pub async fn upgrade(
             );
         }
     };
-    let user_id = claims.sub.clone();
-    accept(shared, ws, move |socket, shared| async move {
+    let (user_id, expires_at) = (claims.sub.clone(), claims.exp);
+    accept(shared, peer, &headers, ws, move |socket, shared| async move {
         let flavor = seeds::Flavor {
             map: chat_message,
             about: json!({"chat_id": seat.room_id(), "user_id": seat.user_id()}),
             member: Some(user_id),
+            expires_at: Some(expires_at),
         };
         let reason = seeds::run(socket, shared, &[channel], flavor).await;
         drop(seat);

@@ -5,19 +5,17 @@
 mod chat;
 mod seeds;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{State, WebSocketUpgrade, ws::WebSocket},
+    extract::{ConnectInfo, State, WebSocketUpgrade, ws::WebSocket},
+    http::HeaderMap,
     response::Response,
     routing::get,
 };
 
-use crate::{
-    app::{Shared, unavailable},
-    connection::CloseReason,
-};
+use crate::{app::Shared, connection::CloseReason};
 
 /// The compat routes, or none when the layer is off.
 pub fn router(shared: &Arc<Shared>) -> Router {
@@ -30,34 +28,45 @@ pub fn router(shared: &Arc<Shared>) -> Router {
         .with_state(shared.clone())
 }
 
-async fn seeds_upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    accept(shared, ws, seeds::serve)
+async fn seeds_upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    accept(shared, peer, &headers, ws, seeds::serve)
 }
 
-/// The admission checks `/ws` makes (attached, not shutting down, under the connection limit),
-/// then `serve` in a tracked task so shutdown waits for it.
-fn accept<F, Fut>(shared: Arc<Shared>, ws: WebSocketUpgrade, serve: F) -> Response
+/// The admission checks `/ws` makes (attached, not shutting down, under the connection limits
+/// for the process and the client address), then `serve` in a tracked task so shutdown waits
+/// for it.
+fn accept<F, Fut>(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    ws: WebSocketUpgrade,
+    serve: F,
+) -> Response
 where
     F: FnOnce(WebSocket, Arc<Shared>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = CloseReason> + Send + 'static,
 {
-    if let Err(reason) = crate::app::admit_connection(&shared) {
-        return unavailable(reason);
-    }
+    let permit = match crate::app::admit_connection(&shared, peer, headers) {
+        Ok(permit) => permit,
+        Err(refusal) => return *refusal,
+    };
     let limit = shared.config.max_message_bytes;
     let token = shared.tracker.token();
-    let failed = shared.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(move |err| {
-            failed.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(%err, "websocket upgrade failed");
         })
         .on_upgrade(move |socket| async move {
             shared.metrics.connection_opened();
             let reason = serve(socket, shared.clone()).await;
             shared.metrics.connection_closed(reason, &[]);
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
             drop(token);
         })
 }

@@ -8,7 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use courier_core::{channel::Channel, event::Event, protocol::ServerFrame};
+use courier_core::{
+    channel::Channel,
+    event::Event,
+    protocol::{ServerFrame, close_code},
+};
 use futures::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
 use tokio_stream::StreamMap;
@@ -26,6 +30,9 @@ pub struct Flavor {
     pub about: Value,
     /// The user whose removal from a chat room ends the socket (chat only).
     pub member: Option<String>,
+    /// When the token that admitted the socket expires (unix seconds): the socket is closed
+    /// then with 4001 (chat only).
+    pub expires_at: Option<u64>,
 }
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) -> CloseReason {
@@ -37,7 +44,12 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) -> CloseReason {
         .filter(|channel| channel.chat_room().is_none())
         .collect();
     let names: Vec<String> = channels.iter().map(Channel::name).collect();
-    let flavor = Flavor { map: seed_message, about: json!({"collections": names}), member: None };
+    let flavor = Flavor {
+        map: seed_message,
+        about: json!({"collections": names}),
+        member: None,
+        expires_at: None,
+    };
     run(socket, shared, &channels, flavor).await
 }
 
@@ -85,12 +97,23 @@ pub async fn run(
 ) -> CloseReason {
     let connection_id = uuid::Uuid::now_v7().simple().to_string();
     let mut rings = StreamMap::new();
+    let mut full = false;
     for channel in channels {
-        let subscription = shared.hub.subscribe(channel);
-        rings.insert(channel.name(), subscription.receiver);
+        match shared.hub.subscribe(channel) {
+            Ok(subscription) => {
+                rings.insert(channel.name(), subscription.receiver);
+            }
+            Err(_) => full = true,
+        }
     }
     let (mut sink, mut stream) = socket.split();
     let mut socket = Writer { sink: &mut sink, timeout: shared.config.send_timeout };
+    if full {
+        // No channel limit is reached in normal running; 1013 ("try again later") says so.
+        shared.metrics.refused(crate::metrics::Limit::Channels);
+        socket.close(1013, "channel limit reached; retry later").await;
+        return CloseReason::Refused;
+    }
     let mut hello = json!({"type": "connection_established", "message": "Connected to Courier (seed compatibility)", "connection_id": connection_id, "timestamp": now()});
     merge(&mut hello, &flavor.about);
     if socket.send(&hello).await.is_err() {
@@ -100,12 +123,28 @@ pub async fn run(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let shutdown = shared.shutdown.clone();
+    let expiry = flavor.expires_at.map(|exp| {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+        tokio::time::Instant::now()
+            + at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+    });
+    let expired = async move {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expired = std::pin::pin!(expired);
     loop {
         let written = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 socket.close(1001, "server shutting down").await;
                 return CloseReason::Shutdown;
+            }
+            _ = &mut expired => {
+                socket.close(close_code::TOKEN_EXPIRED, "the access token expired; reconnect with a fresh one").await;
+                return CloseReason::TokenExpired;
             }
             incoming = stream.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return CloseReason::ClientClosed,
@@ -163,7 +202,7 @@ fn answer(text: &str, shared: &Shared, connection_id: &str, about: &Value) -> Va
             let mut status = json!({
                 "type": "status",
                 "connection_id": connection_id,
-                "connected_clients": shared.connections.load(std::sync::atomic::Ordering::Relaxed),
+                "connected_clients": shared.connections.open(),
                 "node": shared.node,
                 "uptime_secs": shared.started.elapsed().as_secs(),
                 "last_seq": shared.hub.last_seq(),
