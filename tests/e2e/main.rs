@@ -10,6 +10,7 @@ mod collections;
 mod compat;
 mod delivery;
 mod helpers;
+mod limits;
 mod observability;
 mod protocol;
 mod queues;

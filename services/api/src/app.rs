@@ -45,7 +45,8 @@ impl Application {
             "courier-api",
         )
         .await
-        .context("invalid MongoDB URI")?;
+        .context("invalid MongoDB URI")?
+        .with_query_timeout(config.mongodb_query_timeout);
         let nats =
             connect_nats(&config.nats.nats_url, "courier-api").await.context("invalid NATS URL")?;
 
@@ -80,8 +81,13 @@ impl Application {
             let store = store.clone();
             async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
         });
-        let router =
-            crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
+        let router = crate::routes::router(
+            state.clone(),
+            Arc::new(registry),
+            http_metrics,
+            readiness,
+            &config.http_limits,
+        );
         let listener = courier_core::ops::bind(config.listen).await?;
         Ok(Application { listener, router, state, nats, config, jetstream_metrics })
     }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use courier_core::{
     auth::{JwtArgs, Secret},
-    config::{NatsArgs, TelemetryArgs, millis_or_duration, seconds_or_duration},
+    config::{NatsArgs, TelemetryArgs, duration_in, millis_or_duration, seconds_or_duration},
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -31,6 +31,12 @@ pub struct ApiConfig {
     /// bare number is milliseconds).
     #[arg(long, env = "COURIER_MONGODB_TIMEOUT", value_parser = millis_or_duration, default_value = "3s")]
     pub mongodb_timeout: Duration,
+
+    /// Server-side time limit of every MongoDB query and commit (maxTimeMS): a query running
+    /// longer is stopped and answered 503 `query_timeout`. `250ms`, `5s`, `2m` (a bare number is
+    /// milliseconds).
+    #[arg(long, env = "COURIER_MONGODB_QUERY_TIMEOUT", value_parser = duration_in(millis_or_duration, Duration::from_millis(1), Duration::from_secs(600)), default_value = "5s")]
+    pub mongodb_query_timeout: Duration,
 
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -123,6 +129,9 @@ pub struct ApiConfig {
     /// docs/migrating.md). Off unless asked for; `./dev up` turns it on.
     #[arg(long, env = "COURIER_SEED_COMPAT", default_value_t = false, action = clap::ArgAction::Set)]
     pub seed_compat: bool,
+
+    #[command(flatten)]
+    pub http_limits: crate::limits::HttpLimitArgs,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

@@ -21,7 +21,9 @@ pub use documents::StoredDocument;
 pub use metrics::OutboxMetrics;
 pub use modify::{Committed, Decision, Modified, Modify, ModifyError, Precondition};
 pub use outbox::{Outbox, OutboxRecord};
-pub use query::{Cursor, FieldCondition, ListSpec, Next, Page, Scalar, SortKey};
+pub use query::{
+    Cursor, CursorError, FieldCondition, ListSpec, Next, Page, Scalar, SortKey, ValueKind,
+};
 pub use queues::{QueueError, Queues};
 pub use store::{Store, StoreError, Write};
 pub use task_results::{TaskCommit, TaskMarker, is_duplicate_key};

@@ -134,7 +134,7 @@ fn lost_race(err: &StoreError) -> bool {
         StoreError::Mongo(err) => {
             err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
         }
-        StoreError::OutcomeUnknown(_) => false,
+        StoreError::OutcomeUnknown(_) | StoreError::FieldName { .. } => false,
     }
 }
 

@@ -125,6 +125,7 @@ impl Outbox {
                 .count_documents(
                     doc! {"doc_key": &record.doc_key, "doc_version": {"$lt": record.doc_version}},
                 )
+                .max_time(self.store.query_timeout())
                 .await?;
             if older > 0 {
                 return Ok(false);
@@ -176,6 +177,7 @@ impl Outbox {
         let outbox = self.store.outbox();
         let batch: Vec<OutboxRecord> = outbox
             .find(doc! {"created_at": {"$lte": cutoff}})
+            .max_time(self.store.query_timeout())
             .sort(doc! {"created_at": 1, "_id": 1})
             .limit(RELAY_BATCH)
             .await?
@@ -235,6 +237,7 @@ impl Outbox {
             .outbox()
             .clone_with_type::<Pending>()
             .find(doc! {"doc_key": {"$in": keys}})
+            .max_time(self.store.query_timeout())
             .projection(doc! {"doc_key": 1, "doc_version": 1, "_id": 0})
             .await?
             .try_collect()

@@ -1,5 +1,7 @@
-//! MongoDB access: the connection, the indexes Courier needs, and the one transactional write
-//! path (document changes and their outbox records commit together or not at all).
+//! MongoDB access: the connection, the indexes Courier needs, the query time limit every read
+//! carries (`maxTimeMS`), and the one transactional write path (document changes and their
+//! outbox records commit together or not at all; field names are checked before anything is
+//! written).
 
 use std::time::Duration;
 
@@ -11,12 +13,19 @@ use mongodb::{
 };
 
 use crate::{
-    documents::VERSION_FIELD,
+    documents::{FieldNameError, VERSION_FIELD, check_field_names, check_update_values},
     outbox::{OUTBOX_COLLECTION, OutboxRecord},
 };
 
 /// Attempts for a transaction that keeps hitting transient errors (write conflicts, elections).
 const TRANSACTION_ATTEMPTS: usize = 5;
+
+/// The server-side time limit of every query (`maxTimeMS`) and transaction commit
+/// (`maxCommitTimeMS`) unless the service configures another ([`Store::with_query_timeout`]).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// MongoDB's error code for an operation that outlived its `maxTimeMS`.
+const MAX_TIME_MS_EXPIRED: i32 = 50;
 
 /// One write inside a transaction. Replace and delete apply only to the expected version
 /// (optimistic concurrency): otherwise the whole transaction fails with `VersionConflict`.
@@ -55,6 +64,10 @@ pub enum StoreError {
     /// The store stopped answering while committing: the change may or may not be stored.
     #[error("the commit's outcome is unknown: {0}")]
     OutcomeUnknown(#[source] mongodb::error::Error),
+    /// A document to write holds a field name MongoDB would read as an operator or a path:
+    /// nothing was written.
+    #[error("a document of '{collection}' cannot be stored: {error}")]
+    FieldName { collection: String, error: FieldNameError },
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
 }
@@ -63,6 +76,7 @@ pub enum StoreError {
 pub struct Store {
     client: Client,
     db: Database,
+    query_timeout: Duration,
 }
 
 /// Whether an error means "the database cannot be reached right now" (→ 503), as opposed to a
@@ -74,6 +88,39 @@ pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
     )
+}
+
+/// Whether an error means the query outlived its time limit (`maxTimeMS`, see
+/// [`Store::with_query_timeout`]): the server stopped it; nothing was changed by it.
+pub fn is_query_timeout(err: &mongodb::error::Error) -> bool {
+    matches!(err.kind.as_ref(), ErrorKind::Command(command) if command.code == MAX_TIME_MS_EXPIRED)
+}
+
+impl Write {
+    /// The collection written.
+    pub fn collection(&self) -> &str {
+        match self {
+            Write::Insert { collection, .. }
+            | Write::Replace { collection, .. }
+            | Write::Delete { collection, .. }
+            | Write::Update { collection, .. } => collection,
+        }
+    }
+
+    /// The field-name rule ([`check_field_names`]) on what this write stores.
+    fn check_field_names(&self) -> Result<(), StoreError> {
+        let checked = match self {
+            Write::Insert { document, .. } | Write::Replace { document, .. } => {
+                check_field_names(document)
+            }
+            Write::Update { update, .. } => check_update_values(update),
+            Write::Delete { .. } => Ok(()),
+        };
+        checked.map_err(|error| StoreError::FieldName {
+            collection: self.collection().to_owned(),
+            error,
+        })
+    }
 }
 
 impl Store {
@@ -91,7 +138,19 @@ impl Store {
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options)?;
         let db = client.database(database);
-        Ok(Store { client, db })
+        Ok(Store { client, db, query_timeout: DEFAULT_QUERY_TIMEOUT })
+    }
+
+    /// The same store with `timeout` as the server-side limit of every query (`maxTimeMS`) and
+    /// commit (`maxCommitTimeMS`); a query that outlives it fails ([`is_query_timeout`]).
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// The limit every query carries (`.max_time(store.query_timeout())`).
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     pub fn collection(&self, name: &str) -> Collection<Document> {
@@ -158,11 +217,15 @@ impl Store {
         writes: &[Write],
         outbox: &[OutboxRecord],
     ) -> Result<(), StoreError> {
+        // The rule on field names, before anything is written.
+        for write in writes {
+            write.check_field_names()?;
+        }
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;
         'transaction: loop {
             attempt += 1;
-            session.start_transaction().await?;
+            session.start_transaction().max_commit_time(self.query_timeout).await?;
             let applied = async {
                 for write in writes {
                     match write {

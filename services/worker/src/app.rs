@@ -39,7 +39,8 @@ pub async fn standard_handlers(
         "courier-worker",
     )
     .await
-    .context("invalid MongoDB URI")?;
+    .context("invalid MongoDB URI")?
+    .with_query_timeout(config.mongodb_query_timeout);
     // The api's relay publishes what the fast path leaves behind; these counters stay local.
     let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
     let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
