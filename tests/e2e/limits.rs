@@ -176,3 +176,103 @@ async fn a_query_over_its_time_limit_is_stopped_and_answered_503() {
     assert_eq!(answer.code(), "query_timeout");
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
 }
+
+/// A raw HTTP/1.1 POST whose body never finishes: the api holds it (reading the body) until the
+/// test writes the rest or drops the connection.
+struct StalledPost {
+    stream: tokio::net::TcpStream,
+}
+
+impl StalledPost {
+    const BODY: &'static str = r#"{"title": "slow"}"#;
+
+    async fn open(api: &RunningApi) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(api.addr).await.expect("connects");
+        let head = format!(
+            "POST /api/v1/notes HTTP/1.1\r\nhost: courier\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+            Self::BODY.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("sends the head");
+        StalledPost { stream }
+    }
+
+    /// Sends the rest of the body.
+    async fn finish(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&Self::BODY.as_bytes()[1..]).await.expect("sends the rest");
+    }
+
+    /// The status line and body of the answer, within `timeout`.
+    async fn answer(&mut self, timeout: Duration) -> (String, String) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = self.stream.read(&mut buf).await.expect("reads the answer");
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if n == 0 || text.contains("\r\n\r\n") && text.ends_with('}') {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, read).await.expect("an answer within the timeout");
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (head.lines().next().unwrap_or("").to_owned(), body.to_owned())
+    }
+}
+
+/// A request still running after `COURIER_HTTP_REQUEST_TIMEOUT` is answered 503
+/// `request_timeout` with `Retry-After`, and what it carried is not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_timeout_is_answered_503_and_changes_nothing() {
+    let api =
+        Api::start(|config| config.http_limits.http_request_timeout = Duration::from_millis(300))
+            .await;
+    let started = tokio::time::Instant::now();
+    let mut stalled = StalledPost::open(&api.api).await;
+    let (status, body) = stalled.answer(Duration::from_secs(10)).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    let body: Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    // Quick requests are unaffected; the stalled one wrote nothing.
+    let list = api.send(reqwest::Method::GET, "/api/v1/notes", None).await;
+    assert_eq!((list.status, &list.body["items"]), (StatusCode::OK, &json!([])));
+}
+
+/// With `COURIER_HTTP_MAX_CONCURRENT_REQUESTS` requests in flight, the next is answered 503
+/// `overloaded` at once with `Retry-After` (the ops endpoints still answer); once they finish,
+/// requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    use reqwest::Method;
+    let api = Api::start(|config| config.http_limits.http_max_concurrent_requests = 2).await;
+    let mut held = vec![StalledPost::open(&api.api).await, StalledPost::open(&api.api).await];
+    let shed = courier_tests::wait_for("a request to be shed", Duration::from_secs(10), || async {
+        let answer = api.send(Method::GET, "/api/v1/notes", None).await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            Ok(answer)
+        } else {
+            Err(format!("{}: {:?}", answer.status, answer.body))
+        }
+    })
+    .await;
+    assert_eq!(shed.code(), "overloaded", "{:?}", shed.body);
+    assert_eq!(shed.retry_after.as_deref(), Some("1"));
+    let health = api.http.get(format!("{}/healthz", api.api.url())).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "probes are outside the limit");
+
+    for post in &mut held {
+        post.finish().await;
+        let (status, body) = post.answer(Duration::from_secs(10)).await;
+        assert_eq!(status, "HTTP/1.1 201 Created", "{body}");
+    }
+    courier_tests::wait_until("requests to be served again", Duration::from_secs(10), || async {
+        api.send(Method::GET, "/api/v1/notes", None).await.status == StatusCode::OK
+    })
+    .await;
+}
