@@ -23,6 +23,19 @@ const FREEFORM: &str = "  - name: notes
     access:
       read: public
       write: public
+  - name: jobs
+    schema:
+      type: object
+      additionalProperties: false
+      required: [title]
+      properties:
+        title: {type: string, minLength: 1, maxLength: 100}
+    access:
+      read: public
+      write: public
+    tasks:
+      - kind: jobs.run
+        on: [create]
 ";
 
 /// The shipped collections plus [`FREEFORM`], in a temp dir kept alive by the caller.
@@ -275,4 +288,145 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
         api.send(Method::GET, "/api/v1/notes", None).await.status == StatusCode::OK
     })
     .await;
+}
+
+/// The outbox records waiting in `database`.
+async fn outbox_len(store: &StoreServer, database: &str) -> u64 {
+    let client = mongodb::Client::with_uri_str(store.uri()).await.unwrap();
+    let outbox = client.database(database).collection::<mongodb::bson::Document>("_outbox");
+    outbox.count_documents(mongodb::bson::doc! {}).await.unwrap()
+}
+
+/// POSTs `body` to `collection` until the api refuses one (at most `attempts`): that refusal.
+async fn post_until_refused(api: &Api, collection: &str, attempts: usize) -> Answer {
+    let path = format!("/api/v1/{collection}");
+    for n in 0..attempts {
+        let body =
+            json!({"title": format!("note number {n} with some padding to fill the stream")});
+        let answer = api.send(reqwest::Method::POST, &path, Some(&body)).await;
+        if answer.status != StatusCode::CREATED {
+            return answer;
+        }
+    }
+    panic!("{attempts} writes to {collection} were all accepted: no stream limit was reached");
+}
+
+/// Starts the stack with the given stream limits; waits until the streams carry them.
+async fn start_with_stream_limits(events_max_bytes: i64, tasks_max_bytes: i64) -> (Api, String) {
+    courier_tests::init_test_logging();
+    let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
+    let database = chaos::fresh_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Stack::api_config(&store, &database, &nats);
+    config.collections_file = collections_file(&dir);
+    config.nats.events_max_bytes = events_max_bytes;
+    config.nats.tasks_max_bytes = tasks_max_bytes;
+    config.jetstream_metrics_interval = Duration::from_millis(200);
+    let api = RunningApi::start(config).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    courier_tests::wait_until("the streams to carry their limits", Duration::from_secs(10), || {
+        let js = js.clone();
+        async move {
+            let (Ok(mut events), Ok(mut tasks)) =
+                (js.get_stream("EVENTS").await, js.get_stream("TASKS").await)
+            else {
+                return false;
+            };
+            let (Ok(events), Ok(tasks)) = (events.info().await, tasks.info().await) else {
+                return false;
+            };
+            (events.config.max_bytes, tasks.config.max_bytes) == (events_max_bytes, tasks_max_bytes)
+        }
+    })
+    .await;
+    let api = Api { _nats: nats, _store: store, _dir: dir, api, http: reqwest::Client::new() };
+    (api, database)
+}
+
+/// EVENTS at its `max_bytes`: writes are refused with 503 `stream_full` and `Retry-After`
+/// before anything is written, so the outbox stops growing; the byte limit is exported for the
+/// alert; once the stream has room (here: purged), writes are accepted again and the few
+/// records that were in flight when it filled are relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_events_stream_refuses_writes_with_503_until_it_has_room() {
+    let (api, database) = start_with_stream_limits(4096, 1 << 20).await;
+    let refused = post_until_refused(&api, "notes", 200).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(refused.code(), "stream_full", "{:?}", refused.body);
+    assert_eq!(refused.retry_after.as_deref(), Some("10"));
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("EVENTS"));
+
+    // Refused writes store nothing: the outbox holds only what was in flight when it filled,
+    // and does not grow however many writes are tried.
+    let waiting = outbox_len(&api._store, &database).await;
+    assert!(waiting <= 2, "{waiting} records wait in the outbox");
+    for n in 0..20 {
+        let body = json!({"title": format!("refused {n}")});
+        let answer = api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await;
+        assert_eq!(answer.code(), "stream_full", "{:?}", answer.body);
+    }
+    assert_eq!(outbox_len(&api._store, &database).await, waiting, "the outbox did not grow");
+    let listed = api.send(reqwest::Method::GET, "/api/v1/notes?title=refused%200", None).await;
+    assert_eq!(listed.body["items"], json!([]), "a refused write stored nothing");
+
+    // The alert's inputs: the stream's bytes and its limit.
+    courier_tests::wait_for("the stream limit gauge", Duration::from_secs(10), || async {
+        let metrics = api.http.get(format!("{}/metrics", api.api.url())).send().await;
+        let text = match metrics {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(err) => return Err(err.to_string()),
+        };
+        let has = |name: &str, value: Option<&str>| {
+            text.lines().any(|line| {
+                line.starts_with(&format!("{name}{{"))
+                    && line.contains(r#"stream="EVENTS""#)
+                    && value.is_none_or(|v| line.ends_with(&format!(" {v}")))
+            })
+        };
+        let wanted = [
+            has("courier_jetstream_stream_max_bytes", Some("4096")),
+            has("courier_jetstream_stream_bytes", None),
+        ];
+        if wanted.iter().all(|found| *found) {
+            Ok(())
+        } else {
+            Err(text.lines().filter(|l| l.contains("jetstream")).collect::<Vec<_>>().join("\n"))
+        }
+    })
+    .await;
+
+    // Room again: writes are accepted, and what was waiting is published.
+    let js = async_nats::jetstream::new(async_nats::connect(api._nats.url()).await.unwrap());
+    js.get_stream("EVENTS").await.unwrap().purge().await.unwrap();
+    courier_tests::wait_until("writes to be accepted again", Duration::from_secs(15), || async {
+        let body = json!({"title": "after the purge"});
+        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await.status
+            == StatusCode::CREATED
+    })
+    .await;
+    courier_tests::wait_until("the outbox to drain", Duration::from_secs(15), || async {
+        outbox_len(&api._store, &database).await == 0
+    })
+    .await;
+}
+
+/// TASKS at its `max_bytes` (no worker drains it): writes that enqueue a task are refused with
+/// 503 `stream_full`; writes that enqueue none are still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tasks_stream_refuses_only_writes_that_enqueue_tasks() {
+    let (api, database) = start_with_stream_limits(1 << 20, 2048).await;
+    let refused = post_until_refused(&api, "jobs", 200).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(refused.code(), "stream_full", "{:?}", refused.body);
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("TASKS"));
+    let note =
+        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&json!({"title": "fine"}))).await;
+    assert_eq!(note.status, StatusCode::CREATED, "{:?}", note.body);
+    let waiting = outbox_len(&api._store, &database).await;
+    for n in 0..10 {
+        let body = json!({"title": format!("refused {n}")});
+        let answer = api.send(reqwest::Method::POST, "/api/v1/jobs", Some(&body)).await;
+        assert_eq!(answer.code(), "stream_full", "{:?}", answer.body);
+    }
+    assert!(outbox_len(&api._store, &database).await <= waiting, "the outbox did not grow");
 }

@@ -104,7 +104,7 @@ impl Application {
         let setup = {
             let (store, shutdown) = (state.store.clone(), shutdown.clone());
             let js = async_nats::jetstream::new(nats.clone());
-            let replicas = config.nats.stream_replicas;
+            let replicas = config.nats.streams();
             let collections = state.collections.current();
             let accounts = state.accounts.clone();
             tokio::spawn(async move {

@@ -55,6 +55,10 @@ pub enum ApiError {
         "the database stopped answering while committing: the change may have been applied; read it before retrying"
     )]
     OutcomeUnknown(#[source] mongodb::error::Error),
+    /// The write's events or tasks would go to a full stream (`COURIER_EVENTS_MAX_BYTES`,
+    /// `COURIER_TASKS_MAX_BYTES`): refused before anything was written.
+    #[error("the {stream} stream is full; nothing was written, retry later")]
+    StreamFull { stream: &'static str },
     /// The request took longer than `COURIER_HTTP_REQUEST_TIMEOUT`.
     #[error(
         "the request took longer than {} and was stopped; a change may have been applied: read it before retrying",
@@ -87,7 +91,8 @@ impl ApiError {
             | ApiError::OutcomeUnknown(_)
             | ApiError::QueryTimeout(_)
             | ApiError::RequestTimeout { .. }
-            | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Overloaded
+            | ApiError::StreamFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +115,7 @@ impl ApiError {
             ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::StreamFull { .. } => "stream_full",
             ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
@@ -154,6 +160,7 @@ impl From<courier_store::StoreError> for ApiError {
                 "the document changed since it was read (If-Match does not match)".into(),
             ),
             courier_store::StoreError::OutcomeUnknown(err) => ApiError::OutcomeUnknown(err),
+            courier_store::StoreError::StreamFull { stream } => ApiError::StreamFull { stream },
             courier_store::StoreError::FieldName { collection, error } => ApiError::validation(
                 &collection,
                 vec![FieldError {
@@ -201,6 +208,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::QueryTimeout(_) | ApiError::RequestTimeout { .. } | ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            ApiError::StreamFull { stream } => {
+                tracing::debug!(stream, "write refused: stream full");
+                let wait = courier_store::admission::STREAM_FULL_RETRY_AFTER_SECS;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }
             _ => {}
         }

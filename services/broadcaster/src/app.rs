@@ -145,7 +145,7 @@ impl Application {
         let background = CancellationToken::new();
         let setup = {
             let (js, replicas, token) =
-                (shared.js.clone(), shared.config.nats.stream_replicas, background.clone());
+                (shared.js.clone(), shared.config.nats.streams(), background.clone());
             tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
         };
         let feed_task = tokio::spawn(feed.run(background.clone()));

@@ -33,6 +33,25 @@ pub struct NatsArgs {
     /// Replicas for the JetStream streams Courier creates (3 on a production NATS cluster).
     #[arg(long, env = "COURIER_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// Most bytes the EVENTS stream keeps (per replica). When it is full, writes are refused
+    /// with 503 `stream_full` until events age out; every service must use the same value.
+    #[arg(long, env = "COURIER_EVENTS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 1 << 30)]
+    pub events_max_bytes: i64,
+    /// Most bytes the TASKS stream keeps (per replica). When it is full, writes that enqueue a
+    /// task are refused with 503 `stream_full` until workers drain it; same value everywhere.
+    #[arg(long, env = "COURIER_TASKS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 256 << 20)]
+    pub tasks_max_bytes: i64,
+}
+
+impl NatsArgs {
+    /// The streams' settings from these arguments.
+    pub fn streams(&self) -> crate::jetstream::StreamSettings {
+        crate::jetstream::StreamSettings {
+            replicas: self.stream_replicas,
+            events_max_bytes: self.events_max_bytes,
+            tasks_max_bytes: self.tasks_max_bytes,
+        }
+    }
 }
 
 /// The longest duration any setting accepts (a year): a bound on input, far above any sane

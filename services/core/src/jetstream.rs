@@ -1,5 +1,10 @@
 //! The JetStream streams Courier relies on (`EVENTS`, `TASKS`, `DLQ`) and their one definition.
 //! Every service ensures them at start-up, so start order never matters.
+//!
+//! EVENTS and TASKS are bounded in bytes (`COURIER_EVENTS_MAX_BYTES`, `COURIER_TASKS_MAX_BYTES`)
+//! and discard *new* messages when full: JetStream then refuses a publish rather than silently
+//! dropping replayable events or unprocessed tasks, and the store refuses new writes headed for a
+//! full stream (`courier_store::admission`) instead of letting the outbox grow.
 
 use std::time::Duration;
 
@@ -17,7 +22,22 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Dead letters are kept for inspection and retry this long.
 pub const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-pub fn events_stream_config(replicas: usize) -> Config {
+/// How the streams are created: replicas and the byte limits (`NatsArgs::streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub replicas: usize,
+    pub events_max_bytes: i64,
+    pub tasks_max_bytes: i64,
+}
+
+impl StreamSettings {
+    /// `replicas` replicas and the default limits (tests, tools).
+    pub fn with_replicas(replicas: usize) -> Self {
+        StreamSettings { replicas, events_max_bytes: 1 << 30, tasks_max_bytes: 256 << 20 }
+    }
+}
+
+pub fn events_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: EVENTS_STREAM.to_owned(),
         description: Some("Every committed change, deduplicated by event id".to_owned()),
@@ -25,28 +45,33 @@ pub fn events_stream_config(replicas: usize) -> Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: EVENTS_MAX_AGE,
+        max_bytes: settings.events_max_bytes,
         duplicate_window: DUPLICATE_WINDOW,
-        discard: DiscardPolicy::Old,
-        num_replicas: replicas,
+        // Full: refuse the publish (writes answer 503) rather than drop replayable events.
+        discard: DiscardPolicy::New,
+        num_replicas: settings.replicas,
         allow_direct: true,
         ..Default::default()
     }
 }
 
-pub fn tasks_stream_config(replicas: usize) -> Config {
+pub fn tasks_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: TASKS_STREAM.to_owned(),
         description: Some("Work queue for Courier workers".to_owned()),
         subjects: vec![TASKS_ALL.to_owned()],
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
+        max_bytes: settings.tasks_max_bytes,
+        // Full: refuse the publish rather than drop tasks nobody has worked on.
+        discard: DiscardPolicy::New,
         duplicate_window: DUPLICATE_WINDOW,
-        num_replicas: replicas,
+        num_replicas: settings.replicas,
         ..Default::default()
     }
 }
 
-pub fn dlq_stream_config(replicas: usize) -> Config {
+pub fn dlq_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: DLQ_STREAM.to_owned(),
         description: Some(
@@ -56,7 +81,7 @@ pub fn dlq_stream_config(replicas: usize) -> Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: DLQ_MAX_AGE,
-        num_replicas: replicas,
+        num_replicas: settings.replicas,
         ..Default::default()
     }
 }
@@ -64,11 +89,13 @@ pub fn dlq_stream_config(replicas: usize) -> Config {
 /// Creates the three streams, or updates them to this definition.
 pub async fn ensure_streams(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
 ) -> Result<(), async_nats::Error> {
-    for config in
-        [events_stream_config(replicas), tasks_stream_config(replicas), dlq_stream_config(replicas)]
-    {
+    for config in [
+        events_stream_config(&settings),
+        tasks_stream_config(&settings),
+        dlq_stream_config(&settings),
+    ] {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
@@ -80,14 +107,52 @@ pub async fn ensure_streams(
 /// Retries [`ensure_streams`] until it succeeds or `shutdown` fires.
 pub async fn ensure_streams_with_retry(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
     crate::shutdown::retry_until_ok(
         "ensuring the JetStream streams",
         Duration::from_secs(2),
         shutdown,
-        || ensure_streams(js, replicas),
+        || ensure_streams(js, settings),
     )
     .await
+}
+
+/// Whether a JetStream publish error means the stream (or the server's JetStream storage) is
+/// full: `maximum bytes exceeded` / `maximum messages exceeded` (a stream limit with discard
+/// new), or the server out of storage (`insufficient resources`, `storage resources exceeded`).
+pub fn is_stream_full_error(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "maximum bytes exceeded",
+        "maximum messages exceeded",
+        "insufficient resources",
+        "resources exceeded",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_tasks_are_bounded_and_refuse_new_messages_when_full() {
+        let settings =
+            StreamSettings { replicas: 3, events_max_bytes: 4096, tasks_max_bytes: 2048 };
+        let events = events_stream_config(&settings);
+        assert_eq!(
+            (events.max_bytes, events.discard, events.num_replicas),
+            (4096, DiscardPolicy::New, 3)
+        );
+        let tasks = tasks_stream_config(&settings);
+        assert_eq!((tasks.max_bytes, tasks.discard), (2048, DiscardPolicy::New));
+        assert!(is_stream_full_error(
+            "publish failed: maximum bytes exceeded (code 503, error code 10077)"
+        ));
+        assert!(is_stream_full_error("insufficient resources"));
+        assert!(!is_stream_full_error("timed out: didn't receive ack in time"));
+    }
 }

@@ -3,8 +3,10 @@
 //! one read-modify-commit loop ([`Store::modify`]), the transactional write path ([`Store::commit`]:
 //! changes and outbox records commit together), the outbox publisher/relay that turns each commit
 //! into exactly one event, and the task queue's JetStream state ([`Queues`]). It is the only code
-//! that builds MongoDB queries.
+//! that builds MongoDB queries. Writes headed for a full stream are refused up front
+//! ([`admission`]).
 
+pub mod admission;
 pub mod change;
 pub mod chat;
 pub mod documents;

@@ -134,7 +134,9 @@ fn lost_race(err: &StoreError) -> bool {
         StoreError::Mongo(err) => {
             err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
         }
-        StoreError::OutcomeUnknown(_) | StoreError::FieldName { .. } => false,
+        StoreError::OutcomeUnknown(_)
+        | StoreError::FieldName { .. }
+        | StoreError::StreamFull { .. } => false,
     }
 }
 

@@ -5,17 +5,24 @@
 //!
 //! Order per document: a record is published only when no older record of the same document
 //! is still waiting, so events of one document enter the stream in commit order.
+//!
+//! A publish refused because the stream is full marks that stream in the store's
+//! [`StreamGate`](crate::admission::StreamGate) (new writes for it are refused); a publish that
+//! succeeds, or a probe of the stream finding room, clears it.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use courier_core::{Event, subjects::TRACE_HEADER};
+use courier_core::{Event, jetstream::is_stream_full_error, subjects::TRACE_HEADER};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc};
 use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{metrics::OutboxMetrics, store::Store};
+use crate::{admission, metrics::OutboxMetrics, store::Store};
+
+/// How often the relay asks a full stream it has nothing to retry for whether it has room.
+const FULL_STREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub const OUTBOX_COLLECTION: &str = "_outbox";
 
@@ -131,10 +138,46 @@ impl Outbox {
                 return Ok(false);
             }
         }
-        self.publish(record).await?;
+        if let Err(err) = self.publish(record).await {
+            self.note_failure(&record.subject, &err.to_string());
+            return Err(err);
+        }
+        self.note_success(&record.subject);
         self.store.outbox().delete_one(doc! {"_id": &record.id}).await?;
         self.metrics.events_published.inc();
         Ok(true)
+    }
+
+    /// A publish to `subject` failed with `message`: a full stream refuses new writes.
+    fn note_failure(&self, subject: &str, message: &str) {
+        if is_stream_full_error(message)
+            && let Some(stream) = admission::stream_of(subject)
+        {
+            self.store.stream_gate().mark_full(stream);
+        }
+    }
+
+    /// A publish to `subject` succeeded: its stream has room.
+    fn note_success(&self, subject: &str) {
+        if let Some(stream) = admission::stream_of(subject) {
+            self.store.stream_gate().clear(stream);
+        }
+    }
+
+    /// Clears each full stream that reports room again (one it has no record to retry for
+    /// would otherwise stay refused).
+    async fn probe_full_streams(&self) {
+        for stream in self.store.stream_gate().full_streams() {
+            match self.js.get_stream(stream).await {
+                Ok(info) => {
+                    let info = info.cached_info();
+                    if admission::has_room(info.state.bytes, info.config.max_bytes) {
+                        self.store.stream_gate().clear(stream);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, stream, "probing a full stream failed"),
+            }
+        }
     }
 
     async fn publish(&self, record: &OutboxRecord) -> Result<(), PublishError> {
@@ -150,6 +193,7 @@ impl Outbox {
     /// The relay: every `interval`, publish records older than `grace` (the fast path's share),
     /// until `shutdown`. Runs in every api replica; duplicates are dropped by JetStream.
     pub async fn run_relay(self, interval: Duration, grace: Duration, shutdown: CancellationToken) {
+        let mut last_probe = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -162,6 +206,10 @@ impl Outbox {
                 Ok(0) => {}
                 Ok(published) => tracing::info!(published, "outbox relay published pending events"),
                 Err(err) => tracing::warn!(%err, "outbox relay round failed; retrying"),
+            }
+            if last_probe.elapsed() >= FULL_STREAM_PROBE_INTERVAL {
+                last_probe = tokio::time::Instant::now();
+                self.probe_full_streams().await;
             }
         }
         self.tasks.close();
@@ -187,14 +235,19 @@ impl Outbox {
         if batch.is_empty() {
             return Ok(0);
         }
-        let ready = self.in_document_order(batch).await?;
+        let mut ready = self.in_document_order(batch).await?;
+        // Records for a full stream wait for the probe to find room (they would only fail, and
+        // hold up the others behind them).
+        let full = self.store.stream_gate().full_streams();
+        ready.retain(|r| admission::stream_of(&r.subject).is_none_or(|s| !full.contains(&s)));
 
         // Pipeline the publishes on the one connection (order is kept), then await the acks.
         let mut acks = Vec::with_capacity(ready.len());
         for record in &ready {
             match self.js.send_publish(record.subject.clone(), publish_message(record)).await {
-                Ok(ack) => acks.push((record.id.clone(), ack)),
+                Ok(ack) => acks.push((record.id.clone(), record.subject.as_str(), ack)),
                 Err(err) => {
+                    self.note_failure(&record.subject, &err.to_string());
                     self.metrics.publish_failures.inc();
                     tracing::debug!(%err, "relay publish failed");
                     break;
@@ -202,10 +255,14 @@ impl Outbox {
             }
         }
         let mut published = Vec::with_capacity(acks.len());
-        for (id, ack) in acks {
+        for (id, subject, ack) in acks {
             match ack.await {
-                Ok(_) => published.push(id),
+                Ok(_) => {
+                    self.note_success(subject);
+                    published.push(id);
+                }
                 Err(err) => {
+                    self.note_failure(subject, &err.to_string());
                     self.metrics.publish_failures.inc();
                     tracing::debug!(%err, "relay publish not acknowledged");
                     break;

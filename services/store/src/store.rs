@@ -3,7 +3,7 @@
 //! outbox records commit together or not at all; field names are checked before anything is
 //! written).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use mongodb::{
     Client, Collection, Database, IndexModel,
@@ -13,6 +13,7 @@ use mongodb::{
 };
 
 use crate::{
+    admission::StreamGate,
     documents::{FieldNameError, VERSION_FIELD, check_field_names, check_update_values},
     outbox::{OUTBOX_COLLECTION, OutboxRecord},
 };
@@ -68,6 +69,10 @@ pub enum StoreError {
     /// nothing was written.
     #[error("a document of '{collection}' cannot be stored: {error}")]
     FieldName { collection: String, error: FieldNameError },
+    /// The write's events or tasks would go to a stream that is full (its `max_bytes` reached):
+    /// refused before anything was written (see [`crate::admission`]).
+    #[error("the {stream} stream is full; nothing was written")]
+    StreamFull { stream: &'static str },
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
 }
@@ -77,6 +82,7 @@ pub struct Store {
     client: Client,
     db: Database,
     query_timeout: Duration,
+    gate: Arc<StreamGate>,
 }
 
 /// Whether an error means "the database cannot be reached right now" (→ 503), as opposed to a
@@ -138,7 +144,12 @@ impl Store {
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options)?;
         let db = client.database(database);
-        Ok(Store { client, db, query_timeout: DEFAULT_QUERY_TIMEOUT })
+        Ok(Store {
+            client,
+            db,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            gate: Arc::new(StreamGate::default()),
+        })
     }
 
     /// The same store with `timeout` as the server-side limit of every query (`maxTimeMS`) and
@@ -146,6 +157,11 @@ impl Store {
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
         self
+    }
+
+    /// Which streams this process found full (shared by its clones and its outbox).
+    pub fn stream_gate(&self) -> &StreamGate {
+        &self.gate
     }
 
     /// The limit every query carries (`.max_time(store.query_timeout())`).
@@ -220,6 +236,10 @@ impl Store {
         // The rule on field names, before anything is written.
         for write in writes {
             write.check_field_names()?;
+        }
+        // No new records for a stream that refuses them: the outbox would only grow.
+        if let Some(stream) = self.gate.refusal(outbox) {
+            return Err(StoreError::StreamFull { stream });
         }
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;

@@ -123,7 +123,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, registry, readiness, work, nats } = self;
         tracing::info!(metrics = %listener.local_addr()?, worker = %work.worker_id, "worker starting");
-        let replicas = work.config.nats.stream_replicas;
+        let replicas = work.config.nats.streams();
         let js = work.js.clone();
         let ops =
             tokio::spawn(courier_core::ops::serve(listener, registry, readiness, shutdown.clone()));

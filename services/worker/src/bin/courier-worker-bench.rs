@@ -76,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("courier_bench_{}", uuid::Uuid::now_v7().simple()));
     let nats = async_nats::connect(&args.nats_url).await.context("connecting to NATS")?;
     let js = jetstream::new(nats.clone());
-    ensure_streams(&js, 1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure_streams(&js, courier_core::jetstream::StreamSettings::with_replicas(1))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut tasks_stream = js.get_stream(TASKS_STREAM).await?;
     let backlog = tasks_stream.info().await?.state.messages;
     if backlog > 0 {
