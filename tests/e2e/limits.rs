@@ -242,19 +242,25 @@ impl StalledPost {
 /// `request_timeout` with `Retry-After`, and what it carried is not written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_timeout_is_answered_503_and_changes_nothing() {
-    let api =
-        Api::start(|config| config.http_limits.http_request_timeout = Duration::from_millis(300))
-            .await;
+    let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
+    let database = chaos::fresh_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Stack::api_config(&store, &database, &nats);
+    config.collections_file = collections_file(&dir);
+    config.http_limits.http_request_timeout = Duration::from_secs(1);
+    let api = RunningApi::start(config).await;
     let started = tokio::time::Instant::now();
-    let mut stalled = StalledPost::open(&api.api).await;
+    let mut stalled = StalledPost::open(&api).await;
     let (status, body) = stalled.answer(Duration::from_secs(10)).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
     let body: Value = serde_json::from_str(&body).expect("a JSON error body");
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
-    // Quick requests are unaffected; the stalled one wrote nothing.
-    let list = api.send(reqwest::Method::GET, "/api/v1/notes", None).await;
-    assert_eq!((list.status, &list.body["items"]), (StatusCode::OK, &json!([])));
+    // The stalled request wrote nothing.
+    let client = mongodb::Client::with_uri_str(store.uri()).await.unwrap();
+    let notes = client.database(&database).collection::<mongodb::bson::Document>("notes");
+    assert_eq!(notes.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0);
+    drop((nats, dir));
 }
 
 /// With `COURIER_HTTP_MAX_CONCURRENT_REQUESTS` requests in flight, the next is answered 503
@@ -429,4 +435,49 @@ async fn a_full_tasks_stream_refuses_only_writes_that_enqueue_tasks() {
         assert_eq!(answer.code(), "stream_full", "{:?}", answer.body);
     }
     assert!(outbox_len(&api._store, &database).await <= waiting, "the outbox did not grow");
+}
+
+/// NATS down: writes still commit and wait in the outbox, but only up to
+/// `COURIER_OUTBOX_MAX_PENDING`; past it they are refused with 503 `outbox_full` and the outbox
+/// stops growing. NATS back: the backlog is published and writes are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_bounded_while_nats_is_down() {
+    courier_tests::init_test_logging();
+    let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
+    let database = chaos::fresh_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Stack::api_config(&store, &database, &nats);
+    config.collections_file = collections_file(&dir);
+    config.outbox_max_pending = 5;
+    let api = RunningApi::start(config).await;
+    let mut api = Api { _nats: nats, _store: store, _dir: dir, api, http: reqwest::Client::new() };
+    let first =
+        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&json!({"title": "up"}))).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    api._nats.kill().await;
+    let refused = post_until_refused(&api, "notes", 2_000).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(refused.code(), "outbox_full", "{:?}", refused.body);
+    assert_eq!(refused.retry_after.as_deref(), Some("10"));
+    let waiting = outbox_len(&api._store, &database).await;
+    assert!(waiting > 5, "writes were accepted up to the bound ({waiting} wait)");
+    for n in 0..10 {
+        let body = json!({"title": format!("refused {n}")});
+        let answer = api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await;
+        assert_eq!(answer.code(), "outbox_full", "{:?}", answer.body);
+    }
+    assert_eq!(outbox_len(&api._store, &database).await, waiting, "the outbox did not grow");
+
+    api._nats.restart().await;
+    courier_tests::wait_until("the outbox to drain", Duration::from_secs(30), || async {
+        outbox_len(&api._store, &database).await == 0
+    })
+    .await;
+    courier_tests::wait_until("writes to be accepted again", Duration::from_secs(15), || async {
+        let body = json!({"title": "back"});
+        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await.status
+            == StatusCode::CREATED
+    })
+    .await;
 }

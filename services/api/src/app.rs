@@ -55,7 +55,8 @@ impl Application {
         let http_metrics = HttpMetrics::register(&mut registry);
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
-        let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
+        let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
+            .with_max_pending(config.outbox_max_pending);
         let state = AppState {
             store: store.clone(),
             outbox,

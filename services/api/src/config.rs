@@ -55,6 +55,11 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = millis_or_duration, default_value = "1s")]
     pub relay_grace: Duration,
 
+    /// Most outbox records that may wait to be published (e.g. while NATS is unreachable); over
+    /// it, writes are refused with 503 `outbox_full` until the backlog is under 90% of it.
+    #[arg(long, env = "COURIER_OUTBOX_MAX_PENDING", value_parser = clap::value_parser!(u64).range(1..), default_value_t = courier_store::outbox::DEFAULT_MAX_PENDING)]
+    pub outbox_max_pending: u64,
+
     /// How often the api polls JetStream for the `courier_jetstream_*` gauges: `250ms`, `5s`,
     /// `2m`, `1h` (a bare number is milliseconds); 0 turns the poll off.
     #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = millis_or_duration, default_value = "5s")]

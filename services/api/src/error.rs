@@ -59,6 +59,10 @@ pub enum ApiError {
     /// `COURIER_TASKS_MAX_BYTES`): refused before anything was written.
     #[error("the {stream} stream is full; nothing was written, retry later")]
     StreamFull { stream: &'static str },
+    /// More changes wait in the outbox than `COURIER_OUTBOX_MAX_PENDING` (NATS unreachable for
+    /// long): refused before anything was written.
+    #[error("too many changes are waiting to be published; nothing was written, retry later")]
+    OutboxFull,
     /// The request took longer than `COURIER_HTTP_REQUEST_TIMEOUT`.
     #[error(
         "the request took longer than {} and was stopped; a change may have been applied: read it before retrying",
@@ -92,7 +96,8 @@ impl ApiError {
             | ApiError::QueryTimeout(_)
             | ApiError::RequestTimeout { .. }
             | ApiError::Overloaded
-            | ApiError::StreamFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::StreamFull { .. }
+            | ApiError::OutboxFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +121,7 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::StreamFull { .. } => "stream_full",
+            ApiError::OutboxFull => "outbox_full",
             ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
@@ -161,6 +167,7 @@ impl From<courier_store::StoreError> for ApiError {
             ),
             courier_store::StoreError::OutcomeUnknown(err) => ApiError::OutcomeUnknown(err),
             courier_store::StoreError::StreamFull { stream } => ApiError::StreamFull { stream },
+            courier_store::StoreError::OutboxFull => ApiError::OutboxFull,
             courier_store::StoreError::FieldName { collection, error } => ApiError::validation(
                 &collection,
                 vec![FieldError {
@@ -209,8 +216,7 @@ impl IntoResponse for ApiError {
             ApiError::QueryTimeout(_) | ApiError::RequestTimeout { .. } | ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
-            ApiError::StreamFull { stream } => {
-                tracing::debug!(stream, "write refused: stream full");
+            ApiError::StreamFull { .. } | ApiError::OutboxFull => {
                 let wait = courier_store::admission::STREAM_FULL_RETRY_AFTER_SECS;
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }

@@ -36,7 +36,7 @@ async fn docs_page() -> Html<&'static str> {
 }
 
 /// What a 503 can mean on any api operation (the `code` says which; retry after `Retry-After`).
-const UNAVAILABLE: &str = "Unavailable, retry after Retry-After: the database is unreachable (store_unavailable) or a query hit its time limit (query_timeout); a write's stream is full (stream_full; nothing was written); or the api is at its limits (overloaded: too many requests in flight; request_timeout: the request took too long, a write may have been applied)";
+const UNAVAILABLE: &str = "Unavailable, retry after Retry-After: the database is unreachable (store_unavailable) or a query hit its time limit (query_timeout); a write's stream is full or too many changes wait to be published (stream_full, outbox_full; nothing was written); or the api is at its limits (overloaded: too many requests in flight; request_timeout: the request took too long, a write may have been applied)";
 
 /// Every operation of `paths` (all but the ops endpoints) gets the api-wide 503 (HTTP limits,
 /// query time limit, full streams) with its `Retry-After` header.

@@ -10,8 +10,21 @@
 //! retrying the records already committed) or when the stream reports room again (the relay
 //! probes a full stream it has nothing to retry for). Every replica learns this from its own
 //! publishes, so at most the writes in flight when a stream fills slip into the outbox.
+//!
+//! The outbox itself is bounded too (`COURIER_OUTBOX_MAX_PENDING`): when NATS is unreachable
+//! writes keep committing and their records wait, which is the point of the outbox, but only up
+//! to that many. The api's relay counts the backlog (bounded count, every few seconds, NATS up or
+//! not); above the bound every write that announces anything is refused
+//! ([`StoreError::OutboxFull`](crate::StoreError::OutboxFull), 503 `outbox_full`) until the
+//! backlog is back under 90% of it.
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use courier_core::subjects::{EVENTS_STREAM, TASKS_STREAM};
 
@@ -28,6 +41,17 @@ const ROOM_AGAIN_PER_MILLE: i64 = 950;
 #[derive(Debug, Default)]
 pub struct StreamGate {
     full: Mutex<Vec<(&'static str, Instant)>>,
+    /// The last backlog count was over the outbox bound.
+    backlog_over: AtomicBool,
+}
+
+/// Why a write is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its records would go to this full stream.
+    StreamFull(&'static str),
+    /// The outbox holds more records than its bound.
+    OutboxFull,
 }
 
 /// The stream a subject's messages are stored in (Courier's outbox writes only these two).
@@ -50,13 +74,43 @@ pub fn has_room(bytes: u64, max_bytes: i64) -> bool {
 }
 
 impl StreamGate {
-    /// The first full stream one of `records` goes to, if any: the write must be refused.
-    pub fn refusal(&self, records: &[OutboxRecord]) -> Option<&'static str> {
+    /// Whether a write with these outbox `records` must be refused, and why.
+    pub fn refusal(&self, records: &[OutboxRecord]) -> Option<Refusal> {
+        if records.is_empty() {
+            return None;
+        }
+        if self.backlog_over.load(Ordering::Relaxed) {
+            return Some(Refusal::OutboxFull);
+        }
         let full = self.full.lock().expect("stream gate lock poisoned");
         records
             .iter()
             .filter_map(|record| stream_of(&record.subject))
             .find(|stream| full.iter().any(|(name, _)| name == stream))
+            .map(Refusal::StreamFull)
+    }
+
+    /// The relay counted `pending` outbox records (a count bounded just above `max_pending`):
+    /// over `max_pending` writes are refused, at or under 90% of it they are admitted again.
+    pub fn observe_backlog(&self, pending: u64, max_pending: u64) {
+        let was_over = self.backlog_over.load(Ordering::Relaxed);
+        let over = if was_over {
+            pending.saturating_mul(10) > max_pending.saturating_mul(9)
+        } else {
+            pending > max_pending
+        };
+        if over != was_over {
+            self.backlog_over.store(over, Ordering::Relaxed);
+            if over {
+                tracing::warn!(pending, max_pending, "outbox over its bound: refusing new writes");
+            } else {
+                tracing::info!(
+                    pending,
+                    max_pending,
+                    "outbox back under its bound: admitting writes"
+                );
+            }
+        }
     }
 
     /// A publish to `stream` was refused as full.
@@ -110,10 +164,31 @@ mod tests {
         assert_eq!(gate.full_streams(), [TASKS_STREAM]);
         // Only writes that enqueue a task are refused.
         assert_eq!(gate.refusal(std::slice::from_ref(&event)), None);
-        assert_eq!(gate.refusal(&[event.clone(), task.clone()]), Some(TASKS_STREAM));
+        assert_eq!(
+            gate.refusal(&[event.clone(), task.clone()]),
+            Some(Refusal::StreamFull(TASKS_STREAM))
+        );
         gate.clear(TASKS_STREAM);
-        assert_eq!(gate.refusal(&[event, task]), None);
+        assert_eq!(gate.refusal(&[event.clone(), task]), None);
         assert!(gate.full_streams().is_empty());
+        // A write that announces nothing never needs a stream.
+        gate.mark_full(EVENTS_STREAM);
+        assert_eq!(gate.refusal(&[]), None);
+        assert_eq!(gate.refusal(&[event]), Some(Refusal::StreamFull(EVENTS_STREAM)));
+    }
+
+    #[test]
+    fn an_outbox_over_its_bound_refuses_writes_until_back_under_90_percent() {
+        let gate = StreamGate::default();
+        let event = [record("events.pets.1.created")];
+        gate.observe_backlog(100, 100);
+        assert_eq!(gate.refusal(&event), None);
+        gate.observe_backlog(101, 100);
+        assert_eq!(gate.refusal(&event), Some(Refusal::OutboxFull));
+        gate.observe_backlog(91, 100);
+        assert_eq!(gate.refusal(&event), Some(Refusal::OutboxFull), "hysteresis");
+        gate.observe_backlog(90, 100);
+        assert_eq!(gate.refusal(&event), None);
     }
 
     #[test]

@@ -136,7 +136,8 @@ fn lost_race(err: &StoreError) -> bool {
         }
         StoreError::OutcomeUnknown(_)
         | StoreError::FieldName { .. }
-        | StoreError::StreamFull { .. } => false,
+        | StoreError::StreamFull { .. }
+        | StoreError::OutboxFull => false,
     }
 }
 

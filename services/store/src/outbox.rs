@@ -24,6 +24,12 @@ use crate::{admission, metrics::OutboxMetrics, store::Store};
 /// How often the relay asks a full stream it has nothing to retry for whether it has room.
 const FULL_STREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the relay counts the outbox backlog against its bound.
+const BACKLOG_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The outbox bound unless the service sets one ([`Outbox::with_max_pending`]).
+pub const DEFAULT_MAX_PENDING: u64 = 100_000;
+
 pub const OUTBOX_COLLECTION: &str = "_outbox";
 
 /// Most records the relay publishes per round.
@@ -82,6 +88,7 @@ pub struct Outbox {
     js: jetstream::Context,
     metrics: Arc<OutboxMetrics>,
     tasks: TaskTracker,
+    max_pending: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +104,35 @@ pub enum PublishError {
 impl Outbox {
     pub fn new(store: Store, nats: async_nats::Client, metrics: Arc<OutboxMetrics>) -> Self {
         let js = jetstream::new(nats.clone());
-        Outbox { store, nats, js, metrics, tasks: TaskTracker::new() }
+        Outbox {
+            store,
+            nats,
+            js,
+            metrics,
+            tasks: TaskTracker::new(),
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// The same outbox bounded at `max_pending` waiting records: over it, the relay has new
+    /// writes refused (see [`crate::admission`]).
+    pub fn with_max_pending(mut self, max_pending: u64) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// Counts the waiting records (up to just above the bound) and tells the gate.
+    async fn check_backlog(&self) -> Result<(), PublishError> {
+        let pending = self
+            .store
+            .outbox()
+            .count_documents(doc! {})
+            .limit(self.max_pending.saturating_add(1))
+            .max_time(self.store.query_timeout())
+            .await?;
+        self.metrics.outbox_backlog.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.store.stream_gate().observe_backlog(pending, self.max_pending);
+        Ok(())
     }
 
     /// The fast path: publish `records` right after their commit, in the background, so the
@@ -194,10 +229,18 @@ impl Outbox {
     /// until `shutdown`. Runs in every api replica; duplicates are dropped by JetStream.
     pub async fn run_relay(self, interval: Duration, grace: Duration, shutdown: CancellationToken) {
         let mut last_probe = tokio::time::Instant::now();
+        let mut last_count: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+            }
+            // NATS up or not: the bound matters most while nothing can be published.
+            if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_CHECK_INTERVAL) {
+                last_count = Some(tokio::time::Instant::now());
+                if let Err(err) = self.check_backlog().await {
+                    tracing::debug!(%err, "counting the outbox backlog failed");
+                }
             }
             if self.nats.connection_state() != async_nats::connection::State::Connected {
                 continue;

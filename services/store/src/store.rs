@@ -13,7 +13,7 @@ use mongodb::{
 };
 
 use crate::{
-    admission::StreamGate,
+    admission::{Refusal, StreamGate},
     documents::{FieldNameError, VERSION_FIELD, check_field_names, check_update_values},
     outbox::{OUTBOX_COLLECTION, OutboxRecord},
 };
@@ -73,6 +73,10 @@ pub enum StoreError {
     /// refused before anything was written (see [`crate::admission`]).
     #[error("the {stream} stream is full; nothing was written")]
     StreamFull { stream: &'static str },
+    /// The outbox holds more records than its bound (NATS unreachable for long, or too slow):
+    /// refused before anything was written (see [`crate::admission`]).
+    #[error("too many changes wait to be published; nothing was written")]
+    OutboxFull,
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
 }
@@ -238,8 +242,10 @@ impl Store {
             write.check_field_names()?;
         }
         // No new records for a stream that refuses them: the outbox would only grow.
-        if let Some(stream) = self.gate.refusal(outbox) {
-            return Err(StoreError::StreamFull { stream });
+        match self.gate.refusal(outbox) {
+            None => {}
+            Some(Refusal::StreamFull(stream)) => return Err(StoreError::StreamFull { stream }),
+            Some(Refusal::OutboxFull) => return Err(StoreError::OutboxFull),
         }
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;
