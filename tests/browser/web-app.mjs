@@ -16,6 +16,9 @@ const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter += 1
 /** Console errors Chromium itself prints for expected 4xx answers and broadcaster outages. */
 const HTTP_ERROR = (status) => new RegExp(`Failed to load resource: the server responded with a status of ${status}`);
 const WS_FAILED = /WebSocket connection to .* failed/;
+/** Sign-out asks the api to revoke the refresh token (POST /api/v1/auth/logout); an api without
+ * that route answers 405, which the page takes as signed out anyway. */
+const NO_LOGOUT_ROUTE = HTTP_ERROR(405);
 
 async function openApp(open, hash = '#/products', options) {
   const page = await open(options);
@@ -134,16 +137,25 @@ scenario('register, sign out, sign in (tokens in sessionStorage only)', async ({
   await page.reload();
   await page.locator('.user-name', { hasText: username }).waitFor();
 
+  // Sign-out asks the api to revoke the refresh token, then forgets the session either way.
+  const { refreshToken } = JSON.parse(await page.evaluate(() => sessionStorage.getItem('courier.session')));
+  const logout = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/logout') && r.request().method() === 'POST');
   await page.getByRole('button', { name: 'Sign out' }).click();
+  const answer = await logout;
+  assert.equal(answer.request().postDataJSON().refresh_token, refreshToken);
   await page.getByRole('button', { name: 'Sign in' }).waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('courier.session')), null);
+  if (answer.status() !== 404 && answer.status() !== 405) {
+    const reuse = await http('POST', '/api/v1/auth/refresh', { body: { refresh_token: refreshToken } });
+    assert.equal(reuse.status, 401, 'the api revoked the refresh token at sign-out');
+  }
 
   await page.getByRole('button', { name: 'Sign in' }).click();
   await signIn(page, username, 'wrong password!');
   await dialog(page).locator('.banner-error', { hasText: 'Invalid username or password' }).waitFor();
   await signIn(page, username);
   await page.locator('.user-name', { hasText: username }).waitFor();
-  await assertClean(page, [HTTP_ERROR(401), HTTP_ERROR(422)]);
+  await assertClean(page, [HTTP_ERROR(401), HTTP_ERROR(422), NO_LOGOUT_ROUTE]);
 });
 
 scenario('the access token is refreshed before it expires', async ({ open }) => {
@@ -340,7 +352,7 @@ scenario('pets need sign-in to write; a new pet is enriched live by the workers'
   await page.getByRole('button', { name: 'Sign out' }).click();
   await eventually('disabled buttons', () => rowButton(page, id, 'Edit').isDisabled());
   assert.equal(await page.getByRole('button', { name: 'New pet' }).isDisabled(), true);
-  await assertClean(page);
+  await assertClean(page, [NO_LOGOUT_ROUTE]);
 });
 
 scenario('a collection that needs sign-in to read: list and live channel use the token', async ({ open }) => {
@@ -380,7 +392,7 @@ scenario('a collection that needs sign-in to read: list and live channel use the
   await page.getByRole('button', { name: 'Sign out' }).click();
   await eventually('the rows to go', async () => (await page.locator('tbody tr').count()) === 0);
   await page.locator('.notice', { hasText: 'Reading notes requires signing in' }).waitFor();
-  await assertClean(page);
+  await assertClean(page, [NO_LOGOUT_ROUTE]);
 });
 
 scenario('after a broadcaster restart the page resumes: every event exactly once', async ({ open }) => {
@@ -542,14 +554,201 @@ scenario('chat: rooms with unread badges, messages arrive live, the composer sen
   await http('POST', `/api/v1/chats/${general.data.id}/messages`, { token: boToken, body: { text: 'live hello' } });
   await messages.getByText('live hello').waitFor();
   await http('POST', `/api/v1/chats/${quiet.data.id}/messages`, { token: boToken, body: { text: 'psst' } });
-  await rooms.getByLabel('1 unread').waitFor();
+  await rooms.getByRole('button', { name: /quiet/ }).getByLabel('1 unread').waitFor();
+  // The open room's messages are on screen: read, no badge.
+  await eventually('the open room read', async () => (await rooms.getByRole('button', { name: /general/ }).locator('.badge').count()) === 0);
 
-  await page.getByLabel('Message').fill('hi bo');
+  await page.getByLabel('Message', { exact: true }).fill('hi bo');
   await page.getByRole('button', { name: 'Send' }).click();
-  await messages.getByText('hi bo').waitFor();
+  // Stored (it has its seq), not only shown as pending.
+  await messages.locator('li[data-seq]', { hasText: 'hi bo' }).waitFor();
   const history = await http('GET', `/api/v1/chats/${general.data.id}/messages`, { token: boToken });
   assert.deepEqual(history.data.items.map((m) => m.text), ['before you came', 'live hello', 'hi bo']);
-  assert.equal(await messages.locator('li').count(), 3, 'each message once');
+  assert.equal(await messages.locator('li[data-seq]').count(), 3, 'each message once');
+  await assertClean(page);
+});
+
+/** The texts of the messages a page shows in the open room, in order. */
+const shownTexts = (page) => page.locator('.chat-messages li[data-seq] .msg-text').evaluateAll((items) => items.map((p) => p.firstChild?.textContent ?? ''));
+const shownSeqs = (page) => page.locator('.chat-messages li[data-seq]').evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+
+async function openChat(open, username, options) {
+  const page = await open(options);
+  await page.goto(`${env.webUrl}/#/chat`);
+  await page.locator('#connection[data-state="open"]').waitFor();
+  await page.locator('.notice', { hasText: 'Chat requires signing in' }).waitFor();
+  await signUp(page, username);
+  await page.locator('.chat-rooms-head h1').waitFor();
+  return page;
+}
+
+async function typeAndSend(page, text) {
+  await page.getByLabel('Message', { exact: true }).fill(text);
+  await page.getByLabel('Message', { exact: true }).press('Enter');
+}
+
+scenario('chat, two users: a room made and shared in the page, live messages in order, typing, unread badges, a broadcaster restart, offline sends, removal', async ({ open }) => {
+  const ana = unique('ana');
+  const bo = unique('bo');
+  const anaPage = await openChat(open, ana);
+  const boPage = await openChat(open, bo);
+  const anaRooms = anaPage.getByRole('navigation', { name: 'Rooms' });
+  const boRooms = boPage.getByRole('navigation', { name: 'Rooms' });
+  await boPage.getByText('You are in no room yet.').waitFor();
+  await screenshot(boPage, 'chat-empty');
+
+  // Ana creates a room with bo from the page; it appears in bo's list without a reload.
+  const name = unique('plans');
+  await anaPage.getByRole('button', { name: 'New room' }).click();
+  await dialog(anaPage).getByLabel('Name').fill(name);
+  await dialog(anaPage).getByLabel('Topic (optional)').fill('What we do next');
+  await dialog(anaPage).getByLabel('Members (optional)').fill(bo);
+  await dialog(anaPage).getByRole('button', { name: 'Create room' }).click();
+  await anaPage.getByRole('heading', { name, exact: true }).waitFor();
+  await boRooms.getByRole('button', { name: new RegExp(name) }).click();
+  await boPage.getByRole('heading', { name, exact: true }).waitFor();
+  await boPage.getByText('No messages yet.').waitFor();
+
+  // Messages typed in one page appear in the other, in order, each once.
+  const said = ['one', 'two', 'three', 'four'];
+  for (const text of said) await typeAndSend(anaPage, text);
+  await eventually('ana’s messages at bo’s, in order', async () => JSON.stringify(await shownTexts(boPage)) === JSON.stringify(said));
+  await eventually('ana’s own view settled', async () => JSON.stringify(await shownTexts(anaPage)) === JSON.stringify(said));
+
+  // Typing shows at the other side and clears when the message is sent.
+  const typing = anaPage.getByTestId('typing');
+  await boPage.getByLabel('Message', { exact: true }).pressSequentially('on my w', { delay: 20 });
+  await anaPage.getByTestId('typing').filter({ hasText: `${bo} is typing…` }).waitFor();
+  await screenshot(anaPage, 'chat-typing');
+  await boPage.getByLabel('Message', { exact: true }).pressSequentially('ay', { delay: 20 });
+  await boPage.getByLabel('Message', { exact: true }).press('Enter');
+  await eventually('the typing indicator to clear', async () => (await typing.textContent()) === '');
+  await anaPage.locator('.chat-messages li[data-seq]', { hasText: 'on my way' }).waitFor();
+
+  // @mention autocomplete offers bo; presence shows both online.
+  await anaPage.getByLabel('Message', { exact: true }).pressSequentially(`thanks @${bo.slice(0, 3)}`);
+  await anaPage.getByRole('option', { name: new RegExp(`@${bo}`) }).waitFor();
+  await anaPage.getByLabel('Message', { exact: true }).press('Enter');
+  assert.equal(await anaPage.getByLabel('Message', { exact: true }).inputValue(), `thanks @${bo} `);
+  await anaPage.getByLabel('Message', { exact: true }).press('Enter');
+  await boPage.locator('.chat-messages .mention', { hasText: `@${bo}` }).waitFor();
+  await anaPage.locator('.presence-count', { hasText: '2 online' }).waitFor();
+  await screenshot(anaPage, 'chat-room');
+  await anaPage.emulateMedia({ colorScheme: 'dark' });
+  await screenshot(anaPage, 'chat-room-dark');
+  await anaPage.emulateMedia({ colorScheme: 'light' });
+
+  // A second room: bo has the first one open, so the second's badge rises and clears on reading.
+  const other = unique('side');
+  const created = await anaPage.evaluate(async ({ other, bo }) => {
+    const token = JSON.parse(sessionStorage.getItem('courier.session')).accessToken;
+    const r = await fetch('/api/v1/chats', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ name: other, members: [bo] }) });
+    return { status: r.status, body: await r.json() };
+  }, { other, bo });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const otherButton = boRooms.getByRole('button', { name: new RegExp(other) });
+  await otherButton.waitFor();
+  await anaRooms.getByRole('button', { name: new RegExp(other) }).click();
+  await anaPage.getByRole('heading', { name: other, exact: true }).waitFor();
+  await typeAndSend(anaPage, 'psst');
+  await typeAndSend(anaPage, 'over here');
+  await otherButton.getByLabel('2 unread').waitFor();
+  await boPage.getByRole('navigation', { name: 'Sections' }).getByLabel(/unread/).waitFor();
+  await screenshot(boPage, 'chat-unread');
+  await otherButton.click();
+  await boPage.locator('.chat-messages li[data-seq]', { hasText: 'over here' }).waitFor();
+  await eventually('the badge to clear once read', async () => (await otherButton.locator('.badge').count()) === 0);
+  // The marker is on the server too: a reload shows no unread.
+  await boPage.reload();
+  await boRooms.getByRole('button', { name: new RegExp(other) }).waitFor();
+  assert.equal(await boRooms.getByRole('button', { name: new RegExp(other) }).locator('.badge').count(), 0, 'read on the server');
+  await boRooms.getByRole('button', { name: new RegExp(other) }).click();
+  await boPage.locator('.chat-messages li[data-seq]', { hasText: 'over here' }).waitFor();
+
+  // The broadcaster dies mid-conversation; both keep writing over REST; when it is back, each
+  // page has every message once, in seq order.
+  await control('stop-broadcaster');
+  await boPage.locator('#connection[data-state="reconnecting"]').waitFor();
+  await boPage.locator('.chat-connection', { hasText: 'Reconnecting' }).waitFor();
+  await screenshot(boPage, 'chat-reconnecting');
+  for (const text of ['during 1', 'during 2']) await typeAndSend(anaPage, text);
+  await typeAndSend(boPage, 'bo during');
+  await typeAndSend(anaPage, 'during 3');
+  await anaPage.locator('.chat-messages li[data-seq]', { hasText: 'during 3' }).waitFor();
+  await control('start-broadcaster');
+  await boPage.locator('#connection[data-state="open"]').waitFor({ timeout: 30_000 });
+  await anaPage.locator('#connection[data-state="open"]').waitFor({ timeout: 30_000 });
+  const expected = ['psst', 'over here', 'during 1', 'during 2', 'bo during', 'during 3'];
+  await eventually('every message at bo’s after the restart', async () => JSON.stringify(await shownTexts(boPage)) === JSON.stringify(expected), 20_000);
+  await typeAndSend(anaPage, 'after');
+  await boPage.locator('.chat-messages li[data-seq]', { hasText: 'after' }).waitFor();
+  // Anything shown twice would have arrived by now.
+  await boPage.waitForTimeout(1_000);
+  for (const page of [anaPage, boPage]) {
+    assert.deepEqual(await shownTexts(page), [...expected, 'after'], 'each message once, in order');
+    const seqs = await shownSeqs(page);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'seq order');
+    assert.equal(new Set(seqs).size, seqs.length, 'no seq twice');
+  }
+
+  // Offline: bo's send waits, visible as pending, and goes out once (same client_msg_id) when back.
+  await boPage.context().setOffline(true);
+  await boPage.locator('.chat-connection', { hasText: 'You are offline' }).waitFor();
+  await typeAndSend(boPage, 'sent while offline');
+  await boPage.locator('.chat-msg.pending[data-state="queued"]', { hasText: 'sent while offline' }).waitFor();
+  await screenshot(boPage, 'chat-offline');
+  await boPage.context().setOffline(false);
+  await anaPage.locator('.chat-messages li[data-seq]', { hasText: 'sent while offline' }).waitFor({ timeout: 20_000 });
+  await boPage.locator('.chat-messages li[data-seq]', { hasText: 'sent while offline' }).waitFor({ timeout: 20_000 });
+  assert.equal(await boPage.locator('.chat-msg.pending').count(), 0, 'nothing left pending');
+  await anaPage.waitForTimeout(500);
+  assert.equal(await anaPage.locator('.chat-messages li[data-seq]', { hasText: 'sent while offline' }).count(), 1, 'sent once');
+
+  // Ana (owner) removes bo from the room: it leaves bo's list live, with a notice.
+  const members = anaPage.getByRole('complementary', { name: 'Members' });
+  if (!(await members.isVisible())) await anaPage.getByRole('button', { name: /online/ }).click();
+  await members.locator(`li[data-username="${bo}"]`).waitFor();
+  await screenshot(anaPage, 'chat-members');
+  await members.getByRole('button', { name: `Remove ${bo}` }).click();
+  await boPage.getByText(`You were removed from ${other}.`).waitFor();
+  await eventually('the room gone from bo’s list', async () => (await boRooms.getByRole('button', { name: new RegExp(other) }).count()) === 0);
+  await members.locator(`li[data-username="${bo}"]`).waitFor({ state: 'detached' });
+  assert.equal(await boRooms.getByRole('button', { name: new RegExp(name) }).count(), 1, 'the other room stays');
+  // Ana wrote more than the send limit (10 per 10 s) allows: the outbox waited out the 429s.
+  await assertClean(anaPage, [WS_FAILED, HTTP_ERROR(429)]);
+  await assertClean(boPage, [WS_FAILED, HTTP_ERROR(429), /ERR_INTERNET_DISCONNECTED|Failed to fetch|net::/]);
+});
+
+scenario('chat at phone width: the room list is a drawer, a direct message from the page', async ({ open }) => {
+  const ana = unique('ana');
+  const bo = unique('bo');
+  await apiToken(bo);
+  // Signed up at full width (the phone's top bar keeps only Sign in), then a phone.
+  const page = await openChat(open, ana);
+  await page.setViewportSize({ width: 375, height: 812 });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  // The top bar stays one line.
+  const bar = await page.locator('.topbar').boundingBox();
+  assert.ok(bar && bar.height < 60, `the top bar is one line at 375 px: ${JSON.stringify(bar)}`);
+  await page.getByRole('button', { name: 'Message someone' }).click();
+  await dialog(page).getByLabel('Username').fill(bo);
+  await dialog(page).getByRole('button', { name: 'Open conversation' }).click();
+  await page.getByRole('heading', { name: `@${bo}` }).waitFor();
+  const rooms = page.getByRole('navigation', { name: 'Rooms' });
+  assert.equal(await rooms.isVisible(), false, 'with a room open the list is a closed drawer');
+  await typeAndSend(page, 'hello from a phone');
+  await page.locator('.chat-messages li[data-seq]', { hasText: 'hello from a phone' }).waitFor();
+  assert.ok((await overflow()) <= 0, 'no horizontal scrolling');
+  await screenshot(page, 'chat-phone');
+  await page.getByRole('button', { name: /^Rooms/ }).click();
+  await rooms.waitFor({ state: 'visible' });
+  await screenshot(page, 'chat-phone-drawer');
+  await page.keyboard.press('Escape');
+  await rooms.waitFor({ state: 'hidden' });
+  // The same direct room again, whoever asks.
+  const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')).accessToken);
+  const again = await http('POST', '/api/v1/chats', { token, body: { direct: bo } });
+  assert.equal(again.status, 200);
   await assertClean(page);
 });
 

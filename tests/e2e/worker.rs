@@ -10,12 +10,14 @@ use std::{
 
 use async_nats::jetstream;
 use courier_core::{
-    Task,
-    subjects::{DLQ_STREAM, TASKS_STREAM, WORKERS_CONSUMER, task_subject},
+    Priority, Task,
+    collection_spec::{TaskTrigger, TriggerOn},
+    subjects::{DLQ_STREAM, TASKS_STREAM, task_subject},
 };
 use courier_tests::{
     NatsServer, RunningWorker, Stack, WsClient,
     chaos::{self, Metrics},
+    priorities::{pets_tasks, stack_with_collections, wait_tasks_drained},
     services::ServiceProcess,
     wait_for, wait_until,
 };
@@ -38,18 +40,9 @@ pub async fn wait_for_messages(js: &jetstream::Context, stream: &str, count: u64
     .await;
 }
 
-/// Waits until the work queue is empty and nothing is in flight.
+/// Waits until the work queue is empty at every priority and nothing is in flight.
 pub async fn wait_queue_drained(js: &jetstream::Context) {
-    wait_until("the TASKS queue to drain", Duration::from_secs(20), || async {
-        let mut stream = js.get_stream(TASKS_STREAM).await.unwrap();
-        let messages = stream.info().await.unwrap().state.messages;
-        let in_flight = match stream.consumer_info(WORKERS_CONSUMER).await {
-            Ok(info) => info.num_ack_pending,
-            Err(_) => 0,
-        };
-        messages == 0 && in_flight == 0
-    })
-    .await;
+    wait_tasks_drained(js, Duration::from_secs(20)).await;
 }
 
 /// A worker config against the stack's NATS and database, with quick retries.
@@ -281,6 +274,54 @@ async fn a_task_applies_at_most_once_even_when_handled_twice_at_the_same_time() 
     assert_eq!(again, courier_worker::courier_store::TaskCommit::AlreadyApplied);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_re_enriches_only_a_pet_not_known_to_be_vaccinated() {
+    let stack = Stack::start().await;
+    let token = writer_token(&stack).await;
+    let config = worker_config(&stack);
+    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let store = courier_worker::courier_store::Store::connect(
+        &config.mongodb_uri,
+        &config.mongodb_database,
+        Duration::from_secs(2),
+        "test",
+    )
+    .await
+    .unwrap();
+    let outbox = courier_worker::courier_store::Outbox::new(
+        store.clone(),
+        nats,
+        Arc::new(courier_worker::courier_store::OutboxMetrics::default()),
+    );
+    let pets =
+        courier_worker::pets::PetsEnrich::new(store, outbox, "test-worker".into(), None).unwrap();
+    use courier_worker::pets::Outcome;
+    let unvaccinated =
+        create_pet(&stack, &token, json!({"name": "Kit", "species": "cat", "age": 1})).await;
+    let enrich = Task::new("pets.enrich", "pets", &unvaccinated, 1, None, "t".into());
+    assert_eq!(pets.enrich(&enrich).await.unwrap(), Outcome::Applied { version: 2 });
+    assert_eq!(pets.enrich(&enrich).await.unwrap(), Outcome::AlreadyApplied);
+    // The pet did not change, yet the re-check (scheduled at version 1) computes it again.
+    let recheck = Task::new("pets.recheck", "pets", &unvaccinated, 1, None, "t".into());
+    assert_eq!(pets.recheck(&recheck).await.unwrap(), Outcome::Applied { version: 3 });
+    assert_eq!(pets.recheck(&recheck).await.unwrap(), Outcome::AlreadyApplied, "once per task");
+    let (_, pet) = stack.get(&format!("/api/v1/pets/{unvaccinated}")).await;
+    assert_eq!(pet["enrichment"]["metadata"]["rechecked"], true);
+    assert_eq!(pet["enrichment"]["metadata"]["task_id"], recheck.id.to_string());
+    assert_eq!(pet["enrichment"]["alerts"][0]["code"], "vaccination_unknown");
+
+    let vaccinated = create_pet(
+        &stack,
+        &token,
+        json!({"name": "Max", "species": "dog", "age": 4, "vaccinated": true}),
+    )
+    .await;
+    let recheck = Task::new("pets.recheck", "pets", &vaccinated, 1, None, "t".into());
+    assert_eq!(pets.recheck(&recheck).await.unwrap(), Outcome::NotNeeded);
+    let (_, pet) = stack.get(&format!("/api/v1/pets/{vaccinated}")).await;
+    assert!(pet.get("enrichment").is_none(), "nothing written: {pet}");
+}
+
 /// A `courier-worker` process for `stack` with a short `ack_wait` (and `fault`, if any).
 async fn worker_process(stack: &Stack, id: &str, fault: Option<&str>) -> ServiceProcess {
     let mut envs = vec![
@@ -294,9 +335,20 @@ async fn worker_process(stack: &Stack, id: &str, fault: Option<&str>) -> Service
 }
 
 /// Kills worker A in the middle of a pet's task (`fault` decides where), starts worker B, and
-/// checks that B finishes the task with exactly one stored result and one `pets.enriched`.
-async fn kill_mid_task_then_check_exactly_once(fault: &str, a_exits_by_itself: bool) {
-    let stack = Stack::start().await;
+/// checks that B finishes the task with exactly one stored result and one `pets.enriched`. The
+/// pets collection enqueues `pets.enrich` at `priority`.
+async fn kill_mid_task_then_check_exactly_once(
+    fault: &str,
+    a_exits_by_itself: bool,
+    priority: Priority,
+) {
+    let collections = pets_tasks(vec![TaskTrigger {
+        kind: "pets.enrich".into(),
+        on: vec![TriggerOn::Create, TriggerOn::Update],
+        priority,
+        delay: None,
+    }]);
+    let stack = stack_with_collections(&collections).await;
     let token = writer_token(&stack).await;
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
     let mut all = subscribed(&stack, "pets", None).await;
@@ -343,24 +395,35 @@ async fn kill_mid_task_then_check_exactly_once(fault: &str, a_exits_by_itself: b
     assert_eq!(js.get_stream(DLQ_STREAM).await.unwrap().info().await.unwrap().state.messages, 0);
     let b_metrics = Metrics::scrape(&b.http_url("/metrics")).await;
     assert_eq!(
-        b_metrics.sum("courier_tasks_processed_total", "pets.enrich"),
+        b_metrics.sum("courier_tasks_processed_total", &format!("priority=\"{priority}\"")),
         1.0,
-        "B acknowledged the redelivery"
+        "B acknowledged the redelivery, at {priority} priority"
     );
+    assert_eq!(b_metrics.sum("courier_tasks_processed_total", "pets.enrich"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_leaves_it_to_another_which_completes_it_once() {
     // A sleeps 30 s inside the task (heartbeating); kill -9 stops the heartbeats, so the task is
     // redelivered to B after ack_wait (1.5 s).
-    kill_mid_task_then_check_exactly_once("delay:30000", false).await;
+    kill_mid_task_then_check_exactly_once("delay:30000", false, Priority::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_priority_task_of_a_worker_killed_mid_task_is_completed_once_by_another() {
+    kill_mid_task_then_check_exactly_once("delay:30000", false, Priority::High).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_dying_after_its_commit_does_not_apply_the_task_twice() {
     // A commits the result and exits before acknowledging: B gets the redelivery, finds the
     // task's marker and only acknowledges; the api's outbox relay publishes A's event.
-    kill_mid_task_then_check_exactly_once("exit-after-commit", true).await;
+    kill_mid_task_then_check_exactly_once("exit-after-commit", true, Priority::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_priority_task_of_a_worker_dying_after_its_commit_applies_once() {
+    kill_mid_task_then_check_exactly_once("exit-after-commit", true, Priority::Low).await;
 }
 
 /// Fails every attempt transiently and records when each attempt started.
@@ -379,6 +442,7 @@ impl TaskHandler for AlwaysFails {
     }
 }
 
+/// A high-priority task here: the retries, and the dead letter's subject, keep the priority.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lettered() {
     courier_tests::init_test_logging();
@@ -395,8 +459,9 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     .await;
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
-    let task = Task::new("test.fails", "pets", "abc", 1, None, "trace-fails".into());
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+    let task = Task::new("test.fails", "pets", "abc", 1, None, "trace-fails".into())
+        .with_priority(Priority::High);
+    js.publish(task.subject(), serde_json::to_vec(&task).unwrap().into())
         .await
         .unwrap()
         .await
@@ -418,7 +483,7 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
     assert!(gaps[2] > gaps[0], "delays grow: {gaps:?}");
 
     let dead = js.get_stream(DLQ_STREAM).await.unwrap().get_raw_message(1).await.unwrap();
-    assert_eq!(dead.subject.as_str(), "dlq.tasks.test.fails");
+    assert_eq!(dead.subject.as_str(), "dlq.tasks.high.test.fails");
     let header = |name: &str| dead.headers.get(name).map(|v| v.to_string()).unwrap_or_default();
     assert_eq!(header(dead_letter_header::ATTEMPTS), "4");
     assert!(
@@ -428,10 +493,11 @@ async fn a_task_that_always_fails_is_retried_with_growing_delays_then_dead_lette
         header(dead_letter_header::REASON)
     );
     assert_eq!(header(dead_letter_header::TASK_ID), task.id.to_string());
-    assert_eq!(header(dead_letter_header::ORIGINAL_SUBJECT), "tasks.test.fails");
+    assert_eq!(header(dead_letter_header::ORIGINAL_SUBJECT), "tasks.high.test.fails");
     let metrics = Metrics::scrape(&format!("http://{}/metrics", worker.metrics_addr)).await;
-    assert_eq!(metrics.sum("courier_tasks_retried_total", "test.fails"), 3.0);
-    assert_eq!(metrics.sum("courier_tasks_dead_lettered_total", "test.fails"), 1.0);
+    let high = r#"kind="test.fails",priority="high""#;
+    assert_eq!(metrics.sum("courier_tasks_retried_total", high), 3.0);
+    assert_eq!(metrics.sum("courier_tasks_dead_lettered_total", high), 1.0);
     worker.stop().await;
 }
 
@@ -443,12 +509,16 @@ async fn unknown_and_undecodable_tasks_go_to_the_dead_letter_stream() {
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     let task = Task::new("nobody.handles", "pets", "abc", 1, None, "trace-1".into());
-    js.publish(task_subject(&task.kind), serde_json::to_vec(&task).unwrap().into())
+    js.publish(task.subject(), serde_json::to_vec(&task).unwrap().into())
         .await
         .unwrap()
         .await
         .unwrap();
-    js.publish(task_subject("pets.enrich"), "not json".into()).await.unwrap().await.unwrap();
+    js.publish(task_subject(Priority::Low, "pets.enrich"), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     wait_for_messages(&js, DLQ_STREAM, 2).await;
     wait_for_messages(&js, TASKS_STREAM, 0).await;
@@ -457,9 +527,9 @@ async fn unknown_and_undecodable_tasks_go_to_the_dead_letter_stream() {
     let second = dlq.get_raw_message(2).await.unwrap();
     let mut by_subject = [(first.subject.to_string(), first), (second.subject.to_string(), second)];
     by_subject.sort_by(|a, b| a.0.cmp(&b.0));
-    let [(s1, unknown), (s2, poison)] = by_subject;
-    assert_eq!(s1, "dlq.tasks.nobody.handles");
-    assert_eq!(s2, "dlq.tasks.pets.enrich");
+    let [(s1, poison), (s2, unknown)] = by_subject;
+    assert_eq!(s1, "dlq.tasks.low.pets.enrich");
+    assert_eq!(s2, "dlq.tasks.normal.nobody.handles");
     let header = |m: &async_nats::jetstream::message::StreamMessage, name: &str| {
         m.headers.get(name).map(|v| v.to_string()).unwrap_or_default()
     };

@@ -8,6 +8,8 @@ use std::{future::Future, time::Duration};
 pub mod bench;
 pub mod chaos;
 pub mod chat;
+pub mod nats_auth;
+pub mod priorities;
 pub mod process;
 pub mod prometheus;
 pub mod servers;

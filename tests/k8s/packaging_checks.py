@@ -13,6 +13,12 @@ usage: packaging_checks.py COMMAND [ARGS]
                              survive .dockerignore, the runtime stage is non-root without a
                              shell, ports and OCI labels are declared
   base-vs-values             k8s/base's Courier and Collections say what values.yaml says
+  least-privilege FILE...    in helm renders (the first is the default values'): every Ingress
+                             routes the public paths and none of /metrics, /readyz, /healthz;
+                             NATS runs the shipped users (files/nats-auth.conf) with every
+                             password it names, each component gets only its own; the default
+                             JWT keys are an RS256 pair and only the api gets the private key;
+                             the operator is told which images it may run
   split OUT_DIR FILE...      sorts the documents of rendered manifests by who can validate them:
                              OUT_DIR/builtin.yaml (kubernetes-validate), OUT_DIR/courier.yaml
                              (Courier/Collection: the CRD schemas), OUT_DIR/monitoring.yaml
@@ -20,7 +26,12 @@ usage: packaging_checks.py COMMAND [ARGS]
 """
 
 import ast
+import base64
 import copy
+import os
+import shutil
+import subprocess
+import tempfile
 import fnmatch
 import json
 import pathlib
@@ -425,6 +436,178 @@ def cmd_base_vs_values():
         ok(f"k8s/base Courier and {len(collections)} Collections match values.yaml ({len(checks)} fields); collections also match collections.yaml")
 
 
+# --- least-privilege ---------------------------------------------------------------------------
+
+# Requests that must reach the api or the broadcaster through the Ingress, and the ops endpoints
+# that must not (Prometheus and the kubelet reach the pods directly).
+PUBLIC_PATHS = {
+    "/": "api", "/api/v1/products": "api", "/api/v1/auth/login": "api", "/api/v1/queues": "api",
+    "/docs": "api", "/openapi.json": "api", "/app-config.json": "api", "/static/app.css": "api",
+    "/static/docs/docs.js": "api", "/ws": "broadcaster",
+}
+OPS_PATHS = ["/metrics", "/readyz", "/healthz", "/metrics/", "/readyz?full=1"]
+
+
+def ingress_route(ingress, request):
+    """The backend Service an Ingress sends `request` to (Exact beats Prefix, longest prefix
+    wins, as the Ingress API specifies), or None."""
+    path = request.split("?")[0]
+    best = None
+    for rule in ingress["spec"].get("rules", []):
+        for p in rule.get("http", {}).get("paths", []):
+            want, kind = p["path"], p["pathType"]
+            if kind == "Exact":
+                score = (2, len(want)) if path == want else None
+            elif kind == "Prefix":
+                base = want.rstrip("/")
+                score = (1, len(base)) if path == base or path.startswith(base + "/") or base == "" else None
+            else:
+                score = None  # ImplementationSpecific: the chart never uses it
+            if score and (best is None or score > best[0]):
+                best = (score, p["backend"]["service"]["name"])
+    return best[1] if best else None
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def find_nats_server():
+    for candidate in (os.environ.get("COURIER_NATS_SERVER_BIN"), str(ROOT / ".dev/venv/bin/nats-server"), shutil.which("nats-server")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def check_nats_auth(docs, name):
+    by_kind = lambda kind: [d for d in docs if d.get("kind") == kind]
+    shipped = (CHART / "files" / "nats-auth.conf").read_text()
+    users = re.findall(r"^\s*user:\s*([A-Za-z0-9_-]+)\s*$", shipped, re.M)
+    passwords = sorted(set(re.findall(r"\$(COURIER_NATS_[A-Z]+_PASSWORD)", shipped)))
+    if sorted(users) != ["courier-api", "courier-broadcaster", "courier-operator", "courier-worker"] or len(passwords) != 4:
+        fail(f"files/nats-auth.conf: expected the four component users with a password each, found {users} {passwords}")
+        return
+    config = next((d for d in by_kind("ConfigMap") if "nats.conf" in (d.get("data") or {})), None)
+    nats = next((d for d in by_kind("StatefulSet") if d["metadata"]["name"].endswith("-nats")), None)
+    if config is None or nats is None:
+        fail(f"{name}: no bundled NATS ConfigMap/StatefulSet")
+        return
+    if 'include "auth.conf"' not in config["data"]["nats.conf"] or config["data"].get("auth.conf", "").strip() != shipped.strip():
+        fail(f"{name}: the NATS config does not include files/nats-auth.conf as auth.conf")
+    container = nats["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    secrets = {d["metadata"]["name"]: d for d in by_kind("Secret")}
+    for var in passwords:
+        ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef")
+        if not ref:
+            fail(f"{name}: NATS has no {var} from a Secret (auth.conf refers to it)")
+        elif ref["key"] not in (secrets.get(ref["name"], {}).get("data") or {}):
+            fail(f"{name}: {var} names Secret key {ref['name']}/{ref['key']}, which the chart does not create")
+    # Each Courier component logs in as its own user with its own key; the operator too.
+    courier = next(iter(by_kind("Courier")), None)
+    seen = {}
+    for component in ("api", "broadcaster", "worker"):
+        creds = (courier or {}).get("spec", {}).get(component, {}).get("natsCredentials")
+        if not creds:
+            fail(f"{name}: the Courier's {component} has no natsCredentials")
+            continue
+        seen[creds["user"]] = creds["passwordSecretRef"]["key"]
+        if creds["user"] != f"courier-{component}" or creds["passwordSecretRef"]["key"] != component:
+            fail(f"{name}: {component} logs in as {creds['user']} with key {creds['passwordSecretRef']['key']}")
+    operator = next(d for d in by_kind("Deployment") if d["metadata"]["name"].endswith("-operator"))
+    spec = operator["spec"]["template"]["spec"]
+    op_env = env_of(spec["containers"][0])
+    mounted = [i["key"] for v in spec.get("volumes", []) if v.get("secret") for i in v["secret"].get("items", [])]
+    if op_env.get("COURIER_NATS_USER", {}).get("value") != "courier-operator" or mounted != ["operator"]:
+        fail(f"{name}: the operator must log in as courier-operator with only its own password (mounts {mounted})")
+    if len(set(seen.values())) == 3:
+        ok(f"{name}: NATS runs the shipped users ({', '.join(users)}); each component gets its own password only")
+    # The server accepts the rendered configuration.
+    server = find_nats_server()
+    if server is None:
+        print("SKIP nats-server -t of the rendered config: nats-server not found (./dev setup installs it)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, text in config["data"].items():
+            pathlib.Path(tmp, key).write_text(text.replace("/data", f"{tmp}/data").replace("/var/run/nats", tmp))
+        run_env = {**os.environ, "SERVER_NAME": "check", **{var: "x" for var in passwords}}
+        result = subprocess.run([server, "-t", "-c", f"{tmp}/nats.conf"], capture_output=True, text=True, env=run_env)
+        if result.returncode == 0:
+            ok(f"{name}: nats-server -t accepts the rendered nats.conf with auth.conf")
+        else:
+            fail(f"{name}: nats-server rejects the rendered config: {(result.stderr or result.stdout).strip()[:300]}")
+
+
+def check_jwt_keys(docs, name):
+    courier = next((d for d in docs if d.get("kind") == "Courier"), None)
+    pair = (courier or {}).get("spec", {}).get("jwtKeyPair")
+    if not pair or "jwtSecretRef" in courier["spec"]:
+        fail(f"{name}: the default Courier must sign with RS256 (jwtKeyPair, no jwtSecretRef)")
+        return
+    secrets = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Secret"}
+    pem = {}
+    for which in ("privateKeySecretRef", "publicKeySecretRef"):
+        ref = pair[which]
+        data = (secrets.get(ref["name"], {}).get("data") or {}).get(ref["key"])
+        if data is None:
+            fail(f"{name}: {which} names {ref['name']}/{ref['key']}, which the chart does not create")
+            return
+        pem[which] = base64.b64decode(data).decode()
+    if not pem["privateKeySecretRef"].startswith("-----BEGIN RSA PRIVATE KEY-----") or not pem["publicKeySecretRef"].startswith("-----BEGIN CERTIFICATE-----"):
+        fail(f"{name}: the generated JWT keys are not an RSA private key and a certificate")
+        return
+    openssl = shutil.which("openssl")
+    if openssl:
+        with tempfile.TemporaryDirectory() as tmp:
+            key, cert = pathlib.Path(tmp, "key.pem"), pathlib.Path(tmp, "cert.pem")
+            key.write_text(pem["privateKeySecretRef"])
+            cert.write_text(pem["publicKeySecretRef"])
+            from_key = subprocess.run([openssl, "rsa", "-in", str(key), "-pubout"], capture_output=True, text=True).stdout
+            from_cert = subprocess.run([openssl, "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True, text=True).stdout
+            if not from_key or from_key != from_cert:
+                fail(f"{name}: the certificate does not carry the private key's public key")
+                return
+    ok(f"{name}: RS256 by default, a generated key pair{' (openssl: the certificate matches the key)' if openssl else ''}")
+
+
+def check_operator_policy(docs, name):
+    operator = next((d for d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"].endswith("-operator")), None)
+    if operator is None:
+        return
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    allowed = env.get("COURIER_OPERATOR_ALLOWED_IMAGES", {}).get("value", "")
+    if not allowed or "*" in allowed.split(","):
+        fail(f"{name}: the operator must be given an allow-list of image repositories, got {allowed!r}")
+    for courier in (d for d in docs if d.get("kind") == "Courier"):
+        repository = courier["spec"]["image"]["repository"]
+        if not any(repository == a or (a.endswith("/") and repository.startswith(a)) for a in allowed.split(",")):
+            fail(f"{name}: the operator would refuse its own Courier's image {repository} (allowed: {allowed})")
+
+
+def cmd_least_privilege(files):
+    ingresses = 0
+    for index, f in enumerate(files):
+        docs = load_yaml_docs(f)
+        name = pathlib.Path(f).name
+        for ingress in (d for d in docs if d.get("kind") == "Ingress"):
+            ingresses += 1
+            courier = next(d for d in docs if d.get("kind") == "Courier")["metadata"]["name"]
+            wrong = [(path, ingress_route(ingress, path)) for path, target in PUBLIC_PATHS.items() if ingress_route(ingress, path) != f"{courier}-{target}"]
+            exposed = [(path, ingress_route(ingress, path)) for path in OPS_PATHS if ingress_route(ingress, path) is not None]
+            if wrong:
+                fail(f"{name}: Ingress does not route {wrong}")
+            if exposed:
+                fail(f"{name}: Ingress exposes ops endpoints {exposed}")
+            if not wrong and not exposed:
+                ok(f"{name}: Ingress routes {len(PUBLIC_PATHS)} public paths and none of {', '.join(OPS_PATHS[:3])}")
+        check_operator_policy(docs, name)
+        if index == 0:
+            check_nats_auth(docs, name)
+            check_jwt_keys(docs, name)
+    if ingresses == 0:
+        fail("least-privilege: no render has an Ingress to check (the production-shaped good values enable one)")
+
+
 # --- split -------------------------------------------------------------------------------------
 
 MONITORING = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
@@ -463,6 +646,8 @@ def main(argv):
         cmd_dockerfile(args[0])
     elif cmd == "base-vs-values":
         cmd_base_vs_values()
+    elif cmd == "least-privilege":
+        cmd_least_privilege(args)
     elif cmd == "split":
         cmd_split(args[0], args[1:])
     else:

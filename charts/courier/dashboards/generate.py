@@ -208,7 +208,7 @@ def realtime():
 
 def workers():
     d = Dashboard("courier-workers", "Courier / Workers",
-                  "The task queue: throughput, failures, retries, dead letters, duration, backlog.")
+                  "The task queue: throughput, failures, retries, dead letters, duration, backlog, by kind and by priority.")
     d.row("Throughput")
     d.timeseries("Tasks completed by kind", [(rate("courier_tasks_processed_total", by="kind"), "{{kind}}")], "ops",
                  "Tasks acknowledged per second.", w=8, stacked=True)
@@ -217,6 +217,21 @@ def workers():
                  "Attempts that failed, and those scheduled again with backoff.", w=8)
     d.timeseries("Dead-lettered by kind", [(rate("courier_tasks_dead_lettered_total", by="kind"), "{{kind}}")], "ops",
                  "Tasks moved to the DLQ per second.", w=8)
+    d.row("Priorities")
+    d.timeseries("Tasks completed by priority", [(rate("courier_tasks_processed_total", by="priority"), "{{priority}}")], "ops",
+                 "Tasks acknowledged per second, by the line they came from. Workers take high before normal before low, "
+                 "with at least one start in ten for normal and for low while they have work (docs/workers.md).", w=8, stacked=True)
+    d.timeseries("Waiting by priority", [(f'max by (priority) (courier_jetstream_tasks_pending{{{SEL}}})', "pending {{priority}}"),
+                                         (f'max by (priority) (courier_jetstream_tasks_in_flight{{{SEL}}})', "in flight {{priority}}")],
+                 "none", "Tasks not yet delivered, and delivered but not acknowledged, per priority (polled by the api).", w=8)
+    d.timeseries("Oldest waiting task by priority", [(f'max by (priority) (courier_jetstream_task_oldest_pending_age_seconds{{{SEL}}})', "{{priority}}")],
+                 "s", "How long the oldest task not yet delivered has waited. CourierHighPriorityTasksWaiting fires when high passes 30 s.", w=8)
+    d.timeseries("Wait before start (p99) by priority", [(quantile(0.99, "courier_task_wait_seconds_bucket", by="priority"), "p99 {{priority}}"),
+                                                         (quantile(0.5, "courier_task_wait_seconds_bucket", by="priority"), "p50 {{priority}}")],
+                 "s", "From enqueue (a scheduled task: its release) to the start of its first delivery.", w=12)
+    d.timeseries("Scheduled tasks", [(f"max(courier_scheduled_tasks{{{SEL}}})", "waiting for their time"),
+                                     (rate("courier_scheduled_tasks_released_total"), "released per second")], "none",
+                 "Tasks held back by not_before in _scheduled_tasks, and those the api's scheduler moved into the outbox when due.", w=12)
     d.row("Duration and concurrency")
     d.timeseries("Task duration", [(quantile(q, "courier_task_duration_seconds_bucket", by="kind"), f"p{int(q * 100)} {{{{kind}}}}") for q in (0.5, 0.99)],
                  "s", "Handler time per task.", w=12)
@@ -226,9 +241,9 @@ def workers():
     d.timeseries("Backlog", [(f'max by (consumer) (courier_jetstream_consumer_pending{{{SEL}, stream="TASKS"}})', "pending {{consumer}}"),
                              (f'max by (consumer) (courier_jetstream_consumer_ack_pending{{{SEL}, stream="TASKS"}})', "in flight {{consumer}}"),
                              (f'max by (consumer) (courier_jetstream_consumer_redelivered{{{SEL}, stream="TASKS"}})', "redelivered {{consumer}}")],
-                 "none", "The workers consumer: pending is what the operator's autoscaler reads.", w=8)
+                 "none", "The workers-<priority> consumers: the operator's autoscaler scales on their sum.", w=8)
     d.timeseries("Oldest queued task", [(f'max(courier_jetstream_stream_oldest_age_seconds{{{SEL}, stream="TASKS"}})', "oldest")], "s",
-                 "Age of the oldest task still in the TASKS work queue.", w=8)
+                 "Age of the oldest task still in the TASKS work queue, any priority, in flight included.", w=8)
     d.timeseries("Dead letters stored", [(f'max(courier_jetstream_stream_messages{{{SEL}, stream="DLQ"}})', "DLQ")], "none",
                  "Messages in the DLQ stream (retry them with POST /api/v1/queues/tasks/dead/<id>/retry).", w=8)
     return d

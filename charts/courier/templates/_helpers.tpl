@@ -30,6 +30,11 @@
 {{- define "courier.mongodbName" -}}{{ include "courier.fullname" . }}-mongodb{{- end -}}
 {{- define "courier.jwtSecretName" -}}{{ default (printf "%s-jwt" (include "courier.fullname" .)) .Values.jwt.existingSecret }}{{- end -}}
 {{- define "courier.jwtSecretKey" -}}{{ if .Values.jwt.existingSecret }}{{ .Values.jwt.existingSecretKey }}{{ else }}secret{{ end }}{{- end -}}
+{{- define "courier.jwtPrivateKeyKey" -}}{{ if .Values.jwt.existingSecret }}{{ .Values.jwt.existingSecretPrivateKeyKey }}{{ else }}private.pem{{ end }}{{- end -}}
+{{- define "courier.jwtPublicKeyKey" -}}{{ if .Values.jwt.existingSecret }}{{ .Values.jwt.existingSecretPublicKeyKey }}{{ else }}public.pem{{ end }}{{- end -}}
+{{- define "courier.natsAuthSecretName" -}}{{ default (printf "%s-nats-auth" (include "courier.fullname" .)) .Values.nats.auth.existingSecret }}{{- end -}}
+{{/* The components with a NATS user courier-<component> (charts/courier/files/nats-auth.conf). */}}
+{{- define "courier.natsUsers" -}}api broadcaster worker operator{{- end -}}
 {{- define "courier.mongodbUriSecretName" -}}{{ default (printf "%s-mongodb" (include "courier.fullname" .)) .Values.mongodb.existingSecret }}{{- end -}}
 {{- define "courier.mongodbUriSecretKey" -}}{{ if .Values.mongodb.existingSecret }}{{ .Values.mongodb.existingSecretKey }}{{ else }}uri{{ end }}{{- end -}}
 {{- define "courier.mongodbAuthSecretName" -}}{{ default (printf "%s-mongodb-auth" (include "courier.fullname" .)) .Values.mongodb.auth.existingSecret }}{{- end -}}
@@ -78,6 +83,11 @@ app.kubernetes.io/component: {{ . }}
 {{- $repo := .Values.operator.image.repository | default .Values.image.repository -}}
 {{- $tag := .Values.operator.image.tag | default (include "courier.imageTag" .) -}}
 {{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+
+{{/* COURIER_OPERATOR_ALLOWED_IMAGES: the chart's own repository plus operator.allowedImages. */}}
+{{- define "courier.allowedImages" -}}
+{{- prepend .Values.operator.allowedImages .Values.image.repository | uniq | join "," -}}
 {{- end -}}
 
 {{- define "courier.operatorPullPolicy" -}}{{ .Values.operator.image.pullPolicy | default .Values.image.pullPolicy }}{{- end -}}

@@ -10,7 +10,7 @@ use courier_core::{
     jetstream_metrics::JetStreamMetrics, ops::Readiness, request_telemetry::HttpMetrics,
     shutdown::retry_until_ok,
 };
-use courier_store::{Outbox, OutboxMetrics, Queues, Store};
+use courier_store::{Outbox, OutboxMetrics, Queues, Scheduler, SchedulerMetrics, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,9 @@ use crate::{
     state::AppState,
 };
 
+/// How often the api looks for tasks left on legacy `tasks.<kind>` subjects (an upgrade).
+const LEGACY_TASK_MOVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -28,6 +31,7 @@ pub struct Application {
     nats: async_nats::Client,
     config: ApiConfig,
     jetstream_metrics: Arc<JetStreamMetrics>,
+    scheduler_metrics: Arc<SchedulerMetrics>,
 }
 
 impl Application {
@@ -47,14 +51,16 @@ impl Application {
         .await
         .context("invalid MongoDB URI")?
         .with_query_timeout(config.mongodb_query_timeout);
-        let nats =
-            connect_nats(&config.nats.nats_url, "courier-api").await.context("invalid NATS URL")?;
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-api")
+            .await
+            .context("NATS configuration")?;
 
         let mut registry = courier_core::ops::component_registry("api");
         let metrics = OutboxMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
+        let scheduler_metrics = SchedulerMetrics::register(&mut registry);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
             .with_max_pending(config.outbox_max_pending);
         let state = AppState {
@@ -90,7 +96,15 @@ impl Application {
             &config.http_limits,
         );
         let listener = courier_core::ops::bind(config.listen).await?;
-        Ok(Application { listener, router, state, nats, config, jetstream_metrics })
+        Ok(Application {
+            listener,
+            router,
+            state,
+            nats,
+            config,
+            jetstream_metrics,
+            scheduler_metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -99,7 +113,15 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and publishes.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, router, state, nats, config, jetstream_metrics } = self;
+        let Application {
+            listener,
+            router,
+            state,
+            nats,
+            config,
+            jetstream_metrics,
+            scheduler_metrics,
+        } = self;
         tracing::info!(addr = %listener.local_addr()?, "api listening");
 
         let setup = {
@@ -151,18 +173,31 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let scheduler = tokio::spawn(
+            Scheduler::new(state.store.clone(), state.outbox.clone(), scheduler_metrics)
+                .run(config.scheduler_interval, shutdown.clone()),
+        );
+        let legacy_mover = tokio::spawn(
+            state.queues.clone().run_legacy_mover(LEGACY_TASK_MOVE_INTERVAL, shutdown.clone()),
+        );
+
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("api server failed")?;
         shutdown.cancel();
+        let _ = scheduler.await;
+        let _ = legacy_mover.await;
         state.outbox.drain().await;
         let _ = relay.await;
         let _ = membership.await;
         setup.abort();
         let _ = watcher.await;
-        if let Err(err) = nats.flush().await {
-            tracing::debug!(%err, "flushing NATS at shutdown failed");
+        // A flush waits for a connection: never let an unreachable NATS block the exit.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), nats.flush()).await {
+            Ok(Err(err)) => tracing::debug!(%err, "flushing NATS at shutdown failed"),
+            Err(_) => tracing::debug!("NATS unreachable at shutdown; not flushed"),
+            Ok(Ok(())) => {}
         }
         tracing::info!("api stopped");
         Ok(())

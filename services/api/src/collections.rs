@@ -14,6 +14,7 @@ use courier_core::collection_spec::{
     ValidSpec,
 };
 pub use courier_core::collection_spec::{FieldType, is_valid_field_name};
+use courier_store::TaskRequest;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -79,9 +80,14 @@ impl CollectionDef {
         self.fields.iter().filter(|(_, field)| field.read_only).map(|(name, _)| name.as_str())
     }
 
-    /// Task kinds to enqueue on `trigger`.
-    pub fn tasks_on(&self, trigger: TriggerOn) -> impl Iterator<Item = &str> {
-        self.spec.tasks.iter().filter(move |t| t.on.contains(&trigger)).map(|t| t.kind.as_str())
+    /// The tasks to enqueue on `trigger`: kind, priority and delay.
+    pub fn tasks_on(&self, trigger: TriggerOn) -> impl Iterator<Item = TaskRequest> + '_ {
+        self.spec.tasks.iter().filter(move |t| t.on.contains(&trigger)).map(|t| TaskRequest {
+            kind: t.kind.clone(),
+            priority: t.priority,
+            // Checked when the collection was loaded.
+            delay: t.delay().ok().flatten(),
+        })
     }
 
     /// Checks a document against the schema, listing every failing field.
@@ -267,7 +273,10 @@ mod tests {
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = collections.get("pets").unwrap();
         assert_eq!(pets.write_access(), AccessLevel::Authenticated);
-        assert_eq!(pets.tasks_on(TriggerOn::Update).collect::<Vec<_>>(), ["pets.enrich"]);
+        assert_eq!(
+            pets.tasks_on(TriggerOn::Update).collect::<Vec<_>>(),
+            [TaskRequest::now("pets.enrich")]
+        );
         assert_eq!(pets.read_only_fields().collect::<Vec<_>>(), ["enrichment"]);
         assert_eq!(pets.field_type("age"), Some(FieldType::Integer));
         assert_eq!(pets.field_type("vaccinated"), Some(FieldType::Boolean));
@@ -276,6 +285,32 @@ mod tests {
             None,
             "closed schema: undeclared fields do not exist"
         );
+    }
+
+    #[test]
+    fn a_trigger_carries_its_priority_and_delay() {
+        let yaml = "collections: [{name: a, schema: {type: object}, tasks: [
+            {kind: a.now, on: [create, update], priority: high},
+            {kind: a.later, on: [create], priority: low, delay: 7d}]}]";
+        let collections = Collections::from_yaml(yaml, "collections.yaml").unwrap();
+        let a = collections.get("a").unwrap();
+        let on_create: Vec<TaskRequest> = a.tasks_on(TriggerOn::Create).collect();
+        assert_eq!(
+            on_create,
+            [
+                TaskRequest {
+                    kind: "a.now".into(),
+                    priority: courier_core::Priority::High,
+                    delay: None
+                },
+                TaskRequest {
+                    kind: "a.later".into(),
+                    priority: courier_core::Priority::Low,
+                    delay: Some(Duration::from_secs(7 * 86_400))
+                },
+            ]
+        );
+        assert_eq!(a.tasks_on(TriggerOn::Update).count(), 1);
     }
 
     #[test]
@@ -347,6 +382,10 @@ mod tests {
             (
                 "collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: []}]}]",
                 "'on' lists no trigger",
+            ),
+            (
+                "collections: [{name: a, schema: {type: object}, tasks: [{kind: a.b, on: [create], priority: urgent}]}]",
+                "unknown variant `urgent`",
             ),
             (
                 "collections: [{name: a, schema: {type: object, properties: {id: {type: string}}}}]",

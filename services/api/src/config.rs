@@ -60,6 +60,12 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_OUTBOX_MAX_PENDING", value_parser = clap::value_parser!(u64).range(1..), default_value_t = courier_store::outbox::DEFAULT_MAX_PENDING)]
     pub outbox_max_pending: u64,
 
+    /// How often the scheduler moves due scheduled tasks into the outbox: `250ms`, `5s`, `2m`,
+    /// `1h` (a bare number is milliseconds). A task with `not_before` is enqueued within about
+    /// this long after its time.
+    #[arg(long, env = "COURIER_SCHEDULER_INTERVAL", value_parser = millis_or_duration, default_value = "1s")]
+    pub scheduler_interval: Duration,
+
     /// How often the api polls JetStream for the `courier_jetstream_*` gauges: `250ms`, `5s`,
     /// `2m`, `1h` (a bare number is milliseconds); 0 turns the poll off.
     #[arg(long, env = "COURIER_JETSTREAM_METRICS_INTERVAL", value_parser = millis_or_duration, default_value = "5s")]
@@ -183,6 +189,8 @@ mod tests {
                 text,
                 "--jetstream-metrics-interval",
                 text,
+                "--scheduler-interval",
+                text,
                 "--collections-reload-interval",
                 text,
             ])
@@ -193,9 +201,10 @@ mod tests {
                     config.relay_interval,
                     config.relay_grace,
                     config.jetstream_metrics_interval,
+                    config.scheduler_interval,
                     config.collections_reload_interval,
                 ],
-                [three; 5],
+                [three; 6],
                 "{text}"
             );
         }
@@ -222,6 +231,6 @@ mod tests {
         let err = ApiConfig::try_parse_from(["courier-api", "--mongodb-timeout", "3 seconds"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("250ms, 5s, 2m or 1h"), "{err}");
+        assert!(err.contains("250ms, 5s, 2m, 1h or 7d"), "{err}");
     }
 }

@@ -1,23 +1,20 @@
 //! The OpenAPI 3.1 document (`/openapi.json`), generated from the routes this crate serves and
-//! the collections' JSON Schemas, and the interactive docs page (`/docs`) that reads it.
+//! the collections' JSON Schemas (the page that reads it, `/docs`, is a file of the web app:
+//! `web.rs`, with the app's security headers).
 
-use axum::{
-    Json, Router,
-    extract::State,
-    response::{Html, IntoResponse},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use courier_core::collection_spec::AccessLevel;
 use serde_json::{Map, Value, json};
 
 use crate::{
     collections::{CollectionDef, Collections, FieldType},
     query::MAX_LIMIT,
+    routes::queues::MAX_PAGE,
     state::AppState,
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs_page))
+    Router::new().route("/openapi.json", get(openapi_json))
 }
 
 async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
@@ -29,10 +26,6 @@ async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
         with_limit_statuses(paths);
     }
     Json(document)
-}
-
-async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
 }
 
 /// What a 503 can mean on any api operation (the `code` says which; retry after `Retry-After`).
@@ -67,7 +60,7 @@ pub fn with_limit_statuses(paths: &mut Map<String, Value>) {
 
 fn error_responses(codes: &[&str]) -> Map<String, Value> {
     let describe = |code: &str| match code {
-        "400" => "Malformed JSON, id, filter or cursor",
+        "400" => "Malformed JSON, id, filter, cursor or query parameter",
         "401" => "Missing or invalid access token",
         "404" => "Unknown collection or document",
         "409" => "Changed concurrently too often; retry",
@@ -127,6 +120,67 @@ fn security(level: AccessLevel) -> Value {
         AccessLevel::Public => json!([]),
         AccessLevel::Authenticated => json!([{"bearerAuth": []}]),
     }
+}
+
+/// `/api/v1/queues…`: the task queue per priority, its dead letters, and retrying one.
+fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let priority = json!({"enum": ["high", "normal", "low"]});
+    let lane = json!({"type": "object", "properties": {
+        "consumer": {"type": "string", "description": "workers-<priority>"},
+        "pending": {"type": "integer", "description": "Not yet delivered to a worker"},
+        "in_flight": {"type": "integer", "description": "Delivered, not yet acknowledged"},
+        "redelivered": {"type": "integer"}, "consumers": {"type": "integer", "description": "Pull requests waiting (workers with a free slot)"},
+        "deliveries_total": {"type": "integer"}, "queued": {"type": "integer"}, "dead_lettered": {"type": "integer"},
+        "oldest_pending_age_seconds": {"type": "number", "description": "How long the oldest undelivered task has waited (0: none)"}}});
+    schemas.insert(
+        "Queue".into(),
+        json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "stream": {"type": "string"}, "dead_letter_stream": {"type": "string"},
+            "pending": {"type": "integer"}, "in_flight": {"type": "integer"}, "redelivered": {"type": "integer"},
+            "dead_lettered": {"type": "integer"}, "consumers": {"type": "integer"},
+            "enqueued_total": {"type": "integer"}, "processed_total": {"type": "integer"},
+            "dead_lettered_total": {"type": "integer"}, "deliveries_total": {"type": "integer"},
+            "by_priority": {"type": "object", "properties": {"high": lane, "normal": lane, "low": lane}},
+            "scheduled": {"type": "object", "description": "Tasks held back until their not_before", "properties": {
+                "count": {"type": "integer"}, "next_due": {"type": ["string", "null"], "format": "date-time"}}},
+            "legacy": {"type": "object", "description": "Tasks from before priorities (tasks.<kind>), moved to normal", "properties": {
+                "queued": {"type": "integer"}, "consumer_present": {"type": "boolean"}}},
+            "by_kind": {"type": "object", "additionalProperties": {"type": "object", "properties": {"queued": {"type": "integer"}, "dead_lettered": {"type": "integer"}}}}}}),
+    );
+    let bearer = json!([{"bearerAuth": []}]);
+    let tags = json!(["queues"]);
+    let queue_param =
+        json!({"name": "queue", "in": "path", "required": true, "schema": {"enum": ["tasks"]}});
+    paths.insert(
+        "/api/v1/queues".into(),
+        json!({"get": {"tags": tags, "summary": "The task queue per priority, scheduled tasks, dead letters and totals", "security": bearer,
+                "responses": responses(("200", json!({"description": "The one queue, tasks", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}}}}}})), &["401", "503"])}}),
+    );
+    paths.insert(
+        "/api/v1/queues/{queue}/dead".into(),
+        json!({"get": {"tags": tags, "summary": "Dead letters, oldest first", "security": bearer,
+                "parameters": [queue_param,
+                    {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "The previous page's next"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}}],
+                "responses": responses(("200", json!({"description": "A page of dead letters", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"next": {"type": ["integer", "null"]}, "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "subject": {"type": "string"}, "kind": {"type": "string"}, "priority": priority,
+                        "task_id": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]}, "attempts": {"type": ["integer", "null"]},
+                        "worker": {"type": ["string", "null"]}, "time": {"type": "string"}, "task": {}, "payload": {"type": "string"}}}}}}}}})), &["401", "404"])}}),
+    );
+    paths.insert(
+        "/api/v1/queues/{queue}/dead/{id}/retry".into(),
+        json!({"post": {"tags": tags, "summary": "Re-enqueue a dead letter: at its priority or another, now or later", "security": bearer,
+                "parameters": [queue_param,
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}, "description": "The dead letter's DLQ sequence"},
+                    {"name": "priority", "in": "query", "schema": priority, "description": "Another priority than the one it was taken from"},
+                    {"name": "not_before", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "RFC 3339; held back (scheduled) until then, at most 366 days ahead"}],
+                "responses": responses(("202", json!({"description": "Re-enqueued, or scheduled", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"queue": {"type": "string"}, "dead_letter": {"type": "integer"}, "subject": {"type": "string"},
+                        "priority": priority, "task_id": {"type": ["string", "null"]}, "enqueued_seq": {"type": ["integer", "null"]},
+                        "scheduled_for": {"type": ["string", "null"], "format": "date-time"}}}}}})), &["400", "401", "404", "409", "503"])}}),
+    );
 }
 
 /// The whole OpenAPI document for the current collections.
@@ -199,8 +253,11 @@ pub fn document(collections: &Collections) -> Value {
                     "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
                         "name": {"type": "string"}, "schema": {"type": "object"},
                         "access": {"type": "object", "properties": {"read": {"enum": ["public", "authenticated"]}, "write": {"enum": ["public", "authenticated"]}}},
-                        "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}}}}}}}}}}}}}}}}),
+                        "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}},
+                            "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
+                            "delay": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$", "description": "Held back this long after the change (at most 365d)"}}}}}}}}}}}}}}}),
     );
+    queue_paths(&mut paths, &mut schemas);
     for (path, summary) in
         [("/healthz", "The process is alive"), ("/readyz", "MongoDB and NATS answer")]
     {
@@ -251,6 +308,20 @@ mod tests {
         assert_eq!(doc["paths"]["/api/v1/collections"]["get"]["security"], json!([]));
         assert!(doc["paths"]["/api/v1/chats/{id}/messages"]["post"].is_object());
         assert!(doc["components"]["schemas"]["ChatMessage"].is_object());
+        let retry = &doc["paths"]["/api/v1/queues/{queue}/dead/{id}/retry"]["post"];
+        let names: Vec<&str> = retry["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["queue", "id", "priority", "not_before"]);
+        assert!(retry["responses"]["400"].is_object());
+        let queue = &doc["components"]["schemas"]["Queue"]["properties"];
+        for field in ["by_priority", "scheduled", "pending", "in_flight"] {
+            assert!(queue[field].is_object(), "{field}");
+        }
+        assert_eq!(doc["paths"]["/api/v1/queues"]["get"]["security"], json!([{"bearerAuth": []}]));
     }
 
     /// The abuse limits' statuses: every api operation may answer 503 (stream_full,

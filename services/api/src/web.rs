@@ -1,7 +1,9 @@
 //! The web app served at `/`: the production bundle of `services/web` (TypeScript + React,
 //! built by `vite build` into `services/web/dist`) embedded in the binary by `build.rs`, so one
 //! binary serves everything, with security headers on every response and `/app-config.json`
-//! telling the page where the broadcaster's WebSocket is.
+//! telling the page where the broadcaster's WebSocket is. The API explorer at `/docs` (it reads
+//! `/openapi.json`) is three plain files of `services/api/explorer/`, always embedded, so a
+//! binary built without the app still documents itself; it gets the same headers.
 //!
 //! Caching: files under `/static/assets/` carry a content hash in their name and are served
 //! `immutable` for a year; `index.html` and the unhashed files (favicon) are `no-cache` with a
@@ -64,6 +66,13 @@ fn is_hashed(path: &str) -> bool {
     path.starts_with("assets/")
 }
 
+/// The API explorer's files: `(path under /static/, bytes)`; `docs.html` is served at `/docs`.
+const EXPLORER: &[(&str, &[u8])] = &[
+    ("docs/docs.html", include_bytes!("../explorer/docs.html")),
+    ("docs/docs.css", include_bytes!("../explorer/docs.css")),
+    ("docs/docs.js", include_bytes!("../explorer/docs.js")),
+];
+
 /// Where the files come from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -123,7 +132,8 @@ pub fn check_public_ws_url(url: &str) -> Result<(), &'static str> {
     Err("use ws://host:port/path, wss://host/path, a path like /ws, or leave it empty")
 }
 
-/// `/`, `/static/<file>` and `/app-config.json`, in any router whose state holds the settings.
+/// `/`, `/docs`, `/static/<file>` and `/app-config.json`, in any router whose state holds the
+/// settings.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -131,6 +141,7 @@ where
 {
     Router::new()
         .route("/", get(index))
+        .route("/docs", get(docs))
         .route("/static/{*path}", get(static_file))
         .route("/app-config.json", get(app_config))
 }
@@ -147,13 +158,18 @@ async fn index(State(settings): Shared, headers: HeaderMap) -> Response {
     serve(&settings, "index.html", &headers).await
 }
 
+/// The API explorer: it reads `/openapi.json` and calls the api from the page.
+async fn docs(State(settings): Shared, headers: HeaderMap) -> Response {
+    serve(&settings, "docs/docs.html", &headers).await
+}
+
 async fn static_file(
     State(settings): Shared,
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    // `index.html` is served at `/` only, so the page has one address.
-    if path == "index.html" {
+    // `index.html` is served at `/` only (and the explorer at `/docs`), so a page has one address.
+    if path == "index.html" || path == "docs/docs.html" {
         return not_found(&path);
     }
     serve(&settings, &path, &headers).await
@@ -186,6 +202,9 @@ fn clean(path: &str) -> Option<PathBuf> {
 
 /// The file's bytes: the embedded copy, or from the directory in development.
 async fn contents(settings: &WebSettings, path: &str) -> Option<std::borrow::Cow<'static, [u8]>> {
+    if path.starts_with("docs/") {
+        return EXPLORER.iter().find(|(name, _)| *name == path).map(|(_, bytes)| (*bytes).into());
+    }
     match &settings.source {
         Source::Embedded(bundle) => {
             bundle.iter().find(|(name, _)| *name == path).map(|(_, bytes)| (*bytes).into())
@@ -320,6 +339,9 @@ mod tests {
             ("/static/assets/index-c3d4.css", "text/css; charset=utf-8", IMMUTABLE),
             ("/static/assets/index-a1b2.js", "text/javascript; charset=utf-8", IMMUTABLE),
             ("/static/favicon.svg", "image/svg+xml", "no-cache"),
+            ("/docs", HTML, "no-cache"),
+            ("/static/docs/docs.css", "text/css; charset=utf-8", "no-cache"),
+            ("/static/docs/docs.js", "text/javascript; charset=utf-8", "no-cache"),
         ] {
             let response = get(&app, uri, None).await;
             assert_eq!(response.status(), StatusCode::OK, "{uri}");
@@ -334,8 +356,12 @@ mod tests {
             assert_eq!(header(&response, header::CACHE_CONTROL), cache, "{uri}");
             let etag = header(&response, header::ETAG).to_owned();
             assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26, "{etag}");
-            let name = uri.strip_prefix("/static/").unwrap_or("index.html");
-            let expected = TEST_BUNDLE.iter().find(|(n, _)| *n == name).unwrap().1;
+            let name = match uri {
+                "/" => "index.html",
+                "/docs" => "docs/docs.html",
+                other => other.strip_prefix("/static/").unwrap(),
+            };
+            let expected = TEST_BUNDLE.iter().chain(EXPLORER).find(|(n, _)| *n == name).unwrap().1;
             assert_eq!(body(response).await, expected, "{uri}");
 
             let again = get(&app, uri, Some(&etag)).await;
@@ -359,6 +385,8 @@ mod tests {
         assert_eq!(header(&response, header::CONTENT_SECURITY_POLICY), CONTENT_SECURITY_POLICY);
         let text = String::from_utf8(body(response).await).unwrap();
         assert!(text.contains("./dev build-web") && text.contains("vite build"), "{text}");
+        let explorer = get(&app, "/docs", None).await;
+        assert_eq!(explorer.status(), StatusCode::OK, "the explorer needs no bundle");
         assert_eq!(get(&app, "/static/assets/x.js", None).await.status(), StatusCode::NOT_FOUND);
     }
 
@@ -499,6 +527,20 @@ mod tests {
             let text = String::from_utf8_lossy(bytes);
             assert!(!text.contains("eval("), "{name}: no eval (CSP)");
             assert!(!text.contains("localStorage."), "{name}: tokens never in localStorage");
+        }
+    }
+
+    #[test]
+    fn the_explorer_has_no_inline_code_and_its_references_resolve() {
+        let html = std::str::from_utf8(EXPLORER[0].1).unwrap();
+        assert!(!html.contains(" style=") && !html.contains("<style"), "no inline style (CSP)");
+        let scripts: Vec<&str> = html.split("<script").skip(1).collect();
+        assert_eq!(scripts.len(), 1, "one script, a file");
+        assert!(scripts[0].starts_with(" type=\"module\" src=\"/static/docs/docs.js\"></script"));
+        for reference in html.split("/static/").skip(1).map(|r| r.split('"').next().unwrap()) {
+            let known =
+                EXPLORER.iter().any(|(name, _)| *name == reference) || reference == "favicon.svg";
+            assert!(known, "{reference} is served");
         }
     }
 }

@@ -22,7 +22,7 @@ use axum::{
 use courier_core::{
     auth::{JwtKeys, KeyConfigError},
     config::connect_nats,
-    jetstream::ensure_streams_with_retry,
+    jetstream::{StreamUse, ensure_streams_for_with_retry},
     ops::Readiness,
     request_telemetry::{self, HttpMetrics},
 };
@@ -62,9 +62,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: BroadcasterConfig) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-broadcaster")
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-broadcaster")
             .await
-            .context("invalid NATS URL")?;
+            .context("NATS configuration")?;
         let mut registry = courier_core::ops::component_registry("broadcaster");
         let metrics = BroadcasterMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
@@ -146,7 +146,9 @@ impl Application {
         let setup = {
             let (js, replicas, token) =
                 (shared.js.clone(), shared.config.nats.streams(), background.clone());
-            tokio::spawn(async move { ensure_streams_with_retry(&js, replicas, &token).await })
+            tokio::spawn(async move {
+                ensure_streams_for_with_retry(&js, replicas, StreamUse::Events, &token).await
+            })
         };
         let feed_task = tokio::spawn(feed.run(background.clone()));
         let chat_task = tokio::spawn(shared.chat.clone().run(background.clone()));

@@ -94,6 +94,10 @@ pub enum KeyConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a usable RSA PEM key: {source}")]
     BadKey { path: PathBuf, source: jsonwebtoken::errors::Error },
+    #[error(
+        "{private} cannot sign tokens that {public} verifies: not an RSA private key, or not the same key pair"
+    )]
+    KeyPairMismatch { private: PathBuf, public: PathBuf },
 }
 
 /// Signing (when configured) and verification keys.
@@ -152,7 +156,21 @@ impl JwtKeys {
                     }
                     None => None,
                 };
-                Ok(Self::new(Algorithm::RS256, encoding, decoding, ttl))
+                let keys = Self::new(Algorithm::RS256, encoding, decoding, ttl);
+                if let Some(private) = &args.private_key_file {
+                    // A certificate passed as the private key parses, a key of another pair
+                    // signs: only a round trip shows the pair works.
+                    let works = keys
+                        .issue("key-check", "key-check")
+                        .is_some_and(|(token, _)| keys.verify(&token).is_ok());
+                    if !works {
+                        return Err(KeyConfigError::KeyPairMismatch {
+                            private: private.clone(),
+                            public: public.clone(),
+                        });
+                    }
+                }
+                Ok(keys)
             }
             (None, None) => Err(KeyConfigError::Missing),
         }
@@ -272,5 +290,57 @@ mod tests {
             JwtKeys::from_args(&args(Some(std::str::from_utf8(SECRET).unwrap()), None)).is_ok()
         );
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
+    }
+
+    /// `testdata/`: an RSA key in the PKCS#1 form Helm's `genPrivateKey "rsa"` writes, its
+    /// self-signed certificate (what the chart gives the broadcaster: Helm cannot print a bare
+    /// public key), the same public key as a `PUBLIC KEY` PEM, and another key's certificate.
+    fn testdata(name: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata")).join(name))
+    }
+
+    fn rs256(private: Option<&str>, public: &str) -> Result<JwtKeys, KeyConfigError> {
+        JwtKeys::from_args(&JwtArgs {
+            secret: None,
+            secret_file: None,
+            private_key_file: private.and_then(testdata),
+            public_key_file: testdata(public),
+            access_ttl: std::time::Duration::from_secs(900),
+        })
+    }
+
+    #[test]
+    fn rs256_the_api_signs_and_a_verifier_with_only_the_public_key_or_certificate_cannot() {
+        let api = rs256(Some("jwt-rsa-private.pem"), "jwt-rsa-cert.pem").unwrap();
+        let (token, claims) = api.issue("u1", "ana").expect("the private key signs");
+        assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, Algorithm::RS256);
+        assert_eq!(api.verify(&token), Ok(claims.clone()));
+
+        for public in ["jwt-rsa-cert.pem", "jwt-rsa-public.pem"] {
+            let broadcaster = rs256(None, public).unwrap();
+            assert_eq!(broadcaster.verify(&token), Ok(claims.clone()), "{public}");
+            assert!(broadcaster.issue("u1", "ana").is_none(), "{public}: no key, no signing");
+        }
+        let stranger = rs256(None, "other-rsa-cert.pem").unwrap();
+        assert_eq!(stranger.verify(&token), Err(TokenError::Invalid));
+
+        // An HS256 token made with the public key as its secret (the classic confusion attack)
+        // is refused: the algorithm is fixed by the configuration, not by the token.
+        let public = std::fs::read(testdata("jwt-rsa-cert.pem").unwrap()).unwrap();
+        let forged = JwtKeys::hs256(&public, Duration::from_secs(60)).issue("u1", "ana").unwrap();
+        assert_eq!(
+            rs256(None, "jwt-rsa-cert.pem").unwrap().verify(&forged.0),
+            Err(TokenError::Invalid)
+        );
+
+        assert!(matches!(
+            rs256(Some("jwt-rsa-cert.pem"), "jwt-rsa-cert.pem"),
+            Err(KeyConfigError::KeyPairMismatch { .. })
+        ));
+        assert!(matches!(
+            rs256(Some("jwt-rsa-private.pem"), "other-rsa-cert.pem"),
+            Err(KeyConfigError::KeyPairMismatch { .. })
+        ));
+        assert!(matches!(rs256(None, "absent.pem"), Err(KeyConfigError::Read { .. })));
     }
 }

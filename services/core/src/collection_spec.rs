@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use crate::{subjects::is_valid_collection_name, task::is_valid_task_kind};
 
+use crate::task::Priority;
+
 /// The whole `collections.yaml` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,9 +71,28 @@ pub struct IndexSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskTrigger {
-    /// E.g. `pets.enrich`: published on `tasks.<kind>`.
+    /// E.g. `pets.enrich`: published on `tasks.<priority>.<kind>`.
     pub kind: String,
     pub on: Vec<TriggerOn>,
+    /// The line the task waits in (default `normal`).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+    /// Hold the task back this long after the change (`90s`, `7d`; see [`TaskTrigger::delay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+impl TaskTrigger {
+    /// The parsed `delay` (`None`: at once), or why it is not one.
+    pub fn delay(&self) -> Result<Option<std::time::Duration>, SpecError> {
+        self.delay
+            .as_deref()
+            .map(|text| {
+                crate::task::parse_delay(text)
+                    .map_err(|problem| SpecError::InvalidDelay { kind: self.kind.clone(), problem })
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,10 +139,15 @@ pub enum SpecError {
     InvalidIndexField { index: usize, field: String },
     #[error("index {index}: field '{field}' is not declared in the schema")]
     UndeclaredIndexField { index: usize, field: String },
-    #[error("task kind '{0}' is invalid: dot-separated lowercase words, e.g. pets.enrich")]
+    #[error(
+        "task kind '{0}' is invalid: dot-separated lowercase words, the first not a priority \
+         (high, normal, low), e.g. pets.enrich"
+    )]
     InvalidTaskKind(String),
     #[error("task '{0}': 'on' lists no trigger (create, update)")]
     NoTrigger(String),
+    #[error("task '{kind}': delay {problem}")]
+    InvalidDelay { kind: String, problem: String },
 }
 
 /// What is wrong with a whole `collections.yaml`; the caller prefixes the file's name.
@@ -258,6 +284,7 @@ impl CollectionSpec {
             if task.on.is_empty() {
                 return Err(SpecError::NoTrigger(task.kind.clone()));
             }
+            task.delay()?;
         }
         Ok(ValidSpec { validator, fields, open })
     }
@@ -431,6 +458,21 @@ pub mod fixtures {
                 json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": []}]}),
                 "task 'a.b': 'on' lists no trigger",
             ),
+            case(
+                "task kind named like a priority",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "high.b", "on": ["create"]}]}),
+                "task kind 'high.b' is invalid",
+            ),
+            case(
+                "task delay without a unit",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "delay": "soon"}]}),
+                "task 'a.b': delay 'soon' is not a duration",
+            ),
+            case(
+                "task delay too long",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "delay": "400d"}]}),
+                "task 'a.b': delay '400d' is too long",
+            ),
         ];
         for reserved in super::RESERVED_NAMES {
             table.push(case(
@@ -468,6 +510,7 @@ mod tests {
             SpecError::UndeclaredIndexField { .. } => "undeclared index field",
             SpecError::InvalidTaskKind(_) => "task kind",
             SpecError::NoTrigger(_) => "trigger",
+            SpecError::InvalidDelay { .. } => "delay",
         }
     }
 
@@ -500,6 +543,7 @@ mod tests {
             SpecError::UndeclaredIndexField { index: 1, field: String::new() },
             SpecError::InvalidTaskKind(String::new()),
             SpecError::NoTrigger(String::new()),
+            SpecError::InvalidDelay { kind: String::new(), problem: String::new() },
         ];
         for sample in samples {
             assert!(covered.contains(rule(&sample)), "no table entry breaks {:?}", sample);

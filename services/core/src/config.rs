@@ -2,7 +2,7 @@
 //! the one duration syntax of every `COURIER_*` duration, the one instance identity (host name
 //! plus pid), and the one way services connect to NATS.
 
-use std::time::Duration;
+use std::{fmt, io::Read, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -28,7 +28,12 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma separated.
-    #[arg(long = "nats-url", env = "COURIER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "COURIER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
     /// Replicas for the JetStream streams Courier creates (3 on a production NATS cluster).
     #[arg(long, env = "COURIER_STREAM_REPLICAS", default_value_t = 1)]
@@ -41,6 +46,8 @@ pub struct NatsArgs {
     /// task are refused with 503 `stream_full` until workers drain it; same value everywhere.
     #[arg(long, env = "COURIER_TASKS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 256 << 20)]
     pub tasks_max_bytes: i64,
+    #[command(flatten)]
+    pub auth: NatsAuthArgs,
 }
 
 impl NatsArgs {
@@ -54,11 +61,99 @@ impl NatsArgs {
     }
 }
 
+/// This component's own NATS user (docs/security.md): each component has one, with subject
+/// permissions on the server. Both absent: connect without credentials (a server without auth).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAuthArgs {
+    /// NATS user of this component (with --nats-password-file). Its replies arrive under
+    /// `_INBOX.<user>.`, which the server lets only this user subscribe to.
+    #[arg(long = "nats-user", env = "COURIER_NATS_USER", requires = "nats_password_file")]
+    pub nats_user: Option<String>,
+    /// File holding the password of --nats-user (e.g. a mounted Secret); a trailing newline is
+    /// ignored. The password itself is never taken from a flag or printed.
+    #[arg(long = "nats-password-file", env = "COURIER_NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+}
+
+/// Longest NATS user name accepted (it becomes a subject token).
+pub const MAX_NATS_USER_LEN: usize = 64;
+/// Largest password file read.
+pub const MAX_NATS_PASSWORD_BYTES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConnectError {
+    #[error(
+        "NATS user '{0}' must be 1 to {MAX_NATS_USER_LEN} ASCII letters, digits, '-' or '_' (it names the reply inbox)"
+    )]
+    InvalidUser(String),
+    #[error("cannot read the NATS password file {path}: {source}")]
+    PasswordFile { path: PathBuf, source: std::io::Error },
+    #[error("the NATS password file {0} is empty")]
+    EmptyPassword(PathBuf),
+    #[error("the NATS password file {0} is over {MAX_NATS_PASSWORD_BYTES} bytes")]
+    PasswordTooLong(PathBuf),
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
+}
+
+/// A user and its password, read from the configured file.
+#[derive(Clone)]
+pub struct NatsCredentials {
+    pub user: String,
+    password: crate::auth::Secret,
+}
+
+impl fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsCredentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+impl NatsCredentials {
+    /// The prefix of this user's reply subjects: `_INBOX.<user>`.
+    pub fn inbox_prefix(&self) -> String {
+        format!("_INBOX.{}", self.user)
+    }
+}
+
+impl NatsAuthArgs {
+    /// The configured credentials (`None` without a user), the password read from its file.
+    pub fn credentials(&self) -> Result<Option<NatsCredentials>, NatsConnectError> {
+        let (Some(user), Some(path)) = (&self.nats_user, &self.nats_password_file) else {
+            return Ok(None);
+        };
+        let valid_user = !user.is_empty()
+            && user.len() <= MAX_NATS_USER_LEN
+            && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_user {
+            return Err(NatsConnectError::InvalidUser(user.chars().take(80).collect()));
+        }
+        let read_error = |source| NatsConnectError::PasswordFile { path: path.clone(), source };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_NATS_PASSWORD_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_NATS_PASSWORD_BYTES {
+            return Err(NatsConnectError::PasswordTooLong(path.clone()));
+        }
+        let password = String::from_utf8(bytes)
+            .map_err(|_| read_error(std::io::Error::other("the password is not UTF-8")))?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(NatsConnectError::EmptyPassword(path.clone()));
+        }
+        Ok(Some(NatsCredentials {
+            user: user.clone(),
+            password: crate::auth::Secret(password.to_owned()),
+        }))
+    }
+}
+
 /// The longest duration any setting accepts (a year): a bound on input, far above any sane
 /// timeout or interval, and small enough that adding it to an `Instant` cannot overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Parses a duration with a unit: `250ms`, `5s`, `2m` or `1h` (a whole number, then the unit;
+/// Parses a duration with a unit: `250ms`, `5s`, `2m`, `1h` or `7d` (a whole number, then the unit;
 /// surrounding spaces are ignored). A bare number is refused: see [`millis_or_duration`] and
 /// [`seconds_or_duration`] for settings where a bare number has a legacy meaning.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -102,6 +197,7 @@ enum Unit {
     Seconds,
     Minutes,
     Hours,
+    Days,
 }
 
 impl Unit {
@@ -111,6 +207,7 @@ impl Unit {
             "s" => Some(Unit::Seconds),
             "m" => Some(Unit::Minutes),
             "h" => Some(Unit::Hours),
+            "d" => Some(Unit::Days),
             _ => None,
         }
     }
@@ -121,6 +218,7 @@ impl Unit {
             Unit::Seconds => 1_000,
             Unit::Minutes => 60_000,
             Unit::Hours => 3_600_000,
+            Unit::Days => 86_400_000,
         }
     }
 }
@@ -130,9 +228,11 @@ fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
     let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
     let (number, suffix) = trimmed.split_at(digits);
     let expected = match bare {
-        None => "a duration such as 250ms, 5s, 2m or 1h",
-        Some(Unit::Millis) => "a duration such as 250ms, 5s, 2m or 1h, or a number of milliseconds",
-        Some(_) => "a duration such as 250ms, 5s, 2m or 1h, or a number of seconds",
+        None => "a duration such as 250ms, 5s, 2m, 1h or 7d",
+        Some(Unit::Millis) => {
+            "a duration such as 250ms, 5s, 2m, 1h or 7d, or a number of milliseconds"
+        }
+        Some(_) => "a duration such as 250ms, 5s, 2m, 1h or 7d, or a number of seconds",
     };
     let unit = if suffix.is_empty() { bare } else { Unit::of(suffix) };
     let (Some(unit), false) = (unit, number.is_empty()) else {
@@ -152,7 +252,7 @@ fn parse_with(text: &str, bare: Option<Unit>) -> Result<Duration, String> {
 /// `d` in the largest unit that writes it exactly (`90s`, `2m`, `1500ms`).
 pub fn display_duration(d: Duration) -> String {
     let millis = d.as_millis();
-    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if millis != 0 && millis.is_multiple_of(size) {
             return format!("{}{unit}", millis / size);
         }
@@ -178,11 +278,19 @@ fn host_name() -> String {
 
 /// Connects to NATS without waiting for the server: the client keeps retrying in the background
 /// (initial connect included), so a service starts, and reports not-ready, while NATS is down.
+/// With credentials it logs in as their user and takes its replies under `_INBOX.<user>.`.
 pub async fn connect_nats(
     url: &str,
+    auth: &NatsAuthArgs,
     client_name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+) -> Result<async_nats::Client, NatsConnectError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(credentials) = auth.credentials()? {
+        options = options
+            .custom_inbox_prefix(credentials.inbox_prefix())
+            .user_and_password(credentials.user, credentials.password.0);
+    }
+    Ok(options
         .name(client_name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
@@ -191,7 +299,7 @@ pub async fn connect_nats(
             Duration::from_millis((50u64 << attempts.min(6)).min(2_000))
         })
         .connect(url)
-        .await
+        .await?)
 }
 
 #[cfg(test)]
@@ -200,6 +308,65 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
+    fn auth(user: &str, path: &std::path::Path) -> NatsAuthArgs {
+        NatsAuthArgs { nats_user: Some(user.into()), nats_password_file: Some(path.into()) }
+    }
+
+    #[test]
+    fn credentials_come_from_the_password_file_and_never_show_in_debug() {
+        let dir = std::env::temp_dir().join(format!("courier-nats-auth-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret-Pass\n").unwrap();
+
+        assert!(NatsAuthArgs::default().credentials().unwrap().is_none(), "no user: anonymous");
+        let credentials = auth("courier-worker", &file).credentials().unwrap().unwrap();
+        assert_eq!(credentials.password.0, "s3cret-Pass", "the trailing newline is dropped");
+        assert_eq!(credentials.inbox_prefix(), "_INBOX.courier-worker");
+        assert!(!format!("{credentials:?}").contains("s3cret"), "{credentials:?}");
+
+        for bad in ["", "a.b", "a b", "a*", ">", &"u".repeat(MAX_NATS_USER_LEN + 1)] {
+            assert!(
+                matches!(auth(bad, &file).credentials(), Err(NatsConnectError::InvalidUser(_))),
+                "{bad:?}"
+            );
+        }
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(
+            auth("courier-api", &file).credentials(),
+            Err(NatsConnectError::EmptyPassword(_))
+        ));
+        std::fs::write(&file, "x".repeat(MAX_NATS_PASSWORD_BYTES as usize + 1)).unwrap();
+        assert!(matches!(
+            auth("courier-api", &file).credentials(),
+            Err(NatsConnectError::PasswordTooLong(_))
+        ));
+        let missing = auth("courier-api", &dir.join("absent")).credentials().unwrap_err();
+        assert!(missing.to_string().contains("absent"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn user_and_password_file_go_together_and_help_hides_the_url() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            nats: NatsArgs,
+        }
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        assert!(Cli::try_parse_from(["x", "--nats-user", "courier-api"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--nats-password-file", "/p"]).is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--nats-user", "courier-api", "--nats-password-file", "/p"])
+                .unwrap();
+        assert_eq!(cli.nats.auth.nats_user.as_deref(), Some("courier-api"));
+        // A URL may carry credentials (nats://user:pass@host): help never echoes its value.
+        let command = Cli::command();
+        let url = command.get_arguments().find(|a| a.get_id() == "nats_url").unwrap();
+        assert!(url.is_hide_env_values_set());
+    }
+
     #[test]
     fn every_unit_parses_and_a_bare_number_only_where_it_has_a_meaning() {
         for (text, expected) in [
@@ -207,6 +374,7 @@ mod tests {
             ("5s", MS(5_000)),
             ("2m", MS(120_000)),
             ("1h", MS(3_600_000)),
+            ("7d", MS(604_800_000)),
             ("0s", MS(0)),
             (" 3000ms ", MS(3_000)),
         ] {
@@ -214,7 +382,7 @@ mod tests {
             assert_eq!(millis_or_duration(text), Ok(expected), "{text}");
             assert_eq!(seconds_or_duration(text), Ok(expected), "{text}");
         }
-        assert!(parse_duration("3000").unwrap_err().contains("250ms, 5s, 2m or 1h"));
+        assert!(parse_duration("3000").unwrap_err().contains("250ms, 5s, 2m, 1h or 7d"));
         assert_eq!(millis_or_duration("3000"), Ok(MS(3_000)));
         assert_eq!(millis_or_duration("0"), Ok(MS(0)));
         assert_eq!(seconds_or_duration("15"), Ok(MS(15_000)));
@@ -222,11 +390,11 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_with_the_accepted_forms() {
-        for text in ["", "ms", "s", "-5s", "1.5s", "5 s", "5sec", "5d", "5S", "+5s", "5ms5", "0x10"]
+        for text in ["", "ms", "s", "-5s", "1.5s", "5 s", "5sec", "5D", "5S", "+5s", "5ms5", "0x10"]
         {
             for parse in [parse_duration, millis_or_duration, seconds_or_duration] {
                 let err = parse(text).expect_err(text);
-                assert!(err.contains("such as 250ms, 5s, 2m or 1h"), "{text}: {err}");
+                assert!(err.contains("such as 250ms, 5s, 2m, 1h or 7d"), "{text}: {err}");
             }
         }
         assert!(millis_or_duration("5x").unwrap_err().contains("number of milliseconds"));

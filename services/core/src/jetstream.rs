@@ -1,10 +1,15 @@
 //! The JetStream streams Courier relies on (`EVENTS`, `TASKS`, `DLQ`) and their one definition.
-//! Every service ensures them at start-up, so start order never matters.
+//! Every service ensures them at start-up, so start order never matters: the api owns them
+//! (creates them, or updates them to this definition); the broadcaster and the worker only
+//! create the ones they use when missing and never change an existing one, so their NATS users
+//! need no permission to update or delete streams (docs/security.md).
 //!
 //! EVENTS and TASKS are bounded in bytes (`COURIER_EVENTS_MAX_BYTES`, `COURIER_TASKS_MAX_BYTES`)
 //! and discard *new* messages when full: JetStream then refuses a publish rather than silently
 //! dropping replayable events or unprocessed tasks, and the store refuses new writes headed for a
-//! full stream (`courier_store::admission`) instead of letting the outbox grow.
+//! full stream (`courier_store::admission`) instead of letting the outbox grow. The api's
+//! settings are the ones applied (it updates the streams); the others only matter when they
+//! create a missing stream first, so every component should get the same values.
 
 use std::time::Duration;
 
@@ -91,15 +96,59 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     settings: StreamSettings,
 ) -> Result<(), async_nats::Error> {
-    for config in [
-        events_stream_config(&settings),
-        tasks_stream_config(&settings),
-        dlq_stream_config(&settings),
-    ] {
+    for config in StreamUse::Owner.configs(&settings) {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
             .map_err(|err| format!("ensuring stream {name}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Which streams a component ensures, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamUse {
+    /// The api: all three, created or updated to this definition.
+    Owner,
+    /// The broadcaster: `EVENTS`, created when missing, never updated.
+    Events,
+    /// The worker: `TASKS`, `DLQ` and `EVENTS` (its results' events), created when missing.
+    Work,
+}
+
+impl StreamUse {
+    fn configs(self, settings: &StreamSettings) -> Vec<Config> {
+        match self {
+            StreamUse::Owner => vec![
+                events_stream_config(settings),
+                tasks_stream_config(settings),
+                dlq_stream_config(settings),
+            ],
+            StreamUse::Events => vec![events_stream_config(settings)],
+            StreamUse::Work => vec![
+                tasks_stream_config(settings),
+                dlq_stream_config(settings),
+                events_stream_config(settings),
+            ],
+        }
+    }
+}
+
+/// Ensures the streams `usage` needs: [`ensure_streams`] for the owner, else each one created
+/// only if it does not exist yet (an existing stream is left exactly as the api defined it).
+pub async fn ensure_streams_for(
+    js: &jetstream::Context,
+    settings: StreamSettings,
+    usage: StreamUse,
+) -> Result<(), async_nats::Error> {
+    if usage == StreamUse::Owner {
+        return ensure_streams(js, settings).await;
+    }
+    for config in usage.configs(&settings) {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|err| format!("ensuring stream {name} exists: {err}"))?;
     }
     Ok(())
 }
@@ -110,11 +159,21 @@ pub async fn ensure_streams_with_retry(
     settings: StreamSettings,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
+    ensure_streams_for_with_retry(js, settings, StreamUse::Owner, shutdown).await
+}
+
+/// Retries [`ensure_streams_for`] until it succeeds or `shutdown` fires.
+pub async fn ensure_streams_for_with_retry(
+    js: &jetstream::Context,
+    settings: StreamSettings,
+    usage: StreamUse,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
     crate::shutdown::retry_until_ok(
         "ensuring the JetStream streams",
         Duration::from_secs(2),
         shutdown,
-        || ensure_streams(js, settings),
+        || ensure_streams_for(js, settings, usage),
     )
     .await
 }

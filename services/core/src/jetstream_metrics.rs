@@ -1,6 +1,7 @@
 //! JetStream gauges polled by Courier itself (`courier_jetstream_*`): stream sizes and durable
-//! consumer backlogs for `EVENTS`, `TASKS` and `DLQ`, so dashboards and alerts work without a
-//! separate NATS exporter. Ephemeral consumers (the broadcasters' ordered ones) are left out: their
+//! consumer backlogs for `EVENTS`, `TASKS` and `DLQ`, and the task queue per priority (pending,
+//! in flight, how long the oldest waiting task has waited), so dashboards and alerts work without
+//! a separate NATS exporter. Ephemeral consumers (the broadcasters' ordered ones) are left out: their
 //! names are random and would make labels unbounded.
 
 use std::{sync::Arc, time::Duration};
@@ -14,7 +15,11 @@ use prometheus_client::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM};
+use crate::{
+    subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM},
+    task::Priority,
+    task_queue,
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -25,6 +30,12 @@ pub struct StreamLabels {
 pub struct ConsumerLabels {
     pub stream: String,
     pub consumer: String,
+}
+
+/// `priority`: `high`, `normal` or `low` (bounded).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabels {
+    pub priority: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +52,10 @@ pub struct JetStreamMetrics {
     pub consumer_ack_pending: Family<ConsumerLabels, Gauge>,
     pub consumer_redelivered: Family<ConsumerLabels, Gauge>,
     pub consumer_waiting: Family<ConsumerLabels, Gauge>,
+    pub tasks_pending: Family<PriorityLabels, Gauge>,
+    pub tasks_in_flight: Family<PriorityLabels, Gauge>,
+    pub task_oldest_pending_age_seconds:
+        Family<PriorityLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 /// One poll's readings, computed before any gauge changes so a scrape never sees half a poll.
@@ -48,6 +63,15 @@ pub struct JetStreamMetrics {
 struct Reading {
     streams: Vec<(String, StreamReading)>,
     consumers: Vec<(ConsumerLabels, ConsumerReading)>,
+    /// By [`Priority::index`]; all zero before `TASKS` exists.
+    priorities: [PriorityReading; 3],
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct PriorityReading {
+    pending: u64,
+    in_flight: u64,
+    oldest_pending_age_seconds: f64,
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -129,6 +153,21 @@ impl JetStreamMetrics {
             "Pull requests waiting (idle consumers)",
             m.consumer_waiting.clone(),
         );
+        registry.register(
+            "courier_jetstream_tasks_pending",
+            "Tasks waiting for a worker, by priority",
+            m.tasks_pending.clone(),
+        );
+        registry.register(
+            "courier_jetstream_tasks_in_flight",
+            "Tasks delivered to a worker and not yet acknowledged, by priority",
+            m.tasks_in_flight.clone(),
+        );
+        registry.register(
+            "courier_jetstream_task_oldest_pending_age_seconds",
+            "How long the oldest task not yet delivered has waited, by priority (0 when none waits)",
+            m.task_oldest_pending_age_seconds.clone(),
+        );
         Arc::new(m)
     }
 
@@ -179,6 +218,14 @@ impl JetStreamMetrics {
             self.consumer_redelivered.get_or_create(&labels).set(gauge_value(c.redelivered));
             self.consumer_waiting.get_or_create(&labels).set(gauge_value(c.waiting));
         }
+        for (priority, p) in Priority::ALL.into_iter().zip(reading.priorities) {
+            let labels = PriorityLabels { priority: priority.as_str() };
+            self.tasks_pending.get_or_create(&labels).set(gauge_value(p.pending));
+            self.tasks_in_flight.get_or_create(&labels).set(gauge_value(p.in_flight));
+            self.task_oldest_pending_age_seconds
+                .get_or_create(&labels)
+                .set(p.oldest_pending_age_seconds);
+        }
         self.up.set(1);
     }
 }
@@ -226,6 +273,17 @@ async fn read(js: &jetstream::Context) -> Result<Reading, async_nats::Error> {
             ));
         }
     }
+    if let Some(backlog) = task_queue::read_backlog(js, task_queue::Detail::WaitTimes).await? {
+        for (lane, reading) in backlog.lanes.iter().zip(&mut reading.priorities) {
+            *reading = PriorityReading {
+                pending: lane.pending(),
+                in_flight: lane.in_flight(),
+                oldest_pending_age_seconds: lane.oldest_pending_age(now),
+            };
+        }
+        // Tasks still on legacy subjects are normal ones not yet moved.
+        reading.priorities[Priority::Normal.index()].pending += backlog.legacy_queued;
+    }
     Ok(reading)
 }
 
@@ -255,8 +313,16 @@ mod tests {
                 },
             )],
             consumers: vec![consumer("workers", 5), consumer("old", 1)],
+            priorities: Default::default(),
         });
-        metrics.apply(Reading { streams: vec![], consumers: vec![consumer("workers", 2)] });
+        let mut priorities: [PriorityReading; 3] = Default::default();
+        priorities[0] =
+            PriorityReading { pending: 4, in_flight: 1, oldest_pending_age_seconds: 2.5 };
+        metrics.apply(Reading {
+            streams: vec![],
+            consumers: vec![consumer("workers", 2)],
+            priorities,
+        });
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
@@ -273,5 +339,16 @@ mod tests {
         );
         assert!(text.contains(r#"courier_jetstream_stream_max_bytes{stream="TASKS"} 1000"#));
         assert!(text.contains("courier_jetstream_up 1"), "{text}");
+        assert!(
+            text.contains(r#"courier_jetstream_tasks_pending{priority="high"} 4"#)
+                && text.contains(r#"courier_jetstream_tasks_pending{priority="low"} 0"#),
+            "every priority has a series: {text}"
+        );
+        assert!(
+            text.contains(
+                r#"courier_jetstream_task_oldest_pending_age_seconds{priority="high"} 2.5"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -19,9 +19,10 @@ pub mod request_telemetry;
 pub mod shutdown;
 pub mod subjects;
 pub mod task;
+pub mod task_queue;
 pub mod telemetry;
 
 pub use channel::Channel;
 pub use event::{Event, EventAction};
 pub use protocol::{ClientFrame, ServerFrame};
-pub use task::Task;
+pub use task::{Priority, Task};

@@ -1,7 +1,8 @@
-//! NATS names: streams, subjects and headers. Every service builds and parses subjects here,
-//! never by hand, so the layout `events.<collection>.<doc_id>.<action>` lives in one place.
+//! NATS names: streams, subjects, consumers and headers. Every service builds and parses subjects
+//! here, never by hand, so the layouts `events.<collection>.<doc_id>.<action>` and
+//! `tasks.<priority>.<kind>` live in one place.
 
-use crate::event::EventAction;
+use crate::{event::EventAction, task::Priority};
 
 /// Stream holding every committed change (limits retention, deduplicated by event id).
 pub const EVENTS_STREAM: &str = "EVENTS";
@@ -14,8 +15,16 @@ pub const EVENTS_ALL: &str = "events.>";
 pub const TASKS_ALL: &str = "tasks.>";
 pub const DLQ_ALL: &str = "dlq.tasks.>";
 
-/// The durable pull consumer on `TASKS` that every worker process shares.
-pub const WORKERS_CONSUMER: &str = "workers";
+/// The one durable consumer (filter `tasks.>`) that workers shared before task priorities. A
+/// worker deletes it when it attaches (work-queue consumers may not overlap), and the api moves
+/// tasks left on `tasks.<kind>` to `tasks.normal.<kind>` (docs/workers.md, "Upgrading").
+pub const LEGACY_WORKERS_CONSUMER: &str = "workers";
+
+/// `workers-<priority>`: the durable pull consumer on `TASKS` that every worker process shares for
+/// one priority (filter [`priority_tasks_filter`]).
+pub fn workers_consumer(priority: Priority) -> String {
+    format!("workers-{priority}")
+}
 
 /// Headers on a dead letter (a message in `DLQ`), written by the worker, read by the api.
 pub mod dead_letter_header {
@@ -23,7 +32,7 @@ pub mod dead_letter_header {
     pub const REASON: &str = "Courier-Dead-Reason";
     /// Deliveries the task got before it was given up.
     pub const ATTEMPTS: &str = "Courier-Attempts";
-    /// The `tasks.<kind>` subject it was taken from (and is re-enqueued on by a retry).
+    /// The `tasks.<priority>.<kind>` subject it was taken from (and is re-enqueued on by a retry).
     pub const ORIGINAL_SUBJECT: &str = "Courier-Original-Subject";
     /// The task's id (absent for an undecodable payload).
     pub const TASK_ID: &str = "Courier-Task-Id";
@@ -69,14 +78,42 @@ pub fn document_events_filter(collection: &str, doc_id: &str) -> String {
     format!("events.{collection}.{doc_id}.*")
 }
 
-/// `tasks.<kind>` (a kind such as `pets.enrich` may itself contain dots).
-pub fn task_subject(kind: &str) -> String {
-    format!("tasks.{kind}")
+/// `tasks.<priority>.<kind>` (a kind such as `pets.enrich` may itself contain dots).
+pub fn task_subject(priority: Priority, kind: &str) -> String {
+    format!("tasks.{priority}.{kind}")
 }
 
-/// `dlq.tasks.<kind>`.
-pub fn dead_letter_subject(kind: &str) -> String {
-    format!("dlq.tasks.{kind}")
+/// `tasks.<priority>.>`: every task of one priority (one consumer's filter).
+pub fn priority_tasks_filter(priority: Priority) -> String {
+    format!("tasks.{priority}.>")
+}
+
+/// The dead letter of a task taken from `task_subject`: `dlq.` + that subject, so
+/// `dlq.tasks.<priority>.<kind>` (`dlq.tasks.<kind>` for a task from before priorities).
+pub fn dead_letter_subject(task_subject: &str) -> String {
+    format!("dlq.{task_subject}")
+}
+
+/// A task subject read back: its priority and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSubject<'a> {
+    pub priority: Priority,
+    pub kind: &'a str,
+    /// `tasks.<kind>`, the layout before priorities (its tasks count as normal).
+    pub legacy: bool,
+}
+
+/// Reads `tasks.<priority>.<kind>`, or the legacy `tasks.<kind>`; `None` for anything else (a
+/// kind that is not a valid task kind, wildcards, other prefixes). Kinds cannot start with a
+/// priority word, so the two layouts never read the same.
+pub fn parse_task_subject(subject: &str) -> Option<TaskSubject<'_>> {
+    let rest = subject.strip_prefix("tasks.")?;
+    let (first, after) = rest.split_once('.').unwrap_or((rest, ""));
+    let parsed = match first.parse::<Priority>() {
+        Ok(priority) => TaskSubject { priority, kind: after, legacy: false },
+        Err(_) => TaskSubject { priority: Priority::Normal, kind: rest, legacy: true },
+    };
+    crate::task::is_valid_task_kind(parsed.kind).then_some(parsed)
 }
 
 /// `events.chat.<room_id>.<action>`: a room's event (channel `chat:<room_id>`).
@@ -146,6 +183,30 @@ mod tests {
         {
             assert_eq!(parse_event_subject(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn task_subjects_carry_the_priority_and_read_back_in_both_layouts() {
+        assert_eq!(task_subject(Priority::High, "pets.enrich"), "tasks.high.pets.enrich");
+        assert_eq!(priority_tasks_filter(Priority::Low), "tasks.low.>");
+        assert_eq!(workers_consumer(Priority::Normal), "workers-normal");
+        assert_eq!(
+            parse_task_subject("tasks.low.pets.enrich"),
+            Some(TaskSubject { priority: Priority::Low, kind: "pets.enrich", legacy: false })
+        );
+        assert_eq!(
+            parse_task_subject("tasks.pets.enrich"),
+            Some(TaskSubject { priority: Priority::Normal, kind: "pets.enrich", legacy: true })
+        );
+        for bad in ["tasks.high", "tasks.high.", "tasks.>", "tasks.high.*", "events.a.b.c", "tasks"]
+        {
+            assert_eq!(parse_task_subject(bad), None, "{bad}");
+        }
+        assert_eq!(
+            dead_letter_subject("tasks.high.pets.enrich"),
+            "dlq.tasks.high.pets.enrich",
+            "a dead letter keeps its priority"
+        );
     }
 
     #[test]

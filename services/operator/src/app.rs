@@ -13,6 +13,7 @@ use crate::{
     controller::{self, Timings},
     leader::{ApiContact, LeaderElector, LeaseConfig},
     metrics::Metrics,
+    policy::Policy,
     render,
 };
 
@@ -30,7 +31,8 @@ fn render_command(args: &RenderArgs) -> Result<()> {
     for path in &args.files {
         render::read_manifests(path, &args.namespace, &mut manifests)?;
     }
-    let rendered = render::render(&manifests, args.worker_replicas)?;
+    let policy = Policy::from_args(&args.policy)?;
+    let rendered = render::render(&manifests, args.worker_replicas, &policy)?;
     for warning in &rendered.warnings {
         eprintln!("warning: {warning}");
     }
@@ -42,6 +44,7 @@ fn render_command(args: &RenderArgs) -> Result<()> {
 /// released, or with an error (lost leadership, unusable client) for Kubernetes to restart it.
 pub async fn run(args: RunArgs) -> Result<()> {
     courier_core::telemetry::init(&args.telemetry);
+    let policy = Policy::from_args(&args.policy)?;
     let stop = courier_core::shutdown::on_signals();
 
     let mut registry = courier_core::ops::component_registry("operator");
@@ -96,11 +99,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .lead(stop.clone(), &metrics, |leading| {
             controller::run(
                 client,
-                Arc::new(NatsBacklog::default()),
+                Arc::new(NatsBacklog::new(args.nats.clone())),
                 Arc::new(SystemClock),
                 metrics.clone(),
-                reporter,
-                timings,
+                controller::Settings { reporter, timings, policy },
                 leading,
             )
         })

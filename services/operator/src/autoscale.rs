@@ -1,6 +1,7 @@
-//! Backlog-driven worker autoscaling (KEDA-like, built in): reading the JetStream backlog of the
-//! `workers` consumer behind a trait, the replica formula, and the scale-down stabilization
-//! window.
+//! Backlog-driven worker autoscaling (KEDA-like, built in): reading the JetStream backlog of every
+//! priority (the `workers-high`, `workers-normal` and `workers-low` consumers, through
+//! `courier_core::task_queue`) behind a trait, the replica formula, and the scale-down
+//! stabilization window.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -8,17 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
+use async_nats::jetstream;
+use courier_core::task_queue::{Detail, read_backlog};
 use futures::future::BoxFuture;
 
 use crate::crd::courier::AutoscalingSpec;
 use crate::error::{Error, Result};
 
-pub use courier_core::subjects::WORKERS_CONSUMER;
 /// How long one backlog read may take before the reconcile gives up on it.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Tasks waiting for a worker and tasks delivered but not yet acknowledged.
+/// Tasks waiting for a worker and tasks delivered but not yet acknowledged, every priority
+/// together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
     pub pending: u64,
@@ -31,24 +33,37 @@ impl Backlog {
     }
 }
 
+impl From<&courier_core::task_queue::TaskBacklog> for Backlog {
+    fn from(queue: &courier_core::task_queue::TaskBacklog) -> Self {
+        let in_flight: u64 = queue.lanes.iter().map(|lane| lane.in_flight()).sum();
+        Backlog { pending: queue.total().saturating_sub(in_flight), ack_pending: in_flight }
+    }
+}
+
 /// Where the autoscaler reads the backlog; tests inject fixed values.
 pub trait BacklogSource: Send + Sync {
     fn backlog<'a>(&'a self, nats_url: &'a str) -> BoxFuture<'a, Result<Backlog>>;
 }
 
-/// Reads consumer info from NATS, one cached client per URL.
+/// Reads consumer info from NATS, one cached client per URL, logged in as the operator's own
+/// NATS user (which may only read the `TASKS` stream and `workers` consumer info).
 #[derive(Default)]
 pub struct NatsBacklog {
     clients: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
+    auth: courier_core::config::NatsAuthArgs,
 }
 
 impl NatsBacklog {
+    pub fn new(auth: courier_core::config::NatsAuthArgs) -> Self {
+        NatsBacklog { clients: Default::default(), auth }
+    }
+
     async fn client(&self, url: &str) -> Result<async_nats::Client> {
         let mut clients = self.clients.lock().await;
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
-        let client = courier_core::config::connect_nats(url, "courier-operator")
+        let client = courier_core::config::connect_nats(url, &self.auth, "courier-operator")
             .await
             .map_err(|err| backlog_error(url, err))?;
         clients.insert(url.to_owned(), client.clone());
@@ -57,22 +72,13 @@ impl NatsBacklog {
 
     async fn read(&self, url: &str) -> Result<Backlog> {
         let js = jetstream::new(self.client(url).await?);
-        let stream = js
-            .get_stream_no_info(courier_core::subjects::TASKS_STREAM)
+        // A priority whose consumer no worker has created yet (e.g. scaled to zero) counts every
+        // task on its subjects as pending, and so do tasks on legacy subjects.
+        let backlog = read_backlog(&js, Detail::Counts)
             .await
-            .map_err(|err| backlog_error(url, err))?;
-        match stream.consumer_info(WORKERS_CONSUMER).await {
-            Ok(info) => {
-                Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 })
-            }
-            // No worker has created the consumer yet (e.g. scaled to zero): with work-queue
-            // retention every message still in the stream is waiting.
-            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
-                let info = stream.get_info().await.map_err(|err| backlog_error(url, err))?;
-                Ok(Backlog { pending: info.state.messages, ack_pending: 0 })
-            }
-            Err(err) => Err(backlog_error(url, err)),
-        }
+            .map_err(|err| backlog_error(url, err))?
+            .ok_or_else(|| backlog_error(url, "stream TASKS does not exist yet"))?;
+        Ok(Backlog::from(&backlog))
     }
 }
 
@@ -249,6 +255,19 @@ pub(crate) mod tests {
     #[test]
     fn backlog_counts_pending_and_in_flight() {
         assert_eq!(Backlog { pending: 7, ack_pending: 3 }.total(), 10);
+    }
+
+    #[test]
+    fn backlog_counts_every_priority() {
+        use courier_core::task_queue::{Lane, TaskBacklog};
+        let waiting = |queued| Lane { consumer: None, queued, oldest_pending: None };
+        let queue = TaskBacklog {
+            lanes: [waiting(4), waiting(10), waiting(1_000)],
+            legacy_queued: 6,
+            ..Default::default()
+        };
+        let backlog = Backlog::from(&queue);
+        assert_eq!(backlog, Backlog { pending: 1_020, ack_pending: 0 });
     }
 
     #[test]

@@ -114,6 +114,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_task_keeps_its_priority_and_delay_and_a_bad_delay_is_rejected() {
+        let later = |delay: &str| {
+            collection(
+                "later",
+                json!({"schema": {"type": "object"}, "tasks": [{"kind": "a.b", "on": ["create"], "priority": "low", "delay": delay}]}),
+            )
+        };
+        let spec = validate(&later("7d")).unwrap();
+        assert_eq!(spec.tasks[0].priority, courier_core::Priority::Low);
+        assert_eq!(spec.tasks[0].delay(), Ok(Some(std::time::Duration::from_secs(7 * 86_400))));
+        let reason = validate(&later("400d")).unwrap_err();
+        assert!(reason.contains("task 'a.b': delay '400d' is too long"), "{reason}");
+    }
+
+    #[test]
     fn a_schema_that_does_not_compile_is_rejected_with_the_reason() {
         let bad = collection(
             "broken",

@@ -4,7 +4,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use courier_core::config::{TelemetryArgs, duration_in, seconds_or_duration};
+use courier_core::config::{NatsAuthArgs, TelemetryArgs, duration_in, seconds_or_duration};
+
+use crate::policy::PolicyArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +35,12 @@ pub enum Command {
 pub struct RunArgs {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// The operator's NATS user, for reading the task backlog of every Courier's NATS.
+    #[command(flatten)]
+    pub nats: NatsAuthArgs,
+    /// What a Courier may run (docs/operator.md, "What a Courier may run").
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "COURIER_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -107,6 +115,9 @@ pub struct RenderArgs {
     /// Worker replicas to render for a Courier with autoscaling on (default: its minReplicas).
     #[arg(long)]
     pub worker_replicas: Option<i32>,
+    /// The same rules as `run`: a Courier the operator would refuse fails the render.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ pub enum Error {
 
     #[error("ops server: {0}")]
     Io(#[from] std::io::Error),
+
+    #[error(transparent)]
+    AllowList(#[from] crate::policy::BadAllowListEntry),
+
+    #[error("Courier {courier} is refused: {}", reasons.join("; "))]
+    Refused { courier: String, reasons: Vec<String> },
 }
 
 impl Error {
@@ -42,6 +48,8 @@ impl Error {
             Error::Backlog { .. } => "backlog",
             Error::LostLeadership { .. } => "lost_leadership",
             Error::Io(_) => "io",
+            Error::AllowList(_) => "allow_list",
+            Error::Refused { .. } => "refused",
         }
     }
 }

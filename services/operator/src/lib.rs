@@ -11,6 +11,7 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod render;
 pub mod resources;
 pub mod status;

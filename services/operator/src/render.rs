@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::{
     Error, Result, collections,
     crd::{Collection, Courier},
+    policy::Policy,
     resources::{self, BuildInput},
 };
 
@@ -79,11 +80,20 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// Renders every Courier with the Collections it selects.
-pub fn render(manifests: &Manifests, worker_replicas: Option<i32>) -> Result<Rendered> {
+/// Renders every Courier with the Collections it selects; a Courier that `policy` refuses is
+/// an error (the operator would apply nothing for it).
+pub fn render(
+    manifests: &Manifests,
+    worker_replicas: Option<i32>,
+    policy: &Policy,
+) -> Result<Rendered> {
     let mut yaml = String::new();
     let mut warnings = Vec::new();
     for courier in &manifests.couriers {
+        let reasons = policy.violations(courier);
+        if !reasons.is_empty() {
+            return Err(Error::Refused { courier: courier.name_any(), reasons });
+        }
         let namespace = courier.namespace();
         let selector = courier.spec.collection_selector.clone().unwrap_or_default();
         let aggregate = collections::aggregate(
@@ -158,6 +168,11 @@ metadata: {name: elsewhere, namespace: other}
 spec: {schema: {type: object}}
 "#;
 
+    /// A policy allowing the test manifest's image.
+    fn example() -> Policy {
+        Policy::allowing(&["ghcr.io/example/courier"])
+    }
+
     fn read(text: &str) -> Manifests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_bytes()).unwrap();
@@ -170,7 +185,7 @@ spec: {schema: {type: object}}
     fn renders_a_courier_with_its_collections() {
         let manifests = read(MANIFEST);
         assert_eq!(manifests.couriers[0].namespace().as_deref(), Some("team"));
-        let rendered = render(&manifests, None).unwrap();
+        let rendered = render(&manifests, None, &example()).unwrap();
         assert!(rendered.warnings.is_empty());
         let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&rendered.yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -191,7 +206,7 @@ spec: {schema: {type: object}}
         assert_eq!(file.collections[0].tasks[0].kind, "desks.measure");
         assert!(docs.iter().all(|d| d["metadata"].get("ownerReferences").is_none()));
         assert_eq!(
-            render(&manifests, Some(9)).unwrap().yaml.matches("replicas: 4").count(),
+            render(&manifests, Some(9), &example()).unwrap().yaml.matches("replicas: 4").count(),
             1,
             "clamped to maxReplicas"
         );
@@ -209,7 +224,11 @@ spec: {schema: {type: object}}
         ] {
             read_manifests(&samples.join(name), "default", &mut manifests).unwrap();
         }
-        let rendered = render(&manifests, None).unwrap();
+        let defaults = crate::policy::PolicyArgs {
+            allowed_images: vec![crate::policy::DEFAULT_ALLOWED_IMAGES.into()],
+            allow_env_value_from: false,
+        };
+        let rendered = render(&manifests, None, &Policy::from_args(&defaults).unwrap()).unwrap();
         assert!(rendered.warnings.is_empty(), "{:?}", rendered.warnings);
         let cm: Value = yaml_serde::Deserializer::from_str(&rendered.yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -237,8 +256,19 @@ spec: {schema: {type: object}}
 
         let manifests =
             read(&MANIFEST.replace("type: object, properties", "type: objekt, properties"));
-        let rendered = render(&manifests, None).unwrap();
+        let rendered = render(&manifests, None, &example()).unwrap();
         assert_eq!(rendered.warnings.len(), 1);
         assert!(rendered.warnings[0].contains("desks not served"), "{:?}", rendered.warnings);
+    }
+
+    #[test]
+    fn a_courier_the_operator_would_refuse_fails_the_render_and_says_why() {
+        let manifests = read(MANIFEST);
+        let err = render(&manifests, None, &Policy::allowing(&["ghcr.io/courier-dev/courier"]))
+            .err()
+            .expect("refused");
+        let message = err.to_string();
+        assert!(message.starts_with("Courier demo is refused:"), "{message}");
+        assert!(message.contains("spec.image.repository \"ghcr.io/example/courier\""), "{message}");
     }
 }

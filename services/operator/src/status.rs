@@ -69,6 +69,41 @@ pub struct Input<'a> {
     pub now: &'a str,
 }
 
+/// Reason of the conditions of a Courier the operator refuses (`policy.rs`).
+pub const POLICY_VIOLATION: &str = "PolicyViolation";
+
+/// The status of a refused Courier: not ready, not progressing, degraded, each saying why;
+/// the rest (replica counts, collections, backlog) kept from the previous status.
+pub fn refused(
+    generation: Option<i64>,
+    previous: Option<&CourierStatus>,
+    violations: &[String],
+    now: &str,
+) -> CourierStatus {
+    let message = format!("not applied: {}", violations.join("; "));
+    let condition = |type_: &str, status: ConditionStatus| Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: POLICY_VIOLATION.to_owned(),
+        message: message.clone(),
+        last_transition_time: previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.to_owned()),
+        observed_generation: generation,
+    };
+    CourierStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition("Ready", ConditionStatus::False),
+            condition("Progressing", ConditionStatus::False),
+            condition("Degraded", ConditionStatus::True),
+        ],
+        ..previous.cloned().unwrap_or_default()
+    }
+}
+
 pub fn compute(input: Input<'_>) -> CourierStatus {
     let previous = input.previous;
     let component_status = |component: Component| {

@@ -14,6 +14,7 @@ use courier_operator::{
     controller::{self, Timings},
     crd::{Collection, Courier},
     metrics::Metrics,
+    policy::Policy,
 };
 use k8s_openapi::{
     api::{
@@ -87,8 +88,14 @@ async fn workloads_status_and_recreation_on_a_real_cluster() {
         Arc::new(NatsBacklog::default()),
         Arc::new(SystemClock),
         Arc::new(Metrics::new(&mut registry)),
-        Reporter { controller: "courier-operator".into(), instance: Some("cluster-test".into()) },
-        Timings { poll_interval: Duration::from_secs(5), ..Timings::default() },
+        controller::Settings {
+            reporter: Reporter {
+                controller: "courier-operator".into(),
+                instance: Some("cluster-test".into()),
+            },
+            timings: Timings { poll_interval: Duration::from_secs(5), ..Timings::default() },
+            policy: Policy::allowing(&["ghcr.io/courier-dev/courier"]),
+        },
         stop.clone(),
     ));
 

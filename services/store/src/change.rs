@@ -1,20 +1,38 @@
 //! A document change as Courier announces it: the event every committed change produces and the
-//! tasks its collection triggers, as the outbox records that commit with the change's writes
-//! (built here and nowhere else).
+//! tasks its collection triggers, as the outbox records (and, for delayed tasks, the scheduled
+//! tasks) that commit with the change's writes (built here and nowhere else).
 
-use courier_core::{Event, EventAction, Task, subjects};
+use std::time::Duration;
+
+use courier_core::{Event, EventAction, Priority, Task, subjects};
 use serde_json::Value;
 
-use crate::outbox::OutboxRecord;
+use crate::{outbox::OutboxRecord, scheduled::ScheduledTask};
 
-/// How a change is announced: its event's action and actor, the trace, and the task kinds it
-/// enqueues (the collection's triggers for that action).
+/// A task a change enqueues: its kind, its priority, and how long it is held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    pub kind: String,
+    pub priority: Priority,
+    /// `None`: enqueued with the change. Otherwise it waits in `_scheduled_tasks` until due.
+    pub delay: Option<Duration>,
+}
+
+impl TaskRequest {
+    /// A normal-priority task, due at once.
+    pub fn now(kind: &str) -> Self {
+        TaskRequest { kind: kind.to_owned(), priority: Priority::Normal, delay: None }
+    }
+}
+
+/// How a change is announced: its event's action and actor, the trace, and the tasks it enqueues
+/// (the collection's triggers for that action).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Announce {
     pub action: EventAction,
     pub actor: Option<String>,
     pub trace_id: String,
-    pub tasks: Vec<String>,
+    pub tasks: Vec<TaskRequest>,
 }
 
 /// One committed change of one document.
@@ -29,8 +47,8 @@ pub struct Change {
     pub data: Value,
     pub actor: Option<String>,
     pub trace_id: String,
-    /// Kinds of the tasks to enqueue for this change (the collection's triggers).
-    pub tasks: Vec<String>,
+    /// The tasks to enqueue for this change (the collection's triggers).
+    pub tasks: Vec<TaskRequest>,
 }
 
 impl Change {
@@ -55,7 +73,8 @@ impl Change {
         }
     }
 
-    /// The outbox records: the event first, then one task per kind in [`Change::tasks`].
+    /// The outbox records: the event first, then one per task of [`Change::tasks`] that is due
+    /// at once.
     pub fn records(&self) -> Vec<OutboxRecord> {
         let event = Event::new(
             &self.collection,
@@ -68,18 +87,34 @@ impl Change {
         let subject = subjects::event_subject(&self.collection, &self.doc_id, self.action);
         let mut records = Vec::with_capacity(1 + self.tasks.len());
         records.push(OutboxRecord::for_event(&event, subject, self.version));
-        for kind in &self.tasks {
-            let task = Task::new(
-                kind,
-                &self.collection,
-                &self.doc_id,
-                self.version,
-                self.actor.clone(),
-                self.trace_id.clone(),
-            );
-            records.push(OutboxRecord::for_task(&task));
+        for request in self.tasks.iter().filter(|t| t.delay.is_none()) {
+            records.push(OutboxRecord::for_task(&self.task(request)));
         }
         records
+    }
+
+    /// The delayed tasks of [`Change::tasks`], to insert into `_scheduled_tasks` in the change's
+    /// transaction.
+    pub fn scheduled_tasks(&self) -> Vec<ScheduledTask> {
+        self.tasks
+            .iter()
+            .filter_map(|request| {
+                let delay = request.delay?;
+                Some(ScheduledTask::for_task(&self.task(request).delayed(delay)))
+            })
+            .collect()
+    }
+
+    fn task(&self, request: &TaskRequest) -> Task {
+        Task::new(
+            &request.kind,
+            &self.collection,
+            &self.doc_id,
+            self.version,
+            self.actor.clone(),
+            self.trace_id.clone(),
+        )
+        .with_priority(request.priority)
     }
 }
 
@@ -98,10 +133,17 @@ mod tests {
             data: json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex"}),
             actor: Some("u1".into()),
             trace_id: "trace-1".into(),
-            tasks: vec!["pets.enrich".into()],
+            tasks: vec![
+                TaskRequest::now("pets.enrich"),
+                TaskRequest {
+                    kind: "pets.recheck".into(),
+                    priority: Priority::Low,
+                    delay: Some(Duration::from_secs(7 * 86_400)),
+                },
+            ],
         };
         let records = change.records();
-        assert_eq!(records.len(), 2);
+        assert_eq!(records.len(), 2, "the delayed task is not in the outbox");
         let event: Event = serde_json::from_str(&records[0].payload).unwrap();
         assert_eq!(event.event_type, "pets.updated");
         assert_eq!(event.data, change.data);
@@ -111,6 +153,17 @@ mod tests {
         assert_eq!((records[0].doc_version, records[0].trace_id.as_str()), (3, "trace-1"));
         let task: Task = serde_json::from_str(&records[1].payload).unwrap();
         assert_eq!((task.kind.as_str(), task.doc_version), ("pets.enrich", 3));
-        assert_eq!(records[1].subject, "tasks.pets.enrich");
+        assert_eq!(records[1].subject, "tasks.normal.pets.enrich");
+
+        let scheduled = change.scheduled_tasks();
+        assert_eq!(scheduled.len(), 1);
+        let task: Task = serde_json::from_str(&scheduled[0].payload).unwrap();
+        assert_eq!((task.kind.as_str(), task.priority), ("pets.recheck", Priority::Low));
+        assert_eq!(task.not_before, Some(task.time + chrono::Duration::days(7)));
+        assert_eq!(scheduled[0].subject, "tasks.low.pets.recheck");
+        assert_eq!(
+            scheduled[0].due.timestamp_millis(),
+            task.not_before.unwrap().timestamp_millis()
+        );
     }
 }

@@ -18,6 +18,7 @@ use crate::{
     change::{Announce, Change},
     documents::{StoredDocument, to_api, to_stored},
     outbox::OutboxRecord,
+    scheduled::ScheduledTask,
     store::{Store, StoreError, Write, is_unavailable},
     task_results::{TaskCommit, TaskMarker},
 };
@@ -141,15 +142,22 @@ fn lost_race(err: &StoreError) -> bool {
     }
 }
 
+/// `writes` plus the inserts of `change`'s delayed tasks, which commit with it.
+fn with_scheduled(mut writes: Vec<Write>, change: &Change) -> Vec<Write> {
+    writes.extend(change.scheduled_tasks().iter().map(ScheduledTask::write));
+    writes
+}
+
 impl Store {
-    /// Commits `writes` with `change`'s outbox records (one transaction).
+    /// Commits `writes` with `change`'s outbox records and scheduled tasks (one transaction).
     pub async fn commit_change(
         &self,
         writes: &[Write],
         change: Change,
     ) -> Result<Committed, StoreError> {
         let records = change.records();
-        self.commit(writes, &records).await?;
+        let writes = with_scheduled(writes.to_vec(), &change);
+        self.commit(&writes, &records).await?;
         Ok(Committed { change, records })
     }
 
@@ -206,11 +214,12 @@ impl Store {
             let change =
                 Change::new(&target.collection, target.id.to_hex(), version, data, announce);
             let records = change.records();
+            let writes = with_scheduled(vec![write], &change);
             let committed = match &target.task {
-                None => self.commit(std::slice::from_ref(&write), &records).await.map(|()| true),
+                None => self.commit(&writes, &records).await.map(|()| true),
                 Some(task) => {
                     let marker = task.document(&change, &records[0].id);
-                    self.commit_task_result(marker, std::slice::from_ref(&write), &records)
+                    self.commit_task_result(marker, &writes, &records)
                         .await
                         .map(|commit| commit == TaskCommit::Applied)
                 }

@@ -53,12 +53,12 @@ pub struct OutboxRecord {
 }
 
 impl OutboxRecord {
-    /// A task to enqueue on `tasks.<kind>`. Tasks are ordered among themselves per document
-    /// (their own key), independently of the document's events.
+    /// A task to enqueue on `tasks.<priority>.<kind>`. Tasks are ordered among themselves per
+    /// document (their own key), independently of the document's events.
     pub fn for_task(task: &courier_core::Task) -> Self {
         OutboxRecord {
             id: task.id.to_string(),
-            subject: courier_core::subjects::task_subject(&task.kind),
+            subject: task.subject(),
             payload: serde_json::to_string(task).expect("tasks always serialize"),
             doc_key: format!("task:{}:{}/{}", task.kind, task.collection, task.doc_id),
             doc_version: task.doc_version,

@@ -55,6 +55,13 @@ pub enum Write {
         filter: Document,
         update: Document,
     },
+    /// Deletes the documents `filter` matches, which must be exactly `count` of them; otherwise
+    /// the transaction fails with `VersionConflict` (e.g. another replica took them first).
+    DeleteMatching {
+        collection: String,
+        filter: Document,
+        count: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +120,8 @@ impl Write {
             Write::Insert { collection, .. }
             | Write::Replace { collection, .. }
             | Write::Delete { collection, .. }
-            | Write::Update { collection, .. } => collection,
+            | Write::Update { collection, .. }
+            | Write::DeleteMatching { collection, .. } => collection,
         }
     }
 
@@ -124,7 +132,7 @@ impl Write {
                 check_field_names(document)
             }
             Write::Update { update, .. } => check_update_values(update),
-            Write::Delete { .. } => Ok(()),
+            Write::Delete { .. } | Write::DeleteMatching { .. } => Ok(()),
         };
         checked.map_err(|error| StoreError::FieldName {
             collection: self.collection().to_owned(),
@@ -185,8 +193,9 @@ impl Store {
         self.db.run_command(doc! {"ping": 1}).await.map(|_| ())
     }
 
-    /// Creates the indexes the outbox queries need (idempotent).
+    /// Creates the indexes the outbox and the scheduled tasks need (idempotent).
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        self.ensure_scheduled_task_indexes().await?;
         let outbox = self.outbox();
         outbox
             .create_index(
@@ -279,6 +288,16 @@ impl Store {
                                 .session(&mut session)
                                 .await?;
                             if result.matched_count != 1 {
+                                return Err(StoreError::VersionConflict);
+                            }
+                        }
+                        Write::DeleteMatching { collection, filter, count } => {
+                            let result = self
+                                .collection(collection)
+                                .delete_many(filter.clone())
+                                .session(&mut session)
+                                .await?;
+                            if result.deleted_count != *count {
                                 return Err(StoreError::VersionConflict);
                             }
                         }

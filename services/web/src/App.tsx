@@ -10,6 +10,7 @@ import { ConnectionBadge, EventLog, Toasts } from './components/Live';
 import { CollectionView } from './views/CollectionView';
 import { QueuesView } from './views/QueuesView';
 import { ChatView } from './views/ChatView';
+import { chatController, useChat } from './views/chat/useChat';
 
 const QUEUES = 'queues';
 const CHAT = 'chat';
@@ -41,6 +42,19 @@ export function App() {
   const hash = useHash();
   const authDialog = useApp((s) => s.authDialog);
   const openAuth = useApp((s) => s.openAuth);
+  const username = useApp((s) => s.username);
+  const userId = useApp((s) => s.userId);
+  const meRoles = useApp((s) => s.meRoles);
+  // The queues panel is for admins: hidden once the api says (GET /auth/me `roles`) I am not one.
+  const queuesAllowed = meRoles === null || meRoles.includes('admin');
+  const chat = chatController();
+  const chatUnread = useChat(chat, (s) => (s.rooms ?? []).reduce((n, r) => n + r.unread, 0));
+
+  // Chat follows my rooms while I am signed in, so the Chat link's badge is live everywhere.
+  useEffect(() => {
+    if (username !== null && userId !== null) chat.start({ id: userId, username });
+    else chat.stop();
+  }, [chat, username, userId]);
 
   useEffect(() => {
     api.collections().then(setCollections, (err: unknown) => setFatal(`Could not load the collections: ${describeError(err)}`));
@@ -67,7 +81,7 @@ export function App() {
         Skip to the content
       </a>
       <header className="topbar">
-        <button type="button" className="icon drawer-toggle" aria-expanded={drawer} aria-controls="sidebar" aria-label="Collections menu" onClick={() => setDrawer((d) => !d)}>
+        <button type="button" className="icon drawer-toggle" hidden={section !== 'collections'} aria-expanded={drawer} aria-controls="sidebar" aria-label="Collections menu" onClick={() => setDrawer((d) => !d)}>
           ☰
         </button>
         <a className="brand" href="#/">
@@ -82,17 +96,24 @@ export function App() {
           <a href="#/" aria-current={section === 'collections' ? 'page' : undefined}>
             Collections
           </a>
-          <a href={`#/${QUEUES}`} aria-current={section === QUEUES ? 'page' : undefined}>
-            Queues
-          </a>
           <a href={`#/${CHAT}`} aria-current={section === CHAT ? 'page' : undefined}>
             Chat
+            {chatUnread > 0 && (
+              <span className="badge nav-badge" aria-label={`${chatUnread} unread`}>
+                {chatUnread > 99 ? '99+' : chatUnread}
+              </span>
+            )}
           </a>
+          {queuesAllowed && (
+            <a href={`#/${QUEUES}`} aria-current={section === QUEUES ? 'page' : undefined}>
+              Queues
+            </a>
+          )}
         </nav>
         <ConnectionBadge />
         <AccountBar />
       </header>
-      <div className={`layout${drawer ? ' drawer-open' : ''}`}>
+      <div className={`layout layout-${section}${drawer ? ' drawer-open' : ''}`}>
         <nav id="sidebar" className="sidebar" aria-labelledby="nav-title">
           <h2 id="nav-title" className="sidebar-title">
             Collections

@@ -30,7 +30,11 @@ export interface Toast {
 
 interface AppState {
   username: string | null;
+  /** The signed-in user's id (the token's `sub`). */
+  userId: string | null;
   roles: string[];
+  /** `roles` from `GET /api/v1/auth/me`; null until known or when the api does not say. */
+  meRoles: string[] | null;
   /** The last session change (sign-in, refresh, sign-out). */
   sessionReason: SessionReason | null;
   sessionVersion: number;
@@ -50,7 +54,9 @@ let keys = 0;
 
 export const useApp = create<AppState>((set) => ({
   username: null,
+  userId: null,
   roles: [],
+  meRoles: null,
   sessionReason: null,
   sessionVersion: 0,
   connection: { state: 'idle', attempt: 0, url: '' },
@@ -77,9 +83,17 @@ export const useApp = create<AppState>((set) => ({
 session.onChange((reason) => {
   useApp.setState((s) => ({
     username: session.username,
+    userId: session.userId,
     roles: session.state?.roles ?? [],
+    meRoles: reason === 'signed-out' || reason === 'expired' ? null : s.meRoles,
     sessionReason: reason,
     sessionVersion: s.sessionVersion + 1,
   }));
+  if (reason === 'signed-in' || reason === 'restored') {
+    api.me().then(
+      (me) => session.signedIn && useApp.setState({ meRoles: Array.isArray(me.roles) ? me.roles.filter((r) => typeof r === 'string') : null }),
+      () => {},
+    );
+  }
   if (reason === 'expired') useApp.getState().toast('Your session ended: sign in again to make changes.', 'error');
 });

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::Context;
 use courier_core::{
-    backoff::Backoff, config::connect_nats, jetstream::ensure_streams_with_retry, ops::Readiness,
+    backoff::Backoff,
+    config::connect_nats,
+    jetstream::{StreamUse, ensure_streams_for_with_retry},
+    ops::Readiness,
 };
 use courier_store::{Outbox, OutboxMetrics, Store};
 use prometheus_client::registry::Registry;
@@ -22,10 +25,10 @@ use crate::{
     consumer::WorkLoop,
     handlers::{Handlers, Noop},
     metrics::WorkerMetrics,
-    pets::PetsEnrich,
+    pets::{PetsEnrich, PetsRecheck},
 };
 
-/// Every built-in handler (`pets.enrich`, `system.noop`), writing to the store named in `config`
+/// Every built-in handler (`pets.enrich`, `pets.recheck`, `system.noop`), writing to the store named in `config`
 /// and publishing events on `nats`. The store client connects lazily (a worker starts while
 /// MongoDB is down and reports not ready).
 pub async fn standard_handlers(
@@ -45,7 +48,12 @@ pub async fn standard_handlers(
     let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
     let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
         .context("species data")?;
-    Ok(Handlers::new().with(Arc::new(pets)).with(Arc::new(Noop)).with_store(store))
+    let pets = Arc::new(pets);
+    Ok(Handlers::new()
+        .with(pets.clone())
+        .with(Arc::new(PetsRecheck(pets)))
+        .with(Arc::new(Noop))
+        .with_store(store))
 }
 
 /// Longest wait at shutdown for the handlers' background work.
@@ -62,18 +70,18 @@ pub struct Application {
 impl Application {
     /// The worker as `courier-worker` runs it: the [`standard_handlers`].
     pub async fn build_standard(config: WorkerConfig) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-worker")
             .await
-            .context("invalid NATS URL")?;
+            .context("NATS configuration")?;
         let handlers = standard_handlers(&config, nats.clone()).await?;
         Self::build_with_client(config, nats, handlers).await
     }
 
     /// A worker serving `handlers`.
     pub async fn build(config: WorkerConfig, handlers: Handlers) -> anyhow::Result<Self> {
-        let nats = connect_nats(&config.nats.nats_url, "courier-worker")
+        let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-worker")
             .await
-            .context("invalid NATS URL")?;
+            .context("NATS configuration")?;
         Self::build_with_client(config, nats, handlers).await
     }
 
@@ -90,7 +98,11 @@ impl Application {
             move || {
                 let ok = attached.load(Ordering::Acquire);
                 async move {
-                    if ok { Ok(()) } else { Err("not attached to the workers consumer".to_owned()) }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("not attached to the workers-<priority> consumers".to_owned())
+                    }
                 }
             }
         });
@@ -132,7 +144,7 @@ impl Application {
             .store()
             .cloned()
             .map(|store| tokio::spawn(ensure_indexes_with_retry(store, shutdown.clone())));
-        if ensure_streams_with_retry(&js, replicas, &shutdown).await {
+        if ensure_streams_for_with_retry(&js, replicas, StreamUse::Work, &shutdown).await {
             work.clone().run(shutdown.clone()).await;
         }
         // Bounded: with NATS gone, background publishes give up; the api's relay has them.

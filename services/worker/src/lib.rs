@@ -1,9 +1,11 @@
-//! Courier's worker: competing consumers on the `TASKS` work queue with backoff retries and
-//! dead letters. Task kinds are served by [`handlers::TaskHandler`]s.
+//! Courier's worker: competing consumers on the `TASKS` work queue, one line per priority taken
+//! in the order [`dispatch`] states, with backoff retries and dead letters. Task kinds are served
+//! by [`handlers::TaskHandler`]s.
 
 pub mod app;
 pub mod config;
 pub mod consumer;
+pub mod dispatch;
 pub mod handlers;
 pub mod metrics;
 pub mod pets;

@@ -45,7 +45,13 @@ mod tests {
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = &items[1];
         assert_eq!(pets["access"], json!({"read": "public", "write": "authenticated"}));
-        assert_eq!(pets["tasks"], json!([{"kind": "pets.enrich", "on": ["create", "update"]}]));
+        assert_eq!(
+            pets["tasks"],
+            json!([
+                {"kind": "pets.enrich", "on": ["create", "update"]},
+                {"kind": "pets.recheck", "on": ["create"], "priority": "low", "delay": "7d"}
+            ])
+        );
         assert_eq!(pets["schema"]["properties"]["enrichment"]["readOnly"], true);
         assert_eq!(pets["schema"]["required"], json!(["name", "species", "age"]));
         let products = &items[2];

@@ -133,7 +133,7 @@ fn announce(
         action,
         actor: caller.actor(),
         trace_id: trace_id.as_str().to_owned(),
-        tasks: trigger.map_or_else(Vec::new, |t| def.tasks_on(t).map(str::to_owned).collect()),
+        tasks: trigger.map_or_else(Vec::new, |t| def.tasks_on(t).collect()),
     }
 }
 

@@ -3,7 +3,7 @@
 pub(crate) mod chats;
 mod collections;
 mod documents;
-mod queues;
+pub mod queues;
 
 use std::sync::Arc;
 

@@ -56,6 +56,12 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
     let key = format!("{namespace}/{name}");
     let labels = CourierLabels { namespace: namespace.clone(), courier: name.clone() };
 
+    // 0. What it asks for must be allowed; otherwise nothing is applied.
+    let violations = ctx.policy.violations(courier);
+    if !violations.is_empty() {
+        return refuse(courier, ctx, &namespace, &name, &violations).await;
+    }
+
     // 1. The collections this Courier serves.
     let selector = courier.spec.collection_selector.clone().unwrap_or_default();
     let selected: Vec<_> = ctx
@@ -210,6 +216,40 @@ async fn apply(courier: &Courier, ctx: &Context) -> Result<Action> {
     } else {
         ctx.timings.resync_interval
     }))
+}
+
+/// A Courier breaking the operator's policy: no object is applied (workloads from an earlier,
+/// allowed spec stay as they were), a Warning Event when it becomes refused, and the status says
+/// why.
+async fn refuse(
+    courier: &Courier,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    violations: &[String],
+) -> Result<Action> {
+    tracing::warn!(courier = %format!("{namespace}/{name}"), ?violations, "refused: nothing applied");
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let new_status =
+        status::refused(courier.metadata.generation, courier.status.as_ref(), violations, &now);
+    let was_refused = courier.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.reason == status::POLICY_VIOLATION && c.type_ == "Ready")
+    });
+    if !was_refused {
+        publish(
+            ctx,
+            &courier.object_ref(&()),
+            EventType::Warning,
+            status::POLICY_VIOLATION,
+            "Validate",
+            format!("nothing applied: {}", violations.join("; ")),
+        )
+        .await?;
+    }
+    if courier.status.as_ref() != Some(&new_status) {
+        patch_status(ctx, namespace, name, &new_status).await?;
+    }
+    Ok(Action::requeue(ctx.timings.resync_interval))
 }
 
 async fn record_scale(

@@ -40,6 +40,7 @@ use crate::{
     autoscale::{BacklogSource, Clock, Stabilizer},
     crd::{Collection, Courier},
     metrics::Metrics,
+    policy::Policy,
     resources::{Child, MANAGED_BY},
 };
 
@@ -65,6 +66,13 @@ impl Default for Timings {
             max_backoff: Duration::from_secs(300),
         }
     }
+}
+
+/// How the controllers run: who they report as, their timings and the policy for Couriers.
+pub struct Settings {
+    pub reporter: Reporter,
+    pub timings: Timings,
+    pub policy: Policy,
 }
 
 /// Read-only caches of the watched objects, filled by the controllers' reflectors.
@@ -126,6 +134,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub stabilizer: Stabilizer,
     pub timings: Timings,
+    /// What a Courier may run; a Courier breaking it gets nothing applied.
+    pub policy: Policy,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -137,10 +147,11 @@ impl Context {
         backlog: Arc<dyn BacklogSource>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        reporter: Reporter,
-        timings: Timings,
+        settings: Settings,
     ) -> Self {
+        let Settings { reporter, timings, policy } = settings;
         Context {
+            policy,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             stores,
@@ -238,8 +249,7 @@ pub async fn run(
     backlog: Arc<dyn BacklogSource>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    reporter: Reporter,
-    timings: Timings,
+    settings: Settings,
     stop: CancellationToken,
 ) {
     let (deployments, deployment_events) = managed_reflector::<Deployment>(&client);
@@ -256,8 +266,7 @@ pub async fn run(
 
     let stores =
         Stores { collections, deployments, services, budgets, config_maps, service_accounts };
-    let ctx =
-        Arc::new(Context::new(client.clone(), stores, backlog, clock, metrics, reporter, timings));
+    let ctx = Arc::new(Context::new(client.clone(), stores, backlog, clock, metrics, settings));
 
     let couriers = Controller::new(Api::<Courier>::all(client.clone()), watcher::Config::default());
     let courier_store = couriers.store();

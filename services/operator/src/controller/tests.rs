@@ -1,6 +1,7 @@
 //! Reconcile scenarios against the mock API server: create from scratch, nothing to do, update
 //! spec, status patch, deleted child re-created, autoscaling up and down with stabilization,
-//! backlog unavailable, invalid Collection, and the error policy.
+//! backlog unavailable, invalid Collection, a Courier refused by the operator's policy, and the
+//! error policy.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ use crate::{
     collections::tests as samples,
     crd::{CollectionStatus, Condition, ConditionStatus, CourierStatus},
     fixtures::{self, ApiServerVerifier, Expect, Reply, Seen, finish, within},
+    policy::Policy,
     resources::{BuildInput, build},
 };
 
@@ -56,6 +58,10 @@ where
 
 impl Env {
     fn new() -> Self {
+        Self::with_policy(Policy::allowing(&["ghcr.io/example/courier"]))
+    }
+
+    fn with_policy(policy: Policy) -> Self {
         let (client, verifier) = fixtures::mock_client();
         let (collections, collections_w) = ready_writer();
         let (deployments, deployments_w) = ready_writer();
@@ -77,8 +83,7 @@ impl Env {
             backlog.clone(),
             clock.clone(),
             metrics,
-            reporter,
-            Timings::default(),
+            Settings { reporter, timings: Timings::default(), policy },
         ));
         let writers = Writers {
             collections: collections_w,
@@ -627,4 +632,94 @@ async fn backoff_is_capped() {
     }
     env.ctx.succeeded("shop/shop");
     assert!(env.ctx.backoff("shop/shop") <= Duration::from_secs(2), "a success resets it");
+}
+
+#[tokio::test]
+async fn a_courier_with_an_image_the_operator_does_not_allow_gets_nothing_and_says_why() {
+    let mut env = Env::new();
+    let mut courier = plain_courier();
+    courier.spec.image.repository = "docker.io/attacker/miner".into();
+    // No apply at all: only the Warning Event and the status.
+    let server = env.serve(vec![event(), status_patch(&courier)]);
+    let action =
+        within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
+    assert_eq!(action, Action::requeue(Timings::default().resync_interval));
+    let seen = finish(server).await;
+    assert_eq!(seen[0].body["type"], "Warning");
+    assert_eq!(seen[0].body["reason"], "PolicyViolation");
+    assert!(
+        seen[0].body["note"].as_str().unwrap().contains("docker.io/attacker/miner"),
+        "{}",
+        seen[0].body["note"]
+    );
+    let status = sent_status(&seen[1]);
+    for (type_, expected) in [
+        ("Ready", ConditionStatus::False),
+        ("Progressing", ConditionStatus::False),
+        ("Degraded", ConditionStatus::True),
+    ] {
+        let c = condition(&status, type_);
+        assert_eq!((c.status, c.reason.as_str()), (expected, "PolicyViolation"), "{type_}");
+        assert!(c.message.contains("spec.image.repository"), "{}", c.message);
+        assert!(c.message.contains("COURIER_OPERATOR_ALLOWED_IMAGES"), "{}", c.message);
+    }
+    assert_eq!(status.observed_generation, Some(1));
+
+    // Reconciled again while still refused: nothing to send (no Event storm, same status).
+    let mut env = Env::new();
+    let server = env.serve(vec![]);
+    within(courier::reconcile(Arc::new(with_status(courier, status)), env.ctx.clone()))
+        .await
+        .unwrap();
+    assert!(finish(server).await.is_empty());
+}
+
+#[tokio::test]
+async fn env_value_from_is_refused_unless_the_operator_allows_it() {
+    let mut courier = plain_courier();
+    courier.spec.api.env = serde_json::from_value(json!([
+        {"name": "AWS_SECRET", "valueFrom": {"secretKeyRef": {"name": "cloud", "key": "key"}}}
+    ]))
+    .unwrap();
+
+    let mut env = Env::new();
+    let server = env.serve(vec![event(), status_patch(&courier)]);
+    within(courier::reconcile(Arc::new(courier.clone()), env.ctx.clone())).await.unwrap();
+    let seen = finish(server).await;
+    let ready = condition(&sent_status(&seen[1]), "Ready").clone();
+    assert_eq!(ready.reason, "PolicyViolation");
+    assert!(
+        ready.message.contains("spec.api.env \"AWS_SECRET\" uses valueFrom"),
+        "{}",
+        ready.message
+    );
+
+    // Allowed by the operator: applied as usual, the variable in the api's pod.
+    let mut env =
+        Env::with_policy(Policy::allowing(&["ghcr.io/example/courier"]).with_env_value_from(true));
+    let mut script = all_applies();
+    script.extend([event(), status_patch(&courier)]);
+    let server = env.serve(script);
+    within(courier::reconcile(Arc::new(courier), env.ctx.clone())).await.unwrap();
+    let seen = finish(server).await;
+    let env_vars = &seen[2].body["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(env_vars.as_array().unwrap().iter().any(|v| v["name"] == "AWS_SECRET"), "{env_vars}");
+}
+
+#[tokio::test]
+async fn an_allowed_courier_that_becomes_refused_keeps_its_workloads_untouched() {
+    let mut env = Env::new();
+    let before = plain_courier();
+    env.observe(&ready(built(&before, &empty_collections_yaml(), 2)));
+    let mut after = before.clone();
+    after.spec.image.repository = "evil.example/courier".into();
+    after.metadata.generation = Some(2);
+    // No PATCH of any Deployment: the running pods keep the allowed image.
+    let server = env.serve(vec![event(), status_patch(&after)]);
+    within(courier::reconcile(Arc::new(after), env.ctx.clone())).await.unwrap();
+    let seen = finish(server).await;
+    assert!(seen.iter().all(|s| !s.path().contains("/deployments/")));
+    let status = sent_status(&seen[1]);
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(condition(&status, "Degraded").reason, "PolicyViolation");
 }

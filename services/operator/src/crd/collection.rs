@@ -2,7 +2,10 @@
 //! Schema, access, indexes, tasks), convertible to and from the `collections.yaml` entry
 //! (`courier_core::collection_spec::CollectionSpec`) the api loads.
 
-use courier_core::collection_spec::{self as core, CollectionSpec as CoreSpec};
+use courier_core::{
+    Priority,
+    collection_spec::{self as core, CollectionSpec as CoreSpec},
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -82,14 +85,37 @@ pub struct IndexSpec {
     pub unique: bool,
 }
 
-/// A task kind to enqueue (`tasks.<kind>`) and the changes that trigger it.
+/// A task kind to enqueue (`tasks.<priority>.<kind>`) and the changes that trigger it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct TaskTrigger {
-    /// E.g. `pets.enrich`.
+    /// E.g. `pets.enrich` (the first word is not a priority).
     #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"))]
     pub kind: String,
     #[schemars(length(min = 1))]
     pub on: Vec<TriggerOn>,
+    /// The line the task waits in.
+    #[serde(default, skip_serializing_if = "TaskPriority::is_normal")]
+    pub priority: TaskPriority,
+    /// Hold the task back this long after the change: a whole number and a unit (ms, s, m, h,
+    /// d), at most 365d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$"))]
+    pub delay: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskPriority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl TaskPriority {
+    fn is_normal(&self) -> bool {
+        *self == TaskPriority::Normal
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -130,6 +156,8 @@ impl CollectionDefinition {
                 .map(|t| core::TaskTrigger {
                     kind: t.kind.clone(),
                     on: t.on.iter().map(|&o| o.into()).collect(),
+                    priority: t.priority.into(),
+                    delay: t.delay.clone(),
                 })
                 .collect(),
         }
@@ -152,6 +180,8 @@ impl CollectionDefinition {
                 .map(|t| TaskTrigger {
                     kind: t.kind.clone(),
                     on: t.on.iter().map(|&o| o.into()).collect(),
+                    priority: t.priority.into(),
+                    delay: t.delay.clone(),
                 })
                 .collect(),
         }
@@ -194,6 +224,26 @@ impl From<core::TriggerOn> for TriggerOn {
     }
 }
 
+impl From<TaskPriority> for Priority {
+    fn from(priority: TaskPriority) -> Self {
+        match priority {
+            TaskPriority::High => Priority::High,
+            TaskPriority::Normal => Priority::Normal,
+            TaskPriority::Low => Priority::Low,
+        }
+    }
+}
+
+impl From<Priority> for TaskPriority {
+    fn from(priority: Priority) -> Self {
+        match priority {
+            Priority::High => TaskPriority::High,
+            Priority::Normal => TaskPriority::Normal,
+            Priority::Low => TaskPriority::Low,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -212,10 +262,20 @@ mod tests {
                 fields: vec!["species".into(), "-age".into()],
                 unique: false,
             }],
-            tasks: vec![core::TaskTrigger {
-                kind: "pets.enrich".into(),
-                on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
-            }],
+            tasks: vec![
+                core::TaskTrigger {
+                    kind: "pets.enrich".into(),
+                    on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
+                    priority: Priority::High,
+                    delay: None,
+                },
+                core::TaskTrigger {
+                    kind: "pets.recheck".into(),
+                    on: vec![core::TriggerOn::Create],
+                    priority: Priority::Low,
+                    delay: Some("7d".into()),
+                },
+            ],
         }
     }
 

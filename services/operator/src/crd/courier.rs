@@ -17,7 +17,8 @@ use super::Condition;
 /// ConfigMap) from it and keeps them in line.
 // clippy reads repeated `type_ = …` keys across `printcolumn(…)` groups as duplicates.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.jwtSecretRef) != has(self.jwtKeyPair)").message("set exactly one of jwtSecretRef (HS256) and jwtKeyPair (RS256)"))]
 #[kube(
     group = "courier.dev",
     version = "v1alpha1",
@@ -77,18 +78,47 @@ pub struct CourierSpec {
     #[schemars(length(min = 1), regex(pattern = r"^(nats|tls|ws|wss)://"))]
     pub nats_url: String,
     pub mongodb: MongoSpec,
-    /// Secret holding the key that signs and verifies access tokens (api and broadcaster).
-    pub jwt_secret_ref: SecretKeyRef,
+    /// HS256: the Secret key holding the shared key that signs (api) and verifies (api and
+    /// broadcaster) access tokens. Set this or `jwtKeyPair`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_ref: Option<SecretKeyRef>,
+    /// RS256: only the api gets the private key and signs; the broadcaster gets the public key
+    /// and can only verify. Set this or `jwtSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_key_pair: Option<JwtKeyPair>,
     /// Which `Collection`s (in this namespace) this Courier serves. Absent: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection_selector: Option<CollectionSelector>,
+}
+
+/// The RS256 key pair of access tokens, mounted as files (never as environment variables).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtKeyPair {
+    /// PEM RSA private key: mounted into the api only.
+    pub private_key_secret_ref: SecretKeyRef,
+    /// PEM public key, or a certificate carrying it: mounted into the api and the broadcaster.
+    pub public_key_secret_ref: SecretKeyRef,
+}
+
+/// A component's NATS user; the server's permissions for it say what the component may do
+/// (docs/security.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsCredentials {
+    /// The user name (`COURIER_NATS_USER`), e.g. `courier-api`.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub user: String,
+    /// The Secret key holding its password; mounted as a file (`COURIER_NATS_PASSWORD_FILE`).
+    pub password_secret_ref: SecretKeyRef,
 }
 
 /// Where the image comes from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageSpec {
-    /// E.g. `ghcr.io/courier/courier`.
+    /// E.g. `ghcr.io/courier/courier`; must be allowed by the operator
+    /// (`COURIER_OPERATOR_ALLOWED_IMAGES`).
     #[schemars(length(min = 1))]
     pub repository: String,
     #[schemars(length(min = 1))]
@@ -131,10 +161,15 @@ pub struct ComponentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = super::without_nested_descriptions)]
     pub resources: Option<ResourceRequirements>,
-    /// Extra environment variables; one named like an operator-set `COURIER_*` variable replaces it.
+    /// Extra environment variables; one named like an operator-set `COURIER_*` variable replaces
+    /// it. `valueFrom` is refused unless the operator allows it
+    /// (`COURIER_OPERATOR_ALLOW_ENV_VALUE_FROM`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(transform = super::without_nested_descriptions)]
     pub env: Vec<EnvVar>,
+    /// This component's NATS user and password. Absent: it connects without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_credentials: Option<NatsCredentials>,
     /// Annotations added to the pods (not to the Deployment).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
@@ -152,6 +187,7 @@ impl Default for ComponentSpec {
             replicas: default_replicas(),
             resources: None,
             env: Vec::new(),
+            nats_credentials: None,
             pod_annotations: BTreeMap::new(),
             placement: Placement::default(),
         }
@@ -187,7 +223,8 @@ pub struct WorkerSpec {
     pub autoscaling: AutoscalingSpec,
 }
 
-/// Scale workers on the JetStream backlog of the `workers` consumer (pending + ack-pending):
+/// Scale workers on the JetStream task backlog, every priority (the `workers-<priority>`
+/// consumers' pending + ack-pending):
 /// desired = clamp(ceil(backlog / targetPendingPerReplica), minReplicas, maxReplicas); scaling
 /// up is immediate, scaling down waits for the stabilization window.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -294,7 +331,7 @@ pub struct CourierStatus {
     pub broadcaster: ComponentStatus,
     #[serde(default)]
     pub worker: ComponentStatus,
-    /// Tasks pending plus in flight on the `workers` consumer, when last read.
+    /// Tasks pending plus in flight, every priority together, when last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_backlog: Option<i64>,
     /// Names of the collections in the served `collections.yaml`.

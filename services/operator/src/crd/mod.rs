@@ -123,9 +123,22 @@ mod tests {
         let spec = &schema["properties"]["spec"];
         let required: Vec<&str> =
             spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        for field in ["image", "natsUrl", "mongodb", "jwtSecretRef"] {
+        for field in ["image", "natsUrl", "mongodb"] {
             assert!(required.contains(&field), "{field} must be required, got {required:?}");
         }
+        // HS256 or RS256, exactly one (the operator checks it too: CEL is not everywhere).
+        assert_eq!(
+            spec["x-kubernetes-validations"][0]["rule"],
+            "has(self.jwtSecretRef) != has(self.jwtKeyPair)"
+        );
+        let pair = &spec["properties"]["jwtKeyPair"];
+        assert_eq!(
+            pair["required"],
+            serde_json::json!(["privateKeySecretRef", "publicKeySecretRef"])
+        );
+        let nats = &spec["properties"]["api"]["properties"]["natsCredentials"];
+        assert_eq!(nats["properties"]["user"]["pattern"], "^[A-Za-z0-9_-]+$");
+        assert!(spec["properties"]["worker"]["properties"]["natsCredentials"].is_object());
         let autoscaling = &spec["properties"]["worker"]["properties"]["autoscaling"];
         assert_eq!(autoscaling["properties"]["maxReplicas"]["minimum"].as_f64(), Some(1.0));
         assert_eq!(

@@ -77,6 +77,12 @@ impl Component {
         }
     }
 
+    /// Whether the component checks access tokens: the api (it also signs them) and the
+    /// broadcaster (channels that need a token).
+    pub fn verifies_tokens(self) -> bool {
+        matches!(self, Component::Api | Component::Broadcaster)
+    }
+
     /// Whether the component reads the collections file: the api serves the collections, the
     /// broadcaster enforces their read rules on subscribe (both reload it when it changes).
     pub fn reads_collections(self) -> bool {

@@ -308,3 +308,120 @@ fn image_pull_secrets_reach_every_pod_and_are_absent_by_default() {
         assert_eq!(names, ["regcred", "mirror"], "{deployment_name}");
     }
 }
+
+/// The fixture with RS256 keys and a NATS user per component.
+fn least_privilege_courier() -> Courier {
+    let mut courier = fixtures::courier();
+    courier.spec.jwt_secret_ref = None;
+    courier.spec.jwt_key_pair = Some(
+        serde_json::from_value(json!({
+            "privateKeySecretRef": {"name": "shop-jwt", "key": "private.pem"},
+            "publicKeySecretRef": {"name": "shop-jwt-public", "key": "public.pem"}
+        }))
+        .unwrap(),
+    );
+    for (component, spec) in [
+        ("api", &mut courier.spec.api),
+        ("broadcaster", &mut courier.spec.broadcaster),
+        ("worker", &mut courier.spec.worker.component),
+    ] {
+        spec.nats_credentials = Some(
+            serde_json::from_value(json!({
+                "user": format!("courier-{component}"),
+                "passwordSecretRef": {"name": "shop-nats-auth", "key": component}
+            }))
+            .unwrap(),
+        );
+    }
+    courier
+}
+
+/// (volume name, Secret name, key) of every Secret volume of a Deployment's pod.
+fn secret_volumes(d: &Deployment) -> Vec<(String, String, String)> {
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let secret = v.secret.as_ref()?;
+            assert_eq!(secret.default_mode, Some(0o440), "{}: read-only files", v.name);
+            let items = secret.items.as_ref().unwrap();
+            assert_eq!(
+                items.len(),
+                1,
+                "{}: one key per volume, nothing else of the Secret",
+                v.name
+            );
+            Some((v.name.clone(), secret.secret_name.clone().unwrap(), items[0].key.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn with_rs256_only_the_api_gets_the_private_key_and_each_component_its_own_nats_password() {
+    let children = build(
+        &least_privilege_courier(),
+        &BuildInput { collections_yaml: "collections: []\n".into(), worker_replicas: 1 },
+    )
+    .unwrap();
+    let volume = |name: &str, secret: &str, key: &str| (name.into(), secret.into(), key.into());
+
+    let api = deployment(&children, "shop-api");
+    assert_eq!(
+        secret_volumes(&api),
+        [
+            volume("jwt-private-key", "shop-jwt", "private.pem"),
+            volume("jwt-public-key", "shop-jwt-public", "public.pem"),
+            volume("nats-password", "shop-nats-auth", "api"),
+        ]
+    );
+    let env = env_of(&container(&api));
+    assert_eq!(
+        env["COURIER_JWT_PRIVATE_KEY_FILE"]["value"],
+        "/var/run/secrets/courier/jwt-private-key/private.pem"
+    );
+    assert_eq!(
+        env["COURIER_JWT_PUBLIC_KEY_FILE"]["value"],
+        "/var/run/secrets/courier/jwt-public-key/public.pem"
+    );
+    assert_eq!(env["COURIER_NATS_USER"]["value"], "courier-api");
+    assert_eq!(
+        env["COURIER_NATS_PASSWORD_FILE"]["value"],
+        "/var/run/secrets/courier/nats-password/password"
+    );
+    assert!(!env.contains_key("COURIER_JWT_SECRET"), "no HS256 secret with RS256");
+    let mounts = container(&api).volume_mounts.unwrap();
+    let private = mounts.iter().find(|m| m.name == "jwt-private-key").unwrap();
+    assert_eq!(private.read_only, Some(true));
+    assert_eq!(private.mount_path, "/var/run/secrets/courier/jwt-private-key");
+
+    let broadcaster = deployment(&children, "shop-broadcaster");
+    assert_eq!(
+        secret_volumes(&broadcaster),
+        [
+            volume("jwt-public-key", "shop-jwt-public", "public.pem"),
+            volume("nats-password", "shop-nats-auth", "broadcaster"),
+        ],
+        "the broadcaster can verify tokens, never sign them"
+    );
+    let env = env_of(&container(&broadcaster));
+    assert!(!env.contains_key("COURIER_JWT_PRIVATE_KEY_FILE"));
+    assert_eq!(env["COURIER_NATS_USER"]["value"], "courier-broadcaster");
+
+    let worker = deployment(&children, "shop-worker");
+    assert_eq!(secret_volumes(&worker), [volume("nats-password", "shop-nats-auth", "worker")]);
+    let env = env_of(&container(&worker));
+    assert_eq!(env["COURIER_NATS_USER"]["value"], "courier-worker");
+    assert!(!env.keys().any(|k| k.starts_with("COURIER_JWT")), "{:?}", env.keys());
+}
+
+#[test]
+fn without_nats_credentials_or_key_files_no_secret_volume_is_mounted() {
+    for d in ["shop-api", "shop-broadcaster", "shop-worker"] {
+        let deployment = deployment(&build_sample(), d);
+        assert!(secret_volumes(&deployment).is_empty(), "{d}");
+        let env = env_of(&container(&deployment));
+        assert!(!env.contains_key("COURIER_NATS_USER"), "{d}");
+        assert!(!env.contains_key("COURIER_NATS_PASSWORD_FILE"), "{d}");
+    }
+}

@@ -1,5 +1,8 @@
 //! The api, broadcaster and worker Deployments: image and command, `COURIER_*` environment,
-//! probes, hardened security context, resources, volumes and placement.
+//! probes, hardened security context, resources, volumes and placement. Each pod gets only the
+//! secrets its component uses: the RS256 private key goes to the api alone, the public key to
+//! the api and the broadcaster, each NATS password to its own component; key files are
+//! mounted read-only (one Secret key per volume), never put in the environment.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +11,10 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-            EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-            SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+            EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+            TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -31,6 +35,88 @@ use crate::crd::{
 
 /// How long a pod gets to drain after SIGTERM (in-flight requests, WebSocket goodbyes, task acks).
 const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// Where secret files are mounted, one directory per volume.
+pub const SECRETS_DIR: &str = "/var/run/secrets/courier";
+/// Owner and group (the pod's fsGroup) may read; nobody may write.
+const SECRET_FILE_MODE: i32 = 0o440;
+
+/// One Secret key mounted as a file into one component.
+struct SecretFile<'a> {
+    volume: &'static str,
+    file: &'static str,
+    secret: &'a SecretKeyRef,
+    /// The variable that tells the service where the file is.
+    env: &'static str,
+}
+
+impl SecretFile<'_> {
+    fn dir(&self) -> String {
+        format!("{SECRETS_DIR}/{}", self.volume)
+    }
+
+    fn path(&self) -> String {
+        format!("{}/{}", self.dir(), self.file)
+    }
+
+    fn volume(&self) -> Volume {
+        Volume {
+            name: self.volume.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(self.secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: self.secret.key.clone(),
+                    path: self.file.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(SECRET_FILE_MODE),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        }
+    }
+
+    fn mount(&self) -> VolumeMount {
+        VolumeMount {
+            name: self.volume.into(),
+            mount_path: self.dir(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }
+    }
+}
+
+/// The secret files `component` gets.
+fn secret_files(courier: &Courier, component: Component) -> Vec<SecretFile<'_>> {
+    let spec = &courier.spec;
+    let mut files = Vec::new();
+    if let Some(pair) = &spec.jwt_key_pair {
+        if component == Component::Api {
+            files.push(SecretFile {
+                volume: "jwt-private-key",
+                file: "private.pem",
+                secret: &pair.private_key_secret_ref,
+                env: "COURIER_JWT_PRIVATE_KEY_FILE",
+            });
+        }
+        if component.verifies_tokens() {
+            files.push(SecretFile {
+                volume: "jwt-public-key",
+                file: "public.pem",
+                secret: &pair.public_key_secret_ref,
+                env: "COURIER_JWT_PUBLIC_KEY_FILE",
+            });
+        }
+    }
+    if let Some(nats) = &component_spec(courier, component).nats_credentials {
+        files.push(SecretFile {
+            volume: "nats-password",
+            file: "password",
+            secret: &nats.password_secret_ref,
+            env: "COURIER_NATS_PASSWORD_FILE",
+        });
+    }
+    files
+}
 
 fn component_spec(courier: &Courier, component: Component) -> &ComponentSpec {
     match component {
@@ -95,6 +181,7 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
             ..Volume::default()
         });
     }
+    volumes.extend(secret_files(courier, component).iter().map(SecretFile::volume));
     PodSpec {
         service_account_name: Some(service_account_name(courier)),
         automount_service_account_token: Some(false),
@@ -167,6 +254,7 @@ fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> C
             ..VolumeMount::default()
         });
     }
+    mounts.extend(secret_files(courier, component).iter().map(SecretFile::mount));
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -247,13 +335,18 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
     let s = &courier.spec;
     let mut vars =
         vec![value("COURIER_NATS_URL", &s.nats_url), value("COURIER_LOG_FORMAT", "json")];
+    if let Some(nats) = &spec.nats_credentials {
+        vars.push(value("COURIER_NATS_USER", &nats.user));
+    }
     let listen = format!("0.0.0.0:{}", component.port());
     match component {
         Component::Api => {
             vars.push(value("COURIER_API_LISTEN", listen));
             vars.push(secret("COURIER_MONGODB_URI", &s.mongodb.uri_secret_ref));
             vars.push(value("COURIER_MONGODB_DATABASE", &s.mongodb.database));
-            vars.push(secret("COURIER_JWT_SECRET", &s.jwt_secret_ref));
+            if let Some(hs256) = &s.jwt_secret_ref {
+                vars.push(secret("COURIER_JWT_SECRET", hs256));
+            }
             vars.push(value(
                 "COURIER_COLLECTIONS_FILE",
                 format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}"),
@@ -261,7 +354,9 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
         }
         Component::Broadcaster => {
             vars.push(value("COURIER_BROADCASTER_LISTEN", listen));
-            vars.push(secret("COURIER_JWT_SECRET", &s.jwt_secret_ref));
+            if let Some(hs256) = &s.jwt_secret_ref {
+                vars.push(secret("COURIER_JWT_SECRET", hs256));
+            }
             vars.push(value(
                 "COURIER_COLLECTIONS_FILE",
                 format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}"),
@@ -272,6 +367,9 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
             vars.push(secret("COURIER_MONGODB_URI", &s.mongodb.uri_secret_ref));
             vars.push(value("COURIER_MONGODB_DATABASE", &s.mongodb.database));
         }
+    }
+    for file in secret_files(courier, component) {
+        vars.push(value(file.env, file.path()));
     }
     for extra in &spec.env {
         match vars.iter_mut().find(|v| v.name == extra.name) {

@@ -26,8 +26,7 @@ export function AccountBar() {
           type="button"
           className="ghost"
           onClick={() => {
-            session.signOut();
-            toast('Signed out.', 'info');
+            void session.logout().then(() => toast('Signed out.', 'info'));
           }}
         >
           Sign out
@@ -37,7 +36,7 @@ export function AccountBar() {
   }
   return (
     <div id="account" className="account">
-      <button type="button" className="ghost" onClick={() => openAuth('register')}>
+      <button type="button" className="ghost register-button" onClick={() => openAuth('register')}>
         Create account
       </button>
       <button type="button" className="primary" onClick={() => openAuth('login')}>

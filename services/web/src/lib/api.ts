@@ -179,6 +179,10 @@ export function createApi(auth: Auth) {
     async refresh(refreshToken: string): Promise<TokenPair> {
       return (await send<TokenPair>('POST', '/api/v1/auth/refresh', { body: { refresh_token: refreshToken }, anonymous: true })).data;
     },
+    /** Revokes `refreshToken` on the server (the access token goes along to say who asks). */
+    async logout(refreshToken: string): Promise<unknown> {
+      return (await send('POST', '/api/v1/auth/logout', { body: { refresh_token: refreshToken }, retried: true })).data;
+    },
     async me(): Promise<{ username: string; roles?: string[] }> {
       return (await send<{ username: string; roles?: string[] }>('GET', '/api/v1/auth/me')).data;
     },

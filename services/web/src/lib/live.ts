@@ -76,6 +76,10 @@ export interface SubscriptionHandlers {
   /** The view must reload over REST (history lost). */
   onResync?: (reason: string) => void;
   onError?: (code: string, message: string) => void;
+  /** The server ended the subscription (`membership_revoked`, `token_expired`). */
+  onUnsubscribed?: (reason: string) => void;
+  /** Frames of this channel that are not events: `typing`, `presence`, `presence_diff`. */
+  onSignal?: (frame: Record<string, unknown>) => void;
 }
 
 export interface LiveHooks {
@@ -85,12 +89,18 @@ export interface LiveHooks {
   onFrame?: (frame: Record<string, unknown>) => void;
 }
 
+/** A token, or a function giving the current one (read at every (re)subscribe). */
+export type TokenSource = string | null | (() => string | null);
+
 interface Sub {
   handlers: SubscriptionHandlers;
-  token: string | null;
+  token: TokenSource;
   lastSeq: number | null;
   sentSince: number | null;
   active: boolean;
+  /** `unavailable` answers in a row (the retry's backoff). */
+  unavailable: number;
+  retry?: ReturnType<typeof setTimeout>;
 }
 
 type Frame = Record<string, unknown> & { type?: unknown; channel?: unknown };
@@ -140,14 +150,23 @@ export class LiveClient {
    * Joins `channel`. `token` is sent for channels that need one. Subscribing again to the same
    * channel replaces its handlers and starts afresh.
    */
-  subscribe(channel: string, handlers: SubscriptionHandlers, { token = null }: { token?: string | null } = {}): void {
-    this.subs.set(channel, { handlers, token, lastSeq: null, sentSince: null, active: false });
+  subscribe(channel: string, handlers: SubscriptionHandlers, { token = null }: { token?: TokenSource } = {}): void {
+    clearTimeout(this.subs.get(channel)?.retry);
+    this.subs.set(channel, { handlers, token, lastSeq: null, sentSince: null, active: false, unavailable: 0 });
     this.sendSubscribe(channel);
   }
 
   unsubscribe(channel: string): void {
-    if (!this.subs.delete(channel)) return;
+    const sub = this.subs.get(channel);
+    if (!sub) return;
+    clearTimeout(sub.retry);
+    this.subs.delete(channel);
     this.send({ type: 'unsubscribe', channel });
+  }
+
+  /** Whether `channel` is subscribed right now (its `subscribed` came, nothing ended it since). */
+  isActive(channel: string): boolean {
+    return this.subs.get(channel)?.active ?? false;
   }
 
   /** A new token for `channel` (after a refresh): subscribe again, resuming after the last seq. */
@@ -156,6 +175,12 @@ export class LiveClient {
     if (!sub) return;
     sub.token = token;
     this.sendSubscribe(channel);
+  }
+
+  /** Subscribes to `channel` again (e.g. after `token_expired`), resuming after the last seq. */
+  resume(channel: string): void {
+    const sub = this.subs.get(channel);
+    if (sub && !sub.active) this.sendSubscribe(channel);
   }
 
   /** The last seq delivered on `channel` (the resume point), or null. */
@@ -237,7 +262,8 @@ export class LiveClient {
     if (!sub) return;
     const frame: Record<string, unknown> = { type: 'subscribe', channel };
     if (sub.lastSeq !== null) frame.since = sub.lastSeq;
-    if (sub.token) frame.token = sub.token;
+    const token = typeof sub.token === 'function' ? sub.token() : sub.token;
+    if (token) frame.token = token;
     if (this.send(frame)) sub.sentSince = sub.lastSeq;
   }
 
@@ -283,7 +309,19 @@ export class LiveClient {
         this.error(frame, sub);
         break;
       case 'unsubscribed':
-        if (sub) sub.active = false;
+        if (sub && channel !== undefined) {
+          sub.active = false;
+          const reason = typeof frame.reason === 'string' ? frame.reason : '';
+          // Revoked access never comes back by resubscribing: forget the channel.
+          if (reason === 'membership_revoked') this.subs.delete(channel);
+          if (reason) sub.handlers.onUnsubscribed?.(reason);
+        }
+        break;
+      case 'typing':
+      case 'presence':
+      case 'presence_diff':
+        if (sub) sub.handlers.onSignal?.(frame);
+        else this.hooks.onFrame?.(frame);
         break;
       case 'pong':
       case 'status':
@@ -297,6 +335,7 @@ export class LiveClient {
 
   private subscribed(channel: string, sub: Sub, frame: Frame): void {
     sub.active = true;
+    sub.unavailable = 0;
     const resumed = sub.sentSince !== null;
     const seq = typeof frame.seq === 'number' ? frame.seq : 0;
     if (resumed) {
@@ -340,6 +379,16 @@ export class LiveClient {
       this.hooks.onNotice?.(`Could not replay ${channel} (${message}); reloading the list.`, 'warning');
       sub.lastSeq = null;
       this.sendSubscribe(channel);
+      return;
+    }
+    if (sub && code === 'unavailable') {
+      // The broadcaster could not check access just now (fail closed): try again with backoff.
+      sub.active = false;
+      const delay = Math.min(BACKOFF_MAX_MS, 500 * 2 ** sub.unavailable) * (0.8 + Math.random() * 0.4);
+      sub.unavailable += 1;
+      clearTimeout(sub.retry);
+      sub.retry = setTimeout(() => this.sendSubscribe(channel), Math.round(delay));
+      sub.handlers.onError?.(code, message);
       return;
     }
     if (sub) {

@@ -15,6 +15,8 @@ export interface SessionState {
   expiresAt: number;
   lifetimeMs: number;
   username: string | null;
+  /** The token's `sub`: the user id (`user:<id>` is this user's own channel). */
+  userId: string | null;
   roles: string[];
 }
 
@@ -24,6 +26,8 @@ export interface SessionApi {
   login(username: string, password: string): Promise<TokenPair>;
   register(username: string, password: string): Promise<unknown>;
   refresh(refreshToken: string): Promise<TokenPair>;
+  /** Revokes the refresh token on the server (404 from an api without it is fine). */
+  logout?(refreshToken: string): Promise<unknown>;
 }
 
 /** The payload of a JWT (not verified: only to read `exp`, `name` and `roles` for display). */
@@ -56,6 +60,10 @@ export class Session {
     return this.state?.username ?? null;
   }
 
+  get userId(): string | null {
+    return this.state?.userId ?? null;
+  }
+
   /** The access token, or null when signed out. */
   token(): string | null {
     return this.state?.accessToken ?? null;
@@ -80,7 +88,8 @@ export class Session {
       saved = null;
     }
     if (!saved || typeof saved.refreshToken !== 'string') return false;
-    this.state = { ...saved, roles: Array.isArray(saved.roles) ? saved.roles : [] };
+    const userId = typeof saved.userId === 'string' ? saved.userId : jwtClaims(saved.accessToken).sub;
+    this.state = { ...saved, userId: typeof userId === 'string' ? userId : null, roles: Array.isArray(saved.roles) ? saved.roles : [] };
     if (saved.expiresAt - Date.now() < REFRESH_MARGIN_MS / 2) {
       return this.refresh();
     }
@@ -100,7 +109,26 @@ export class Session {
     await this.login(username, password);
   }
 
-  /** Forgets the tokens (the refresh token itself expires on the server). */
+  /**
+   * Signs out: asks the api to revoke the refresh token (`POST /api/v1/auth/logout`; an api
+   * without it answers 404, and an unreachable one cannot be helped), then forgets the tokens
+   * whatever the answer. Resolves when both are done.
+   */
+  async logout(): Promise<void> {
+    const refreshToken = this.state?.refreshToken;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (refreshToken && this.api?.logout) {
+      try {
+        await this.api.logout(refreshToken);
+      } catch {
+        // 404 (no server-side sign-out yet), 401 (already expired) or offline: forget anyway.
+      }
+    }
+    this.signOut();
+  }
+
+  /** Forgets the tokens in this tab, without asking the api. */
   signOut(reason: SessionReason = 'signed-out'): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -158,6 +186,7 @@ export class Session {
       expiresAt,
       lifetimeMs: lifetimeMs || expiresAt - Date.now(),
       username: typeof claims.name === 'string' ? claims.name : (this.state?.username ?? null),
+      userId: typeof claims.sub === 'string' ? claims.sub : (this.state?.userId ?? null),
       roles: Array.isArray(claims.roles) ? claims.roles.filter((r): r is string => typeof r === 'string') : [],
     };
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(this.state));

@@ -2,6 +2,7 @@
 // flight, redelivered, dead), the dead-letter list with each reason, and retry.
 
 import { useCallback, useEffect, useState } from 'react';
+import { ApiError } from '../lib/api';
 import { describeError } from '../lib/format';
 import { api, useApp } from '../store';
 
@@ -36,6 +37,9 @@ export function QueuesView() {
   const [dead, setDead] = useState<DeadLetter[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState<number | null>(null);
+  const [forbidden, setForbidden] = useState(false);
+  const meRoles = useApp((s) => s.meRoles);
+  const notAdmin = forbidden || (meRoles !== null && !meRoles.includes('admin'));
 
   const load = useCallback(async () => {
     try {
@@ -46,17 +50,19 @@ export function QueuesView() {
       setQueues(overview.data.queues);
       setDead(letters.data.items);
       setError(null);
+      setForbidden(false);
     } catch (err) {
-      setError(describeError(err, 'Loading the queues'));
+      if (err instanceof ApiError && err.status === 403) setForbidden(true);
+      else setError(describeError(err, 'Loading the queues'));
     }
   }, []);
 
   useEffect(() => {
-    if (username === null) return;
+    if (username === null || notAdmin) return;
     void load();
     const timer = setInterval(() => void load(), REFRESH_MS);
     return () => clearInterval(timer);
-  }, [username, load]);
+  }, [username, load, notAdmin]);
 
   const retry = async (id: number) => {
     setBusy(id);
@@ -80,6 +86,20 @@ export function QueuesView() {
           <button type="button" className="link" onClick={() => openAuth('login')}>
             Sign in
           </button>
+        </div>
+      </>
+    );
+  }
+  if (notAdmin) {
+    return (
+      <>
+        <h1 tabIndex={-1}>Queues</h1>
+        <div className="notice notice-forbidden" role="alert" data-state="forbidden">
+          <strong>Administrators only.</strong>
+          <span>
+            {' '}
+            The queues panel shows and retries every user’s background tasks, so it needs the <code>admin</code> role, which {username} does not have. Ask an administrator if you need it.
+          </span>
         </div>
       </>
     );

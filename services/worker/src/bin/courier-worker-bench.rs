@@ -17,9 +17,9 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use clap::Parser;
 use courier_core::{
-    Task,
+    Priority, Task,
     jetstream::ensure_streams,
-    subjects::{DLQ_STREAM, TASKS_STREAM, WORKERS_CONSUMER, task_subject},
+    subjects::{DLQ_STREAM, TASKS_STREAM, workers_consumer},
 };
 use mongodb::bson::{Document, doc, oid::ObjectId};
 use tokio::process::{Child, Command};
@@ -106,11 +106,11 @@ async fn main() -> anyhow::Result<()> {
             children.push(child);
         }
     }
-    // Ready = every worker holds a pull request on the consumer.
+    // Ready = every worker watches the (empty) normal-priority line: one pull request each.
     let want = args.workers.max(1);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match tasks_stream.consumer_info(WORKERS_CONSUMER).await {
+        match tasks_stream.consumer_info(workers_consumer(Priority::Normal)).await {
             Ok(info) if info.num_waiting >= want => break,
             _ if Instant::now() > deadline => bail!("workers did not attach within 30 s"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             let publish = PublishMessage::build()
                 .payload(serde_json::to_vec(&task)?.into())
                 .message_id(task.id.to_string());
-            acks.push(js.send_publish(task_subject(&task.kind), publish).await?);
+            acks.push(js.send_publish(task.subject(), publish).await?);
         }
         for ack in acks {
             ack.await?;

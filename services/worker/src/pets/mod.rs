@@ -3,10 +3,14 @@
 //! [`Store::modify`] round through the outbox (`Replace` at the read version, `_v` + 1, event
 //! record, and the task's marker in `_task_results`), so a stored result always gets its event,
 //! events of one pet stay in version order, and a redelivered task applies nothing the second time.
+//!
+//! `pets.recheck` (scheduled by the shipped collections a week after a pet is created): if the
+//! pet is still not known to be vaccinated, computes its enrichment again even though the pet
+//! did not change (ages and alerts move with time), marked `rechecked`; otherwise does nothing.
 
 pub mod enrichment;
 
-use std::{convert::Infallible, time::Instant};
+use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use chrono::{SecondsFormat, Utc};
 use courier_core::{EventAction, Task, subjects};
@@ -26,6 +30,9 @@ use enrichment::{PetFacts, SpeciesBook};
 /// The task kind this handler serves.
 pub const KIND: &str = "pets.enrich";
 
+/// The kind of the delayed re-check ([`PetsRecheck`]).
+pub const RECHECK_KIND: &str = "pets.recheck";
+
 /// The field the result is stored in (declared `readOnly` in the collection's schema).
 pub const ENRICHMENT_FIELD: &str = "enrichment";
 
@@ -43,6 +50,16 @@ pub enum Outcome {
     UpToDate,
     /// The pet was deleted meanwhile: nothing to enrich.
     Deleted,
+    /// A re-check of a pet known to be vaccinated: nothing to do.
+    NotNeeded,
+}
+
+/// Whether a run recomputes only what is out of date (`pets.enrich`) or re-checks a pet whose
+/// vaccination is not known to be done (`pets.recheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Enrich,
+    Recheck,
 }
 
 pub struct PetsEnrich {
@@ -65,6 +82,15 @@ impl PetsEnrich {
 
     /// Enriches the pet named by `task` (at most once per task id).
     pub async fn enrich(&self, task: &Task) -> Result<Outcome, TaskError> {
+        self.run(task, Mode::Enrich).await
+    }
+
+    /// Re-checks the pet named by `task` (at most once per task id).
+    pub async fn recheck(&self, task: &Task) -> Result<Outcome, TaskError> {
+        self.run(task, Mode::Recheck).await
+    }
+
+    async fn run(&self, task: &Task, mode: Mode) -> Result<Outcome, TaskError> {
         let started = Instant::now();
         if !subjects::is_valid_collection_name(&task.collection) {
             return Err(TaskError::Permanent(format!(
@@ -91,8 +117,16 @@ impl PetsEnrich {
         let modified = self
             .store
             .modify(&target, |pet| {
-                if enriched_from(&pet.body).is_some_and(|source| source >= task.doc_version) {
-                    return Ok::<_, Infallible>(Decision::Keep(Outcome::UpToDate));
+                match mode {
+                    Mode::Enrich
+                        if enriched_from(&pet.body).is_some_and(|s| s >= task.doc_version) =>
+                    {
+                        return Ok::<_, Infallible>(Decision::Keep(Outcome::UpToDate));
+                    }
+                    Mode::Recheck if pet.body.get("vaccinated") == Some(&Value::Bool(true)) => {
+                        return Ok(Decision::Keep(Outcome::NotNeeded));
+                    }
+                    _ => {}
                 }
                 let mut result = self.book.enrich(&PetFacts::from_document(&pet.body));
                 result["metadata"] = json!({
@@ -103,6 +137,9 @@ impl PetsEnrich {
                     "source_version": pet.version,
                     "species_data_version": self.book.version(),
                 });
+                if mode == Mode::Recheck {
+                    result["metadata"]["rechecked"] = json!(true);
+                }
                 let mut fields = pet.fields();
                 fields.insert(ENRICHMENT_FIELD.to_owned(), result);
                 let announce = Announce {
@@ -159,6 +196,23 @@ fn transient(err: StoreError) -> TaskError {
         other => other.to_string(),
     };
     TaskError::Transient(format!("store: {err}"))
+}
+
+/// `pets.recheck`, sharing [`PetsEnrich`]'s store, outbox and species data.
+pub struct PetsRecheck(pub Arc<PetsEnrich>);
+
+impl TaskHandler for PetsRecheck {
+    fn kind(&self) -> &'static str {
+        RECHECK_KIND
+    }
+
+    fn handle<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<(), TaskError>> {
+        Box::pin(async move {
+            let outcome = self.0.recheck(task).await?;
+            tracing::info!(task_id = %task.id, doc_id = %task.doc_id, ?outcome, trace_id = %task.trace_id, "pets.recheck done");
+            Ok(())
+        })
+    }
 }
 
 impl TaskHandler for PetsEnrich {

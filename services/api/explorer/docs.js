@@ -1,35 +1,4 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Courier API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  body { font: 15px/1.45 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
-  header { background: #1d2330; color: #fff; padding: 14px 24px; display: flex; gap: 16px; align-items: baseline; }
-  header h1 { margin: 0; font-size: 20px; }
-  header input { margin-left: auto; width: 280px; padding: 4px 8px; }
-  main { max-width: 1000px; margin: 0 auto; padding: 16px 24px 64px; }
-  h2 { margin: 28px 0 8px; font-size: 17px; text-transform: capitalize; }
-  details { background: #fff; border: 1px solid #d9dde5; border-radius: 6px; margin: 6px 0; }
-  summary { cursor: pointer; padding: 8px 12px; display: flex; gap: 12px; align-items: center; }
-  .method { font: bold 12px monospace; padding: 2px 6px; border-radius: 4px; color: #fff; min-width: 52px; text-align: center; }
-  .get { background: #2f6fdb; } .post { background: #1f9d55; } .put { background: #b7791f; } .patch { background: #805ad5; } .delete { background: #c53030; }
-  .path { font-family: monospace; } .lock { color: #b7791f; }
-  form { padding: 8px 12px 12px; border-top: 1px solid #eceff4; display: grid; gap: 8px; }
-  label { font-size: 13px; display: grid; grid-template-columns: 170px 1fr; gap: 8px; align-items: center; }
-  input, textarea { font: 13px monospace; padding: 4px 6px; border: 1px solid #c9ced8; border-radius: 4px; }
-  textarea { min-height: 110px; }
-  button { justify-self: start; padding: 6px 14px; border: 0; border-radius: 4px; background: #1d2330; color: #fff; cursor: pointer; }
-  pre { background: #0f1420; color: #d6deeb; padding: 10px; border-radius: 4px; overflow: auto; max-height: 360px; margin: 0; }
-  .status { font-weight: bold; }
-</style>
-</head>
-<body>
-<header><h1>Courier API</h1><span id="version"></span><input id="token" placeholder="Bearer token (optional)" aria-label="Bearer token"></header>
-<main id="ops"><p>Loading <a href="/openapi.json">/openapi.json</a>…</p></main>
-<script>
-// Renders every operation of /openapi.json with a form to call it from the browser.
+// The API explorer at /docs: every operation of /openapi.json, with a form to call it from the browser.
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) k === 'class' ? node.className = v : node.setAttribute(k, v);
@@ -111,6 +80,3 @@ async function main() {
   }
 }
 main().catch(err => { document.getElementById('ops').textContent = `Cannot load /openapi.json: ${err}`; });
-</script>
-</body>
-</html>
