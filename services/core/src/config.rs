@@ -39,11 +39,12 @@ pub struct NatsArgs {
     #[arg(long, env = "COURIER_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// Most bytes the EVENTS stream keeps (per replica). When it is full, writes are refused
-    /// with 503 `stream_full` until events age out; every service must use the same value.
+    /// with 503 `stream_full` until events age out. The api applies it; give every component the
+    /// same value (the others use it only to create a missing stream).
     #[arg(long, env = "COURIER_EVENTS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 1 << 30)]
     pub events_max_bytes: i64,
     /// Most bytes the TASKS stream keeps (per replica). When it is full, writes that enqueue a
-    /// task are refused with 503 `stream_full` until workers drain it; same value everywhere.
+    /// task are refused with 503 `stream_full` until workers drain it. Same value everywhere.
     #[arg(long, env = "COURIER_TASKS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 256 << 20)]
     pub tasks_max_bytes: i64,
     #[command(flatten)]
