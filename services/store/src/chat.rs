@@ -530,6 +530,31 @@ impl ChatStore {
         Ok(owners.len() as u64)
     }
 
+    /// The opaque room-list cursor after `room`: its activity time and id.
+    pub fn room_cursor(room: &RoomDoc) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}.{}",
+            room.last_activity_at.timestamp_millis(),
+            room.id.to_hex()
+        ))
+    }
+
+    /// Decodes a client's room-list cursor (like every cursor, checked in the store before any
+    /// query: a whole number of milliseconds and an `ObjectId`, nothing else).
+    pub fn decode_room_cursor(
+        text: &str,
+    ) -> Result<(bson::DateTime, ObjectId), crate::query::CursorError> {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let malformed = crate::query::CursorError::Malformed;
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed.clone())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed.clone())?;
+        let (millis, id) = text.split_once('.').ok_or(malformed.clone())?;
+        let millis: i64 = millis.parse().map_err(|_| malformed.clone())?;
+        let id = ObjectId::parse_str(id).map_err(|_| malformed)?;
+        Ok((bson::DateTime::from_millis(millis), id))
+    }
+
     /// My rooms, newest activity first, after the `(last_activity_at, id)` position `after`.
     pub async fn rooms_of(
         &self,
