@@ -2,16 +2,17 @@
 //! processes, driven over HTTP and WebSocket like a user would.
 
 mod api_errors;
+mod api_limits;
 mod auth;
 mod authz;
 mod bench;
+mod broadcaster_limits;
 mod chat;
 mod chat_live;
 mod collections;
 mod compat;
 mod delivery;
 mod helpers;
-mod limits;
 mod nats_permissions;
 mod observability;
 mod priorities;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use courier_core::{
     Priority, Task,
-    jetstream::{ensure_streams, events_stream_config},
+    jetstream::{StreamSettings, ensure_streams, events_stream_config},
     subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM, workers_consumer},
 };
 use courier_tests::{
@@ -103,7 +103,9 @@ async fn each_component_is_refused_what_it_must_never_do() {
     courier_tests::init_test_logging();
     let nats = AuthNats::start().await;
     let api = js_of(nats.client("api").await);
-    ensure_streams(&api, 1).await.expect("the api creates and updates the streams");
+    ensure_streams(&api, StreamSettings::with_replicas(1))
+        .await
+        .expect("the api creates and updates the streams");
 
     // The broadcaster: no event, task or dead letter, no stream changes, no other's replies.
     let mut broadcaster = Probe::login(&nats, "broadcaster").await;
@@ -129,13 +131,17 @@ async fn each_component_is_refused_what_it_must_never_do() {
         Err(_) => false,
     };
     assert!(!acked, "JetStream acknowledged an event published with the broadcaster's credentials");
-    let mut shorter = events_stream_config(1);
+    let mut shorter = events_stream_config(&StreamSettings::with_replicas(1));
     shorter.max_age = Duration::from_secs(1);
     assert!(as_broadcaster.update_stream(shorter).await.is_err(), "the broadcaster changed EVENTS");
     assert_eq!(stream_messages(&api, EVENTS_STREAM).await, 0, "EVENTS must hold nothing");
     let mut events = api.get_stream(EVENTS_STREAM).await.unwrap();
     let max_age = events.info().await.unwrap().config.max_age;
-    assert_eq!(max_age, events_stream_config(1).max_age, "EVENTS unchanged");
+    assert_eq!(
+        max_age,
+        events_stream_config(&StreamSettings::with_replicas(1)).max_age,
+        "EVENTS unchanged"
+    );
 
     // The worker: only `enriched` events and dead letters; no task, no created/updated/deleted.
     let mut worker = Probe::login(&nats, "worker").await;

@@ -80,7 +80,7 @@ async fn high_tasks_overtake_a_low_backlog_and_low_tasks_keep_moving() {
     courier_tests::init_test_logging();
     let nats = NatsServer::start().await;
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    ensure_streams(&js, 1).await.unwrap();
+    ensure_streams(&js, courier_core::jetstream::StreamSettings::with_replicas(1)).await.unwrap();
     publish_tasks(&js, &tasks(Priority::Low, "low", 2_000)).await;
 
     // One task at a time, so the start order is exactly the order the worker picked them in.
@@ -183,7 +183,7 @@ async fn an_upgrade_from_the_single_workers_consumer_loses_no_task() {
     let stack = Stack::start().await;
     let token = Some(stack.admin_token().await); // the queue endpoints are for admins
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    ensure_streams(&js, 1).await.unwrap();
+    ensure_streams(&js, courier_core::jetstream::StreamSettings::with_replicas(1)).await.unwrap();
     let tasks_stream = js.get_stream(TASKS_STREAM).await.unwrap();
     // Before the upgrade: the old workers' one consumer, tasks on `tasks.<kind>`, and an old
     // worker holding three of them unacknowledged.

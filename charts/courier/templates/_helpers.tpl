@@ -117,6 +117,30 @@ nats://{{ include "courier.natsName" . }}.{{ .Release.Namespace }}.svc.{{ .Value
 {{- end -}}
 {{- end -}}
 
+{{/* Bytes in a quantity such as 8Gi, 512Mi or 1.5G (binary multiples, as NATS reads them). */}}
+{{- define "courier.bytes" -}}
+{{- $q := toString . -}}
+{{- $mult := 1 -}}
+{{- range $suffix, $m := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1024 "M" 1048576 "G" 1073741824 "T" 1099511627776 -}}
+{{- if hasSuffix $suffix $q -}}
+{{- $q = trimSuffix $suffix $q -}}
+{{- $mult = $m -}}
+{{- end -}}
+{{- end -}}
+{{- printf "%.0f" (floor (mulf (float64 $q) $mult)) -}}
+{{- end -}}
+
+{{/* A stream's byte limit: the value given, else `percent` of the bundled NATS's file store,
+     else empty (the services' default). Call with (dict "ctx" $ "value" V "percent" P). */}}
+{{- define "courier.streamMaxBytes" -}}
+{{- if not (kindIs "invalid" .value) -}}
+{{- printf "%.0f" (float64 .value) -}}
+{{- else if .ctx.Values.nats.enabled -}}
+{{- $store := include "courier.bytes" .ctx.Values.nats.jetstream.maxFileStore -}}
+{{- printf "%.0f" (floor (divf (mulf (float64 $store) .percent) 100)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Secrets ------------------------------------------------------------------------------- */}}
 
 {{/* A value of an existing Secret (base64, as stored) or a new random one; keeps generated

@@ -53,7 +53,8 @@ impl Application {
             "courier-api",
         )
         .await
-        .context("invalid MongoDB URI")?;
+        .context("invalid MongoDB URI")?
+        .with_query_timeout(config.mongodb_query_timeout);
         let nats = connect_nats(&config.nats.nats_url, &config.nats.auth, "courier-api")
             .await
             .context("NATS configuration")?;
@@ -64,7 +65,8 @@ impl Application {
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
         let scheduler_metrics = SchedulerMetrics::register(&mut registry);
-        let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone());
+        let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
+            .with_max_pending(config.outbox_max_pending);
         let state = AppState {
             store: store.clone(),
             outbox,
@@ -114,8 +116,13 @@ impl Application {
                         }
                     }
                 });
-        let router =
-            crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
+        let router = crate::routes::router(
+            state.clone(),
+            Arc::new(registry),
+            http_metrics,
+            readiness,
+            &config.http_limits,
+        );
         let listener = courier_core::ops::bind(config.listen).await?;
         Ok(Application {
             listener,
@@ -150,7 +157,7 @@ impl Application {
         let setup = {
             let (store, shutdown) = (state.store.clone(), shutdown.clone());
             let js = async_nats::jetstream::new(nats.clone());
-            let replicas = config.nats.stream_replicas;
+            let replicas = config.nats.streams();
             let collections = state.collections.current();
             let accounts = state.accounts.clone();
             let hashing = state.password_hashing.clone();

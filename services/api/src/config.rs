@@ -6,7 +6,7 @@ use clap::Parser;
 use courier_core::{
     auth::{JwtArgs, Secret},
     client_addr::TrustedProxies,
-    config::{NatsArgs, TelemetryArgs, millis_or_duration, seconds_or_duration},
+    config::{NatsArgs, TelemetryArgs, duration_in, millis_or_duration, seconds_or_duration},
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -33,6 +33,12 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_MONGODB_TIMEOUT", value_parser = millis_or_duration, default_value = "3s")]
     pub mongodb_timeout: Duration,
 
+    /// Server-side time limit of every MongoDB query and commit (maxTimeMS): a query running
+    /// longer is stopped and answered 503 `query_timeout`. `250ms`, `5s`, `2m` (a bare number is
+    /// milliseconds).
+    #[arg(long, env = "COURIER_MONGODB_QUERY_TIMEOUT", value_parser = duration_in(millis_or_duration, Duration::from_millis(1), Duration::from_secs(600)), default_value = "5s")]
+    pub mongodb_query_timeout: Duration,
+
     #[command(flatten)]
     pub nats: NatsArgs,
 
@@ -49,6 +55,11 @@ pub struct ApiConfig {
     /// `250ms`, `5s`, `2m`, `1h` (a bare number is milliseconds).
     #[arg(long, env = "COURIER_OUTBOX_RELAY_GRACE", value_parser = millis_or_duration, default_value = "1s")]
     pub relay_grace: Duration,
+
+    /// Most outbox records that may wait to be published (e.g. while NATS is unreachable); over
+    /// it, writes are refused with 503 `outbox_full` until the backlog is under 90% of it.
+    #[arg(long, env = "COURIER_OUTBOX_MAX_PENDING", value_parser = clap::value_parser!(u64).range(1..), default_value_t = courier_store::outbox::DEFAULT_MAX_PENDING)]
+    pub outbox_max_pending: u64,
 
     /// How often the scheduler moves due scheduled tasks into the outbox: `250ms`, `5s`, `2m`,
     /// `1h` (a bare number is milliseconds). A task with `not_before` is enqueued within about
@@ -166,6 +177,9 @@ pub struct ApiConfig {
     /// docs/migrating.md). Off unless asked for; `./dev up` turns it on.
     #[arg(long, env = "COURIER_SEED_COMPAT", default_value_t = false, action = clap::ArgAction::Set)]
     pub seed_compat: bool,
+
+    #[command(flatten)]
+    pub http_limits: crate::limits::HttpLimitArgs,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

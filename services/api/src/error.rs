@@ -22,6 +22,9 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A query parameter that cannot be used (400, naming it in `fields`).
+    #[error("{parameter} {reason}")]
+    InvalidParameter { parameter: &'static str, reason: String },
     #[error("request body must be application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
@@ -43,10 +46,32 @@ pub enum ApiError {
     Forbidden(String),
     #[error("the database is unavailable; nothing was written, retry shortly")]
     StoreUnavailable(#[source] mongodb::error::Error),
+    /// A query outlived its server-side limit (`COURIER_MONGODB_QUERY_TIMEOUT`, maxTimeMS).
+    #[error(
+        "the query took longer than the database's time limit and was stopped; retry shortly, or narrow it"
+    )]
+    QueryTimeout(#[source] mongodb::error::Error),
     #[error(
         "the database stopped answering while committing: the change may have been applied; read it before retrying"
     )]
     OutcomeUnknown(#[source] mongodb::error::Error),
+    /// The write's events or tasks would go to a full stream (`COURIER_EVENTS_MAX_BYTES`,
+    /// `COURIER_TASKS_MAX_BYTES`): refused before anything was written.
+    #[error("the {stream} stream is full; nothing was written, retry later")]
+    StreamFull { stream: &'static str },
+    /// More changes wait in the outbox than `COURIER_OUTBOX_MAX_PENDING` (NATS unreachable for
+    /// long): refused before anything was written.
+    #[error("too many changes are waiting to be published; nothing was written, retry later")]
+    OutboxFull,
+    /// The request took longer than `COURIER_HTTP_REQUEST_TIMEOUT`.
+    #[error(
+        "the request took longer than {} and was stopped; a change may have been applied: read it before retrying",
+        courier_core::config::display_duration(*after)
+    )]
+    RequestTimeout { after: std::time::Duration },
+    /// `COURIER_HTTP_MAX_CONCURRENT_REQUESTS` requests are in flight already.
+    #[error("the api is at its limit of concurrent requests; retry shortly")]
+    Overloaded,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -54,7 +79,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -64,9 +91,13 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::StoreUnavailable(_) | ApiError::OutcomeUnknown(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StoreUnavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::QueryTimeout(_)
+            | ApiError::RequestTimeout { .. }
+            | ApiError::Overloaded
+            | ApiError::StreamFull { .. }
+            | ApiError::OutboxFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +106,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
@@ -85,6 +117,11 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::QueryTimeout(_) => "query_timeout",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::Overloaded => "overloaded",
+            ApiError::StreamFull { .. } => "stream_full",
+            ApiError::OutboxFull => "outbox_full",
             ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
@@ -96,6 +133,11 @@ impl ApiError {
         ApiError::TooManyRequests { what, retry_after_secs: retry_after_secs.max(1) }
     }
 
+    /// 400 for query parameter `parameter`.
+    pub fn invalid_parameter(parameter: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::InvalidParameter { parameter, reason: reason.into() }
+    }
+
     pub fn validation(collection: &str, fields: Vec<FieldError>) -> Self {
         ApiError::Validation { collection: collection.to_owned(), fields }
     }
@@ -103,6 +145,9 @@ impl ApiError {
 
 impl From<mongodb::error::Error> for ApiError {
     fn from(err: mongodb::error::Error) -> Self {
+        if courier_store::store::is_query_timeout(&err) {
+            return ApiError::QueryTimeout(err);
+        }
         // Unreachable, or transient errors that outlasted the retries (write conflicts, elections).
         if courier_store::store::is_unavailable(&err)
             || err.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
@@ -121,6 +166,15 @@ impl From<courier_store::StoreError> for ApiError {
                 "the document changed since it was read (If-Match does not match)".into(),
             ),
             courier_store::StoreError::OutcomeUnknown(err) => ApiError::OutcomeUnknown(err),
+            courier_store::StoreError::StreamFull { stream } => ApiError::StreamFull { stream },
+            courier_store::StoreError::OutboxFull => ApiError::OutboxFull,
+            courier_store::StoreError::FieldName { collection, error } => ApiError::validation(
+                &collection,
+                vec![FieldError {
+                    field: error.path,
+                    reason: courier_store::documents::FIELD_NAME_RULE.to_owned(),
+                }],
+            ),
             courier_store::StoreError::Mongo(err) => err.into(),
         }
     }
@@ -134,11 +188,16 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(err) | ApiError::OutcomeUnknown(err) => {
                 tracing::warn!(%err, "store unavailable")
             }
+            ApiError::QueryTimeout(err) => tracing::warn!(%err, "query stopped by its time limit"),
             _ => {}
         }
         let mut body = json!({"code": self.code(), "message": self.to_string()});
-        if let ApiError::Validation { fields, .. } = &self {
-            body["fields"] = json!(fields);
+        match &self {
+            ApiError::Validation { fields, .. } => body["fields"] = json!(fields),
+            ApiError::InvalidParameter { parameter, reason } => {
+                body["fields"] = json!([{"field": parameter, "reason": reason}])
+            }
+            _ => {}
         }
         let mut response = (status, Json(json!({"error": body}))).into_response();
         let headers = response.headers_mut();
@@ -153,6 +212,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::QueryTimeout(_) | ApiError::RequestTimeout { .. } | ApiError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            ApiError::StreamFull { .. } | ApiError::OutboxFull => {
+                let wait = courier_store::admission::STREAM_FULL_RETRY_AFTER_SECS;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }
             _ => {}
         }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod openapi;
 pub mod query;
 pub mod routes;

@@ -23,8 +23,39 @@ async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
         && let Some(paths) = document["paths"].as_object_mut()
     {
         crate::compat::openapi_paths(paths);
+        with_limit_statuses(paths);
     }
     Json(document)
+}
+
+/// What a 503 can mean on any api operation (the `code` says which; retry after `Retry-After`).
+const UNAVAILABLE: &str = "Unavailable, retry after Retry-After: the database is unreachable (store_unavailable) or a query hit its time limit (query_timeout); a write's stream is full or too many changes wait to be published (stream_full, outbox_full; nothing was written); or the api is at its limits (overloaded: too many requests in flight; request_timeout: the request took too long, a write may have been applied)";
+
+/// Every operation of `paths` (all but the ops endpoints) gets the api-wide 503 (HTTP limits,
+/// query time limit, full streams) with its `Retry-After` header.
+pub fn with_limit_statuses(paths: &mut Map<String, Value>) {
+    let retry_after =
+        json!({"description": "Seconds to wait before retrying", "schema": {"type": "integer"}});
+    for (path, item) in paths.iter_mut() {
+        if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            continue;
+        }
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, operation) in item.iter_mut() {
+            if !matches!(method.as_str(), "get" | "put" | "post" | "patch" | "delete") {
+                continue;
+            }
+            let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let unavailable = responses.entry("503").or_insert_with(|| json!({
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            }));
+            unavailable["description"] = json!(UNAVAILABLE);
+            unavailable["headers"] = json!({"Retry-After": retry_after});
+        }
+    }
 }
 
 fn error_responses(codes: &[&str]) -> Map<String, Value> {
@@ -41,8 +72,10 @@ fn error_responses(codes: &[&str]) -> Map<String, Value> {
         "412" => "If-Match does not match the current version",
         "413" => "Body over the size limit",
         "415" => "Body is not JSON",
-        "422" => "Document does not match the schema (every failing field listed)",
-        "503" => "The database is unavailable; nothing was written",
+        "422" => {
+            "Document does not match the schema, or holds a field name that starts with '$' or contains '.' (every failing field listed)"
+        }
+        "503" => UNAVAILABLE,
         _ => "Error",
     };
     codes
@@ -326,6 +359,7 @@ pub fn document(collections: &Collections) -> Value {
     {
         paths.insert(path.into(), json!({"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}, "503": {"description": "Not ready"}}}}));
     }
+    with_limit_statuses(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Courier API", "version": env!("CARGO_PKG_VERSION"),
@@ -409,5 +443,37 @@ mod tests {
         assert!(paths["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
         assert!(paths["/api/v1/auth/logout-all"]["post"]["responses"]["401"].is_object());
         assert!(paths["/api/v1/auth/me"]["get"]["responses"]["200"].is_object());
+    }
+
+    /// The abuse limits' statuses: every api operation may answer 503 (stream_full,
+    /// query_timeout, overloaded, request_timeout) with Retry-After; lists 400 for a bad cursor;
+    /// writes 422 for a refused field name.
+    #[test]
+    fn every_operation_states_the_limit_statuses() {
+        let doc = document(&shipped());
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                operations += 1;
+                let unavailable = &operation["responses"]["503"];
+                if path == "/healthz" || path == "/readyz" {
+                    assert_eq!(unavailable["description"], "Not ready");
+                    continue;
+                }
+                let description = unavailable["description"].as_str().unwrap_or("");
+                for code in ["stream_full", "query_timeout", "overloaded", "request_timeout"] {
+                    assert!(description.contains(code), "{method} {path}: {description}");
+                }
+                assert!(unavailable["headers"]["Retry-After"].is_object(), "{method} {path}");
+            }
+        }
+        assert!(operations > 20, "{operations}");
+        let list = &doc["paths"]["/api/v1/pets"]["get"]["responses"];
+        assert!(list["400"]["description"].as_str().unwrap().contains("cursor"));
+        let create = &doc["paths"]["/api/v1/pets"]["post"]["responses"];
+        assert!(create["422"]["description"].as_str().unwrap().contains("'$'"));
     }
 }

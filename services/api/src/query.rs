@@ -1,12 +1,9 @@
 //! List query strings: `?field=value` filters typed by the collection's schema (repeat a field
 //! for "any of"), `sort=-age,name`, `limit` ≤ 1000, and opaque cursors for stable pagination,
-//! parsed into the store's typed [`ListSpec`] (the store builds the MongoDB query from it).
+//! parsed into the store's typed [`ListSpec`] (the store builds the MongoDB query from it, and
+//! decodes and checks cursors: [`Cursor::decode`]).
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use courier_store::{Cursor, FieldCondition, ListSpec, Scalar, SortKey};
-use mongodb::bson::oid::ObjectId;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use courier_store::{Cursor, FieldCondition, ListSpec, Scalar, SortKey, ValueKind};
 
 use crate::{
     collections::{CollectionDef, FieldType, is_valid_field_name},
@@ -17,23 +14,10 @@ pub const MAX_LIMIT: u32 = 1000;
 pub const DEFAULT_LIMIT: u32 = 100;
 const RESERVED: [&str; 3] = ["sort", "limit", "cursor"];
 
-/// A parsed list request: what the store runs, and the `sort` text its cursors are bound to.
+/// A parsed list request: what the store runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
     pub spec: ListSpec,
-    /// The `sort` parameter as given (a cursor is only valid for the same sort).
-    sort_text: String,
-}
-
-/// The opaque cursor's content: where the previous page ended (its last document's sort values
-/// and id) and the sort it belongs to. Values decode only as scalars.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct CursorPosition {
-    #[serde(rename = "s")]
-    sort: String,
-    #[serde(rename = "v")]
-    values: Vec<Value>,
-    id: String,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -68,40 +52,28 @@ impl ListQuery {
             }
         }
         let sort = parse_sort(def, &sort_text)?;
-        let after = cursor.map(|c| decode_cursor(&c, &sort_text, sort.len())).transpose()?;
-        Ok(ListQuery { spec: ListSpec { filter, sort, after, limit }, sort_text })
+        let after = cursor
+            .map(|text| Cursor::decode(&text, &sort))
+            .transpose()
+            .map_err(|err| ApiError::invalid_parameter("cursor", err.to_string()))?;
+        Ok(ListQuery { spec: ListSpec { filter, sort, after, limit } })
     }
 
     /// The opaque text of `cursor` (a position in this query's order).
     pub fn cursor_text(&self, cursor: &Cursor) -> String {
-        let position = CursorPosition {
-            sort: self.sort_text.clone(),
-            values: cursor.values.iter().map(Scalar::to_json).collect(),
-            id: cursor.id.to_hex(),
-        };
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).expect("cursor serializes"))
+        cursor.encode(&self.spec.sort)
     }
 }
 
-fn malformed_cursor() -> ApiError {
-    bad("cursor is malformed; use the 'next' value of a previous page")
-}
-
-fn decode_cursor(text: &str, sort_text: &str, keys: usize) -> Result<Cursor, ApiError> {
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed_cursor())?;
-    let position: CursorPosition =
-        serde_json::from_slice(&bytes).map_err(|_| malformed_cursor())?;
-    if position.sort != sort_text || position.values.len() != keys {
-        return Err(bad("cursor belongs to a different sort; repeat the same sort with it"));
+/// What a field of this schema type holds, for checking cursor values.
+fn value_kind(field_type: FieldType) -> ValueKind {
+    match field_type {
+        FieldType::String => ValueKind::String,
+        FieldType::Integer => ValueKind::Integer,
+        FieldType::Number => ValueKind::Number,
+        FieldType::Boolean => ValueKind::Boolean,
+        FieldType::Other => ValueKind::Any,
     }
-    let id = ObjectId::parse_str(&position.id).map_err(|_| malformed_cursor())?;
-    // Only scalars: a crafted cursor holding `{"$ne": …}` or `{"$regex": …}` is refused.
-    let values = position
-        .values
-        .iter()
-        .map(|v| Scalar::from_json(v).ok_or_else(malformed_cursor))
-        .collect::<Result<_, _>>()?;
-    Ok(Cursor { values, id })
 }
 
 fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError> {
@@ -114,16 +86,17 @@ fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError>
             Some(f) => (f, true),
             None => (part, false),
         };
-        if !is_valid_field_name(field) || def.field_type(field).is_none() {
+        let field_type = def.field_type(field).filter(|_| is_valid_field_name(field));
+        let Some(field_type) = field_type else {
             return Err(bad(format!(
                 "cannot sort by '{part}': '{field}' is not a field of '{}'",
                 def.name()
             )));
-        }
+        };
         if keys.iter().any(|k: &SortKey| k.field == field) {
             return Err(bad(format!("sort names '{field}' twice")));
         }
-        keys.push(SortKey { field: field.to_owned(), descending });
+        keys.push(SortKey { field: field.to_owned(), descending, kind: value_kind(field_type) });
     }
     Ok(keys)
 }
@@ -162,7 +135,7 @@ fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Scalar, 
 mod tests {
     use super::*;
     use courier_core::collection_spec::CollectionSpec;
-    use mongodb::bson::{Bson, doc};
+    use mongodb::bson::{Bson, doc, oid::ObjectId};
 
     fn pets() -> CollectionDef {
         let spec: CollectionSpec = serde_json::from_value(serde_json::json!({
@@ -213,7 +186,8 @@ mod tests {
             (vec![("cursor", "!!")], "cursor is malformed"),
         ] {
             match ListQuery::parse(&pets(), &params(&pairs)) {
-                Err(ApiError::BadRequest(message)) => {
+                Err(err @ (ApiError::BadRequest(_) | ApiError::InvalidParameter { .. })) => {
+                    let message = err.to_string();
                     assert!(message.contains(expected), "{message} lacks {expected}")
                 }
                 other => panic!("{pairs:?} gave {other:?}"),
@@ -245,35 +219,41 @@ mod tests {
         );
         let other_sort =
             ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]));
-        assert!(matches!(other_sort, Err(ApiError::BadRequest(m)) if m.contains("different sort")));
+        assert!(
+            matches!(other_sort, Err(ApiError::InvalidParameter { parameter: "cursor", reason }) if reason.contains("different sort"))
+        );
     }
 
-    /// A cursor is base64 JSON a client can forge: values that are not scalars (operators such
-    /// as `$ne` or `$regex`) and ids that are not ids are refused before any query is built.
+    /// A cursor is base64 JSON a client can forge: values that are not scalars of the sort
+    /// field's type (operators such as `$ne` or `$regex`, a string for an integer) and ids that
+    /// are not ids are refused, naming `cursor`, before any query is built.
     #[test]
     fn a_crafted_cursor_cannot_inject_operators() {
-        let forge = |values: serde_json::Value, id: &str| {
-            let position = serde_json::json!({"s": "name", "v": values, "id": id});
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let forge = |sort: &str, values: serde_json::Value, id: &str| {
+            let position = serde_json::json!({"s": sort, "v": values, "id": id});
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).unwrap())
         };
-        for crafted in [
-            forge(serde_json::json!([{"$ne": null}]), "65f0c0ffee0123456789abcd"),
-            forge(serde_json::json!([{"$regex": ".*"}]), "65f0c0ffee0123456789abcd"),
-            forge(serde_json::json!([["$where"]]), "65f0c0ffee0123456789abcd"),
-            forge(serde_json::json!(["Rex"]), "{\"$gt\": \"\"}"),
+        let oid = "65f0c0ffee0123456789abcd";
+        for (sort, crafted) in [
+            ("name", forge("name", serde_json::json!([{"$ne": null}]), oid)),
+            ("name", forge("name", serde_json::json!([{"$regex": ".*"}]), oid)),
+            ("name", forge("name", serde_json::json!([["$where"]]), oid)),
+            ("name", forge("name", serde_json::json!(["Rex"]), "{\"$gt\": \"\"}")),
+            ("name", forge("name", serde_json::json!([3]), oid)),
+            ("-age", forge("-age", serde_json::json!(["old"]), oid)),
+            ("vaccinated", forge("vaccinated", serde_json::json!(["true"]), oid)),
         ] {
-            match ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &crafted)])) {
-                Err(ApiError::BadRequest(message)) => {
-                    assert!(message.contains("cursor is malformed"), "{message}")
-                }
+            match ListQuery::parse(&pets(), &params(&[("sort", sort), ("cursor", &crafted)])) {
+                Err(ApiError::InvalidParameter { parameter: "cursor", .. }) => {}
                 other => panic!("{crafted} gave {other:?}"),
             }
         }
         // A scalar that merely looks like an operator stays a compared value.
-        let looks_like = forge(serde_json::json!(["$ne"]), "65f0c0ffee0123456789abcd");
+        let looks_like = forge("name", serde_json::json!(["$ne"]), oid);
         let q = ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &looks_like)]))
             .unwrap();
-        let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
+        let oid = ObjectId::parse_str(oid).unwrap();
         assert_eq!(
             q.spec.filter_document(),
             doc! {"$or": [

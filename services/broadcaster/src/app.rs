@@ -164,7 +164,7 @@ impl Application {
         let background = CancellationToken::new();
         let setup = {
             let (js, replicas, token) =
-                (shared.js.clone(), shared.config.nats.stream_replicas, background.clone());
+                (shared.js.clone(), shared.config.nats.streams(), background.clone());
             tokio::spawn(async move {
                 ensure_streams_for_with_retry(&js, replicas, StreamUse::Events, &token).await
             })

@@ -23,7 +23,7 @@ use clap::Args;
 use courier_core::{
     Priority, Task,
     config::seconds_or_duration,
-    jetstream::{ensure_streams, events_stream_config, tasks_stream_config},
+    jetstream::{StreamSettings, events_stream_config, tasks_stream_config},
     subjects::{DLQ_STREAM, TASKS_STREAM, workers_consumer},
 };
 use futures::TryStreamExt;
@@ -315,7 +315,11 @@ pub async fn api(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
     .await;
 
     let stream = js
-        .create_stream(scratch_stream(events_stream_config(1), &run, "events"))
+        .create_stream(scratch_stream(
+            events_stream_config(&StreamSettings::with_replicas(1)),
+            &run,
+            "events",
+        ))
         .await
         .context("creating the baseline's scratch stream")?;
     let collection = store.collection::<Document>("bench_baseline");
@@ -444,24 +448,28 @@ pub async fn worker(args: &WorkerBenchArgs) -> anyhow::Result<WorkerBenchReport>
         bail!("--tasks and --concurrency must be at least 1");
     }
     let (js, store) = connect(&args.servers).await?;
-    ensure_streams(&js, 1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tasks_stream = js.get_stream(TASKS_STREAM).await?;
+    // The streams are the deployment's (the api or a worker creates them): never changed here.
+    let workers = start_workers(args, store.name())?;
+    // Ready = every worker watches the (empty) normal line: one pull request each.
+    let want = args.workers.max(1);
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    let mut tasks_stream = loop {
+        if let Ok(mut stream) = js.get_stream(TASKS_STREAM).await
+            && let Ok(info) = stream.consumer_info(workers_consumer(Priority::Normal)).await
+            && info.num_waiting >= want
+        {
+            break stream;
+        }
+        if Instant::now() > ready_by {
+            bail!("no {want} worker(s) attached to {TASKS_STREAM} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let backlog = tasks_stream.info().await?.state.messages;
     if backlog > 0 {
         bail!("TASKS already holds {backlog} tasks: the measurement would include them");
     }
     let dead_before = js.get_stream(DLQ_STREAM).await?.info().await?.state.messages;
-    let workers = start_workers(args, store.name())?;
-    // Ready = every worker watches the (empty) normal line: one pull request each.
-    let want = args.workers.max(1);
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    loop {
-        match tasks_stream.consumer_info(workers_consumer(Priority::Normal)).await {
-            Ok(info) if info.num_waiting >= want => break,
-            _ if Instant::now() > ready_by => bail!("workers did not attach within 30 s"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
     let mut doc_ids = Vec::with_capacity(args.tasks);
     if args.kind == "pets.enrich" {
         const SPECIES: [&str; 5] = ["dog", "Cat", "rabbit", "hamster", "bird"];
@@ -513,7 +521,8 @@ async fn baseline_pull_loops(
     doc_ids: &[String],
 ) -> anyhow::Result<Side> {
     let run = uuid::Uuid::now_v7().simple().to_string()[..12].to_owned();
-    let config = scratch_stream(tasks_stream_config(1), &run, "tasks");
+    let config =
+        scratch_stream(tasks_stream_config(&StreamSettings::with_replicas(1)), &run, "tasks");
     let subject_prefix = format!("bench.{run}.tasks");
     let mut stream = js.create_stream(config).await.context("creating the scratch stream")?;
     let consumer = stream
@@ -581,7 +590,11 @@ mod tests {
 
     #[test]
     fn scratch_streams_never_overlap_courier_subjects() {
-        let config = scratch_stream(tasks_stream_config(1), "abc123", "tasks");
+        let config = scratch_stream(
+            tasks_stream_config(&StreamSettings::with_replicas(1)),
+            "abc123",
+            "tasks",
+        );
         assert_eq!(config.name, "BENCH_TASKS_ABC123");
         assert_eq!(config.subjects, ["bench.abc123.tasks.>"]);
         assert_eq!(config.retention, jetstream::stream::RetentionPolicy::WorkQueue);

@@ -38,8 +38,28 @@ pub struct NatsArgs {
     /// Replicas for the JetStream streams Courier creates (3 on a production NATS cluster).
     #[arg(long, env = "COURIER_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// Most bytes the EVENTS stream keeps (per replica). When it is full, writes are refused
+    /// with 503 `stream_full` until events age out. The api applies it; give every component the
+    /// same value (the others use it only to create a missing stream).
+    #[arg(long, env = "COURIER_EVENTS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 1 << 30)]
+    pub events_max_bytes: i64,
+    /// Most bytes the TASKS stream keeps (per replica). When it is full, writes that enqueue a
+    /// task are refused with 503 `stream_full` until workers drain it. Same value everywhere.
+    #[arg(long, env = "COURIER_TASKS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 256 << 20)]
+    pub tasks_max_bytes: i64,
     #[command(flatten)]
     pub auth: NatsAuthArgs,
+}
+
+impl NatsArgs {
+    /// The streams' settings from these arguments.
+    pub fn streams(&self) -> crate::jetstream::StreamSettings {
+        crate::jetstream::StreamSettings {
+            replicas: self.stream_replicas,
+            events_max_bytes: self.events_max_bytes,
+            tasks_max_bytes: self.tasks_max_bytes,
+        }
+    }
 }
 
 /// This component's own NATS user (docs/security.md): each component has one, with subject

@@ -3,6 +3,13 @@
 //! (creates them, or updates them to this definition); the broadcaster and the worker only
 //! create the ones they use when missing and never change an existing one, so their NATS users
 //! need no permission to update or delete streams (docs/security.md).
+//!
+//! EVENTS and TASKS are bounded in bytes (`COURIER_EVENTS_MAX_BYTES`, `COURIER_TASKS_MAX_BYTES`)
+//! and discard *new* messages when full: JetStream then refuses a publish rather than silently
+//! dropping replayable events or unprocessed tasks, and the store refuses new writes headed for a
+//! full stream (`courier_store::admission`) instead of letting the outbox grow. The api's
+//! settings are the ones applied (it updates the streams); the others only matter when they
+//! create a missing stream first, so every component should get the same values.
 
 use std::time::Duration;
 
@@ -20,7 +27,22 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Dead letters are kept for inspection and retry this long.
 pub const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-pub fn events_stream_config(replicas: usize) -> Config {
+/// How the streams are created: replicas and the byte limits (`NatsArgs::streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub replicas: usize,
+    pub events_max_bytes: i64,
+    pub tasks_max_bytes: i64,
+}
+
+impl StreamSettings {
+    /// `replicas` replicas and the default limits (tests, tools).
+    pub fn with_replicas(replicas: usize) -> Self {
+        StreamSettings { replicas, events_max_bytes: 1 << 30, tasks_max_bytes: 256 << 20 }
+    }
+}
+
+pub fn events_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: EVENTS_STREAM.to_owned(),
         description: Some("Every committed change, deduplicated by event id".to_owned()),
@@ -28,28 +50,33 @@ pub fn events_stream_config(replicas: usize) -> Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: EVENTS_MAX_AGE,
+        max_bytes: settings.events_max_bytes,
         duplicate_window: DUPLICATE_WINDOW,
-        discard: DiscardPolicy::Old,
-        num_replicas: replicas,
+        // Full: refuse the publish (writes answer 503) rather than drop replayable events.
+        discard: DiscardPolicy::New,
+        num_replicas: settings.replicas,
         allow_direct: true,
         ..Default::default()
     }
 }
 
-pub fn tasks_stream_config(replicas: usize) -> Config {
+pub fn tasks_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: TASKS_STREAM.to_owned(),
         description: Some("Work queue for Courier workers".to_owned()),
         subjects: vec![TASKS_ALL.to_owned()],
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
+        max_bytes: settings.tasks_max_bytes,
+        // Full: refuse the publish rather than drop tasks nobody has worked on.
+        discard: DiscardPolicy::New,
         duplicate_window: DUPLICATE_WINDOW,
-        num_replicas: replicas,
+        num_replicas: settings.replicas,
         ..Default::default()
     }
 }
 
-pub fn dlq_stream_config(replicas: usize) -> Config {
+pub fn dlq_stream_config(settings: &StreamSettings) -> Config {
     Config {
         name: DLQ_STREAM.to_owned(),
         description: Some(
@@ -59,7 +86,7 @@ pub fn dlq_stream_config(replicas: usize) -> Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: DLQ_MAX_AGE,
-        num_replicas: replicas,
+        num_replicas: settings.replicas,
         ..Default::default()
     }
 }
@@ -67,9 +94,9 @@ pub fn dlq_stream_config(replicas: usize) -> Config {
 /// Creates the three streams, or updates them to this definition.
 pub async fn ensure_streams(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
 ) -> Result<(), async_nats::Error> {
-    for config in StreamUse::Owner.configs(replicas) {
+    for config in StreamUse::Owner.configs(&settings) {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
@@ -90,18 +117,18 @@ pub enum StreamUse {
 }
 
 impl StreamUse {
-    fn configs(self, replicas: usize) -> Vec<Config> {
+    fn configs(self, settings: &StreamSettings) -> Vec<Config> {
         match self {
             StreamUse::Owner => vec![
-                events_stream_config(replicas),
-                tasks_stream_config(replicas),
-                dlq_stream_config(replicas),
+                events_stream_config(settings),
+                tasks_stream_config(settings),
+                dlq_stream_config(settings),
             ],
-            StreamUse::Events => vec![events_stream_config(replicas)],
+            StreamUse::Events => vec![events_stream_config(settings)],
             StreamUse::Work => vec![
-                tasks_stream_config(replicas),
-                dlq_stream_config(replicas),
-                events_stream_config(replicas),
+                tasks_stream_config(settings),
+                dlq_stream_config(settings),
+                events_stream_config(settings),
             ],
         }
     }
@@ -111,13 +138,13 @@ impl StreamUse {
 /// only if it does not exist yet (an existing stream is left exactly as the api defined it).
 pub async fn ensure_streams_for(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
     usage: StreamUse,
 ) -> Result<(), async_nats::Error> {
     if usage == StreamUse::Owner {
-        return ensure_streams(js, replicas).await;
+        return ensure_streams(js, settings).await;
     }
-    for config in usage.configs(replicas) {
+    for config in usage.configs(&settings) {
         let name = config.name.clone();
         js.get_or_create_stream(config)
             .await
@@ -129,16 +156,16 @@ pub async fn ensure_streams_for(
 /// Retries [`ensure_streams`] until it succeeds or `shutdown` fires.
 pub async fn ensure_streams_with_retry(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    ensure_streams_for_with_retry(js, replicas, StreamUse::Owner, shutdown).await
+    ensure_streams_for_with_retry(js, settings, StreamUse::Owner, shutdown).await
 }
 
 /// Retries [`ensure_streams_for`] until it succeeds or `shutdown` fires.
 pub async fn ensure_streams_for_with_retry(
     js: &jetstream::Context,
-    replicas: usize,
+    settings: StreamSettings,
     usage: StreamUse,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
@@ -146,7 +173,45 @@ pub async fn ensure_streams_for_with_retry(
         "ensuring the JetStream streams",
         Duration::from_secs(2),
         shutdown,
-        || ensure_streams_for(js, replicas, usage),
+        || ensure_streams_for(js, settings, usage),
     )
     .await
+}
+
+/// Whether a JetStream publish error means the stream (or the server's JetStream storage) is
+/// full: `maximum bytes exceeded` / `maximum messages exceeded` (a stream limit with discard
+/// new), or the server out of storage (`insufficient resources`, `storage resources exceeded`).
+pub fn is_stream_full_error(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "maximum bytes exceeded",
+        "maximum messages exceeded",
+        "insufficient resources",
+        "resources exceeded",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_tasks_are_bounded_and_refuse_new_messages_when_full() {
+        let settings =
+            StreamSettings { replicas: 3, events_max_bytes: 4096, tasks_max_bytes: 2048 };
+        let events = events_stream_config(&settings);
+        assert_eq!(
+            (events.max_bytes, events.discard, events.num_replicas),
+            (4096, DiscardPolicy::New, 3)
+        );
+        let tasks = tasks_stream_config(&settings);
+        assert_eq!((tasks.max_bytes, tasks.discard), (2048, DiscardPolicy::New));
+        assert!(is_stream_full_error(
+            "publish failed: maximum bytes exceeded (code 503, error code 10077)"
+        ));
+        assert!(is_stream_full_error("insufficient resources"));
+        assert!(!is_stream_full_error("timed out: didn't receive ack in time"));
+    }
 }

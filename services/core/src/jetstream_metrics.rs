@@ -44,6 +44,8 @@ pub struct JetStreamMetrics {
     pub poll_errors: Counter,
     pub stream_messages: Family<StreamLabels, Gauge>,
     pub stream_bytes: Family<StreamLabels, Gauge>,
+    /// The stream's `max_bytes` (-1: unbounded): with `stream_bytes`, how full it is.
+    pub stream_max_bytes: Family<StreamLabels, Gauge>,
     pub stream_last_seq: Family<StreamLabels, Gauge>,
     pub stream_oldest_age_seconds: Family<StreamLabels, Gauge>,
     pub consumer_pending: Family<ConsumerLabels, Gauge>,
@@ -76,6 +78,7 @@ struct PriorityReading {
 struct StreamReading {
     messages: u64,
     bytes: u64,
+    max_bytes: i64,
     last_seq: u64,
     oldest_age_seconds: i64,
 }
@@ -114,6 +117,11 @@ impl JetStreamMetrics {
             "courier_jetstream_stream_bytes",
             "Bytes stored in the stream",
             m.stream_bytes.clone(),
+        );
+        registry.register(
+            "courier_jetstream_stream_max_bytes",
+            "The stream's byte limit (-1 when unbounded); writes are refused once it is reached",
+            m.stream_max_bytes.clone(),
         );
         registry.register(
             "courier_jetstream_stream_last_seq",
@@ -200,6 +208,7 @@ impl JetStreamMetrics {
             let labels = StreamLabels { stream };
             self.stream_messages.get_or_create(&labels).set(gauge_value(s.messages));
             self.stream_bytes.get_or_create(&labels).set(gauge_value(s.bytes));
+            self.stream_max_bytes.get_or_create(&labels).set(s.max_bytes);
             self.stream_last_seq.get_or_create(&labels).set(gauge_value(s.last_seq));
             self.stream_oldest_age_seconds.get_or_create(&labels).set(s.oldest_age_seconds);
         }
@@ -246,6 +255,7 @@ async fn read(js: &jetstream::Context) -> Result<Reading, async_nats::Error> {
             StreamReading {
                 messages: state.messages,
                 bytes: state.bytes,
+                max_bytes: stream.cached_info().config.max_bytes,
                 last_seq: state.last_sequence,
                 oldest_age_seconds,
             },
@@ -294,7 +304,13 @@ mod tests {
         metrics.apply(Reading {
             streams: vec![(
                 "TASKS".into(),
-                StreamReading { messages: 7, bytes: 700, last_seq: 9, oldest_age_seconds: 3 },
+                StreamReading {
+                    messages: 7,
+                    bytes: 700,
+                    max_bytes: 1000,
+                    last_seq: 9,
+                    oldest_age_seconds: 3,
+                },
             )],
             consumers: vec![consumer("workers", 5), consumer("old", 1)],
             priorities: Default::default(),
@@ -321,6 +337,7 @@ mod tests {
             text.contains(r#"courier_jetstream_stream_oldest_age_seconds{stream="TASKS"} 3"#),
             "{text}"
         );
+        assert!(text.contains(r#"courier_jetstream_stream_max_bytes{stream="TASKS"} 1000"#));
         assert!(text.contains("courier_jetstream_up 1"), "{text}");
         assert!(
             text.contains(r#"courier_jetstream_tasks_pending{priority="high"} 4"#)

@@ -400,6 +400,7 @@ impl ChatStore {
             .collection(USERS)
             .clone_with_type::<Row>()
             .find(doc! {"username": {"$in": usernames}})
+            .max_time(self.store.query_timeout())
             .projection(doc! {"_id": 1, "username": 1})
             .limit(i64::try_from(usernames.len()).unwrap_or(i64::MAX))
             .await?
@@ -409,11 +410,19 @@ impl ChatStore {
     }
 
     pub async fn room(&self, id: ObjectId) -> mongodb::error::Result<Option<RoomDoc>> {
-        self.rooms().find_one(doc! {"_id": id}).projection(room_projection()).await
+        self.rooms()
+            .find_one(doc! {"_id": id})
+            .max_time(self.store.query_timeout())
+            .projection(room_projection())
+            .await
     }
 
     pub async fn direct_room(&self, key: &str) -> mongodb::error::Result<Option<RoomDoc>> {
-        self.rooms().find_one(doc! {"direct_key": key}).projection(room_projection()).await
+        self.rooms()
+            .find_one(doc! {"direct_key": key})
+            .max_time(self.store.query_timeout())
+            .projection(room_projection())
+            .await
     }
 
     pub async fn membership(
@@ -421,7 +430,10 @@ impl ChatStore {
         room_id: ObjectId,
         user_id: ObjectId,
     ) -> mongodb::error::Result<Option<MemberDoc>> {
-        self.members().find_one(doc! {"room_id": room_id, "user_id": user_id}).await
+        self.members()
+            .find_one(doc! {"room_id": room_id, "user_id": user_id})
+            .max_time(self.store.query_timeout())
+            .await
     }
 
     pub async fn membership_by_username(
@@ -429,7 +441,10 @@ impl ChatStore {
         room_id: ObjectId,
         username: &str,
     ) -> mongodb::error::Result<Option<MemberDoc>> {
-        self.members().find_one(doc! {"room_id": room_id, "username": username}).await
+        self.members()
+            .find_one(doc! {"room_id": room_id, "username": username})
+            .max_time(self.store.query_timeout())
+            .await
     }
 
     /// The members among `usernames` (for `@mentions`).
@@ -443,6 +458,7 @@ impl ChatStore {
         }
         self.members()
             .find(doc! {"room_id": room_id, "username": {"$in": usernames}})
+            .max_time(self.store.query_timeout())
             .await?
             .try_collect()
             .await
@@ -458,6 +474,7 @@ impl ChatStore {
         }
         self.members()
             .find(doc! {"room_id": room_id, "user_id": {"$in": user_ids}})
+            .max_time(self.store.query_timeout())
             .await?
             .try_collect()
             .await
@@ -467,6 +484,7 @@ impl ChatStore {
     pub async fn room_members(&self, room_id: ObjectId) -> mongodb::error::Result<Vec<MemberDoc>> {
         self.members()
             .find(doc! {"room_id": room_id})
+            .max_time(self.store.query_timeout())
             .sort(doc! {"joined_at": 1, "_id": 1})
             .limit(chat::MAX_MEMBERS as i64)
             .await?
@@ -487,6 +505,7 @@ impl ChatStore {
                 .find_one(
                     doc! {"room_id": room_id, "role": role.as_str(), "user_id": {"$ne": leaving}},
                 )
+                .max_time(self.store.query_timeout())
                 .sort(doc! {"joined_at": 1, "_id": 1})
                 .await?;
             if found.is_some() {
@@ -502,12 +521,38 @@ impl ChatStore {
             .store
             .collection(MEMBERS)
             .find(doc! {"room_id": room_id, "role": Role::Owner.as_str()})
+            .max_time(self.store.query_timeout())
             .projection(doc! {"_id": 1})
             .limit(2)
             .await?
             .try_collect()
             .await?;
         Ok(owners.len() as u64)
+    }
+
+    /// The opaque room-list cursor after `room`: its activity time and id.
+    pub fn room_cursor(room: &RoomDoc) -> String {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}.{}",
+            room.last_activity_at.timestamp_millis(),
+            room.id.to_hex()
+        ))
+    }
+
+    /// Decodes a client's room-list cursor (like every cursor, checked in the store before any
+    /// query: a whole number of milliseconds and an `ObjectId`, nothing else).
+    pub fn decode_room_cursor(
+        text: &str,
+    ) -> Result<(bson::DateTime, ObjectId), crate::query::CursorError> {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let malformed = crate::query::CursorError::Malformed;
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed.clone())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed.clone())?;
+        let (millis, id) = text.split_once('.').ok_or(malformed.clone())?;
+        let millis: i64 = millis.parse().map_err(|_| malformed.clone())?;
+        let id = ObjectId::parse_str(id).map_err(|_| malformed)?;
+        Ok((bson::DateTime::from_millis(millis), id))
     }
 
     /// My rooms, newest activity first, after the `(last_activity_at, id)` position `after`.
@@ -529,6 +574,7 @@ impl ChatStore {
         }
         self.rooms()
             .find(filter)
+            .max_time(self.store.query_timeout())
             .sort(doc! {"last_activity_at": -1, "_id": -1})
             .projection(room_projection())
             .limit(limit)
@@ -548,6 +594,7 @@ impl ChatStore {
         }
         self.members()
             .find(doc! {"user_id": user_id, "room_id": {"$in": room_ids}})
+            .max_time(self.store.query_timeout())
             .await?
             .try_collect()
             .await
@@ -558,7 +605,10 @@ impl ChatStore {
         room_id: ObjectId,
         id: ObjectId,
     ) -> mongodb::error::Result<Option<MessageDoc>> {
-        self.messages().find_one(doc! {"_id": id, "room_id": room_id}).await
+        self.messages()
+            .find_one(doc! {"_id": id, "room_id": room_id})
+            .max_time(self.store.query_timeout())
+            .await
     }
 
     pub async fn message_by_client_id(
@@ -571,6 +621,7 @@ impl ChatStore {
             .find_one(
                 doc! {"room_id": room_id, "author.id": author, "client_msg_id": client_msg_id},
             )
+            .max_time(self.store.query_timeout())
             .await
     }
 
@@ -589,6 +640,7 @@ impl ChatStore {
         let mut page: Vec<MessageDoc> = self
             .messages()
             .find(filter)
+            .max_time(self.store.query_timeout())
             .sort(doc! {"seq": order})
             .limit(limit)
             .await?
@@ -611,9 +663,11 @@ impl ChatStore {
         let messages = self.store.collection(MESSAGES);
         let own = messages
             .count_documents(doc! {"room_id": room_id, "author.id": user_id, "seq": {"$gt": seq}})
+            .max_time(self.store.query_timeout())
             .await?;
         let mentions = messages
             .count_documents(doc! {"room_id": room_id, "mentions": user_id, "seq": {"$gt": seq}})
+            .max_time(self.store.query_timeout())
             .await?;
         Ok((i64::try_from(own).unwrap_or(i64::MAX), i64::try_from(mentions).unwrap_or(i64::MAX)))
     }
@@ -626,6 +680,7 @@ impl ChatStore {
     ) -> mongodb::error::Result<Option<ReactionDoc>> {
         self.reactions()
             .find_one(doc! {"message_id": message_id, "user_id": user_id, "emoji": emoji})
+            .max_time(self.store.query_timeout())
             .await
     }
 
@@ -648,6 +703,7 @@ impl ChatStore {
             .collection(USER_COUNTERS)
             .clone_with_type::<Counter>()
             .find(doc! {"_id": {"$in": users}})
+            .max_time(self.store.query_timeout())
             .await?
             .try_collect()
             .await?;

@@ -1,12 +1,76 @@
 //! The stored form of documents (`{_id: ObjectId, _v: version, ...}`) and the api form
-//! (`{"id": "<hex>", ...}`), conversions between them, and [`StoredDocument`]: what a read
-//! returns.
+//! (`{"id": "<hex>", ...}`), conversions between them, [`StoredDocument`]: what a read
+//! returns, and the one rule on stored field names ([`check_field_names`]).
 
 use mongodb::bson::{self, Bson, Document, oid::ObjectId};
 use serde_json::Value;
 
 /// Field holding the document's version (1 on create, +1 per change): ETags and event order.
 pub const VERSION_FIELD: &str = "_v";
+
+/// Why a stored field name is refused: MongoDB reads a leading `$` as an operator and a `.` as
+/// a path, so such names cannot be queried, updated or even round-tripped reliably.
+pub const FIELD_NAME_RULE: &str =
+    "is not a storable field name: names may not start with '$' or contain '.'";
+
+/// A field whose name breaks the rule ([`FIELD_NAME_RULE`]): its path, parents dotted
+/// (`meta.$ne`, `tags.0.a.b`), as the api names failing fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{path}' {FIELD_NAME_RULE}")]
+pub struct FieldNameError {
+    pub path: String,
+}
+
+/// Whether `name` may be a stored field name (not empty-checked: MongoDB stores `""`).
+pub fn is_storable_field_name(name: &str) -> bool {
+    !name.starts_with('$') && !name.contains('.')
+}
+
+/// Checks every field name of `document`, at any depth (inside arrays too): the first one that
+/// starts with `$` or contains `.` is the error. [`Store::commit`](crate::Store::commit) runs it
+/// on everything it writes, so no write path can store such a name.
+pub fn check_field_names(document: &Document) -> Result<(), FieldNameError> {
+    check_document(document, "")
+}
+
+/// Checks the values of an update operator document (`{"$set": {"a.b": v}}`): its operators and
+/// the paths they name are Courier's own; the values written are checked like documents.
+pub fn check_update_values(update: &Document) -> Result<(), FieldNameError> {
+    for (_operator, argument) in update {
+        if let Bson::Document(fields) = argument {
+            for (path, value) in fields {
+                check_value(value, path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") }
+}
+
+fn check_document(document: &Document, parent: &str) -> Result<(), FieldNameError> {
+    for (name, value) in document {
+        let path = join(parent, name);
+        if !is_storable_field_name(name) {
+            return Err(FieldNameError { path });
+        }
+        check_value(value, &path)?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &Bson, path: &str) -> Result<(), FieldNameError> {
+    match value {
+        Bson::Document(document) => check_document(document, path),
+        Bson::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| check_value(item, &join(path, &index.to_string()))),
+        _ => Ok(()),
+    }
+}
 
 /// The stored form of a JSON object body.
 pub fn to_stored(id: ObjectId, version: i64, body: &Value) -> Result<Document, bson::ser::Error> {
@@ -86,6 +150,33 @@ mod tests {
             to_api(stored),
             json!({"id": id.to_hex(), "nombre": "Camiseta", "precio": 25.99, "stock": 3, "tags": ["a"]})
         );
+    }
+
+    #[test]
+    fn operator_and_path_names_are_refused_at_any_depth() {
+        let id = ObjectId::new();
+        for (body, path) in [
+            (json!({"$where": "1"}), "$where"),
+            (json!({"a.b": 1}), "a.b"),
+            (json!({"meta": {"$ne": null}}), "meta.$ne"),
+            (json!({"tags": [1, {"x": {"y.z": 2}}]}), "tags.1.x.y.z"),
+            (json!({"ok": [[{"$gt": ""}]]}), "ok.0.0.$gt"),
+        ] {
+            let stored = to_stored(id, 1, &body).unwrap();
+            assert_eq!(
+                check_field_names(&stored),
+                Err(FieldNameError { path: path.into() }),
+                "{body}"
+            );
+        }
+        // Values may hold anything; names with '$' or '.' inside (not leading) are fine… for '$'.
+        let fine = json!({"price$": "$1.00", "a": {"b": ["$ne", "x.y"]}, "": 1});
+        assert_eq!(check_field_names(&to_stored(id, 1, &fine).unwrap()), Ok(()));
+        // Updates: operators and their paths are Courier's; the values they write are checked.
+        let update = mongodb::bson::doc! {"$set": {"reactions.x": 1, "meta": {"$ne": 1}}};
+        assert_eq!(check_update_values(&update), Err(FieldNameError { path: "meta.$ne".into() }));
+        let update = mongodb::bson::doc! {"$inc": {"reactions.x": 1}, "$push": {"ids": 1}};
+        assert_eq!(check_update_values(&update), Ok(()));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! changes and outbox records commit together), the outbox publisher/relay that turns each commit
 //! into exactly one event, scheduled tasks waiting for their time ([`Scheduler`]), and the task
 //! queue's JetStream state ([`Queues`]). It is the only code that builds MongoDB queries.
+//! Writes headed for a full stream, or past the outbox's bound, are refused up front
+//! ([`admission`]).
 
+pub mod admission;
 pub mod change;
 pub mod chat;
 pub mod documents;
@@ -22,7 +25,9 @@ pub use documents::StoredDocument;
 pub use metrics::OutboxMetrics;
 pub use modify::{Committed, Decision, Modified, Modify, ModifyError, Precondition};
 pub use outbox::{Outbox, OutboxRecord};
-pub use query::{Cursor, FieldCondition, ListSpec, Next, Page, Scalar, SortKey};
+pub use query::{
+    Cursor, CursorError, FieldCondition, ListSpec, Next, Page, Scalar, SortKey, ValueKind,
+};
 pub use queues::{QueueError, Queues};
 pub use scheduled::{ScheduledSummary, ScheduledTask, Scheduler, SchedulerMetrics};
 pub use store::{Store, StoreError, Write};

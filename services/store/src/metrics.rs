@@ -17,6 +17,8 @@ pub struct OutboxMetrics {
     pub outbox_pending: Gauge,
     /// Age of the oldest waiting outbox record at the last relay round, in seconds.
     pub outbox_oldest_age_seconds: Gauge,
+    /// Outbox records waiting, counted up to just above `COURIER_OUTBOX_MAX_PENDING`.
+    pub outbox_backlog: Gauge,
 }
 
 impl OutboxMetrics {
@@ -46,6 +48,11 @@ impl OutboxMetrics {
             "courier_outbox_oldest_age_seconds",
             "Age of the oldest waiting outbox record",
             metrics.outbox_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "courier_outbox_backlog",
+            "Outbox records waiting (counted up to just above COURIER_OUTBOX_MAX_PENDING); over it, writes are refused",
+            metrics.outbox_backlog.clone(),
         );
         std::sync::Arc::new(metrics)
     }

@@ -135,7 +135,10 @@ fn lost_race(err: &StoreError) -> bool {
         StoreError::Mongo(err) => {
             err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
         }
-        StoreError::OutcomeUnknown(_) => false,
+        StoreError::OutcomeUnknown(_)
+        | StoreError::FieldName { .. }
+        | StoreError::StreamFull { .. }
+        | StoreError::OutboxFull => false,
     }
 }
 

@@ -5,17 +5,30 @@
 //!
 //! Order per document: a record is published only when no older record of the same document
 //! is still waiting, so events of one document enter the stream in commit order.
+//!
+//! A publish refused because the stream is full marks that stream in the store's
+//! [`StreamGate`](crate::admission::StreamGate) (new writes for it are refused); a publish that
+//! succeeds, or a probe of the stream finding room, clears it.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use courier_core::{Event, subjects::TRACE_HEADER};
+use courier_core::{Event, jetstream::is_stream_full_error, subjects::TRACE_HEADER};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc};
 use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{metrics::OutboxMetrics, store::Store};
+use crate::{admission, metrics::OutboxMetrics, store::Store};
+
+/// How often the relay asks a full stream it has nothing to retry for whether it has room.
+const FULL_STREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the relay counts the outbox backlog against its bound.
+const BACKLOG_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The outbox bound unless the service sets one ([`Outbox::with_max_pending`]).
+pub const DEFAULT_MAX_PENDING: u64 = 100_000;
 
 pub const OUTBOX_COLLECTION: &str = "_outbox";
 
@@ -75,6 +88,7 @@ pub struct Outbox {
     js: jetstream::Context,
     metrics: Arc<OutboxMetrics>,
     tasks: TaskTracker,
+    max_pending: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +104,35 @@ pub enum PublishError {
 impl Outbox {
     pub fn new(store: Store, nats: async_nats::Client, metrics: Arc<OutboxMetrics>) -> Self {
         let js = jetstream::new(nats.clone());
-        Outbox { store, nats, js, metrics, tasks: TaskTracker::new() }
+        Outbox {
+            store,
+            nats,
+            js,
+            metrics,
+            tasks: TaskTracker::new(),
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// The same outbox bounded at `max_pending` waiting records: over it, the relay has new
+    /// writes refused (see [`crate::admission`]).
+    pub fn with_max_pending(mut self, max_pending: u64) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// Counts the waiting records (up to just above the bound) and tells the gate.
+    async fn check_backlog(&self) -> Result<(), PublishError> {
+        let pending = self
+            .store
+            .outbox()
+            .count_documents(doc! {})
+            .limit(self.max_pending.saturating_add(1))
+            .max_time(self.store.query_timeout())
+            .await?;
+        self.metrics.outbox_backlog.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.store.stream_gate().observe_backlog(pending, self.max_pending);
+        Ok(())
     }
 
     /// The fast path: publish `records` right after their commit, in the background, so the
@@ -125,15 +167,52 @@ impl Outbox {
                 .count_documents(
                     doc! {"doc_key": &record.doc_key, "doc_version": {"$lt": record.doc_version}},
                 )
+                .max_time(self.store.query_timeout())
                 .await?;
             if older > 0 {
                 return Ok(false);
             }
         }
-        self.publish(record).await?;
+        if let Err(err) = self.publish(record).await {
+            self.note_failure(&record.subject, &err.to_string());
+            return Err(err);
+        }
+        self.note_success(&record.subject);
         self.store.outbox().delete_one(doc! {"_id": &record.id}).await?;
         self.metrics.events_published.inc();
         Ok(true)
+    }
+
+    /// A publish to `subject` failed with `message`: a full stream refuses new writes.
+    fn note_failure(&self, subject: &str, message: &str) {
+        if is_stream_full_error(message)
+            && let Some(stream) = admission::stream_of(subject)
+        {
+            self.store.stream_gate().mark_full(stream);
+        }
+    }
+
+    /// A publish to `subject` succeeded: its stream has room.
+    fn note_success(&self, subject: &str) {
+        if let Some(stream) = admission::stream_of(subject) {
+            self.store.stream_gate().clear(stream);
+        }
+    }
+
+    /// Clears each full stream that reports room again (one it has no record to retry for
+    /// would otherwise stay refused).
+    async fn probe_full_streams(&self) {
+        for stream in self.store.stream_gate().full_streams() {
+            match self.js.get_stream(stream).await {
+                Ok(info) => {
+                    let info = info.cached_info();
+                    if admission::has_room(info.state.bytes, info.config.max_bytes) {
+                        self.store.stream_gate().clear(stream);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, stream, "probing a full stream failed"),
+            }
+        }
     }
 
     async fn publish(&self, record: &OutboxRecord) -> Result<(), PublishError> {
@@ -149,10 +228,19 @@ impl Outbox {
     /// The relay: every `interval`, publish records older than `grace` (the fast path's share),
     /// until `shutdown`. Runs in every api replica; duplicates are dropped by JetStream.
     pub async fn run_relay(self, interval: Duration, grace: Duration, shutdown: CancellationToken) {
+        let mut last_probe = tokio::time::Instant::now();
+        let mut last_count: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(interval) => {}
+            }
+            // NATS up or not: the bound matters most while nothing can be published.
+            if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_CHECK_INTERVAL) {
+                last_count = Some(tokio::time::Instant::now());
+                if let Err(err) = self.check_backlog().await {
+                    tracing::debug!(%err, "counting the outbox backlog failed");
+                }
             }
             if self.nats.connection_state() != async_nats::connection::State::Connected {
                 continue;
@@ -161,6 +249,10 @@ impl Outbox {
                 Ok(0) => {}
                 Ok(published) => tracing::info!(published, "outbox relay published pending events"),
                 Err(err) => tracing::warn!(%err, "outbox relay round failed; retrying"),
+            }
+            if last_probe.elapsed() >= FULL_STREAM_PROBE_INTERVAL {
+                last_probe = tokio::time::Instant::now();
+                self.probe_full_streams().await;
             }
         }
         self.tasks.close();
@@ -176,6 +268,7 @@ impl Outbox {
         let outbox = self.store.outbox();
         let batch: Vec<OutboxRecord> = outbox
             .find(doc! {"created_at": {"$lte": cutoff}})
+            .max_time(self.store.query_timeout())
             .sort(doc! {"created_at": 1, "_id": 1})
             .limit(RELAY_BATCH)
             .await?
@@ -185,14 +278,19 @@ impl Outbox {
         if batch.is_empty() {
             return Ok(0);
         }
-        let ready = self.in_document_order(batch).await?;
+        let mut ready = self.in_document_order(batch).await?;
+        // Records for a full stream wait for the probe to find room (they would only fail, and
+        // hold up the others behind them).
+        let full = self.store.stream_gate().full_streams();
+        ready.retain(|r| admission::stream_of(&r.subject).is_none_or(|s| !full.contains(&s)));
 
         // Pipeline the publishes on the one connection (order is kept), then await the acks.
         let mut acks = Vec::with_capacity(ready.len());
         for record in &ready {
             match self.js.send_publish(record.subject.clone(), publish_message(record)).await {
-                Ok(ack) => acks.push((record.id.clone(), ack)),
+                Ok(ack) => acks.push((record.id.clone(), record.subject.as_str(), ack)),
                 Err(err) => {
+                    self.note_failure(&record.subject, &err.to_string());
                     self.metrics.publish_failures.inc();
                     tracing::debug!(%err, "relay publish failed");
                     break;
@@ -200,10 +298,14 @@ impl Outbox {
             }
         }
         let mut published = Vec::with_capacity(acks.len());
-        for (id, ack) in acks {
+        for (id, subject, ack) in acks {
             match ack.await {
-                Ok(_) => published.push(id),
+                Ok(_) => {
+                    self.note_success(subject);
+                    published.push(id);
+                }
                 Err(err) => {
+                    self.note_failure(subject, &err.to_string());
                     self.metrics.publish_failures.inc();
                     tracing::debug!(%err, "relay publish not acknowledged");
                     break;
@@ -235,6 +337,7 @@ impl Outbox {
             .outbox()
             .clone_with_type::<Pending>()
             .find(doc! {"doc_key": {"$in": keys}})
+            .max_time(self.store.query_timeout())
             .projection(doc! {"doc_key": 1, "doc_version": 1, "_id": 0})
             .await?
             .try_collect()

@@ -6,9 +6,16 @@
 //! Order is total: the sort keys, then `_id`. A cursor holds the previous page's last sort values
 //! and id, and the next page starts strictly after that position, so pages never skip or repeat
 //! a document. MongoDB sorts null (and a missing field) before every other value.
+//!
+//! Cursors are opaque text that clients hand back, so they are decoded and checked here, in one
+//! place ([`Cursor::decode`]): base64 JSON naming the sort it belongs to, one value per sort key
+//! that must be a scalar of that key's [`ValueKind`] (or null), and an `ObjectId`. Anything else
+//! is a [`CursorError`] and nothing is queried.
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{documents::StoredDocument, store::Store};
@@ -72,11 +79,53 @@ pub struct FieldCondition {
     pub any_of: Vec<Scalar>,
 }
 
+/// What a field holds (from the collection's schema), so a cursor value can be checked against
+/// it. Null (a missing field) fits every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Boolean,
+    /// Whole numbers (a double without a fraction, as JSON Schema's `integer` allows, too).
+    Integer,
+    Number,
+    String,
+    /// Not one scalar type (no type, several, objects or arrays): any scalar.
+    Any,
+}
+
+impl ValueKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ValueKind::Boolean => "true, false or null",
+            ValueKind::Integer => "a whole number or null",
+            ValueKind::Number => "a number or null",
+            ValueKind::String => "a string or null",
+            ValueKind::Any => "a scalar",
+        }
+    }
+}
+
+impl Scalar {
+    /// Whether this value can be one of a field of `kind`.
+    pub fn fits(&self, kind: ValueKind) -> bool {
+        match (self, kind) {
+            (Scalar::Null, _) | (_, ValueKind::Any) => true,
+            (Scalar::Bool(_), ValueKind::Boolean) => true,
+            (Scalar::Int(_), ValueKind::Integer | ValueKind::Number) => true,
+            (Scalar::Double(f), ValueKind::Integer) => f.fract() == 0.0,
+            (Scalar::Double(_), ValueKind::Number) => true,
+            (Scalar::String(_), ValueKind::String) => true,
+            _ => false,
+        }
+    }
+}
+
 /// One sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortKey {
     pub field: String,
     pub descending: bool,
+    /// What the field holds: a cursor's value for this key must fit it.
+    pub kind: ValueKind,
 }
 
 /// Where a page ended: its last document's value of each sort key, and its id.
@@ -85,6 +134,75 @@ pub struct Cursor {
     /// One value per sort key of the [`ListSpec`], in order.
     pub values: Vec<Scalar>,
     pub id: ObjectId,
+}
+
+/// Why a client's cursor text is refused (the api answers 400 naming `cursor`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("is malformed; use the 'next' value of a previous page")]
+    Malformed,
+    #[error("belongs to a different sort; repeat the same sort with it")]
+    OtherSort,
+    #[error(
+        "holds a value for '{field}' that is not {expected}; use the 'next' value of a previous page"
+    )]
+    WrongType { field: String, expected: &'static str },
+}
+
+/// The opaque cursor's content: the sort it belongs to, the last document's sort values and id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CursorPosition {
+    #[serde(rename = "s")]
+    sort: String,
+    #[serde(rename = "v")]
+    values: Vec<Value>,
+    id: String,
+}
+
+/// The sort as text (`-age,name`): what a cursor is bound to.
+fn sort_text(sort: &[SortKey]) -> String {
+    let keys: Vec<String> = sort
+        .iter()
+        .map(|k| if k.descending { format!("-{}", k.field) } else { k.field.clone() })
+        .collect();
+    keys.join(",")
+}
+
+impl Cursor {
+    /// The opaque text of this position in `sort`'s order (what a page's `next` holds).
+    pub fn encode(&self, sort: &[SortKey]) -> String {
+        let position = CursorPosition {
+            sort: sort_text(sort),
+            values: self.values.iter().map(Scalar::to_json).collect(),
+            id: self.id.to_hex(),
+        };
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).expect("cursor serializes"))
+    }
+
+    /// Decodes and checks a client's cursor for `sort`: the same sort, one scalar of each key's
+    /// kind per key, and an `ObjectId`. Only what passes can reach a query, so a crafted cursor
+    /// holding `{"$ne": …}`, `{"$regex": …}` or a value of another type is refused.
+    pub fn decode(text: &str, sort: &[SortKey]) -> Result<Cursor, CursorError> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| CursorError::Malformed)?;
+        let position: CursorPosition =
+            serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)?;
+        if position.sort != sort_text(sort) || position.values.len() != sort.len() {
+            return Err(CursorError::OtherSort);
+        }
+        let id = ObjectId::parse_str(&position.id).map_err(|_| CursorError::Malformed)?;
+        let mut values = Vec::with_capacity(sort.len());
+        for (value, key) in position.values.iter().zip(sort) {
+            let scalar = Scalar::from_json(value).ok_or(CursorError::Malformed)?;
+            if !scalar.fits(key.kind) {
+                return Err(CursorError::WrongType {
+                    field: key.field.clone(),
+                    expected: key.kind.describe(),
+                });
+            }
+            values.push(scalar);
+        }
+        Ok(Cursor { values, id })
+    }
 }
 
 /// A list request.
@@ -207,7 +325,11 @@ impl Store {
         collection: &str,
         id: ObjectId,
     ) -> mongodb::error::Result<Option<StoredDocument>> {
-        let found = self.collection(collection).find_one(doc! {"_id": id}).await?;
+        let found = self
+            .collection(collection)
+            .find_one(doc! {"_id": id})
+            .max_time(self.query_timeout())
+            .await?;
         Ok(found.and_then(StoredDocument::from_stored))
     }
 
@@ -217,6 +339,7 @@ impl Store {
         let mut found: Vec<Document> = self
             .collection(collection)
             .find(spec.filter_document())
+            .max_time(self.query_timeout())
             .sort(spec.sort_document())
             .limit(i64::from(limit) + 1)
             .await?
@@ -240,7 +363,71 @@ mod tests {
     use serde_json::json;
 
     fn key(field: &str, descending: bool) -> SortKey {
-        SortKey { field: field.into(), descending }
+        SortKey { field: field.into(), descending, kind: ValueKind::Any }
+    }
+
+    fn typed(field: &str, kind: ValueKind) -> SortKey {
+        SortKey { field: field.into(), descending: false, kind }
+    }
+
+    fn forge(sort: &str, values: Value, id: &str) -> String {
+        let position = json!({"s": sort, "v": values, "id": id});
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).unwrap())
+    }
+
+    const OID: &str = "65f0c0ffee0123456789abcd";
+
+    #[test]
+    fn cursors_round_trip_for_their_own_sort_only() {
+        let sort = vec![typed("weight", ValueKind::Number), key("name", true)];
+        let cursor = Cursor {
+            values: vec![Scalar::Double(4.5), Scalar::Null],
+            id: ObjectId::parse_str(OID).unwrap(),
+        };
+        let text = cursor.encode(&sort);
+        assert_eq!(Cursor::decode(&text, &sort), Ok(cursor));
+        assert_eq!(Cursor::decode(&text, &sort[..1]), Err(CursorError::OtherSort));
+        assert_eq!(Cursor::decode(&text, &[key("weight", false)]), Err(CursorError::OtherSort));
+        for garbage in ["", "!!", "e30", "bnVsbA"] {
+            assert_eq!(Cursor::decode(garbage, &sort), Err(CursorError::Malformed), "{garbage}");
+        }
+    }
+
+    /// A cursor is base64 JSON a client can forge: operators, arrays, ids that are not ids and
+    /// values of another type than the sort field's are refused before any query is built.
+    #[test]
+    fn a_crafted_cursor_is_refused_before_any_query() {
+        let name = [typed("name", ValueKind::String)];
+        for (values, id) in [
+            (json!([{"$ne": null}]), OID),
+            (json!([{"$regex": ".*"}]), OID),
+            (json!([["$where"]]), OID),
+            (json!(["Rex"]), "{\"$gt\": \"\"}"),
+            (json!(["Rex", "extra"]), OID),
+        ] {
+            let crafted = forge("name", values.clone(), id);
+            assert!(Cursor::decode(&crafted, &name).is_err(), "{values} {id}");
+        }
+        let wrong = |sort: &[SortKey], value: Value| {
+            Cursor::decode(&forge(&sort_text(sort), json!([value]), OID), sort)
+        };
+        assert_eq!(
+            wrong(&name, json!(3)),
+            Err(CursorError::WrongType { field: "name".into(), expected: "a string or null" })
+        );
+        let age = [typed("age", ValueKind::Integer)];
+        assert!(matches!(wrong(&age, json!("4")), Err(CursorError::WrongType { .. })));
+        assert!(matches!(wrong(&age, json!(4.5)), Err(CursorError::WrongType { .. })));
+        assert!(wrong(&age, json!(4.0)).is_ok());
+        assert!(wrong(&age, json!(null)).is_ok());
+        let vaccinated = [typed("vaccinated", ValueKind::Boolean)];
+        assert!(matches!(wrong(&vaccinated, json!(0)), Err(CursorError::WrongType { .. })));
+        let weight = [typed("weight", ValueKind::Number)];
+        assert!(wrong(&weight, json!(3)).is_ok());
+        assert!(matches!(wrong(&weight, json!(true)), Err(CursorError::WrongType { .. })));
+        // A string that merely looks like an operator is a compared value.
+        let looks_like = Cursor::decode(&forge("name", json!(["$ne"]), OID), &name).unwrap();
+        assert_eq!(looks_like.values, [Scalar::String("$ne".into())]);
     }
 
     #[test]

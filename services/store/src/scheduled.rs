@@ -120,8 +120,9 @@ impl Store {
 
     pub async fn scheduled_summary(&self) -> mongodb::error::Result<ScheduledSummary> {
         let scheduled = self.scheduled_tasks();
-        let count = scheduled.count_documents(doc! {}).await?;
-        let next = scheduled.find_one(doc! {}).sort(doc! {"due": 1}).await?;
+        let limit = self.query_timeout();
+        let count = scheduled.count_documents(doc! {}).max_time(limit).await?;
+        let next = scheduled.find_one(doc! {}).sort(doc! {"due": 1}).max_time(limit).await?;
         Ok(ScheduledSummary { count, next_due: next.map(|task| task.due) })
     }
 
@@ -134,6 +135,7 @@ impl Store {
         let due: Vec<ScheduledTask> = self
             .scheduled_tasks()
             .find(doc! {"due": {"$lte": now}})
+            .max_time(self.query_timeout())
             .sort(doc! {"due": 1, "_id": 1})
             .limit(RELEASE_BATCH)
             .await?
@@ -180,7 +182,10 @@ fn released_elsewhere(err: &StoreError) -> bool {
         StoreError::Mongo(err) => {
             err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
         }
-        StoreError::OutcomeUnknown(_) => false,
+        StoreError::OutcomeUnknown(_)
+        | StoreError::FieldName { .. }
+        | StoreError::StreamFull { .. }
+        | StoreError::OutboxFull => false,
     }
 }
 

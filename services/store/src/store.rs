@@ -1,7 +1,9 @@
-//! MongoDB access: the connection, the indexes Courier needs, and the one transactional write
-//! path (document changes and their outbox records commit together or not at all).
+//! MongoDB access: the connection, the indexes Courier needs, the query time limit every read
+//! carries (`maxTimeMS`), and the one transactional write path (document changes and their
+//! outbox records commit together or not at all; field names are checked before anything is
+//! written).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use mongodb::{
     Client, Collection, Database, IndexModel,
@@ -11,12 +13,20 @@ use mongodb::{
 };
 
 use crate::{
-    documents::VERSION_FIELD,
+    admission::{Refusal, StreamGate},
+    documents::{FieldNameError, VERSION_FIELD, check_field_names, check_update_values},
     outbox::{OUTBOX_COLLECTION, OutboxRecord},
 };
 
 /// Attempts for a transaction that keeps hitting transient errors (write conflicts, elections).
 const TRANSACTION_ATTEMPTS: usize = 5;
+
+/// The server-side time limit of every query (`maxTimeMS`) and transaction commit
+/// (`maxCommitTimeMS`) unless the service configures another ([`Store::with_query_timeout`]).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// MongoDB's error code for an operation that outlived its `maxTimeMS`.
+const MAX_TIME_MS_EXPIRED: i32 = 50;
 
 /// One write inside a transaction. Replace and delete apply only to the expected version
 /// (optimistic concurrency): otherwise the whole transaction fails with `VersionConflict`.
@@ -62,6 +72,18 @@ pub enum StoreError {
     /// The store stopped answering while committing: the change may or may not be stored.
     #[error("the commit's outcome is unknown: {0}")]
     OutcomeUnknown(#[source] mongodb::error::Error),
+    /// A document to write holds a field name MongoDB would read as an operator or a path:
+    /// nothing was written.
+    #[error("a document of '{collection}' cannot be stored: {error}")]
+    FieldName { collection: String, error: FieldNameError },
+    /// The write's events or tasks would go to a stream that is full (its `max_bytes` reached):
+    /// refused before anything was written (see [`crate::admission`]).
+    #[error("the {stream} stream is full; nothing was written")]
+    StreamFull { stream: &'static str },
+    /// The outbox holds more records than its bound (NATS unreachable for long, or too slow):
+    /// refused before anything was written (see [`crate::admission`]).
+    #[error("too many changes wait to be published; nothing was written")]
+    OutboxFull,
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
 }
@@ -70,6 +92,8 @@ pub enum StoreError {
 pub struct Store {
     client: Client,
     db: Database,
+    query_timeout: Duration,
+    gate: Arc<StreamGate>,
 }
 
 /// Whether an error means "the database cannot be reached right now" (→ 503), as opposed to a
@@ -81,6 +105,40 @@ pub fn is_unavailable(err: &mongodb::error::Error) -> bool {
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
     )
+}
+
+/// Whether an error means the query outlived its time limit (`maxTimeMS`, see
+/// [`Store::with_query_timeout`]): the server stopped it; nothing was changed by it.
+pub fn is_query_timeout(err: &mongodb::error::Error) -> bool {
+    matches!(err.kind.as_ref(), ErrorKind::Command(command) if command.code == MAX_TIME_MS_EXPIRED)
+}
+
+impl Write {
+    /// The collection written.
+    pub fn collection(&self) -> &str {
+        match self {
+            Write::Insert { collection, .. }
+            | Write::Replace { collection, .. }
+            | Write::Delete { collection, .. }
+            | Write::Update { collection, .. }
+            | Write::DeleteMatching { collection, .. } => collection,
+        }
+    }
+
+    /// The field-name rule ([`check_field_names`]) on what this write stores.
+    fn check_field_names(&self) -> Result<(), StoreError> {
+        let checked = match self {
+            Write::Insert { document, .. } | Write::Replace { document, .. } => {
+                check_field_names(document)
+            }
+            Write::Update { update, .. } => check_update_values(update),
+            Write::Delete { .. } | Write::DeleteMatching { .. } => Ok(()),
+        };
+        checked.map_err(|error| StoreError::FieldName {
+            collection: self.collection().to_owned(),
+            error,
+        })
+    }
 }
 
 impl Store {
@@ -98,7 +156,29 @@ impl Store {
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options)?;
         let db = client.database(database);
-        Ok(Store { client, db })
+        Ok(Store {
+            client,
+            db,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            gate: Arc::new(StreamGate::default()),
+        })
+    }
+
+    /// The same store with `timeout` as the server-side limit of every query (`maxTimeMS`) and
+    /// commit (`maxCommitTimeMS`); a query that outlives it fails ([`is_query_timeout`]).
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Which streams this process found full (shared by its clones and its outbox).
+    pub fn stream_gate(&self) -> &StreamGate {
+        &self.gate
+    }
+
+    /// The limit every query carries (`.max_time(store.query_timeout())`).
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     pub fn collection(&self, name: &str) -> Collection<Document> {
@@ -166,11 +246,21 @@ impl Store {
         writes: &[Write],
         outbox: &[OutboxRecord],
     ) -> Result<(), StoreError> {
+        // The rule on field names, before anything is written.
+        for write in writes {
+            write.check_field_names()?;
+        }
+        // No new records for a stream that refuses them: the outbox would only grow.
+        match self.gate.refusal(outbox) {
+            None => {}
+            Some(Refusal::StreamFull(stream)) => return Err(StoreError::StreamFull { stream }),
+            Some(Refusal::OutboxFull) => return Err(StoreError::OutboxFull),
+        }
         let mut session = self.client.start_session().await?;
         let mut attempt = 0;
         'transaction: loop {
             attempt += 1;
-            session.start_transaction().await?;
+            session.start_transaction().max_commit_time(self.query_timeout).await?;
             let applied = async {
                 for write in writes {
                     match write {

@@ -84,6 +84,7 @@ impl Store {
         Ok(self
             .task_results()
             .find_one(doc! {"_id": task_id})
+            .max_time(self.query_timeout())
             .projection(doc! {"_id": 1})
             .await?
             .is_some())

@@ -42,7 +42,8 @@ pub async fn standard_handlers(
         "courier-worker",
     )
     .await
-    .context("invalid MongoDB URI")?;
+    .context("invalid MongoDB URI")?
+    .with_query_timeout(config.mongodb_query_timeout);
     // The api's relay publishes what the fast path leaves behind; these counters stay local.
     let outbox = Outbox::new(store.clone(), nats, std::sync::Arc::new(OutboxMetrics::default()));
     let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
@@ -134,7 +135,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, registry, readiness, work, nats } = self;
         tracing::info!(metrics = %listener.local_addr()?, worker = %work.worker_id, "worker starting");
-        let replicas = work.config.nats.stream_replicas;
+        let replicas = work.config.nats.streams();
         let js = work.js.clone();
         let ops =
             tokio::spawn(courier_core::ops::serve(listener, registry, readiness, shutdown.clone()));

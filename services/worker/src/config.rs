@@ -44,6 +44,11 @@ pub struct WorkerConfig {
     )]
     pub mongodb_timeout: Duration,
 
+    /// Server-side time limit of every MongoDB query and commit (maxTimeMS); a task whose query
+    /// runs longer is retried. `250ms`, `5s`, `2m` (a bare number is milliseconds).
+    #[arg(long, env = "COURIER_MONGODB_QUERY_TIMEOUT", value_parser = duration_in(millis_or_duration, Duration::from_millis(1), Duration::from_secs(600)), default_value = "5s")]
+    pub mongodb_query_timeout: Duration,
+
     /// This worker's id in task results and logs (defaults to `<host name>-<pid>`).
     #[arg(long, env = "COURIER_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -13,12 +13,14 @@ use prometheus_client::registry::Registry;
 
 use crate::state::AppState;
 
-/// Every route, with per-request telemetry (trace id, span, RED metrics) around all of them.
+/// Every route, with per-request telemetry (trace id, span, RED metrics) around all of them and
+/// the HTTP limits (`crate::limits`) around all but the ops endpoints.
 pub fn router(
     state: AppState,
     registry: Arc<Registry>,
     http_metrics: Arc<HttpMetrics>,
     readiness: courier_core::ops::Readiness,
+    limits: &crate::limits::HttpLimitArgs,
 ) -> Router {
     let app = Router::new()
         .nest("/api/v1", crate::auth::router().merge(chats::router()).merge(documents::router()))
@@ -26,8 +28,9 @@ pub fn router(
         .merge(crate::openapi::router())
         .merge(collections::router())
         .merge(crate::web::router())
-        .with_state(state.clone())
-        .merge(courier_core::ops::router(registry, readiness));
-    crate::compat::with_aliases(app, &state)
+        .with_state(state.clone());
+    // The seed aliases forward to the modern routes inside the limits (one request, one slot).
+    let app = crate::limits::apply(crate::compat::with_aliases(app, &state), limits);
+    app.merge(courier_core::ops::router(registry, readiness))
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))
 }

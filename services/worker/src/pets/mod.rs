@@ -174,6 +174,10 @@ impl PetsEnrich {
                 task.collection, task.doc_id
             ))),
             Err(ModifyError::Unstorable(err)) => Err(TaskError::Permanent(err.to_string())),
+            // A field name the store refuses: no retry can store it.
+            Err(ModifyError::Store(err @ StoreError::FieldName { .. })) => {
+                Err(TaskError::Permanent(err.to_string()))
+            }
             // Committed or not, the retry finds out: the marker makes it apply at most once.
             Err(ModifyError::Store(err)) => Err(transient(err)),
             Err(ModifyError::PreconditionFailed { .. }) => {
@@ -192,7 +196,7 @@ fn enriched_from(pet: &Value) -> Option<i64> {
 fn transient(err: StoreError) -> TaskError {
     let err = match err {
         StoreError::Mongo(err) | StoreError::OutcomeUnknown(err) => err.to_string(),
-        StoreError::VersionConflict => err.to_string(),
+        other => other.to_string(),
     };
     TaskError::Transient(format!("store: {err}"))
 }

@@ -7,7 +7,6 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use courier_core::{
     EventAction,
     chat::{self, MemberChange, Role, RoomKind, RoomSummary},
@@ -236,27 +235,6 @@ async fn create_direct(
     }
 }
 
-/// The opaque room-list cursor: the last room's activity time and id.
-fn encode_cursor(room: &RoomDoc) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}.{}",
-        room.last_activity_at.timestamp_millis(),
-        room.id.to_hex()
-    ))
-}
-
-fn decode_cursor(text: &str) -> Result<(bson::DateTime, ObjectId), ApiError> {
-    let malformed = || {
-        ApiError::BadRequest("cursor is malformed; use the 'next' value of a previous page".into())
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed())?;
-    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
-    let (millis, id) = text.split_once('.').ok_or_else(malformed)?;
-    let millis: i64 = millis.parse().map_err(|_| malformed())?;
-    let id = ObjectId::parse_str(id).map_err(|_| malformed())?;
-    Ok((bson::DateTime::from_millis(millis), id))
-}
-
 /// `GET /chats?limit&cursor`: my rooms, newest activity first.
 pub async fn list(
     State(state): State<AppState>,
@@ -266,12 +244,16 @@ pub async fn list(
     let me = Me::of(&user)?;
     let params = query_params(&query, &["limit", "cursor"])?;
     let limit = parse_limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
-    let after = params.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let after = params
+        .get("cursor")
+        .map(|c| ChatStore::decode_room_cursor(c))
+        .transpose()
+        .map_err(|err| ApiError::invalid_parameter("cursor", err.to_string()))?;
     let chat_store = state.store.chat();
     let mut rooms = chat_store.rooms_of(me.id, after, limit + 1).await?;
     let more = rooms.len() as i64 > limit;
     rooms.truncate(limit as usize);
-    let next = more.then(|| rooms.last().map(encode_cursor)).flatten();
+    let next = more.then(|| rooms.last().map(ChatStore::room_cursor)).flatten();
     let ids: Vec<ObjectId> = rooms.iter().map(|r| r.id).collect();
     let memberships = chat_store.memberships_of(me.id, &ids).await?;
     let items: Vec<RoomSummary> = rooms
@@ -367,10 +349,11 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let me = Me { id: ObjectId::new(), username: "ana".into() };
         let room = new_room(RoomKind::Group, "r", "", &me, &[], None);
-        let (time, id) = decode_cursor(&encode_cursor(&room)).unwrap();
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let (time, id) = ChatStore::decode_room_cursor(&ChatStore::room_cursor(&room)).unwrap();
         assert_eq!((time, id), (room.last_activity_at, room.id));
         for bad in ["", "!!", "bm9wZQ", &URL_SAFE_NO_PAD.encode("12.nothex")] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
+            assert!(ChatStore::decode_room_cursor(bad).is_err(), "{bad}");
         }
     }
 }
