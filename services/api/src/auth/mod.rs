@@ -21,6 +21,7 @@ use serde_json::json;
 pub use accounts::Accounts;
 pub use extract::{AuthUser, Authenticated, Caller};
 pub use limiter::{LoginLimiter, RateLimiter};
+pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
 use crate::{
     error::{ApiError, FieldError},
