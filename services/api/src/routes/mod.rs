@@ -29,5 +29,6 @@ pub fn router(
         .with_state(state.clone())
         .merge(courier_core::ops::router(registry, readiness));
     crate::compat::with_aliases(app, &state)
+        .layer(axum::middleware::from_fn(crate::error::json_rejections))
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))
 }
