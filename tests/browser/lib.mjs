@@ -18,6 +18,9 @@ export const env = {
   screenshots: process.env.COURIER_WEB_SCREENSHOTS || '',
   only: process.env.COURIER_WEB_ONLY || '',
   control: process.env.COURIER_TEST_CONTROL === 'stdio',
+  // The api's bootstrap admin (tests/harness: TEST_ADMIN_USERNAME / TEST_ADMIN_PASSWORD).
+  adminUsername: process.env.COURIER_TEST_ADMIN_USERNAME || 'admin',
+  adminPassword: process.env.COURIER_TEST_ADMIN_PASSWORD || '',
 };
 
 function required(name) {

@@ -11,7 +11,10 @@ use std::{
 };
 
 use courier_tests::{
-    RunningApi, Stack, StoreServer, nats_auth::AuthNats, process::find_tool, services::access_token,
+    RunningApi, Stack, StoreServer,
+    nats_auth::AuthNats,
+    process::find_tool,
+    services::{access_token, login},
 };
 use serde_json::{Value, json};
 
@@ -125,9 +128,10 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
 
     let token = access_token(&http, &url, "contract-user").await;
     let (room, message) = seed_chat(&http, &url, &token).await;
-    // Admin-only operations (issue #19's roles) get this token when roles exist; until then
-    // every signed-in user may call them, and the same token serves.
-    let admin_token = token.clone();
+    // The admin-only operations (the queues) carry the bootstrap admin's token.
+    let admin_token =
+        login(&http, &url, courier_tests::TEST_ADMIN_USERNAME, courier_tests::TEST_ADMIN_PASSWORD)
+            .await;
 
     let started = Instant::now();
     let envs = [

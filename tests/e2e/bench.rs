@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
-use courier_cli::fanout::{self, ConnectionsArgs, FanoutArgs, Role, Target};
+use courier_cli::{
+    fanout::{self, ConnectionsArgs, FanoutArgs, Role, Target},
+    throughput::{self, ApiBenchArgs, Servers, WorkerBenchArgs},
+};
 use courier_tests::{Stack, bench::NatsWithWebSocket};
+use futures::StreamExt;
 
 fn args(target: Target, ws: String, nats: String) -> FanoutArgs {
     FanoutArgs {
@@ -105,4 +109,78 @@ async fn bench_fanout_refuses_bad_sizes() {
     bad.rate = 0.0;
     let err = fanout::fanout(&bad).await.expect_err("refused").to_string();
     assert!(err.contains("--rate"), "{err}");
+}
+
+fn servers(stack: &Stack) -> Servers {
+    Servers { nats: stack.nats.url(), mongodb_uri: stack.store.uri(), database: None, json: true }
+}
+
+/// The names of the streams on the stack's NATS (the benches' scratch streams must be gone).
+async fn stream_names(stack: &Stack) -> Vec<String> {
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    js.stream_names().map(|name| name.unwrap()).collect().await
+}
+
+/// One side of a report: operations done, none failed, latency quantiles in order.
+fn assert_side(side: &serde_json::Value, operations: Option<u64>) {
+    let done = side["operations"].as_u64().unwrap();
+    match operations {
+        Some(expected) => assert_eq!(done, expected, "{side}"),
+        None => assert!(done > 0, "{side}"),
+    }
+    assert_eq!(side["errors"], 0, "{side}");
+    let per_sec = side["per_sec"].as_f64().unwrap();
+    let elapsed = side["elapsed_secs"].as_f64().unwrap();
+    assert!((per_sec * elapsed - done as f64).abs() < 1.0, "rate × time = count: {side}");
+    let q = |name: &str| side[name].as_f64().unwrap();
+    assert!(q("p50_ms") <= q("p90_ms") && q("p90_ms") <= q("p99_ms") && q("p99_ms") <= q("max_ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_api_compares_creates_with_a_raw_insert_and_publish_and_cleans_up() {
+    let stack = Stack::start().await;
+    let args = ApiBenchArgs {
+        api: stack.api.url(),
+        concurrency: 2,
+        duration: Duration::from_millis(700),
+        keep: false,
+        servers: servers(&stack),
+    };
+    let report = throughput::api(&args).await.expect("bench api runs");
+    let report = serde_json::to_value(&report).unwrap();
+    assert_side(&report["courier"], None);
+    assert_side(&report["baseline"], None);
+    let ratio = report["ratio"].as_f64().unwrap();
+    let per_sec = |side: &str| report[side]["per_sec"].as_f64().unwrap();
+    assert!((ratio - per_sec("courier") / per_sec("baseline")).abs() < 1e-6, "{report}");
+    // Nothing is left behind: no product of the run, no scratch stream.
+    let (status, products) = stack.get("/api/v1/products").await;
+    assert_eq!(status, 200);
+    assert_eq!(products["items"].as_array().unwrap().len(), 0, "{products}");
+    assert!(!stream_names(&stack).await.iter().any(|n| n.starts_with("BENCH_")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_worker_runs_every_task_through_the_workers_and_the_baseline() {
+    let stack = Stack::start().await;
+    let mut config = courier_worker::WorkerConfig::for_local(&stack.nats.url());
+    config.mongodb_uri = stack.store.uri();
+    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let handlers = courier_worker::standard_handlers(&config, nats).await.unwrap();
+    let _worker = courier_tests::RunningWorker::start(config, handlers).await;
+    let args = WorkerBenchArgs {
+        tasks: 60,
+        workers: 0, // the one already running
+        kind: "system.noop".into(),
+        concurrency: 4,
+        timeout: Duration::from_secs(60),
+        servers: servers(&stack),
+    };
+    let report = throughput::worker(&args).await.expect("bench worker runs");
+    let report = serde_json::to_value(&report).unwrap();
+    assert_side(&report["courier"], Some(60));
+    assert_side(&report["baseline"], Some(60));
+    assert_eq!(report["dead_lettered"], 0, "{report}");
+    assert!(report["ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(!stream_names(&stack).await.iter().any(|n| n.starts_with("BENCH_")));
 }

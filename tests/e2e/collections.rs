@@ -376,7 +376,10 @@ async fn courier_fields_are_managed_and_tasks_are_enqueued_with_the_change() {
         ("pets", pet["id"].as_str().unwrap(), 1)
     );
     // The create also scheduled the shipped rule's low-priority re-check, a week ahead.
-    let (status, _, queues) = call(&stack, Method::GET, "/api/v1/queues", None, &auth).await;
+    // (The queue endpoints are for admins.)
+    let admin = format!("Bearer {}", stack.admin_token().await);
+    let (status, _, queues) =
+        call(&stack, Method::GET, "/api/v1/queues", None, &[("authorization", &admin)]).await;
     assert_eq!(status, StatusCode::OK);
     let scheduled = &queues["queues"][0]["scheduled"];
     assert_eq!(scheduled["count"], 1, "{queues}");

@@ -207,6 +207,16 @@ async fn the_seed_clients_work_unchanged() {
         )
         .await;
     assert_eq!(status, 201);
+    // The stats (`/api/v1/queues`) are for admins: grant the role the way an operator does,
+    // with `courier-api grant-role` against the same store.
+    let granted = Command::new(courier_tests::process::courier_binary("courier-api"))
+        .args(["grant-role", "--username", "admin", "--role", "admin"])
+        .envs(chaos::api_env(&stack.store, &stack.database, &stack.nats))
+        .output()
+        .await
+        .expect("courier-api grant-role runs");
+    assert!(granted.status.success(), "grant-role: {}", String::from_utf8_lossy(&granted.stderr));
+    assert!(String::from_utf8_lossy(&granted.stdout).contains("'admin' now has the roles: admin"));
     let envs = [("PETS_USERNAME", "admin".to_owned()), ("PETS_PASSWORD", password.to_owned())];
     let (status, lines) = Script::start(&stack, "pets_flow.py", &[], &envs).finish().await;
     assert!(status.success(), "pets_flow.py failed: {lines:#?}");
@@ -223,7 +233,7 @@ async fn the_seed_clients_work_unchanged() {
     assert!(has("enriched: "), "{lines:#?}");
     assert!(has("stats queue_name=tasks pending_tasks="), "{lines:#?}");
     let (status, _) = stack.send(reqwest::Method::GET, "/api/redis/stats/", None).await;
-    assert_eq!(status, 401, "the stats need a signed-in user, like /api/v1/queues");
+    assert_eq!(status, 401, "the stats need a signed-in admin, like /api/v1/queues");
 
     // Rxul Chat: a member's room socket at /ws/chats/{chat_id}?token= gets the room's
     // messages; a non-member is refused at the upgrade.

@@ -3,6 +3,7 @@
 
 mod api_errors;
 mod auth;
+mod authz;
 mod bench;
 mod chat;
 mod chat_live;

@@ -32,7 +32,7 @@ use futures::{StreamExt, future::BoxFuture};
 use mongodb::bson;
 use serde_json::{Value, json};
 
-use crate::worker::{create_pet, send, standard_worker, worker_config, writer_token};
+use crate::worker::{create_pet, send, standard_worker, worker_config};
 
 /// Every task start, in order: the task's priority and doc id.
 type Starts = Arc<Mutex<Vec<(Priority, String)>>>;
@@ -141,7 +141,7 @@ async fn a_collection_rule_schedules_a_delayed_task_that_runs_at_its_time_and_pr
     }]);
     let stack = stack_with_collections(&collections).await;
     let worker = standard_worker(worker_config(&stack)).await;
-    let token = writer_token(&stack).await;
+    let token = Some(stack.admin_token().await); // the queue endpoints are for admins
     let id = create_pet(&stack, &token, json!({"name": "Rex", "species": "dog", "age": 3})).await;
 
     let (status, queues) = send(&stack, &token, reqwest::Method::GET, "/api/v1/queues", None).await;
@@ -181,7 +181,7 @@ async fn a_collection_rule_schedules_a_delayed_task_that_runs_at_its_time_and_pr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_from_the_single_workers_consumer_loses_no_task() {
     let stack = Stack::start().await;
-    let token = writer_token(&stack).await;
+    let token = Some(stack.admin_token().await); // the queue endpoints are for admins
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
     ensure_streams(&js, 1).await.unwrap();
     let tasks_stream = js.get_stream(TASKS_STREAM).await.unwrap();

@@ -122,6 +122,8 @@ async fn the_web_app_works_in_a_real_browser() {
         .env("COURIER_WEB_URL", api.url())
         .env("COURIER_CHROMIUM", &chromium)
         .env("COURIER_TEST_CONTROL", "stdio")
+        .env("COURIER_TEST_ADMIN_USERNAME", courier_tests::TEST_ADMIN_USERNAME)
+        .env("COURIER_TEST_ADMIN_PASSWORD", courier_tests::TEST_ADMIN_PASSWORD)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -68,6 +68,8 @@ pub fn api_env(
             crate::workspace_root().join("collections.yaml").display().to_string(),
         ),
         ("COURIER_LOG_FORMAT", "json".to_owned()),
+        // Every test user registers from 127.0.0.1: the per-address limit is the tests' own.
+        ("COURIER_REGISTER_MAX_PER_ADDRESS", "100000".to_owned()),
     ]
 }
 

@@ -23,6 +23,10 @@ pub use services::{RunningApi, RunningBroadcaster, RunningWorker, Stack};
 /// built-in secret).
 pub const TEST_JWT_SECRET: &str = "courier-tests-only-jwt-secret-0123456789abcdef";
 
+/// The bootstrap admin of every test deployment started by `Stack` (tests only).
+pub const TEST_ADMIN_USERNAME: &str = "admin";
+pub const TEST_ADMIN_PASSWORD: &str = "courier-tests-only-admin-password";
+
 /// Logs from the services under test, only when `TEST_LOG=1` (tests stay quiet otherwise).
 pub fn init_test_logging() {
     if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {

@@ -241,6 +241,25 @@ impl ServiceProcess {
     }
 }
 
+/// Logs `username` in at the api at `api_url`: an access token.
+pub async fn login(
+    http: &reqwest::Client,
+    api_url: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let credentials = serde_json::json!({"username": username, "password": password});
+    let response = http
+        .post(format!("{api_url}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login");
+    assert!(response.status().is_success(), "login as {username}: {}", response.status());
+    let login: Value = response.json().await.expect("login JSON");
+    login["access_token"].as_str().expect("an access token").to_owned()
+}
+
 /// Registers `username` (password `correct horse battery`) at the api at `api_url` (already
 /// registered is fine) and logs in: an access token.
 pub async fn access_token(http: &reqwest::Client, api_url: &str, username: &str) -> String {
@@ -293,6 +312,12 @@ impl Stack {
         config.relay_grace = Duration::from_millis(500);
         config.mongodb_timeout = Duration::from_secs(2);
         config.jwt.secret = Some(courier_core::auth::Secret(crate::TEST_JWT_SECRET.to_owned()));
+        // The first admin, as a deployment configures it (`Stack::admin_token` logs in as it).
+        config.bootstrap_admin = Some(crate::TEST_ADMIN_USERNAME.to_owned());
+        config.bootstrap_admin_password =
+            Some(courier_core::auth::Secret(crate::TEST_ADMIN_PASSWORD.to_owned()));
+        // Every test user registers from 127.0.0.1: the per-address limit is the tests' own.
+        config.register_max_per_address = 100_000;
         config
     }
 
@@ -307,6 +332,12 @@ impl Stack {
     /// Registers `username` (password `correct horse battery`) and logs in: an access token.
     pub async fn token(&self, username: &str) -> String {
         access_token(&self.http, &self.api.url(), username).await
+    }
+
+    /// An access token of the bootstrap admin (role `admin`).
+    pub async fn admin_token(&self) -> String {
+        login(&self.http, &self.api.url(), crate::TEST_ADMIN_USERNAME, crate::TEST_ADMIN_PASSWORD)
+            .await
     }
 
     /// A connected WebSocket client on this stack's broadcaster.

@@ -1,7 +1,10 @@
 //! Building and running the api: connect to MongoDB and NATS (lazily, so the api starts while
 //! either is down), bind the listener, serve until shutdown, then drain the outbox fast path.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 use anyhow::Context;
 use axum::Router;
@@ -15,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{Accounts, LoginLimiter},
+    auth::{Accounts, LoginLimiter, RateLimiter, bootstrap::BootstrapAdmin},
     collections::{Collections, CollectionsHandle},
     config::ApiConfig,
     state::AppState,
@@ -31,6 +34,7 @@ pub struct Application {
     nats: async_nats::Client,
     config: ApiConfig,
     jetstream_metrics: Arc<JetStreamMetrics>,
+    bootstrap: Option<BootstrapAdmin>,
     scheduler_metrics: Arc<SchedulerMetrics>,
 }
 
@@ -69,7 +73,7 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             fault: config.fault,
-            accounts: Accounts::new(&store, config.refresh_ttl),
+            accounts: Accounts::new(&store, config.refresh_ttl, config.refresh_absolute_ttl),
             jwt: Arc::new(jwt),
             login_limiter: Arc::new(LoginLimiter::new(
                 config.login_max_failures,
@@ -77,15 +81,39 @@ impl Application {
                 config.login_max_attempts_per_address,
                 config.login_window,
             )),
-            trust_forwarded_for: config.trust_forwarded_for,
+            register_limiter: Arc::new(RateLimiter::new(
+                config.register_max_per_address,
+                config.register_window,
+            )),
+            password_hashing: Arc::new(tokio::sync::Semaphore::new(usize::from(
+                config.password_hash_concurrency,
+            ))),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
         };
-        let readiness = Readiness::new().with_nats(nats.clone()).with_check("mongodb", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|err| format!("mongodb unreachable: {err}")) }
-        });
+        let bootstrap = BootstrapAdmin::from_config(&config)?;
+        let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
+        let readiness =
+            Readiness::new()
+                .with_nats(nats.clone())
+                .with_check("mongodb", move || {
+                    let store = store.clone();
+                    async move {
+                        store.ping().await.map_err(|err| format!("mongodb unreachable: {err}"))
+                    }
+                })
+                .with_check("bootstrap admin", move || {
+                    let done = bootstrapped.as_ref().is_none_or(|d| d.load(Ordering::Acquire));
+                    async move {
+                        if done {
+                            Ok(())
+                        } else {
+                            Err("the bootstrap admin is not set up yet".into())
+                        }
+                    }
+                });
         let router =
             crate::routes::router(state.clone(), Arc::new(registry), http_metrics, readiness);
         let listener = courier_core::ops::bind(config.listen).await?;
@@ -97,6 +125,7 @@ impl Application {
             config,
             jetstream_metrics,
             scheduler_metrics,
+            bootstrap,
         })
     }
 
@@ -114,6 +143,7 @@ impl Application {
             config,
             jetstream_metrics,
             scheduler_metrics,
+            bootstrap,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "api listening");
 
@@ -123,9 +153,16 @@ impl Application {
             let replicas = config.nats.stream_replicas;
             let collections = state.collections.current();
             let accounts = state.accounts.clone();
+            let hashing = state.password_hashing.clone();
             tokio::spawn(async move {
+                let indexes_then_admin = async {
+                    ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown).await;
+                    if let Some(bootstrap) = bootstrap {
+                        bootstrap.run(&accounts, &hashing, &shutdown).await;
+                    }
+                };
                 tokio::join!(
-                    ensure_indexes_with_retry(&store, &accounts, &collections, &shutdown),
+                    indexes_then_admin,
                     ensure_streams_with_retry(&js, replicas, &shutdown)
                 );
             })

@@ -10,8 +10,8 @@ use std::{
 };
 
 use courier_core::collection_spec::{
-    AccessLevel, CollectionSpec, CollectionsFile, DeclaredField, FileError, SpecError, TriggerOn,
-    ValidSpec,
+    AccessLevel, CREATED_BY, CollectionSpec, CollectionsFile, DeclaredField, FileError, SpecError,
+    TriggerOn, ValidSpec,
 };
 pub use courier_core::collection_spec::{FieldType, is_valid_field_name};
 use courier_store::TaskRequest;
@@ -57,17 +57,26 @@ impl CollectionDef {
         &self.spec.name
     }
 
-    pub fn write_access(&self) -> AccessLevel {
-        self.spec.access.write
+    pub fn write_access(&self) -> &AccessLevel {
+        &self.spec.access.write
     }
 
-    pub fn read_access(&self) -> AccessLevel {
-        self.spec.access.read
+    pub fn read_access(&self) -> &AccessLevel {
+        &self.spec.access.read
+    }
+
+    /// Whether this collection's events keep user ids (`created_by`, `actor`): when anonymous
+    /// clients cannot read it, or when it says `expose_creator: true`.
+    pub fn events_carry_user_ids(&self) -> bool {
+        self.spec.expose_creator || self.spec.access.read != AccessLevel::Public
     }
 
     /// The type of a top-level field: `None` when the schema forbids undeclared fields and this
-    /// one is not declared.
+    /// one is not declared. `created_by` (every document's creator) is a string.
     pub fn field_type(&self, name: &str) -> Option<FieldType> {
+        if name == CREATED_BY {
+            return Some(FieldType::String);
+        }
         match self.fields.get(name) {
             Some(field) => Some(field.ty),
             None if self.open => Some(FieldType::Other),
@@ -272,12 +281,18 @@ mod tests {
         let names: Vec<_> = collections.all().iter().map(|c| c.name().to_owned()).collect();
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = collections.get("pets").unwrap();
-        assert_eq!(pets.write_access(), AccessLevel::Authenticated);
+        assert_eq!(pets.write_access(), &AccessLevel::Owner);
+        assert!(!pets.events_carry_user_ids(), "anonymous clients read pets");
+        assert_eq!(collections.get("desks").unwrap().write_access(), &AccessLevel::Public);
+        assert_eq!(collections.get("products").unwrap().write_access(), &AccessLevel::Public);
         assert_eq!(
             pets.tasks_on(TriggerOn::Update).collect::<Vec<_>>(),
             [TaskRequest::now("pets.enrich")]
         );
-        assert_eq!(pets.read_only_fields().collect::<Vec<_>>(), ["enrichment"]);
+        let mut read_only: Vec<_> = pets.read_only_fields().collect();
+        read_only.sort();
+        assert_eq!(read_only, ["enrichment", "owner"]);
+        assert_eq!(pets.field_type("created_by"), Some(FieldType::String));
         assert_eq!(pets.field_type("age"), Some(FieldType::Integer));
         assert_eq!(pets.field_type("vaccinated"), Some(FieldType::Boolean));
         assert_eq!(
@@ -405,7 +420,7 @@ mod tests {
             ),
             (
                 "collections: [{name: a, schema: {type: object}, access: {write: admins}}]",
-                "unknown variant `admins`",
+                "unknown access rule `admins`",
             ),
         ];
         for (yaml, expected) in cases {

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use courier_core::{
     auth::{JwtArgs, Secret},
+    client_addr::TrustedProxies,
     config::{NatsArgs, TelemetryArgs, millis_or_duration, seconds_or_duration},
 };
 
@@ -84,9 +85,30 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub jwt: JwtArgs,
 
-    /// Lifetime of refresh tokens: `720h`, `30m`, `90s` (a bare number is seconds).
+    /// Lifetime of refresh tokens: `720h`, `30m`, `90s` (a bare number is seconds). Each
+    /// refresh issues a new token with this lifetime (sliding), never past the absolute one.
     #[arg(long = "refresh-ttl-secs", env = "COURIER_REFRESH_TTL_SECS", value_parser = seconds_or_duration, default_value = "720h")]
     pub refresh_ttl: Duration,
+
+    /// Absolute lifetime of a sign-in session: its refresh tokens stop working this long after
+    /// the login, however often they rotate (`720h`, `30m`; a bare number is seconds).
+    #[arg(long = "refresh-absolute-ttl", env = "COURIER_REFRESH_ABSOLUTE_TTL", value_parser = seconds_or_duration, default_value = "720h")]
+    pub refresh_absolute_ttl: Duration,
+
+    /// Username granted the `admin` role at start-up (if the user exists, or is created with
+    /// the password file). There is no default admin.
+    #[arg(long, env = "COURIER_BOOTSTRAP_ADMIN")]
+    pub bootstrap_admin: Option<String>,
+
+    /// File holding the bootstrap admin's password: the user is created with it when missing
+    /// (an existing user's password is never changed).
+    #[arg(long, env = "COURIER_BOOTSTRAP_ADMIN_PASSWORD_FILE")]
+    pub bootstrap_admin_password_file: Option<PathBuf>,
+
+    /// The bootstrap admin's password given directly (tests and tools; never from flags or
+    /// the environment — use the file).
+    #[arg(skip)]
+    pub bootstrap_admin_password: Option<Secret>,
 
     /// Failed logins per username within the window before 429.
     #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES", default_value_t = 5)]
@@ -116,9 +138,24 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_CHAT_ROOM_WINDOW", value_parser = millis_or_duration, default_value = "1m")]
     pub chat_room_window: Duration,
 
-    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
-    #[arg(long, env = "COURIER_TRUST_FORWARDED_FOR", default_value_t = false)]
-    pub trust_forwarded_for: bool,
+    /// Which proxies in front of the api to believe about the client address
+    /// (`X-Forwarded-For`): `0` none (the peer is the client), a hop count (`1` behind one
+    /// Ingress), or a comma-separated CIDR list of the proxies' addresses.
+    #[arg(long, env = "COURIER_TRUSTED_PROXIES", default_value = "0")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Registrations per client address within the registration window before 429.
+    #[arg(long, env = "COURIER_REGISTER_MAX_PER_ADDRESS", default_value_t = 20)]
+    pub register_max_per_address: usize,
+
+    /// The registration rate-limit window: `10m`, `1h` (a bare number is seconds).
+    #[arg(long, env = "COURIER_REGISTER_WINDOW", value_parser = seconds_or_duration, default_value = "10m")]
+    pub register_window: Duration,
+
+    /// Password hashes (argon2id, ~19 MiB each) computed at once; registrations and logins
+    /// beyond this wait their turn, so a burst cannot exhaust memory.
+    #[arg(long, env = "COURIER_PASSWORD_HASH_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub password_hash_concurrency: u16,
 
     /// Test-only fault injection: `exit-after-commit` makes the process exit right after a
     /// write commits and before its event is published (the outbox relay must recover it).
@@ -132,6 +169,23 @@ pub struct ApiConfig {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
+    /// An administration command instead of serving (it uses the same MongoDB settings).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `courier-api <command>`: administration against the store, without serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Grants a role (e.g. `admin`) to an existing user; it shows in the user's tokens from the
+    /// next login or refresh.
+    GrantRole {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+    },
 }
 
 /// Faults the chaos tests inject into a real api process.
@@ -160,6 +214,26 @@ impl ApiConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grant_role_is_a_subcommand_with_the_store_settings() {
+        let config = ApiConfig::try_parse_from([
+            "courier-api",
+            "--mongodb-database",
+            "shop",
+            "grant-role",
+            "--username",
+            "ana",
+            "--role",
+            "admin",
+        ])
+        .unwrap();
+        assert_eq!(config.mongodb_database, "shop");
+        assert!(matches!(
+            config.command,
+            Some(Command::GrantRole { ref username, ref role }) if username == "ana" && role == "admin"
+        ));
+    }
 
     #[test]
     fn durations_take_a_unit_or_the_legacy_bare_number() {
@@ -211,6 +285,9 @@ mod tests {
             );
         }
         let defaults = ApiConfig::parse_from(["courier-api"]);
+        assert_eq!(defaults.refresh_absolute_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(defaults.trusted_proxies, TrustedProxies::None);
+        assert!(defaults.bootstrap_admin.is_none() && defaults.command.is_none());
         assert_eq!(defaults.mongodb_timeout, three);
         assert_eq!(defaults.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(defaults.login_window, Duration::from_secs(300));

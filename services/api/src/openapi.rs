@@ -31,12 +31,14 @@ fn error_responses(codes: &[&str]) -> Map<String, Value> {
     let describe = |code: &str| match code {
         "400" => "Malformed JSON, id, filter, cursor or query parameter",
         "401" => "Missing, invalid or expired access token",
-        "404" => "Unknown collection, document or queue entry",
-        "409" => {
-            "Conflicts with the current state (taken, changed concurrently too often); retry or re-read"
+        "403" => {
+            "Signed in, but not allowed: the rule needs a role (admin, or the one it names) or the document's creator"
         }
+        "404" => "Unknown collection, document, queue or dead letter",
+        "409" => "Conflict: a taken username, or changed concurrently too often (retry)",
+        "429" => "Too many requests; retry after the Retry-After seconds",
+        "500" => "Internal error (details are logged, not sent)",
         "412" => "If-Match does not match the current version",
-        "429" => "Too many attempts; retry after Retry-After seconds",
         "413" => "Body over the size limit",
         "415" => "Body is not JSON",
         "422" => "Document does not match the schema (every failing field listed)",
@@ -120,11 +122,102 @@ fn query_parameters(def: &CollectionDef) -> Vec<Value> {
 
 /// Who may call: anyone (a token is optional, and checked when sent: a bad one is a 401) or
 /// signed-in users only.
-fn security(level: AccessLevel) -> Value {
+fn security(level: &AccessLevel) -> Value {
     match level {
         AccessLevel::Public => json!([{}, {"bearerAuth": []}]),
-        AccessLevel::Authenticated => json!([{"bearerAuth": []}]),
+        _ => json!([{"bearerAuth": []}]),
     }
+}
+
+/// The statuses a rule can add: 401 (also when public: a token sent is checked), 403 when it
+/// can refuse a signed-in user.
+fn denials(level: &AccessLevel, changes_a_document: bool) -> Vec<&'static str> {
+    match level {
+        AccessLevel::Public => vec!["401"],
+        AccessLevel::Authenticated => vec!["401"],
+        AccessLevel::Owner if !changes_a_document => vec!["401"],
+        AccessLevel::Owner | AccessLevel::Role(_) => vec!["401", "403"],
+    }
+}
+
+/// `base` plus `extra`, sorted (the order of the responses map).
+fn codes<'a>(base: &[&'a str], extra: Vec<&'a str>) -> Vec<&'a str> {
+    let mut all: Vec<&str> = base.iter().copied().chain(extra).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// `/api/v1/auth/*`.
+fn account_paths() -> Map<String, Value> {
+    // Trimmed and lowercased before the check (so the Kelvin sign K counts as k); login checks
+    // the form too, before the name becomes a rate-limiter key.
+    let username = json!({"type": "string", "pattern": format!("^[{WHITESPACE}]*[A-Za-z0-9\\u212a][A-Za-z0-9\\u212a_.-]{{2,31}}[{WHITESPACE}]*$"),
+        "description": "3–32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit (case-insensitive, trimmed)"});
+    let password = json!({"type": "string", "minLength": crate::auth::MIN_PASSWORD_CHARS, "maxLength": crate::auth::MAX_PASSWORD_CHARS,
+        "description": "Also refused (422) at registration: the username itself, a very common password, one character repeated"});
+    let credentials = json_body(
+        json!({"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+        "username": username.clone(), "password": password}}),
+    );
+    let login = json_body(
+        json!({"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
+        "username": username, "password": {"type": "string"}}}),
+    );
+    let tokens = ok(
+        "Access and refresh token",
+        json!({"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"], "properties": {
+        "access_token": {"type": "string"}, "refresh_token": {"type": "string"}, "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}}),
+    );
+    let user = json!({"type": "object", "required": ["id", "username", "roles", "created_at"], "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{24}$"}, "username": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}}, "created_at": {"type": "string", "format": "date-time"}}});
+    let bearer = json!([{"bearerAuth": []}]);
+    let tags = json!(["auth"]);
+    let mut paths = Map::new();
+    let mut add = |path: &str, item: Value| {
+        paths.insert(path.to_owned(), item);
+    };
+    add(
+        "/api/v1/auth/register",
+        json!({"post": {"tags": tags, "summary": "Create an account (no roles); rate-limited per client address", "security": [], "requestBody": credentials,
+        "responses": responses(("201", ok("The new user", user.clone())), &["400", "409", "413", "415", "422", "429", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/login",
+        json!({"post": {"tags": tags, "summary": "Start a session: an access token (with the user's roles) and a refresh token", "security": [], "requestBody": login,
+        "responses": responses(("200", tokens.clone()), &["400", "401", "413", "415", "422", "429", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/refresh",
+        json!({"post": {"tags": tags, "summary": "Rotate a refresh token (single use; within the session's absolute lifetime)", "security": [],
+        "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}})),
+        "responses": responses(("200", tokens), &["400", "401", "413", "415", "422", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/logout",
+        json!({"post": {"tags": tags, "summary": "End one session: the body's refresh token's, else the access token's; its refresh tokens stop working", "security": [{"bearerAuth": []}, {}],
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}}}}},
+        "responses": responses(("204", json!({"description": "Signed out"})), &["400", "401", "403", "422", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/logout-all",
+        json!({"post": {"tags": tags, "summary": "End every session of the user", "security": bearer,
+        "responses": responses(("204", json!({"description": "Signed out everywhere"})), &["401", "503"])}}),
+    );
+    add(
+        "/api/v1/auth/me",
+        json!({"get": {"tags": tags, "summary": "The signed-in user, with its roles", "security": bearer,
+        "responses": responses(("200", ok("The user", user)), &["401", "503"])}}),
+    );
+    paths
 }
 
 /// The body of a merge patch (RFC 7386) of `schema`'s documents: every field optional, `null`
@@ -151,7 +244,8 @@ fn not_modified() -> Value {
     json!({"description": "Not modified: If-None-Match names the current version", "headers": {"ETag": {"schema": {"type": "string"}}}})
 }
 
-/// `/api/v1/queues…`: the task queue per priority, its dead letters, and retrying one.
+/// `/api/v1/queues…` (admins only: 401 anonymous, 403 for other users): the task queue per
+/// priority, its dead letters, and retrying one.
 fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
     let priority = json!({"enum": ["high", "normal", "low"]});
     let lane = json!({"type": "object", "properties": {
@@ -184,7 +278,7 @@ fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
         "/api/v1/queues".into(),
         json!({"get": {"tags": tags, "summary": "The task queue per priority, scheduled tasks, dead letters and totals", "security": bearer,
                 "responses": responses(("200", json!({"description": "The one queue, tasks", "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}}}}}})), &["401", "503"])}}),
+                    "type": "object", "properties": {"queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}}}}}})), &["401", "403", "503"])}}),
     );
     paths.insert(
         "/api/v1/queues/{queue}/dead".into(),
@@ -196,7 +290,7 @@ fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
                     "type": "object", "properties": {"next": {"type": ["integer", "null"]}, "items": {"type": "array", "items": {"type": "object", "properties": {
                         "id": {"type": "integer"}, "subject": {"type": "string"}, "kind": {"type": "string"}, "priority": priority,
                         "task_id": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]}, "attempts": {"type": ["integer", "null"]},
-                        "worker": {"type": ["string", "null"]}, "time": {"type": "string"}, "task": {}, "payload": {"type": "string"}}}}}}}}})), &["400", "401", "404"])}}),
+                        "worker": {"type": ["string", "null"]}, "time": {"type": "string"}, "task": {}, "payload": {"type": "string"}}}}}}}}})), &["400", "401", "403", "404"])}}),
     );
     paths.insert(
         "/api/v1/queues/{queue}/dead/{id}/retry".into(),
@@ -208,58 +302,7 @@ fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
                 "responses": responses(("202", json!({"description": "Re-enqueued, or scheduled", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"queue": {"type": "string"}, "dead_letter": {"type": "integer"}, "subject": {"type": "string"},
                         "priority": priority, "task_id": {"type": ["string", "null"]}, "enqueued_seq": {"type": ["integer", "null"]},
-                        "scheduled_for": {"type": ["string", "null"], "format": "date-time"}}}}}})), &["400", "401", "404", "409", "503"])}}),
-    );
-}
-
-/// `/api/v1/auth/…`: accounts and tokens.
-fn auth_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
-    schemas.insert(
-        "User".into(),
-        json!({"type": "object", "required": ["id", "username", "created_at"], "properties": {
-            "id": {"type": "string", "pattern": "^[0-9a-f]{24}$"}, "username": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"}}}),
-    );
-    schemas.insert(
-        "TokenPair".into(),
-        json!({"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"], "properties": {
-            "access_token": {"type": "string", "description": "A JWT: send it as Authorization: Bearer <access_token>"},
-            "refresh_token": {"type": "string", "description": "Single use: POST it to /api/v1/auth/refresh for the next pair"},
-            "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer", "description": "Seconds the access token is valid"}}}),
-    );
-    let json_body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
-    // Trimmed and lowercased before the check (so the Kelvin sign K counts as k).
-    let username = json!({"type": "string", "pattern": format!("^[{WHITESPACE}]*[A-Za-z0-9\\u212a][A-Za-z0-9\\u212a_.-]{{2,31}}[{WHITESPACE}]*$"),
-        "description": "3–32 characters: letters, digits, '_', '.' or '-', starting with a letter or digit; stored lowercase"});
-    let register = json!({"type": "object", "required": ["username", "password"], "additionalProperties": false, "properties": {
-        "username": username,
-        "password": {"type": "string", "minLength": crate::auth::MIN_PASSWORD_CHARS, "maxLength": crate::auth::MAX_PASSWORD_CHARS,
-                     "description": "Also refused (422): the username itself, a very common password, one character repeated"}}});
-    let login = json!({"type": "object", "required": ["username", "password"], "additionalProperties": false, "properties": {
-        "username": {"type": "string"}, "password": {"type": "string"}}});
-    let refresh = json!({"type": "object", "required": ["refresh_token"], "additionalProperties": false, "properties": {"refresh_token": {"type": "string"}}});
-    let tags = json!(["auth"]);
-    let tokens = json!({"description": "An access token and the next refresh token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenPair"}}}});
-    let user = json!({"description": "The account", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}});
-    paths.insert(
-        "/api/v1/auth/register".into(),
-        json!({"post": {"tags": tags, "summary": "Create an account (the password is stored as an argon2id hash)", "security": [],
-                "requestBody": json_body(register), "responses": responses(("201", user.clone()), &["400", "409", "413", "415", "422", "503"])}}),
-    );
-    paths.insert(
-        "/api/v1/auth/login".into(),
-        json!({"post": {"tags": tags, "summary": "Sign in: an access token and a refresh token (failures are rate-limited per username and address)", "security": [],
-                "requestBody": json_body(login), "responses": responses(("200", tokens.clone()), &["400", "401", "413", "415", "422", "429", "503"])}}),
-    );
-    paths.insert(
-        "/api/v1/auth/refresh".into(),
-        json!({"post": {"tags": tags, "summary": "Trade a refresh token for a new pair (reusing one signs its whole session family out)", "security": [],
-                "requestBody": json_body(refresh), "responses": responses(("200", tokens), &["400", "401", "413", "415", "422", "503"])}}),
-    );
-    paths.insert(
-        "/api/v1/auth/me".into(),
-        json!({"get": {"tags": tags, "summary": "The signed-in account", "security": [{"bearerAuth": []}],
-                "responses": responses(("200", user), &["401", "503"])}}),
+                        "scheduled_for": {"type": ["string", "null"], "format": "date-time"}}}}}})), &["400", "401", "403", "404", "409", "503"])}}),
     );
 }
 
@@ -343,6 +386,10 @@ pub fn document(collections: &Collections) -> Value {
                     "id".into(),
                     json!({"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": true}),
                 );
+                p.insert(
+                    "created_by".into(),
+                    json!({"type": "string", "readOnly": true, "description": "The creator's user id (absent: written anonymously). Set by Courier; a create that sends it, or an update that changes it, is refused (422)."}),
+                );
             }
             let required = object.entry("required").or_insert_with(|| json!([]));
             if let Some(r) = required.as_array_mut() {
@@ -353,6 +400,10 @@ pub fn document(collections: &Collections) -> Value {
         schemas.insert(name.clone(), input);
         schemas.insert(format!("{name}Document"), stored);
         let (read, write) = (security(def.read_access()), security(def.write_access()));
+        let read_errors = |base: &[&'static str]| codes(base, denials(def.read_access(), false));
+        let create_errors =
+            codes(&["400", "404", "413", "415", "422", "503"], denials(def.write_access(), false));
+        let change_errors = |base: &[&'static str]| codes(base, denials(def.write_access(), true));
         let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}});
         let patch = json!({"$ref": format!("#/components/schemas/{name}Patch")});
         let tags = json!([name]);
@@ -364,9 +415,9 @@ pub fn document(collections: &Collections) -> Value {
             json!({
                 "get": {"tags": tags, "summary": format!("List {name}"), "security": read, "parameters": query_parameters(&def),
                         "responses": responses(("200", json!({"description": "A page of documents", "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["items", "next"], "properties": {"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}Document")}}, "next": {"type": ["string", "null"]}}}}}})), &["400", "401", "404", "503"])},
+                            "type": "object", "required": ["items", "next"], "properties": {"items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}Document")}}, "next": {"type": ["string", "null"]}}}}}})), &read_errors(&["400", "404", "503"]))},
                 "post": {"tags": tags, "summary": format!("Create a {name} document; emits {name}.created"), "security": write, "requestBody": body,
-                         "responses": responses(("201", json!({"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &["400", "401", "404", "413", "415", "422", "503"])},
+                         "responses": responses(("201", json!({"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}, "Location": {"schema": {"type": "string"}}}, "content": document_content(&name)})), &create_errors)},
             }),
         );
         let mut read_one = responses(
@@ -374,7 +425,7 @@ pub fn document(collections: &Collections) -> Value {
                 "200",
                 json!({"description": "The document", "headers": etag, "content": document_content(&name)}),
             ),
-            &["400", "401", "404", "503"],
+            &read_errors(&["400", "404", "503"]),
         );
         read_one["304"] = not_modified();
         paths.insert(
@@ -385,15 +436,16 @@ pub fn document(collections: &Collections) -> Value {
                         "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "ETags (or *): 304 when one is the current version"}],
                         "responses": read_one},
                 "put": {"tags": tags, "summary": format!("Replace a {name} document; emits {name}.updated"), "security": write, "parameters": [if_match], "requestBody": body,
-                        "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                        "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
                 "patch": {"tags": tags, "summary": format!("Merge-patch a {name} document (RFC 7386: null removes a field); emits {name}.updated"), "security": write, "parameters": [if_match],
                           "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": patch}, "application/json": {"schema": patch}}},
-                          "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &["400", "401", "404", "409", "412", "413", "415", "422", "503"])},
+                          "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
                 "delete": {"tags": tags, "summary": format!("Delete a {name} document; emits {name}.deleted with its last state"), "security": write, "parameters": [if_match],
-                           "responses": responses(("204", json!({"description": "Deleted"})), &["400", "401", "404", "409", "412", "503"])},
+                           "responses": responses(("204", json!({"description": "Deleted"})), &change_errors(&["400", "404", "409", "412", "503"]))},
             }),
         );
     }
+    paths.extend(account_paths());
     paths.extend(crate::routes::chats::openapi::paths());
     schemas.extend(crate::routes::chats::openapi::schemas());
     paths.insert(
@@ -402,13 +454,12 @@ pub fn document(collections: &Collections) -> Value {
                 "responses": {"200": {"description": "Every collection, by name", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
                         "name": {"type": "string"}, "schema": {"type": "object"},
-                        "access": {"type": "object", "properties": {"read": {"enum": ["public", "authenticated"]}, "write": {"enum": ["public", "authenticated"]}}},
+                        "access": {"type": "object", "properties": {"read": {"type": "string", "pattern": "^(public|authenticated|role:[a-z][a-z0-9_-]*)$"}, "write": {"type": "string", "pattern": "^(public|authenticated|owner|role:[a-z][a-z0-9_-]*)$"}}},
                         "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}},
                             "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
                             "delay": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$", "description": "Held back this long after the change (at most 365d)"}}}}}}}}}}}}}}}),
     );
     queue_paths(&mut paths, &mut schemas);
-    auth_paths(&mut paths, &mut schemas);
     ops_paths(&mut paths);
     web_paths(&mut paths);
     json!({
@@ -619,5 +670,32 @@ mod tests {
             assert!(queue[field].is_object(), "{field}");
         }
         assert_eq!(doc["paths"]["/api/v1/queues"]["get"]["security"], json!([{"bearerAuth": []}]));
+    }
+
+    #[test]
+    fn ownership_roles_sessions_and_admin_endpoints_are_described() {
+        let doc = document(&shipped());
+        let paths = &doc["paths"];
+        // pets is `write: owner`: changes can be 403, creates cannot; products are public.
+        assert!(paths["/api/v1/pets/{id}"]["delete"]["responses"]["403"].is_object());
+        assert!(paths["/api/v1/pets"]["post"]["responses"]["403"].is_null());
+        assert!(paths["/api/v1/pets"]["post"]["responses"]["401"].is_object());
+        // Public, but a token sent is checked: a bad one is a 401 there too.
+        assert!(paths["/api/v1/products"]["post"]["responses"]["401"].is_object());
+        assert!(paths["/api/v1/products"]["post"]["responses"]["403"].is_null());
+        let created_by = &doc["components"]["schemas"]["petsDocument"]["properties"]["created_by"];
+        assert_eq!(created_by["readOnly"], true);
+        for path in ["/api/v1/queues", "/api/v1/queues/{queue}/dead"] {
+            let responses = &paths[path]["get"]["responses"];
+            assert!(responses["401"].is_object() && responses["403"].is_object(), "{path}");
+        }
+        assert!(
+            paths["/api/v1/queues/{queue}/dead/{id}/retry"]["post"]["responses"]["403"].is_object()
+        );
+        assert!(paths["/api/v1/auth/register"]["post"]["responses"]["429"].is_object());
+        assert!(paths["/api/v1/auth/login"]["post"]["responses"]["429"].is_object());
+        assert!(paths["/api/v1/auth/logout"]["post"]["responses"]["204"].is_object());
+        assert!(paths["/api/v1/auth/logout-all"]["post"]["responses"]["401"].is_object());
+        assert!(paths["/api/v1/auth/me"]["get"]["responses"]["200"].is_object());
     }
 }

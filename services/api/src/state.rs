@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use courier_store::{Outbox, OutboxMetrics, Queues, Store};
 
-use courier_core::auth::JwtKeys;
+use courier_core::{auth::JwtKeys, client_addr::TrustedProxies};
 
 use crate::{
-    auth::{Accounts, LoginLimiter},
+    auth::{Accounts, LoginLimiter, RateLimiter},
     collections::CollectionsHandle,
 };
 
@@ -23,7 +23,12 @@ pub struct AppState {
     pub accounts: Accounts,
     pub jwt: Arc<JwtKeys>,
     pub login_limiter: Arc<LoginLimiter>,
-    pub trust_forwarded_for: bool,
+    /// Registrations per client address.
+    pub register_limiter: Arc<RateLimiter>,
+    /// Bounds the argon2 hashes computed at once (registrations and logins).
+    pub password_hashing: Arc<tokio::sync::Semaphore>,
+    /// Which `X-Forwarded-For` entry is the client (`courier_core::client_addr`).
+    pub trusted_proxies: Arc<TrustedProxies>,
     pub fault: Option<crate::config::Fault>,
     /// Chat's rate limits and metrics.
     pub chat: Arc<crate::chat::Chat>,

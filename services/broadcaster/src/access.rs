@@ -25,13 +25,16 @@ pub enum AccessError {
     NoKeys(String),
     #[error("'{0}' is another user's channel")]
     NotYours(String),
+    /// The collection's read rule names a role the token does not carry.
+    #[error("channel '{channel}': {reason}")]
+    Forbidden { channel: String, reason: String },
 }
 
 impl AccessError {
     /// The `error` frame code for this refusal.
     pub fn code(&self) -> &'static str {
         match self {
-            AccessError::NotYours(_) => error_code::FORBIDDEN,
+            AccessError::NotYours(_) | AccessError::Forbidden { .. } => error_code::FORBIDDEN,
             _ => error_code::UNAUTHORIZED,
         }
     }
@@ -113,12 +116,18 @@ impl Access {
             .read()
             .expect("access rules lock poisoned")
             .get(channel.collection())
-            .copied()
-            .unwrap_or_default();
+            .cloned()
+            .unwrap_or(AccessLevel::Public);
         if level == AccessLevel::Public {
             return Ok(None);
         }
-        self.authenticate(channel, token).map(Some)
+        let claims = self.authenticate(channel, token)?;
+        // The one rule (courier_core): `role:<name>` needs the role in the token.
+        level.admits(Some(&claims.principal())).map_err(|denial| AccessError::Forbidden {
+            channel: channel.name(),
+            reason: denial.to_string(),
+        })?;
+        Ok(Some(claims))
     }
 
     /// Verifies the access token sent for `channel`, whatever the collection's rules (chat and
@@ -147,6 +156,7 @@ mod tests {
         let read = HashMap::from([
             ("secrets".to_owned(), AccessLevel::Authenticated),
             ("products".to_owned(), AccessLevel::Public),
+            ("drafts".to_owned(), AccessLevel::Role("editor".into())),
         ]);
         (Access::new(read, Some(keys.clone())), keys)
     }
@@ -181,6 +191,15 @@ mod tests {
         let refused = access.admit(&theirs, Some(&token)).unwrap_err();
         assert_eq!(refused, AccessError::NotYours("user:u2".into()));
         assert_eq!(refused.code(), error_code::FORBIDDEN);
+        // A role rule needs the role in the token (admins pass).
+        let drafts = Channel::parse("drafts").unwrap();
+        let refused = access.admit(&drafts, Some(&token)).unwrap_err();
+        assert!(matches!(&refused, AccessError::Forbidden { .. }), "{refused:?}");
+        assert_eq!(refused.code(), error_code::FORBIDDEN);
+        for role in ["editor", "admin"] {
+            let (with_role, _) = keys.issue_with_roles("u1", "ana", &[role.into()]).unwrap();
+            assert!(access.admit(&drafts, Some(&with_role)).is_ok(), "{role}");
+        }
         let no_keys =
             Access::new(HashMap::from([("secrets".to_owned(), AccessLevel::Authenticated)]), None);
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));

@@ -1,6 +1,7 @@
 //! `courier bench`: load generators whose figures go in docs/benchmarks.md.
 //! `latency` measures POST → WebSocket delivery end to end, with percentiles; `fanout` and
-//! `connections` (in [`crate::fanout`]) measure the broadcaster's fan-out and its idle cost.
+//! `connections` (in [`crate::fanout`]) measure the broadcaster's fan-out and its idle cost;
+//! `api` and `worker` (in [`crate::throughput`]) the write path and the task pipeline.
 
 use std::{
     collections::HashMap,
@@ -24,6 +25,10 @@ pub enum BenchCommand {
     Fanout(crate::fanout::FanoutArgs),
     /// Hold N idle subscribed connections: RSS per connection and ping round trips meanwhile.
     Connections(crate::fanout::ConnectionsArgs),
+    /// Creates through the api for a while, then a driver insert + JetStream publish: the ratio.
+    Api(crate::throughput::ApiBenchArgs),
+    /// N tasks through W courier-worker processes, then through W bare pull + ack loops.
+    Worker(crate::throughput::WorkerBenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,6 +75,14 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Connections(args) => {
             let report = crate::fanout::connections(&args).await?;
             print_report(&report, args.json)
+        }
+        BenchCommand::Api(args) => {
+            let report = crate::throughput::api(&args).await?;
+            print_report(&report, args.servers.json)
+        }
+        BenchCommand::Worker(args) => {
+            let report = crate::throughput::worker(&args).await?;
+            print_report(&report, args.servers.json)
         }
     }
 }
@@ -137,7 +150,7 @@ fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
 }
 
 /// Deletes the run's documents; failures are reported, not fatal (the numbers are measured).
-async fn delete_all(
+pub(crate) async fn delete_all(
     http: &reqwest::Client,
     collection_url: &str,
     ids: &[String],

@@ -7,3 +7,4 @@ pub mod demo;
 pub mod fanout;
 pub mod probe;
 pub mod tail;
+pub mod throughput;

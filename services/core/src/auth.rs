@@ -15,6 +15,36 @@ pub const TOKEN_ISSUER: &str = "courier";
 pub const TOKEN_AUDIENCE: &str = "courier";
 /// Shortest HS256 secret accepted (bytes).
 pub const MIN_SECRET_LEN: usize = 32;
+/// The role that passes every access rule and may use the operator endpoints (queues, dead
+/// letters). Granted only by configuration (`COURIER_BOOTSTRAP_ADMIN`) or `courier-api
+/// grant-role`: there is no default admin.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// Whether `role` can name a role: a lowercase letter, then lowercase letters, digits, `_` or
+/// `-` (at most 32). Rules name roles as `role:<name>`.
+pub fn is_valid_role_name(role: &str) -> bool {
+    let mut chars = role.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && role.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+/// Who is asking, as access rules see them: a user id and the user's roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal<'a> {
+    pub id: &'a str,
+    pub roles: &'a [String],
+}
+
+impl Principal<'_> {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ADMIN_ROLE)
+    }
+}
 
 /// A string that never appears in logs or `Debug` output.
 #[derive(Clone, Default)]
@@ -70,6 +100,21 @@ pub struct Claims {
     pub jti: String,
     pub iss: String,
     pub aud: String,
+    /// The user's roles when the token was issued (`admin`, or any role rules name). A token
+    /// without the claim carries no roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// The sign-in session (refresh-token family) the token belongs to: what
+    /// `POST /api/v1/auth/logout` revokes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Claims {
+    /// The token's user as access rules see it.
+    pub fn principal(&self) -> Principal<'_> {
+        Principal { id: &self.sub, roles: &self.roles }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,8 +245,30 @@ impl JwtKeys {
         JwtKeys { algorithm, encoding, decoding, validation, access_ttl }
     }
 
-    /// Signs an access token for a user; `None` if this service only verifies.
+    /// Signs an access token for a user without roles; `None` if this service only verifies.
     pub fn issue(&self, user_id: &str, username: &str) -> Option<(String, Claims)> {
+        self.issue_with_roles(user_id, username, &[])
+    }
+
+    /// Signs an access token for a user with `roles`; `None` if this service only verifies.
+    pub fn issue_with_roles(
+        &self,
+        user_id: &str,
+        username: &str,
+        roles: &[String],
+    ) -> Option<(String, Claims)> {
+        self.issue_session(user_id, username, roles, None)
+    }
+
+    /// Signs an access token for a user with `roles` in sign-in session `sid`; `None` if this
+    /// service only verifies.
+    pub fn issue_session(
+        &self,
+        user_id: &str,
+        username: &str,
+        roles: &[String],
+        sid: Option<&str>,
+    ) -> Option<(String, Claims)> {
         let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -211,6 +278,8 @@ impl JwtKeys {
             jti: uuid::Uuid::now_v7().to_string(),
             iss: TOKEN_ISSUER.to_owned(),
             aud: TOKEN_AUDIENCE.to_owned(),
+            roles: roles.to_vec(),
+            sid: sid.map(str::to_owned),
         };
         self.sign(&claims).map(|token| (token, claims))
     }
@@ -243,6 +312,32 @@ mod tests {
         let (token, claims) = keys.issue("u1", "ana").unwrap();
         assert_eq!(keys.verify(&token), Ok(claims.clone()));
         assert_eq!((claims.sub.as_str(), claims.exp - claims.iat), ("u1", 60));
+    }
+
+    #[test]
+    fn roles_travel_in_the_token_and_a_token_without_them_has_none() {
+        let keys = JwtKeys::hs256(SECRET, Duration::from_secs(60));
+        let (token, claims) = keys.issue_with_roles("u1", "ana", &["admin".into()]).unwrap();
+        let verified = keys.verify(&token).unwrap();
+        assert_eq!(verified.roles, ["admin"]);
+        assert!(verified.principal().is_admin());
+        assert_eq!(verified, claims);
+        // A token signed before roles existed (no `roles` claim) verifies with no roles.
+        let (plain, plain_claims) = keys.issue("u2", "bob").unwrap();
+        let json = serde_json::to_value(&plain_claims).unwrap();
+        assert!(json.get("roles").is_none(), "no roles, no claim: {json}");
+        let bob = keys.verify(&plain).unwrap();
+        assert!(bob.roles.is_empty() && !bob.principal().is_admin());
+    }
+
+    #[test]
+    fn role_names_are_short_lowercase_words() {
+        for ok in ["admin", "editor", "ops-team", "a1_b"] {
+            assert!(is_valid_role_name(ok), "{ok}");
+        }
+        for bad in ["", "Admin", "1x", "a b", "a:b", &"a".repeat(33)] {
+            assert!(!is_valid_role_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,15 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{subjects::is_valid_collection_name, task::is_valid_task_kind};
+use crate::{
+    auth::{Principal, is_valid_role_name},
+    subjects::is_valid_collection_name,
+    task::is_valid_task_kind,
+};
+
+/// The field recording who created a document (the creator's user id, `null` for an anonymous
+/// write). Courier sets it from the access token; clients cannot.
+pub const CREATED_BY: &str = "created_by";
 
 use crate::task::Priority;
 
@@ -36,26 +44,137 @@ pub struct CollectionSpec {
     /// Tasks enqueued (through the outbox) when documents change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskTrigger>,
+    /// Whether this collection's events carry user ids (`created_by` in `data`, and `actor`)
+    /// although anonymous clients may read it. Off: events of a `read: public` collection carry
+    /// neither (REST reads still show `created_by`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose_creator: bool,
 }
 
-/// Who may read and who may write a collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Who may read and who may write a collection. Reads default to `public`, writes to
+/// `authenticated`: anonymous writes happen only where a collection says `write: public`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
-    #[serde(default)]
+    #[serde(default = "AccessLevel::public")]
     pub read: AccessLevel,
-    #[serde(default)]
+    #[serde(default = "AccessLevel::authenticated")]
     pub write: AccessLevel,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+impl Default for Access {
+    fn default() -> Self {
+        Access { read: AccessLevel::Public, write: AccessLevel::Authenticated }
+    }
+}
+
+/// One access rule, written `public`, `authenticated`, `owner` or `role:<name>`. A user with
+/// the `admin` role passes every rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum AccessLevel {
     /// Anyone, including anonymous clients.
-    #[default]
     Public,
     /// Only requests carrying a valid access token.
     Authenticated,
+    /// Writes only: any signed-in user may create; only the document's creator (`created_by`)
+    /// or an admin may update or delete it.
+    Owner,
+    /// Only users holding this role (`role:editor`). The name is checked by
+    /// [`CollectionSpec::validate`].
+    Role(String),
+}
+
+/// Why an access rule refused a caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// Anonymous, and the rule needs a signed-in user (HTTP 401).
+    #[error("authentication required: send Authorization: Bearer <access token>")]
+    SignInRequired,
+    /// Signed in, but the rule does not admit this user (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl AccessLevel {
+    fn public() -> Self {
+        AccessLevel::Public
+    }
+
+    fn authenticated() -> Self {
+        AccessLevel::Authenticated
+    }
+
+    /// Whether `who` (`None`: anonymous) passes this rule before any document is involved
+    /// (reads, lists, creates, subscribes). `owner` admits every signed-in user here; changes
+    /// of an existing document also go through [`AccessLevel::admits_change`].
+    pub fn admits(&self, who: Option<&Principal<'_>>) -> Result<(), Denial> {
+        let who = match (self, who) {
+            (AccessLevel::Public, _) => return Ok(()),
+            (_, None) => return Err(Denial::SignInRequired),
+            (_, Some(who)) => who,
+        };
+        match self {
+            AccessLevel::Role(role) if !who.has_role(role) && !who.is_admin() => {
+                Err(Denial::Forbidden(format!("this needs the '{role}' role")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `who` may update or delete a document created by `created_by` (`None`: a
+    /// document with no recorded creator, e.g. written anonymously or before ownership existed —
+    /// only admins may change it under `owner`).
+    pub fn admits_change(
+        &self,
+        who: Option<&Principal<'_>>,
+        created_by: Option<&str>,
+    ) -> Result<(), Denial> {
+        self.admits(who)?;
+        match (self, who) {
+            (AccessLevel::Owner, Some(who)) if !who.is_admin() && created_by != Some(who.id) => {
+                Err(Denial::Forbidden(
+                    "only the document's creator (or an admin) may change or delete it".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl TryFrom<String> for AccessLevel {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "public" => Ok(AccessLevel::Public),
+            "authenticated" => Ok(AccessLevel::Authenticated),
+            "owner" => Ok(AccessLevel::Owner),
+            _ => match text.strip_prefix("role:") {
+                Some(role) => Ok(AccessLevel::Role(role.to_owned())),
+                None => Err(format!(
+                    "unknown access rule `{text}`: use public, authenticated, owner or role:<name>"
+                )),
+            },
+        }
+    }
+}
+
+impl From<AccessLevel> for String {
+    fn from(level: AccessLevel) -> Self {
+        level.to_string()
+    }
+}
+
+impl std::fmt::Display for AccessLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLevel::Public => f.write_str("public"),
+            AccessLevel::Authenticated => f.write_str("authenticated"),
+            AccessLevel::Owner => f.write_str("owner"),
+            AccessLevel::Role(role) => write!(f, "role:{role}"),
+        }
+    }
 }
 
 /// An index over top-level fields: `["species", "-age"]` (a leading `-` means descending).
@@ -132,6 +251,16 @@ pub enum SpecError {
     InvalidPropertyName(String),
     #[error("schema property 'id' is reserved: Courier assigns every document its id")]
     IdReserved,
+    #[error("schema property 'created_by' is reserved: Courier records every document's creator")]
+    CreatedByReserved,
+    #[error(
+        "access: 'role:{0}' is not a role name (a lowercase letter, then lowercase letters, digits, '_' or '-'; at most 32)"
+    )]
+    InvalidRole(String),
+    #[error(
+        "access: 'read: owner' is not supported: owner governs updates and deletes (use it under write)"
+    )]
+    OwnerRead,
     /// `index` counts from 1.
     #[error("index {index}: 'fields' is empty")]
     EmptyIndex { index: usize },
@@ -225,8 +354,9 @@ impl std::fmt::Debug for ValidSpec {
 }
 
 impl CollectionSpec {
-    /// Every rule a collection must satisfy: its name, a compiling `type: object` schema whose
-    /// property names are field names (and not `id`), index fields the schema allows, valid task
+    /// Every rule a collection must satisfy: its name, access rules naming valid roles (and
+    /// `owner` only for writes), a compiling `type: object` schema whose
+    /// property names are field names (and not `id` or `created_by`), index fields the schema allows, valid task
     /// kinds each with at least one trigger.
     pub fn validate(&self) -> Result<ValidSpec, SpecError> {
         if !is_valid_collection_name(&self.name) {
@@ -234,6 +364,16 @@ impl CollectionSpec {
         }
         if RESERVED_NAMES.contains(&self.name.as_str()) {
             return Err(SpecError::ReservedName);
+        }
+        if self.access.read == AccessLevel::Owner {
+            return Err(SpecError::OwnerRead);
+        }
+        for level in [&self.access.read, &self.access.write] {
+            if let AccessLevel::Role(role) = level
+                && !is_valid_role_name(role)
+            {
+                return Err(SpecError::InvalidRole(role.clone()));
+            }
         }
         let schema = &self.schema;
         if schema.get("type").and_then(Value::as_str) != Some("object") {
@@ -249,6 +389,9 @@ impl CollectionSpec {
                 }
                 if name == "id" {
                     return Err(SpecError::IdReserved);
+                }
+                if name == CREATED_BY {
+                    return Err(SpecError::CreatedByReserved);
                 }
                 let read_only = property.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
                 fields
@@ -419,6 +562,26 @@ pub mod fixtures {
                 "schema property 'id' is reserved",
             ),
             case(
+                "property created_by",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"created_by": {"type": "string"}}}}),
+                "schema property 'created_by' is reserved",
+            ),
+            case(
+                "role with an uppercase name",
+                json!({"name": "a", "schema": object, "access": {"write": "role:Editor"}}),
+                "access: 'role:Editor' is not a role name",
+            ),
+            case(
+                "role without a name",
+                json!({"name": "a", "schema": object, "access": {"read": "role:"}}),
+                "access: 'role:' is not a role name",
+            ),
+            case(
+                "read: owner",
+                json!({"name": "a", "schema": object, "access": {"read": "owner"}}),
+                "access: 'read: owner' is not supported",
+            ),
+            case(
                 "index without fields",
                 json!({"name": "a", "schema": object, "indexes": [{"fields": []}]}),
                 "index 1: 'fields' is empty",
@@ -505,6 +668,9 @@ mod tests {
             SpecError::SchemaDoesNotCompile(_) => "compiles",
             SpecError::InvalidPropertyName(_) => "property",
             SpecError::IdReserved => "id",
+            SpecError::CreatedByReserved => "created_by",
+            SpecError::InvalidRole(_) => "role",
+            SpecError::OwnerRead => "owner read",
             SpecError::EmptyIndex { .. } => "empty index",
             SpecError::InvalidIndexField { .. } => "index field",
             SpecError::UndeclaredIndexField { .. } => "undeclared index field",
@@ -538,6 +704,9 @@ mod tests {
             SpecError::SchemaDoesNotCompile(String::new()),
             SpecError::InvalidPropertyName(String::new()),
             SpecError::IdReserved,
+            SpecError::CreatedByReserved,
+            SpecError::InvalidRole(String::new()),
+            SpecError::OwnerRead,
             SpecError::EmptyIndex { index: 1 },
             SpecError::InvalidIndexField { index: 1, field: String::new() },
             SpecError::UndeclaredIndexField { index: 1, field: String::new() },
@@ -618,7 +787,7 @@ mod tests {
         ));
         assert!(matches!(
             file("collections: [{name: a, schema: {type: object}, access: {write: admins}}]"),
-            FileError::Syntax(message) if message.contains("unknown variant `admins`")
+            FileError::Syntax(message) if message.contains("unknown access rule `admins`")
         ));
         assert!(matches!(file("collections: {"), FileError::Syntax(_)));
     }
@@ -632,6 +801,53 @@ mod tests {
         assert_eq!(file.collections.len(), 2);
         assert_eq!(valid[0].fields["x"].ty, FieldType::Boolean);
         assert!(valid[1].fields.is_empty());
+    }
+
+    #[test]
+    fn access_rules_read_and_write_as_their_names_with_safe_defaults() {
+        let (file, _) = CollectionsFile::load_checked(
+            "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}, expose_creator: true, access: {read: authenticated, write: role:editor}}, {name: c, schema: {type: object}, access: {write: owner}}]",
+        )
+        .unwrap();
+        let [a, b, c] = &file.collections[..] else { panic!("three collections") };
+        assert_eq!(
+            a.access,
+            Access { read: AccessLevel::Public, write: AccessLevel::Authenticated }
+        );
+        assert!(!a.expose_creator && b.expose_creator);
+        assert_eq!(b.access.write, AccessLevel::Role("editor".into()));
+        assert_eq!(c.access.write, AccessLevel::Owner);
+        let json = serde_json::to_value(&b.access).unwrap();
+        assert_eq!(json, json!({"read": "authenticated", "write": "role:editor"}));
+    }
+
+    #[test]
+    fn rules_admit_by_sign_in_role_and_ownership_and_admins_pass_all() {
+        let none: Vec<String> = vec![];
+        let editor = vec!["editor".to_owned()];
+        let admin = vec!["admin".to_owned()];
+        let ana = Principal { id: "ana", roles: &none };
+        let eve = Principal { id: "eve", roles: &editor };
+        let root = Principal { id: "root", roles: &admin };
+        let role = AccessLevel::Role("editor".into());
+        assert_eq!(AccessLevel::Public.admits(None), Ok(()));
+        assert_eq!(AccessLevel::Authenticated.admits(None), Err(Denial::SignInRequired));
+        assert_eq!(AccessLevel::Authenticated.admits(Some(&ana)), Ok(()));
+        assert_eq!(role.admits(None), Err(Denial::SignInRequired));
+        assert!(
+            matches!(role.admits(Some(&ana)), Err(Denial::Forbidden(m)) if m.contains("'editor'"))
+        );
+        assert_eq!(role.admits(Some(&eve)), Ok(()));
+        assert_eq!(role.admits(Some(&root)), Ok(()), "admins pass every rule");
+        let owner = AccessLevel::Owner;
+        assert_eq!(owner.admits(None), Err(Denial::SignInRequired));
+        assert_eq!(owner.admits(Some(&ana)), Ok(()), "anyone signed in may create");
+        assert_eq!(owner.admits_change(Some(&ana), Some("ana")), Ok(()));
+        assert!(matches!(owner.admits_change(Some(&eve), Some("ana")), Err(Denial::Forbidden(_))));
+        assert!(matches!(owner.admits_change(Some(&ana), None), Err(Denial::Forbidden(_))));
+        assert_eq!(owner.admits_change(Some(&root), Some("ana")), Ok(()));
+        assert_eq!(owner.admits_change(None, Some("ana")), Err(Denial::SignInRequired));
+        assert_eq!(AccessLevel::Authenticated.admits_change(Some(&eve), Some("ana")), Ok(()));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod channel;
 pub mod chat;
 pub mod chat_live;
+pub mod client_addr;
 pub mod collection_spec;
 pub mod config;
 pub mod event;

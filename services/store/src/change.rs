@@ -1,6 +1,7 @@
 //! A document change as Courier announces it: the event every committed change produces and the
 //! tasks its collection triggers, as the outbox records (and, for delayed tasks, the scheduled
-//! tasks) that commit with the change's writes (built here and nowhere else).
+//! tasks) that commit with the change's writes (built here and nowhere else). This is also where
+//! user ids leave events whose collection anonymous clients may read ([`Announce::keep_user_ids`]).
 
 use std::time::Duration;
 
@@ -33,7 +34,14 @@ pub struct Announce {
     pub actor: Option<String>,
     pub trace_id: String,
     pub tasks: Vec<TaskRequest>,
+    /// Whether the event may carry user ids: `data.created_by` and `actor`. False for a
+    /// collection anonymous clients can read (unless it says `expose_creator`): its events then
+    /// carry neither. Tasks always keep the actor (only workers read them).
+    pub keep_user_ids: bool,
 }
+
+/// The document field holding its creator's user id.
+pub const CREATED_BY: &str = courier_core::collection_spec::CREATED_BY;
 
 /// One committed change of one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +57,8 @@ pub struct Change {
     pub trace_id: String,
     /// The tasks to enqueue for this change (the collection's triggers).
     pub tasks: Vec<TaskRequest>,
+    /// See [`Announce::keep_user_ids`].
+    pub keep_user_ids: bool,
 }
 
 impl Change {
@@ -60,7 +70,7 @@ impl Change {
         data: Value,
         announce: Announce,
     ) -> Self {
-        let Announce { action, actor, trace_id, tasks } = announce;
+        let Announce { action, actor, trace_id, tasks, keep_user_ids } = announce;
         Change {
             collection: collection.to_owned(),
             doc_id,
@@ -70,18 +80,27 @@ impl Change {
             actor,
             trace_id,
             tasks,
+            keep_user_ids,
         }
     }
 
     /// The outbox records: the event first, then one per task of [`Change::tasks`] that is due
     /// at once.
     pub fn records(&self) -> Vec<OutboxRecord> {
+        let mut data = self.data.clone();
+        let mut actor = self.actor.clone();
+        if !self.keep_user_ids {
+            if let Some(object) = data.as_object_mut() {
+                object.remove(CREATED_BY);
+            }
+            actor = None;
+        }
         let event = Event::new(
             &self.collection,
             &self.doc_id,
             self.action,
-            self.data.clone(),
-            self.actor.clone(),
+            data,
+            actor,
             self.trace_id.clone(),
         );
         let subject = subjects::event_subject(&self.collection, &self.doc_id, self.action);
@@ -141,6 +160,7 @@ mod tests {
                     delay: Some(Duration::from_secs(7 * 86_400)),
                 },
             ],
+            keep_user_ids: true,
         };
         let records = change.records();
         assert_eq!(records.len(), 2, "the delayed task is not in the outbox");
@@ -164,6 +184,33 @@ mod tests {
         assert_eq!(
             scheduled[0].due.timestamp_millis(),
             task.not_before.unwrap().timestamp_millis()
+        );
+    }
+
+    #[test]
+    fn events_without_user_ids_drop_the_creator_and_actor_but_tasks_keep_the_actor() {
+        let change = Change {
+            collection: "pets".into(),
+            doc_id: "65f0c0ffee0123456789abcd".into(),
+            action: EventAction::Created,
+            version: 1,
+            data: json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex", "created_by": "u1"}),
+            actor: Some("u1".into()),
+            trace_id: "trace-1".into(),
+            tasks: vec![TaskRequest::now("pets.enrich")],
+            keep_user_ids: false,
+        };
+        let records = change.records();
+        let event: Event = serde_json::from_str(&records[0].payload).unwrap();
+        assert_eq!(event.data, json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex"}));
+        assert_eq!(event.actor, None);
+        let task: Task = serde_json::from_str(&records[1].payload).unwrap();
+        assert_eq!(task.actor.as_deref(), Some("u1"));
+        let kept = Change { keep_user_ids: true, ..change }.records();
+        let event: Event = serde_json::from_str(&kept[0].payload).unwrap();
+        assert_eq!(
+            (event.data["created_by"].as_str(), event.actor.as_deref()),
+            (Some("u1"), Some("u1"))
         );
     }
 }

@@ -2,7 +2,7 @@
 // the open view (by the URL hash: #/<collection>, #/queues) and the event log.
 
 import { useEffect, useState } from 'react';
-import type { Collection } from './lib/api';
+import { needsSignIn, type Collection } from './lib/api';
 import { describeError } from './lib/format';
 import { api, useApp } from './store';
 import { AccountBar, AuthDialog } from './components/Account';
@@ -123,7 +123,7 @@ export function App() {
               <li key={c.name}>
                 <a href={`#/${encodeURIComponent(c.name)}`} aria-current={section === 'collections' && c.name === current?.name ? 'page' : undefined}>
                   <span className="nav-name">{c.name}</span>
-                  {(c.access?.write === 'authenticated' || c.access?.read === 'authenticated') && <Lock />}
+                  {(needsSignIn(c.access?.write) || needsSignIn(c.access?.read)) && <Lock />}
                 </a>
               </li>
             ))}

@@ -183,7 +183,11 @@ impl WorkLoop {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    // Reap every task that has finished too, so the next fetch asks for all the
+                    // free slots at once rather than one round trip per slot.
+                    while running.try_join_next().is_some() {}
+                }
                 Some(Watched { lane, outcome }) = watched.recv() => {
                     let lane = &mut lanes[lane];
                     lane.watching = false;

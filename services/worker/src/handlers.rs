@@ -73,7 +73,7 @@ impl Handlers {
     }
 }
 
-/// `system.noop`: completes at once. Measures the queue machinery alone (`courier-worker-bench
+/// `system.noop`: completes at once. Measures the queue machinery alone (`courier bench worker
 /// --kind system.noop`) and serves as a smoke test of a deployment's workers.
 pub struct Noop;
 

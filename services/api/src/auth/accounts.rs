@@ -1,6 +1,8 @@
-//! Users and refresh tokens in MongoDB (`_users`, `_refresh_tokens`). Refresh tokens are random,
-//! stored only as SHA-256 digests, single use, and rotate within a family: presenting a used
-//! one revokes the whole family (the token was stolen or replayed).
+//! Users (with their roles) and refresh tokens in MongoDB (`_users`, `_refresh_tokens`). Refresh
+//! tokens are random, stored only as SHA-256 digests, single use, and rotate within a family (one
+//! sign-in session): presenting a used one revokes the whole family (the token was stolen or
+//! replayed). A family lives at most the absolute lifetime from its login, however often it
+//! rotates; logout revokes one family, logout-all every family of the user.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use mongodb::{
@@ -24,6 +26,9 @@ pub struct User {
     pub username: String,
     pub password_hash: String,
     pub created_at: bson::DateTime,
+    /// `admin` and whatever roles collection rules name; none unless granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl User {
@@ -31,6 +36,7 @@ impl User {
         serde_json::json!({
             "id": self.id.to_hex(),
             "username": self.username,
+            "roles": self.roles,
             "created_at": self.created_at.try_to_rfc3339_string().unwrap_or_default(),
         })
     }
@@ -45,7 +51,20 @@ struct RefreshToken {
     family: String,
     created_at: bson::DateTime,
     expires_at: bson::DateTime,
+    /// The family's absolute end (its login plus the absolute lifetime); absent on tokens
+    /// issued before it existed (their family then ends one absolute lifetime after the next
+    /// rotation).
+    #[serde(default)]
+    family_expires_at: Option<bson::DateTime>,
     used_at: Option<bson::DateTime>,
+}
+
+/// A continued sign-in session: the user, its family, and the family's absolute end.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub family: String,
+    pub family_expires_at: bson::DateTime,
 }
 
 /// Why a refresh token was refused.
@@ -62,6 +81,7 @@ pub struct Accounts {
     users: Collection<User>,
     tokens: Collection<RefreshToken>,
     refresh_ttl: std::time::Duration,
+    absolute_ttl: std::time::Duration,
 }
 
 /// Whether `username` is acceptable: 3–32 of lowercase letters, digits, `_`, `.`, `-`,
@@ -79,11 +99,17 @@ fn digest(token: &str) -> String {
 }
 
 impl Accounts {
-    pub fn new(store: &Store, refresh_ttl: std::time::Duration) -> Self {
+    /// `refresh_ttl` is each token's sliding lifetime, `absolute_ttl` its family's.
+    pub fn new(
+        store: &Store,
+        refresh_ttl: std::time::Duration,
+        absolute_ttl: std::time::Duration,
+    ) -> Self {
         Accounts {
             users: store.collection(USERS).clone_with_type(),
             tokens: store.collection(REFRESH_TOKENS).clone_with_type(),
             refresh_ttl,
+            absolute_ttl,
         }
     }
 
@@ -96,6 +122,10 @@ impl Accounts {
         let family = IndexOptions::builder().name("family".to_owned()).build();
         self.tokens
             .create_index(IndexModel::builder().keys(doc! {"family": 1}).options(family).build())
+            .await?;
+        let user = IndexOptions::builder().name("user".to_owned()).build();
+        self.tokens
+            .create_index(IndexModel::builder().keys(doc! {"user_id": 1}).options(user).build())
             .await?;
         let ttl = IndexOptions::builder()
             .name("expiry".to_owned())
@@ -118,6 +148,7 @@ impl Accounts {
             username: username.to_owned(),
             password_hash,
             created_at: bson::DateTime::now(),
+            roles: Vec::new(),
         };
         match self.users.insert_one(&user).await {
             Ok(_) => Ok(Some(user)),
@@ -135,35 +166,56 @@ impl Accounts {
         self.users.find_one(doc! {"_id": oid}).await
     }
 
-    /// A new refresh token for `user` in `family` (a new family at login).
+    /// Adds `role` to the user named `username`: the updated user, `None` if there is none.
+    /// It shows in the user's access tokens from the next login or refresh.
+    pub async fn grant_role(
+        &self,
+        username: &str,
+        role: &str,
+    ) -> mongodb::error::Result<Option<User>> {
+        self.users
+            .find_one_and_update(doc! {"username": username}, doc! {"$addToSet": {"roles": role}})
+            .return_document(ReturnDocument::After)
+            .await
+    }
+
+    /// A new refresh token for `user`: in a new family at login (`None`), or continuing
+    /// `session`'s family (a rotation keeps the family's absolute end). The token and its family.
     pub async fn issue_refresh(
         &self,
         user: &User,
-        family: Option<String>,
-    ) -> mongodb::error::Result<String> {
+        session: Option<(String, bson::DateTime)>,
+    ) -> mongodb::error::Result<(String, String)> {
         let bytes: [u8; 32] = rand::random();
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let now = bson::DateTime::now();
-        let expires_at = bson::DateTime::from_millis(
-            now.timestamp_millis() + self.refresh_ttl.as_millis() as i64,
-        );
+        let after = |ttl: std::time::Duration| {
+            bson::DateTime::from_millis(
+                now.timestamp_millis()
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            )
+        };
+        let (family, family_expires_at) = session.unwrap_or_else(|| {
+            (uuid::Uuid::now_v7().simple().to_string(), after(self.absolute_ttl))
+        });
         let record = RefreshToken {
             digest: digest(&token),
             user_id: user.id,
-            family: family.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
+            family: family.clone(),
             created_at: now,
-            expires_at,
+            expires_at: after(self.refresh_ttl).min(family_expires_at),
+            family_expires_at: Some(family_expires_at),
             used_at: None,
         };
         self.tokens.insert_one(&record).await?;
-        Ok(token)
+        Ok((token, family))
     }
 
-    /// Uses a refresh token once: the user and the family to continue, or why not.
+    /// Uses a refresh token once: the session to continue, or why not.
     pub async fn use_refresh(
         &self,
         token: &str,
-    ) -> mongodb::error::Result<Result<(User, String), RefreshRefusal>> {
+    ) -> mongodb::error::Result<Result<Session, RefreshRefusal>> {
         let digest = digest(token);
         let now = bson::DateTime::now();
         let claimed = self
@@ -177,21 +229,46 @@ impl Accounts {
         let Some(record) = claimed else {
             return Ok(Err(match self.tokens.find_one(doc! {"_id": &digest}).await? {
                 Some(used) => {
-                    let revoked =
-                        self.tokens.delete_many(doc! {"family": &used.family}).await?.deleted_count;
+                    let revoked = self.revoke_family(&used.family).await?;
                     tracing::warn!(user_id = %used.user_id, revoked, "refresh token reused; its family is revoked");
                     RefreshRefusal::Reused
                 }
                 None => RefreshRefusal::Unknown,
             }));
         };
-        if record.expires_at < now {
+        let family_expires_at =
+            record.family_expires_at.unwrap_or_else(|| {
+                bson::DateTime::from_millis(now.timestamp_millis().saturating_add(
+                    i64::try_from(self.absolute_ttl.as_millis()).unwrap_or(i64::MAX),
+                ))
+            });
+        if record.expires_at < now || family_expires_at < now {
             return Ok(Err(RefreshRefusal::Expired));
         }
         match self.users.find_one(doc! {"_id": record.user_id}).await? {
-            Some(user) => Ok(Ok((user, record.family))),
+            Some(user) => Ok(Ok(Session { user, family: record.family, family_expires_at })),
             None => Ok(Err(RefreshRefusal::Unknown)),
         }
+    }
+
+    /// Revokes one sign-in session (every refresh token of `family`): how many were removed.
+    pub async fn revoke_family(&self, family: &str) -> mongodb::error::Result<u64> {
+        Ok(self.tokens.delete_many(doc! {"family": family}).await?.deleted_count)
+    }
+
+    /// The session (family) and user of a refresh token, used or not; `None` if unknown.
+    pub async fn session_of(
+        &self,
+        token: &str,
+    ) -> mongodb::error::Result<Option<(String, String)>> {
+        let record = self.tokens.find_one(doc! {"_id": digest(token)}).await?;
+        Ok(record.map(|r| (r.family, r.user_id.to_hex())))
+    }
+
+    /// Revokes every sign-in session of `user_id`: how many refresh tokens were removed.
+    pub async fn revoke_all(&self, user_id: &str) -> mongodb::error::Result<u64> {
+        let Ok(user) = ObjectId::parse_str(user_id) else { return Ok(0) };
+        Ok(self.tokens.delete_many(doc! {"user_id": user}).await?.deleted_count)
     }
 }
 

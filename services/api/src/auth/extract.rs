@@ -1,9 +1,13 @@
 //! Who is calling: the `Authorization: Bearer <access token>` of a request, verified. A request
 //! without the header is anonymous; one with a bad or expired token is refused (401), never
-//! silently treated as anonymous.
+//! silently treated as anonymous. Access rules themselves are `courier_core`'s
+//! ([`AccessLevel::admits`]); this maps their refusals to 401 (anonymous) and 403 (signed in).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use courier_core::{auth::TokenError, collection_spec::AccessLevel};
+use courier_core::{
+    auth::{ADMIN_ROLE, Principal, TokenError},
+    collection_spec::{AccessLevel, Denial},
+};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -12,23 +16,50 @@ use crate::{error::ApiError, state::AppState};
 pub struct AuthUser {
     pub id: String,
     pub username: String,
+    /// The roles in the access token.
+    pub roles: Vec<String>,
+    /// The sign-in session (refresh-token family) of the token, if it names one.
+    pub session: Option<String>,
+}
+
+impl AuthUser {
+    pub fn principal(&self) -> Principal<'_> {
+        Principal { id: &self.id, roles: &self.roles }
+    }
 }
 
 /// The caller, if authenticated.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Option<AuthUser>);
 
-impl Caller {
-    /// The user, or 401 when `level` requires one.
-    pub fn require(&self, level: AccessLevel) -> Result<Option<&AuthUser>, ApiError> {
-        match (level, &self.0) {
-            (AccessLevel::Authenticated, None) => Err(ApiError::Unauthorized {
-                message: "authentication required: send Authorization: Bearer <access token>"
-                    .into(),
-                invalid_token: false,
-            }),
-            (_, user) => Ok(user.as_ref()),
+/// A rule's refusal as HTTP: 401 for anonymous callers, 403 (with the reason) for users.
+pub fn denied(denial: Denial) -> ApiError {
+    match denial {
+        Denial::SignInRequired => {
+            ApiError::Unauthorized { message: denial.to_string(), invalid_token: false }
         }
+        Denial::Forbidden(reason) => ApiError::Forbidden(reason),
+    }
+}
+
+impl Caller {
+    fn principal(&self) -> Option<Principal<'_>> {
+        self.0.as_ref().map(AuthUser::principal)
+    }
+
+    /// The user, or 401/403 when `level` does not admit the caller.
+    pub fn require(&self, level: &AccessLevel) -> Result<Option<&AuthUser>, ApiError> {
+        level.admits(self.principal().as_ref()).map_err(denied)?;
+        Ok(self.0.as_ref())
+    }
+
+    /// 401/403 unless `level` lets the caller change a document created by `created_by`.
+    pub fn require_change(
+        &self,
+        level: &AccessLevel,
+        created_by: Option<&str>,
+    ) -> Result<(), ApiError> {
+        level.admits_change(self.principal().as_ref(), created_by).map_err(denied)
     }
 
     pub fn actor(&self) -> Option<String> {
@@ -58,7 +89,12 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid("the Authorization header must be 'Bearer <access token>'"))?;
         match state.jwt.verify(token) {
-            Ok(claims) => Ok(Caller(Some(AuthUser { id: claims.sub, username: claims.name }))),
+            Ok(claims) => Ok(Caller(Some(AuthUser {
+                id: claims.sub,
+                username: claims.name,
+                roles: claims.roles,
+                session: claims.sid,
+            }))),
             Err(TokenError::Expired) => Err(invalid("the access token has expired; refresh it")),
             Err(TokenError::Invalid) => Err(invalid("the access token is invalid")),
         }
@@ -77,7 +113,28 @@ impl FromRequestParts<AppState> for Authenticated {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(AccessLevel::Authenticated)?;
+        caller.require(&AccessLevel::Authenticated)?;
         Ok(Authenticated(caller.0.expect("required above")))
+    }
+}
+
+/// A caller with the `admin` role: 401 when anonymous, 403 for other users.
+#[derive(Debug, Clone)]
+pub struct Admin(pub AuthUser);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Authenticated(user) = Authenticated::from_request_parts(parts, state).await?;
+        if !user.principal().is_admin() {
+            return Err(ApiError::Forbidden(format!(
+                "this endpoint is for users with the '{ADMIN_ROLE}' role"
+            )));
+        }
+        Ok(Admin(user))
     }
 }

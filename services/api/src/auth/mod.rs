@@ -1,7 +1,11 @@
-//! Accounts: `/api/v1/auth/register|login|refresh|me`. Passwords are argon2id hashes, access
-//! tokens short-lived JWTs, refresh tokens single-use and rotating; logins are rate-limited.
+//! Accounts: `/api/v1/auth/register|login|refresh|logout|logout-all|me`. Passwords are argon2id
+//! hashes, access tokens short-lived JWTs carrying the user's roles and sign-in session, refresh
+//! tokens single-use and rotating within a session of bounded absolute lifetime; logins are
+//! rate-limited. The first admin comes from configuration ([`bootstrap`]) or `courier-api
+//! grant-role`, never from a default.
 
 mod accounts;
+pub mod bootstrap;
 mod extract;
 mod limiter;
 mod passwords;
@@ -18,9 +22,10 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-pub use accounts::Accounts;
-pub use extract::{AuthUser, Authenticated, Caller};
+pub use accounts::{Accounts, is_valid_username};
+pub use extract::{Admin, AuthUser, Authenticated, Caller};
 pub use limiter::{LoginLimiter, RateLimiter};
+pub use passwords::hash as hash_password;
 pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
 use crate::{
@@ -34,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/logout-all", post(logout_all))
         .route("/auth/me", get(me))
 }
 
@@ -66,24 +73,37 @@ fn credentials(body: serde_json::Value) -> Result<Credentials, ApiError> {
     })
 }
 
+fn username_problem() -> FieldError {
+    FieldError {
+        field: "username".into(),
+        reason: "must be 3–32 characters: letters, digits, '_', '.' or '-', starting with a letter or digit".into(),
+    }
+}
+
+/// `POST /auth/register`: rate-limited per client address (429 past the allowance; refused
+/// bodies count too, so probing costs the same), hashed under the hashing limit.
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let address = client_address(&state, peer, &headers);
+    state
+        .register_limiter
+        .admit(&address.to_string())
+        .map_err(|wait| ApiError::too_many("registrations from this address", wait))?;
     let Credentials { username, password } = credentials(body)?;
     let username = username.trim().to_lowercase();
     let mut problems = Vec::new();
     if !accounts::is_valid_username(&username) {
-        problems.push(FieldError {
-            field: "username".into(),
-            reason: "must be 3–32 characters: letters, digits, '_', '.' or '-', starting with a letter or digit".into(),
-        });
+        problems.push(username_problem());
     }
     problems.extend(passwords::check_password(&password, &username));
     if !problems.is_empty() {
         return Err(ApiError::validation("credentials", problems));
     }
-    let hash = passwords::hash(password).await?;
+    let hash = passwords::hash(password, &state.password_hashing).await?;
     let user = state
         .accounts
         .create_user(&username, hash)
@@ -93,26 +113,23 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user.public())).into_response())
 }
 
-/// The address rate limits apply to: the peer, or the first `X-Forwarded-For` hop when the
-/// api is configured to trust its proxy.
-fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if state.trust_forwarded_for
-        && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
-        && let Some(first) = forwarded.split(',').next().and_then(|a| a.trim().parse().ok())
-    {
-        return first;
-    }
-    peer.ip()
+/// The address rate limits apply to (`courier_core::client_addr`: the peer, or the
+/// `X-Forwarded-For` entry the trusted proxies vouch for).
+pub fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    state.trusted_proxies.client(peer.ip(), forwarded.as_deref())
 }
 
 fn token_response(
     state: &AppState,
     user: &accounts::User,
-    refresh_token: String,
+    (refresh_token, session): (String, String),
 ) -> Result<Response, ApiError> {
     let (access_token, _) = state
         .jwt
-        .issue(&user.id.to_hex(), &user.username)
+        .issue_session(&user.id.to_hex(), &user.username, &user.roles, Some(&session))
         .ok_or_else(|| anyhow::anyhow!("this api has no JWT signing key"))?;
     Ok(Json(json!({
         "access_token": access_token,
@@ -131,6 +148,10 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let Credentials { username, password } = credentials(body)?;
     let username = username.trim().to_lowercase();
+    // Only well-formed usernames become limiter keys (no user can have another kind).
+    if !accounts::is_valid_username(&username) {
+        return Err(ApiError::validation("credentials", vec![username_problem()]));
+    }
     let address = client_address(&state, peer, &headers);
     state
         .login_limiter
@@ -142,7 +163,7 @@ async fn login(
     let phc = user
         .as_ref()
         .map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
-    let matches = passwords::verify(password, phc).await;
+    let matches = passwords::verify(password, phc, &state.password_hashing).await;
     let Some(user) = user.filter(|_| matches) else {
         state.login_limiter.failed(&username);
         tracing::info!(%username, %address, "login failed");
@@ -179,9 +200,10 @@ async fn refresh(
     let refused =
         |message: &str| ApiError::Unauthorized { message: message.to_owned(), invalid_token: true };
     match state.accounts.use_refresh(&refresh_token).await? {
-        Ok((user, family)) => {
-            let next = state.accounts.issue_refresh(&user, Some(family)).await?;
-            token_response(&state, &user, next)
+        Ok(session) => {
+            let continued = Some((session.family, session.family_expires_at));
+            let next = state.accounts.issue_refresh(&session.user, continued).await?;
+            token_response(&state, &session.user, next)
         }
         Err(accounts::RefreshRefusal::Reused) => Err(refused(
             "this refresh token was already used; every session it belongs to is signed out — log in again",
@@ -191,6 +213,77 @@ async fn refresh(
         }
         Err(accounts::RefreshRefusal::Unknown) => Err(refused("the refresh token is invalid")),
     }
+}
+
+/// `POST /auth/logout`: revokes one sign-in session, so its refresh token no longer works. The
+/// session is the one of the body's `{"refresh_token"}` (its possession is proof enough; with an
+/// access token as well, both must be the same user's), else the one the access token names.
+/// The access token itself stays valid until it expires (at most the access lifetime). 204.
+async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let bad_body = || {
+        ApiError::validation(
+            "logout",
+            vec![FieldError {
+                field: "refresh_token".into(),
+                reason: "must be a string (or send no body)".into(),
+            }],
+        )
+    };
+    let sent = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let request: RefreshRequest = serde_json::from_slice(&body).map_err(|_| bad_body())?;
+        Some(request.refresh_token)
+    };
+    let user = caller.0.as_ref();
+    let session = match (sent, user) {
+        (Some(token), _) => match state.accounts.session_of(&token).await? {
+            Some((_, owner)) if user.is_some_and(|u| u.id != owner) => {
+                return Err(ApiError::Forbidden(
+                    "this refresh token belongs to another user".into(),
+                ));
+            }
+            Some((family, _)) => Some(family),
+            // Unknown or already revoked: nothing left to end.
+            None => None,
+        },
+        (None, Some(user)) => match &user.session {
+            Some(session) => Some(session.clone()),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "this access token names no session: send {\"refresh_token\"} or use /api/v1/auth/logout-all".into(),
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(ApiError::Unauthorized {
+                message:
+                    "send the session's refresh token ({\"refresh_token\"}) or an access token"
+                        .into(),
+                invalid_token: false,
+            });
+        }
+    };
+    let revoked = match session {
+        Some(session) => state.accounts.revoke_family(&session).await?,
+        None => 0,
+    };
+    tracing::info!(user_id = ?user.map(|u| &u.id), revoked, "logout");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /auth/logout-all`: revokes every sign-in session of the caller. 204.
+async fn logout_all(
+    State(state): State<AppState>,
+    Authenticated(user): Authenticated,
+) -> Result<StatusCode, ApiError> {
+    let revoked = state.accounts.revoke_all(&user.id).await?;
+    tracing::info!(user_id = %user.id, revoked, "logout from every session");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn me(

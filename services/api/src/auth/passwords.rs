@@ -1,9 +1,16 @@
-//! Password rules and argon2id hashing (on the blocking pool: hashing is deliberately slow).
+//! Password rules and argon2id hashing (on the blocking pool: hashing is deliberately slow and
+//! takes ~19 MiB per hash, so at most `COURIER_PASSWORD_HASH_CONCURRENCY` run at once; the rest
+//! wait for a permit, which goes with the hash so a cancelled request still holds it until the
+//! hash finishes).
 
 use argon2::{
     Argon2,
     password_hash::{PasswordHasher, PasswordVerifier},
 };
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use crate::error::FieldError;
 
@@ -43,9 +50,11 @@ pub fn check_password(password: &str, username: &str) -> Option<FieldError> {
     Some(FieldError { field: "password".into(), reason })
 }
 
-/// argon2id PHC string for `password` with a fresh random salt.
-pub async fn hash(password: String) -> anyhow::Result<String> {
+/// argon2id PHC string for `password` with a fresh random salt, once `limit` gives a permit.
+pub async fn hash(password: String, limit: &Arc<Semaphore>) -> anyhow::Result<String> {
+    let permit = limit.clone().acquire_owned().await?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
@@ -54,9 +63,11 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
     .await?
 }
 
-/// Whether `password` matches `phc`. Malformed hashes never match.
-pub async fn verify(password: String, phc: String) -> bool {
+/// Whether `password` matches `phc`, once `limit` gives a permit. Malformed hashes never match.
+pub async fn verify(password: String, phc: String, limit: &Arc<Semaphore>) -> bool {
+    let Ok(permit) = limit.clone().acquire_owned().await else { return false };
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()
     })
     .await
@@ -83,14 +94,37 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_argon2id_salted_and_verify() {
-        let a = hash("correct horse".into()).await.unwrap();
-        let b = hash("correct horse".into()).await.unwrap();
+        let limit = Arc::new(Semaphore::new(2));
+        let a = hash("correct horse".into(), &limit).await.unwrap();
+        let b = hash("correct horse".into(), &limit).await.unwrap();
         assert!(a.starts_with("$argon2id$"), "{a}");
         assert_ne!(a, b, "each hash has its own salt");
-        assert!(verify("correct horse".into(), a.clone()).await);
-        assert!(!verify("wrong horse".into(), a).await);
-        assert!(!verify("x".into(), "not a hash".into()).await);
-        assert!(!verify("anything".into(), decoy_hash().to_owned()).await);
+        assert!(verify("correct horse".into(), a.clone(), &limit).await);
+        assert!(!verify("wrong horse".into(), a, &limit).await);
+        assert!(!verify("x".into(), "not a hash".into(), &limit).await);
+        assert!(!verify("anything".into(), decoy_hash().to_owned(), &limit).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_wait_for_a_permit() {
+        let limit = Arc::new(Semaphore::new(1));
+        let held = limit.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { hash("correct horse".into(), &limit).await }
+        });
+        // While the only permit is held the hash cannot start; it finishes once it is released.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(limit.available_permits(), 0);
+        drop(held);
+        let phc = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("the hash runs once the permit is free")
+            .unwrap()
+            .unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert_eq!(limit.available_permits(), 1, "the permit comes back after the hash");
     }
 
     #[test]

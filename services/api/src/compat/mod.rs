@@ -150,7 +150,7 @@ pub const ALIASES: &[Alias] = &[
         method: "GET",
         path: "/api/redis/stats",
         modern: "GET /api/v1/queues",
-        summary: "The task queue's numbers in the seed's fields (signed-in users, like /api/v1/queues)",
+        summary: "The task queue's numbers in the seed's fields (admins only, like /api/v1/queues)",
     },
 ];
 

@@ -44,7 +44,7 @@ mod tests {
         let names: Vec<&str> = items.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = &items[1];
-        assert_eq!(pets["access"], json!({"read": "public", "write": "authenticated"}));
+        assert_eq!(pets["access"], json!({"read": "public", "write": "owner"}));
         assert_eq!(
             pets["tasks"],
             json!([

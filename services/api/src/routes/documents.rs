@@ -1,6 +1,9 @@
 //! `/api/v1/<collection>` and `/api/v1/<collection>/<id>`: documents of declared collections.
 //! Every change commits with its event (and any triggered tasks) through the outbox; updates
-//! and deletes use the document version for `ETag` / `If-Match` (412 when stale).
+//! and deletes use the document version for `ETag` / `If-Match` (412 when stale). Every document
+//! records its creator in `created_by` (from the access token; absent after an anonymous write),
+//! which clients cannot set: a create that sends one, or an update that sends a different one,
+//! is a 422 naming the field. `write: owner` lets only that creator (or an admin) change it.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -11,7 +14,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use courier_core::{EventAction, collection_spec::TriggerOn, request_telemetry::TraceId};
+use courier_core::{
+    EventAction,
+    collection_spec::{CREATED_BY, TriggerOn},
+    request_telemetry::TraceId,
+};
 use mongodb::bson::oid::ObjectId;
 use serde_json::{Map, Value, json};
 
@@ -65,12 +72,13 @@ fn precondition(headers: &HeaderMap, name: HeaderName) -> Option<Precondition> {
 }
 
 /// A request body as a JSON object, without the fields clients may not set: `id` (it must
-/// match the document's, if sent at all) and the schema's `readOnly` fields (ignored).
+/// match the document's, if sent at all), `created_by` (see [`check_creator`]) and the schema's
+/// `readOnly` fields (ignored). Also returns the `created_by` the body sent, if any (not null).
 fn client_fields(
     def: &CollectionDef,
     body: Value,
     doc_id: Option<&str>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<(Map<String, Value>, Option<Value>), ApiError> {
     let Value::Object(mut object) = body else {
         let reason = "must be a JSON object".to_owned();
         return Err(ApiError::validation(
@@ -96,19 +104,40 @@ fn client_fields(
             ));
         }
     }
+    let creator = object.remove(CREATED_BY).filter(|v| !v.is_null());
+    if doc_id.is_none() && creator.is_some() {
+        return Err(creator_refused(def));
+    }
     for field in def.read_only_fields() {
         object.remove(field);
     }
-    Ok(object)
+    Ok((object, creator))
 }
 
-/// The stored document's read-only fields carried over to its new version.
+fn creator_refused(def: &CollectionDef) -> ApiError {
+    let reason = "is set by Courier from the access token; leave it out".to_owned();
+    ApiError::validation(def.name(), vec![FieldError { field: CREATED_BY.into(), reason }])
+}
+
+/// An update may send `created_by` only unchanged (a body read with GET goes back as it was).
+fn check_creator(
+    def: &CollectionDef,
+    sent: Option<&Value>,
+    current: &Value,
+) -> Result<(), ApiError> {
+    match sent {
+        Some(sent) if current.get(CREATED_BY) != Some(sent) => Err(creator_refused(def)),
+        _ => Ok(()),
+    }
+}
+
+/// The stored document's read-only fields (and its creator) carried over to its new version.
 fn keep_read_only(
     def: &CollectionDef,
     current: &Value,
     mut new: Map<String, Value>,
 ) -> Map<String, Value> {
-    for field in def.read_only_fields() {
+    for field in def.read_only_fields().chain([CREATED_BY]) {
         if let Some(value) = current.get(field) {
             new.insert(field.to_owned(), value.clone());
         }
@@ -134,6 +163,7 @@ fn announce(
         actor: caller.actor(),
         trace_id: trace_id.as_str().to_owned(),
         tasks: trigger.map_or_else(Vec::new, |t| def.tasks_on(t).collect()),
+        keep_user_ids: def.events_carry_user_ids(),
     }
 }
 
@@ -162,9 +192,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
-    let fields = client_fields(&def, body, None)?;
-    let body = Value::Object(fields);
+    let (fields, _) = client_fields(&def, body, None)?;
+    let mut body = Value::Object(fields);
     def.validate(&body).map_err(|fields| ApiError::validation(&name, fields))?;
+    if let Some(user_id) = caller.actor() {
+        body[CREATED_BY] = Value::String(user_id);
+    }
 
     let id = ObjectId::new();
     let stored = to_stored(id, 1, &body)?;
@@ -201,10 +234,11 @@ async fn read(
     Ok(([(header::ETAG, etag(version))], Json(stored.body)).into_response())
 }
 
-/// What an update does to the current document: the new client fields, or deletion.
+/// What an update does to the current document: the new client fields (with the `created_by`
+/// the body sent, if any), or deletion.
 enum Edit {
-    Replace(Map<String, Value>),
-    MergePatch(Map<String, Value>),
+    Replace(Map<String, Value>, Option<Value>),
+    MergePatch(Map<String, Value>, Option<Value>),
     Delete,
 }
 
@@ -231,16 +265,24 @@ async fn modify(
     let modified = state
         .store
         .modify(&target, |current| {
+            let creator = current.body.get(CREATED_BY).and_then(Value::as_str);
+            caller.require_change(def.write_access(), creator)?;
             let fields = match &edit {
                 Edit::Delete => {
                     let announce = announce(&def, EventAction::Deleted, caller, trace_id);
                     return Ok(Decision::Delete { announce });
                 }
-                Edit::Replace(fields) => fields.clone(),
-                Edit::MergePatch(patch) => {
-                    let mut merged = Value::Object(current.fields());
+                Edit::Replace(fields, sent) => {
+                    check_creator(&def, sent.as_ref(), &current.body)?;
+                    fields.clone()
+                }
+                Edit::MergePatch(patch, sent) => {
+                    check_creator(&def, sent.as_ref(), &current.body)?;
+                    let mut base = current.fields();
+                    base.remove(CREATED_BY);
+                    let mut merged = Value::Object(base);
                     merge_patch(&mut merged, &Value::Object(patch.clone()));
-                    client_fields(&def, merged, None)?
+                    client_fields(&def, merged, None)?.0
                 }
             };
             def.validate(&Value::Object(fields.clone()))
@@ -294,9 +336,12 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
-    let fields = client_fields(&def, body, Some(&id))?;
-    let edit =
-        if method == Method::PATCH { Edit::MergePatch(fields) } else { Edit::Replace(fields) };
+    let (fields, creator) = client_fields(&def, body, Some(&id))?;
+    let edit = if method == Method::PATCH {
+        Edit::MergePatch(fields, creator)
+    } else {
+        Edit::Replace(fields, creator)
+    };
     let committed = modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
     let change = after_commit(&state, committed);
     Ok(document_response(StatusCode::OK, change.version, change.data))

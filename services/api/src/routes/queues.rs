@@ -2,8 +2,9 @@
 //! scheduled for later), its dead letters, and retrying a dead letter (at its priority or
 //! another, now or later). There is one queue, `tasks`: stream `TASKS` consumed by the durable
 //! consumers `workers-high`, `workers-normal` and `workers-low`, with dead letters in stream
-//! `DLQ` (see docs/workers.md for what each number means). Every endpoint needs a signed-in user
-//! (`Authorization: Bearer <access token>`).
+//! `DLQ` (see docs/workers.md for what each number means). Every endpoint is for admins (a token
+//! with the `admin` role): dead letters hold task payloads and retrying one re-runs work.
+//! Anonymous callers get 401, other users 403.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ use courier_store::queues::{DeadLetter, QueueError, RetryOptions};
 use mongodb::bson;
 use serde_json::{Value, json};
 
-use crate::{auth::Authenticated, error::ApiError, state::AppState};
+use crate::{auth::Admin, error::ApiError, state::AppState};
 
 /// The one queue's name in URLs.
 pub const TASKS_QUEUE: &str = "tasks";
@@ -65,10 +66,7 @@ fn rfc3339(time: bson::DateTime) -> Option<String> {
 }
 
 /// `GET /api/v1/queues`.
-async fn list(
-    _user: Authenticated,
-    State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let overview = state.queues.overview().await.map_err(|e| queue_failed(e, TASKS_QUEUE, ""))?;
     let scheduled = state.store.scheduled_summary().await?;
     let tasks = &overview.tasks;
@@ -191,7 +189,7 @@ fn dead_letter_json(dead: &DeadLetter) -> Value {
 
 /// `GET /api/v1/queues/tasks/dead?after=<id>&limit=N`: dead letters, oldest first.
 async fn dead_letters(
-    _user: Authenticated,
+    _admin: Admin,
     State(state): State<AppState>,
     Path(queue): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
@@ -247,7 +245,7 @@ fn retry_options(params: &[(String, String)]) -> Result<RetryOptions, ApiError> 
 /// With a future `not_before` it is scheduled instead and enqueued when due. 404 for an id that
 /// is not (or no longer) in `DLQ`; 400 for a bad parameter (nothing changes).
 async fn retry(
-    _user: Authenticated,
+    _admin: Admin,
     State(state): State<AppState>,
     Path((queue, id)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,

@@ -47,6 +47,10 @@ pub struct CollectionDefinition {
     /// Tasks enqueued when documents change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskTrigger>,
+    /// Events carry user ids (`created_by`, `actor`) although anonymous clients may read the
+    /// collection (spelled as in `collections.yaml`).
+    #[serde(default, rename = "expose_creator", skip_serializing_if = "std::ops::Not::not")]
+    pub expose_creator: bool,
 }
 
 /// Any JSON object, kept as written (`x-kubernetes-preserve-unknown-fields`).
@@ -58,22 +62,31 @@ fn json_schema_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+/// Who may read and write: `public`, `authenticated`, `owner` (write only) or `role:<name>`,
+/// checked by the same rules as `collections.yaml` (reads default to `public`, writes to
+/// `authenticated`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct Access {
-    #[serde(default)]
-    pub read: AccessLevel,
-    #[serde(default)]
-    pub write: AccessLevel,
+    #[serde(default = "public")]
+    #[schemars(regex(pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$"))]
+    pub read: String,
+    #[serde(default = "authenticated")]
+    #[schemars(regex(pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$"))]
+    pub write: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessLevel {
-    /// Anyone, including anonymous clients.
-    #[default]
-    Public,
-    /// Only requests carrying a valid access token.
-    Authenticated,
+fn public() -> String {
+    "public".into()
+}
+
+fn authenticated() -> String {
+    "authenticated".into()
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access { read: public(), write: authenticated() }
+    }
 }
 
 /// An index over top-level fields: `["species", "-age"]` (a leading `-` means descending).
@@ -144,7 +157,10 @@ impl CollectionDefinition {
         CoreSpec {
             name: self.name.clone().unwrap_or_else(|| resource_name.to_owned()),
             schema: self.schema.clone(),
-            access: core::Access { read: self.access.read.into(), write: self.access.write.into() },
+            access: core::Access {
+                read: access_level(&self.access.read),
+                write: access_level(&self.access.write),
+            },
             indexes: self
                 .indexes
                 .iter()
@@ -160,6 +176,7 @@ impl CollectionDefinition {
                     delay: t.delay.clone(),
                 })
                 .collect(),
+            expose_creator: self.expose_creator,
         }
     }
 
@@ -168,7 +185,10 @@ impl CollectionDefinition {
         CollectionDefinition {
             name: Some(spec.name.clone()),
             schema: spec.schema.clone(),
-            access: Access { read: spec.access.read.into(), write: spec.access.write.into() },
+            access: Access {
+                read: spec.access.read.to_string(),
+                write: spec.access.write.to_string(),
+            },
             indexes: spec
                 .indexes
                 .iter()
@@ -184,26 +204,18 @@ impl CollectionDefinition {
                     delay: t.delay.clone(),
                 })
                 .collect(),
+            expose_creator: spec.expose_creator,
         }
     }
 }
 
-impl From<AccessLevel> for core::AccessLevel {
-    fn from(level: AccessLevel) -> Self {
-        match level {
-            AccessLevel::Public => core::AccessLevel::Public,
-            AccessLevel::Authenticated => core::AccessLevel::Authenticated,
-        }
-    }
-}
-
-impl From<core::AccessLevel> for AccessLevel {
-    fn from(level: core::AccessLevel) -> Self {
-        match level {
-            core::AccessLevel::Public => AccessLevel::Public,
-            core::AccessLevel::Authenticated => AccessLevel::Authenticated,
-        }
-    }
+/// The rule a resource's access string names. The CRD's pattern admits only the rule forms;
+/// anything else (the API server skipped validation) becomes a role name that
+/// `CollectionSpec::validate` refuses (`?` is never in one), so the resource is reported, never
+/// served.
+fn access_level(text: &str) -> core::AccessLevel {
+    core::AccessLevel::try_from(text.to_owned())
+        .unwrap_or_else(|_| core::AccessLevel::Role(format!("?{text}")))
 }
 
 impl From<TriggerOn> for core::TriggerOn {
@@ -256,7 +268,7 @@ mod tests {
             schema: json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
             access: core::Access {
                 read: core::AccessLevel::Public,
-                write: core::AccessLevel::Authenticated,
+                write: core::AccessLevel::Owner,
             },
             indexes: vec![core::IndexSpec {
                 fields: vec!["species".into(), "-age".into()],
@@ -276,6 +288,7 @@ mod tests {
                     delay: Some("7d".into()),
                 },
             ],
+            expose_creator: true,
         }
     }
 

@@ -165,10 +165,9 @@ mod tests {
         let spec = &schema["properties"]["spec"];
         assert_eq!(spec["properties"]["schema"]["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(spec["required"], serde_json::json!(["schema"]));
-        assert_eq!(
-            spec["properties"]["access"]["properties"]["write"]["enum"],
-            serde_json::json!(["public", "authenticated"])
-        );
+        let write = &spec["properties"]["access"]["properties"]["write"];
+        assert_eq!(write["pattern"], "^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$");
+        assert_eq!(write["default"], "authenticated");
         assert!(spec["properties"]["name"]["pattern"].is_string());
     }
 }

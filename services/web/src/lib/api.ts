@@ -45,8 +45,14 @@ export interface JsonSchema {
 export interface Collection {
   name: string;
   schema?: JsonSchema;
+  /** `public`, `authenticated`, `owner` (writes) or `role:<name>`; absent means public. */
   access?: { read?: string; write?: string };
   tasks?: { kind: string }[];
+}
+
+/** Whether an access rule asks for a signed-in user: anything but `public`. */
+export function needsSignIn(rule: string | undefined): boolean {
+  return rule !== undefined && rule !== 'public';
 }
 
 export interface Page<T> {

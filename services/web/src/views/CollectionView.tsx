@@ -3,7 +3,7 @@
 // it, duplicates dropped by the client), and the create / edit / delete dialogs.
 
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import type { Collection, Doc, Json } from '../lib/api';
+import { needsSignIn, type Collection, type Doc, type Json } from '../lib/api';
 import { actionOf, cellText, describeError, shortId, titleOf } from '../lib/format';
 import type { LiveEvent } from '../lib/live';
 import { fieldsOf } from '../lib/schema';
@@ -54,8 +54,8 @@ export function CollectionView({ collection }: { collection: Collection }) {
   const logEvent = useApp((s) => s.logEvent);
   const logNotice = useApp((s) => s.logNotice);
   const signedIn = username !== null;
-  const readNeedsAuth = collection.access?.read === 'authenticated';
-  const writeNeedsAuth = collection.access?.write === 'authenticated';
+  const readNeedsAuth = needsSignIn(collection.access?.read);
+  const writeNeedsAuth = needsSignIn(collection.access?.write);
   const canRead = !readNeedsAuth || signedIn;
   const canWrite = !writeNeedsAuth || signedIn;
 

@@ -147,6 +147,9 @@ impl PetsEnrich {
                     actor: None,
                     trace_id: task.trace_id.clone(),
                     tasks: Vec::new(),
+                    // The worker does not read collection rules: its events never carry
+                    // user ids (the pet's creator stays in the stored document).
+                    keep_user_ids: false,
                 };
                 Ok(Decision::Replace { fields, announce })
             })
