@@ -1,5 +1,7 @@
 //! The api's one error type and its single mapping to HTTP: status code plus a JSON body
-//! `{"error": {"code", "message", "fields"?}}`. 5xx details are logged, never sent.
+//! `{"error": {"code", "message", "fields"?}}`. 5xx details are logged, never sent. The same
+//! body for the router's and extractors' own refusals (no route, wrong method, a path that does
+//! not decode): [`json_rejections`].
 
 use axum::{
     Json,
@@ -223,5 +225,101 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// Largest plain-text refusal [`json_rejections`] rewrites (axum's are one line).
+const MAX_REJECTION_BYTES: usize = 4096;
+
+/// Middleware: the refusals axum makes before a handler runs — an empty 404 (no route) or 405
+/// (wrong method; `Allow` kept), a plain-text 400 (a path parameter that is not UTF-8) — get the
+/// api's JSON error body, so every error a client sees has the same shape. Handlers' own
+/// responses (JSON, or the web app's HTML) pass untouched.
+pub async fn json_rejections(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() {
+        return response;
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let plain = match content_type {
+        None => true,
+        Some(mime) => mime.starts_with("text/plain"),
+    };
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_REJECTION_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND if text.is_empty() => ("not_found", "no such route".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method (see Allow)".to_owned())
+        }
+        StatusCode::BAD_REQUEST => ("bad_request", text),
+        _ => ("error", text),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = json!({"error": {"code": code, "message": message}});
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{Router, body::Body, extract::Path, http::Request, routing::get};
+    use tower::ServiceExt;
+
+    async fn call(
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let app = Router::new()
+            .route("/things/{id}", get(|Path(id): Path<String>| async move { id }))
+            .route(
+                "/html",
+                get(|| async {
+                    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/html")], "<p>x</p>")
+                }),
+            )
+            .layer(axum::middleware::from_fn(json_rejections));
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn the_routers_own_refusals_get_the_json_error_body() {
+        let (status, _, body) = call("GET", "/things/%FF").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(body["error"]["message"].as_str().unwrap().contains("UTF-8"), "{body}");
+        let (status, _, body) = call("GET", "/nowhere").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let (status, headers, body) = call("DELETE", "/things/1").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert!(headers.contains_key(header::ALLOW));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        // Handlers' answers are left alone.
+        let (status, _, body) = call("GET", "/things/a").await;
+        assert_eq!((status, body), (StatusCode::OK, serde_json::Value::Null));
+        let (status, headers, _) = call("GET", "/html").await;
+        assert_eq!(
+            (status, &headers[header::CONTENT_TYPE]),
+            (StatusCode::NOT_FOUND, &HeaderValue::from_static("text/html"))
+        );
     }
 }

@@ -454,7 +454,7 @@ pub async fn worker(args: &WorkerBenchArgs) -> anyhow::Result<WorkerBenchReport>
     let want = args.workers.max(1);
     let ready_by = Instant::now() + Duration::from_secs(30);
     let mut tasks_stream = loop {
-        if let Ok(mut stream) = js.get_stream(TASKS_STREAM).await
+        if let Ok(stream) = js.get_stream(TASKS_STREAM).await
             && let Ok(info) = stream.consumer_info(workers_consumer(Priority::Normal)).await
             && info.num_waiting >= want
         {

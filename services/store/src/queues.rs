@@ -417,6 +417,10 @@ impl Queues {
 }
 
 async fn raw_message(stream: &Stream, sequence: u64) -> Result<Option<StreamMessage>, QueueError> {
+    // Stream sequences start at 1: JetStream refuses 0 as a malformed request, not as absent.
+    if sequence == 0 {
+        return Ok(None);
+    }
     match stream.get_raw_message(sequence).await {
         Ok(message) => Ok(Some(message)),
         Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),

@@ -26,6 +26,7 @@ pub use accounts::{Accounts, is_valid_username};
 pub use extract::{Admin, AuthUser, Authenticated, Caller};
 pub use limiter::{LoginLimiter, RateLimiter};
 pub use passwords::hash as hash_password;
+pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
 use crate::{
     error::{ApiError, FieldError},

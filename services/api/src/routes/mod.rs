@@ -32,5 +32,6 @@ pub fn router(
     // The seed aliases forward to the modern routes inside the limits (one request, one slot).
     let app = crate::limits::apply(crate::compat::with_aliases(app, &state), limits);
     app.merge(courier_core::ops::router(registry, readiness))
+        .layer(axum::middleware::from_fn(crate::error::json_rejections))
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))
 }

@@ -22,7 +22,6 @@ use courier_core::{
 };
 use courier_store::queues::{DeadLetter, QueueError, RetryOptions};
 use mongodb::bson;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{auth::Admin, error::ApiError, state::AppState};
@@ -136,11 +135,35 @@ async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value
     })))
 }
 
-#[derive(Debug, Deserialize)]
-struct DeadQuery {
-    /// Start after this `DLQ` sequence (the previous page's `next`).
-    after: Option<u64>,
-    limit: Option<usize>,
+/// `?after=` (start after this `DLQ` sequence: the previous page's `next`) and `?limit=` (1 to
+/// [`MAX_PAGE`]) of a dead-letter page; anything else is a 400 naming the parameter.
+fn dead_query(params: &[(String, String)]) -> Result<(u64, usize), ApiError> {
+    let (mut after, mut limit) = (0, 50);
+    for (key, value) in params {
+        match key.as_str() {
+            "after" => {
+                after = value.parse().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "query parameter 'after': '{value}' is not a dead letter id (a whole number ≥ 0)"
+                    ))
+                })?;
+            }
+            "limit" => {
+                limit =
+                    value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "query parameter 'limit' must be a whole number from 1 to {MAX_PAGE}"
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter '{other}' (a page takes after and limit)"
+                )));
+            }
+        }
+    }
+    Ok((after, limit))
 }
 
 /// The api form of one dead letter; `id` is its `DLQ` stream sequence.
@@ -169,15 +192,12 @@ async fn dead_letters(
     _admin: Admin,
     State(state): State<AppState>,
     Path(queue): Path<String>,
-    Query(query): Query<DeadQuery>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     known_queue(&queue)?;
-    let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let page = state
-        .queues
-        .dead_letters(query.after.unwrap_or(0), limit)
-        .await
-        .map_err(|e| queue_failed(e, &queue, ""))?;
+    let (after, limit) = dead_query(&params)?;
+    let page =
+        state.queues.dead_letters(after, limit).await.map_err(|e| queue_failed(e, &queue, ""))?;
     let items: Vec<Value> = page.items.iter().map(dead_letter_json).collect();
     let next = if page.more { page.items.last().map(|d| json!(d.sequence)) } else { None };
     Ok(Json(json!({"items": items, "next": next})))
@@ -264,6 +284,18 @@ mod tests {
     fn message(err: ApiError) -> String {
         assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
         err.to_string()
+    }
+
+    #[test]
+    fn dead_letter_pages_refuse_bad_parameters_instead_of_clamping_them() {
+        assert_eq!(dead_query(&[]).unwrap(), (0, 50));
+        assert_eq!(dead_query(&params(&[("after", "7"), ("limit", "100")])).unwrap(), (7, 100));
+        for (key, value) in [("limit", "101"), ("limit", "0"), ("after", "-1"), ("after", "x")] {
+            let err = message(dead_query(&params(&[(key, value)])).unwrap_err());
+            assert!(err.contains(&format!("'{key}'")), "{err}");
+        }
+        let err = message(dead_query(&params(&[("page", "2")])).unwrap_err());
+        assert!(err.contains("'page'"), "{err}");
     }
 
     #[test]

@@ -286,11 +286,17 @@ impl Fields {
         }
     }
 
-    /// An optional whole number ≥ 0.
+    /// An optional whole number ≥ 0 (`3.0` is one too, as JSON Schema's `integer` says).
     pub fn count(&mut self, name: &str) -> Option<u64> {
         match self.object.remove(name) {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+            Some(Value::Number(n))
+                if n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f)) =>
+            {
+                n.as_f64().map(|f| f as u64)
+            }
             Some(_) => {
                 self.problem(name, "must be a whole number ≥ 0");
                 None
@@ -395,4 +401,23 @@ async fn user_counters(
     users: &[ObjectId],
 ) -> Result<std::collections::HashMap<ObjectId, i64>, ApiError> {
     Ok(chat.user_counters(users).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_take_integral_numbers_in_either_json_spelling() {
+        let body = serde_json::json!({"a": 7, "b": 7.0, "c": 7.5, "d": -1, "e": "7", "f": null});
+        let mut fields = Fields::parse(body, "test", &["a", "b", "c", "d", "e", "f"]).unwrap();
+        assert_eq!(fields.count("a"), Some(7));
+        assert_eq!(fields.count("b"), Some(7));
+        for name in ["c", "d", "e"] {
+            assert_eq!(fields.count(name), None, "{name}");
+        }
+        assert_eq!(fields.count("f"), None);
+        let problems: Vec<String> = fields.problems.iter().map(|p| p.field.clone()).collect();
+        assert_eq!(problems, ["c", "d", "e"]);
+    }
 }

@@ -4,6 +4,18 @@
 use courier_core::chat;
 use serde_json::{Map, Value, json};
 
+use crate::openapi::{OBJECT_ID_PATTERN, WHITESPACE};
+
+/// A string with something besides whitespace in it (the api trims names and texts).
+fn not_blank() -> String {
+    format!("[^{WHITESPACE}]")
+}
+
+/// `schema`, or `null` (the chat endpoints read an optional field's `null` as absent).
+fn or_null(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
 fn describe(code: &str) -> &'static str {
     match code {
         "400" => "Malformed id, query parameter, cursor or reaction name",
@@ -72,6 +84,10 @@ fn path_param(name: &str, description: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": description})
 }
 
+fn id_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": OBJECT_ID_PATTERN}, "description": description})
+}
+
 fn page_of(item: &str, next: Value) -> Value {
     json!({"type": "object", "required": ["items", "next"], "properties": {
         "items": {"type": "array", "items": schema_ref(item)}, "next": next}})
@@ -128,32 +144,42 @@ pub fn schemas() -> Map<String, Value> {
 
 /// Every `/api/v1/chats…` path.
 pub fn paths() -> Map<String, Value> {
-    let room = path_param("id", "The room id");
-    let message = path_param("msg", "The message id");
+    let room = id_param("id", "The room id");
+    let message = id_param("msg", "The message id");
     let username = path_param("username", "A member's username");
-    let emoji = path_param(
+    let mut emoji = path_param(
         "emoji",
-        "An emoji (percent-encoded) or a short code such as +1; no '.', '$', '/' or spaces",
+        "An emoji (percent-encoded) or a short code such as +1: 1 to 64 bytes, no whitespace, control characters or ASCII punctuation but ':', '+', '-' and '_'",
     );
+    emoji["schema"] = json!({"type": "string", "minLength": 1, "maxLength": chat::MAX_REACTION_BYTES,
+        "pattern": format!("^[^{WHITESPACE}\\u0000-\\u001f\\u007f-\\u009f!-*,./;-@\\[-^`{{-~]+$")});
+    let name = json!({"type": "string", "maxLength": chat::MAX_NAME_CHARS, "pattern": not_blank(), "description": "Trimmed"});
+    let topic =
+        json!({"type": "string", "maxLength": chat::MAX_TOPIC_CHARS, "description": "Trimmed"});
+    let text = json!({"type": "string", "maxLength": chat::MAX_TEXT_CHARS, "pattern": not_blank(), "description": "@username mentions of members are parsed"});
+    let role = json!({"enum": ["owner", "admin", "member"]});
     let summary = schema_ref("ChatRoomSummary");
     let message_schema = schema_ref("ChatMessage");
     let member = schema_ref("ChatMember");
     let limit = |default: u32| json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": default}});
+    let seq_param = |name: &str, description: &str| json!({"name": name, "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}, "description": description});
     let mut paths = Map::new();
     paths.insert(
         "/api/v1/chats".into(),
         json!({
             "get": with_query(operation("My rooms, newest activity first, with last_seq, unread and mentions",
                     responses(&[("200", "A page of rooms", Some(page_of("ChatRoomSummary", json!({"type": ["string", "null"], "description": "Cursor of the next page"}))))], &["400", "401", "503"])),
-                    json!([limit(50), {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "The 'next' of the previous page"}])),
+                    json!([limit(50), {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, "description": "The 'next' of the previous page (an opaque token: any other value is a 400)"}])),
             "post": with_body(operation("Create a group room (I am its owner), or get the one direct room with someone; emits chat.member_added per member",
-                    responses(&[("201", "Created", Some(summary.clone())), ("200", "The existing direct room of this pair", Some(summary.clone()))], &["401", "413", "415", "422", "429", "503"])),
+                    responses(&[("201", "Created", Some(summary.clone())), ("200", "The existing direct room of this pair", Some(summary.clone()))], &["400", "401", "413", "415", "422", "429", "503"])),
                     json!({"oneOf": [
                         {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
-                            "name": {"type": "string", "minLength": 1, "maxLength": chat::MAX_NAME_CHARS},
-                            "topic": {"type": "string", "maxLength": chat::MAX_TOPIC_CHARS},
-                            "members": {"type": "array", "maxItems": chat::MAX_INITIAL_MEMBERS, "items": {"type": "string"}, "description": "Usernames, added as members"}}},
-                        {"type": "object", "required": ["direct"], "additionalProperties": false, "properties": {"direct": {"type": "string", "description": "The other person's username"}}}]})),
+                            "name": name, "topic": or_null(topic.clone()),
+                            "members": or_null(json!({"type": "array", "maxItems": chat::MAX_INITIAL_MEMBERS, "items": {"type": "string"}, "description": "Usernames of existing users, added as members"})),
+                            "direct": {"type": "null"}}},
+                        {"type": "object", "required": ["direct"], "additionalProperties": false, "properties": {
+                            "direct": {"type": "string", "description": "The other person's username"},
+                            "name": {"type": "null"}, "topic": {"type": "null"}, "members": {"type": "null"}}}]})),
         }),
     );
     paths.insert(
@@ -163,9 +189,13 @@ pub fn paths() -> Map<String, Value> {
             "get": operation("A room with my state in it", responses(&[("200", "The room", Some(summary.clone()))], &["400", "401", "404", "503"])),
             "patch": with_body(operation("Rename, set the topic, archive or unarchive (owner or admin); emits chat.room_updated",
                     responses(&[("200", "The room", Some(summary.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
-                    json!({"type": "object", "minProperties": 1, "additionalProperties": false, "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": chat::MAX_NAME_CHARS},
-                        "topic": {"type": "string", "maxLength": chat::MAX_TOPIC_CHARS}, "archived": {"type": "boolean"}}})),
+                    json!({"type": "object", "additionalProperties": false, "properties": {
+                        "name": or_null(name.clone()), "topic": or_null(topic.clone()), "archived": or_null(json!({"type": "boolean"}))},
+                        "description": "At least one of name, topic and archived (null counts as absent)",
+                        "anyOf": [
+                            {"required": ["name"], "properties": {"name": {"type": "string"}}},
+                            {"required": ["topic"], "properties": {"topic": {"type": "string"}}},
+                            {"required": ["archived"], "properties": {"archived": {"type": "boolean"}}}]})),
         }),
     );
     paths.insert(
@@ -176,7 +206,7 @@ pub fn paths() -> Map<String, Value> {
             "post": with_body(operation("Add a member (owner or admin; only owners grant owner); emits chat.member_added on the room and on the user's channel",
                     responses(&[("201", "Added", Some(member.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
                     json!({"type": "object", "required": ["username"], "additionalProperties": false, "properties": {
-                        "username": {"type": "string"}, "role": {"enum": ["owner", "admin", "member"], "default": "member"}}})),
+                        "username": {"type": "string", "description": "An existing user's"}, "role": or_null(json!({"enum": ["owner", "admin", "member"], "default": "member"}))}})),
         }),
     );
     paths.insert(
@@ -185,7 +215,7 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room, username],
             "patch": with_body(operation("Change a member's role (owners only; the last owner cannot step down); emits chat.member_updated",
                     responses(&[("200", "The member", Some(member))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
-                    json!({"type": "object", "required": ["role"], "additionalProperties": false, "properties": {"role": {"enum": ["owner", "admin", "member"]}}})),
+                    json!({"type": "object", "required": ["role"], "additionalProperties": false, "properties": {"role": role}})),
             "delete": operation("Leave (anyone) or remove a member (owners anyone, admins members); the last owner's leaving makes the longest-standing admin (else member) owner; emits chat.member_removed on the room and the user's channel",
                     responses(&[("204", "Removed", None)], &["400", "401", "403", "404", "409", "503"])),
         }),
@@ -196,13 +226,13 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room],
             "get": with_query(operation("History in seq order: the newest page, or before/after a seq",
                     responses(&[("200", "A page of messages", Some(page_of("ChatMessage", json!({"type": ["integer", "null"], "description": "The seq to pass next in the same direction (before for the newest and before pages, after for after pages)"}))))], &["400", "401", "404", "503"])),
-                    json!([{"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}}, {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}}, limit(50)])),
+                    json!([seq_param("before", "Messages before this seq (not with after)"), seq_param("after", "Messages after this seq (not with before)"), limit(50)])),
             "post": with_body(operation("Send a message: the room's next seq; emits chat.message",
                     responses(&[("201", "Sent", Some(message_schema.clone())), ("200", "This client_msg_id was already sent by me here: the first message", Some(message_schema.clone()))], &["400", "401", "404", "409", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "required": ["text"], "additionalProperties": false, "properties": {
-                        "text": {"type": "string", "minLength": 1, "maxLength": chat::MAX_TEXT_CHARS, "description": "@username mentions of members are parsed"},
-                        "client_msg_id": {"type": "string", "minLength": 1, "maxLength": chat::MAX_CLIENT_MSG_ID_LEN, "description": "Makes retries safe"},
-                        "reply_to": {"type": "integer", "minimum": 1, "description": "The seq answered"}}})),
+                        "text": text,
+                        "client_msg_id": or_null(json!({"type": "string", "minLength": 1, "maxLength": chat::MAX_CLIENT_MSG_ID_LEN, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", "description": "Makes retries safe: 1 to 64 bytes, no control characters"})),
+                        "reply_to": or_null(json!({"type": "integer", "minimum": 1, "maximum": u64::MAX, "description": "The seq answered (a message of this room)"}))}})),
         }),
     );
     paths.insert(
@@ -211,7 +241,7 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room, message],
             "patch": with_body(operation("Edit my message (its author only); sets edited_at; emits chat.message_edited",
                     responses(&[("200", "The message", Some(message_schema.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
-                    json!({"type": "object", "required": ["text"], "additionalProperties": false, "properties": {"text": {"type": "string", "minLength": 1, "maxLength": chat::MAX_TEXT_CHARS}}})),
+                    json!({"type": "object", "required": ["text"], "additionalProperties": false, "properties": {"text": text}})),
             "delete": operation("Delete a message (author, admin or owner): a tombstone keeps its seq; emits chat.message_deleted",
                     responses(&[("204", "Deleted (also when it already was)", None)], &["400", "401", "403", "404", "409", "503"])),
         }),
@@ -232,7 +262,7 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room],
             "post": with_body(operation("Move my read marker forward (never back); emits chat.read on user:<me>",
                     responses(&[("200", "Where my marker is now, with the counts", Some(schema_ref("ChatReadMarker")))], &["400", "401", "404", "413", "415", "422", "503"])),
-                    json!({"type": "object", "required": ["seq"], "additionalProperties": false, "properties": {"seq": {"type": "integer", "minimum": 0}}})),
+                    json!({"type": "object", "required": ["seq"], "additionalProperties": false, "properties": {"seq": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "At most the room's last_seq"}}})),
         }),
     );
     paths
