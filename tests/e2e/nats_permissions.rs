@@ -12,8 +12,12 @@ use courier_core::{
     subjects::{DLQ_STREAM, EVENTS_STREAM, TASKS_STREAM, workers_consumer},
 };
 use courier_tests::{
-    RunningApi, RunningBroadcaster, RunningWorker, Stack, StoreServer, WsClient, chaos::Metrics,
-    nats_auth::AuthNats, services::access_token, wait_until,
+    RunningApi, RunningBroadcaster, RunningWorker, Stack, StoreServer, TEST_ADMIN_PASSWORD,
+    TEST_ADMIN_USERNAME, WsClient,
+    chaos::Metrics,
+    nats_auth::AuthNats,
+    services::{access_token, login},
+    wait_until,
 };
 use courier_worker::WorkerConfig;
 use futures::StreamExt;
@@ -306,17 +310,19 @@ async fn api_broadcaster_and_worker_run_end_to_end_with_only_their_own_credentia
         .unwrap()
         .await
         .unwrap();
+    // The queue endpoints are the admin's (docs/security.md).
+    let admin = login(&http, &api.url(), TEST_ADMIN_USERNAME, TEST_ADMIN_PASSWORD).await;
     let dead_url = format!("{}/api/v1/queues/tasks/dead", api.url());
     wait_until("the dead letter to show in the api", WAIT, || async {
         let dead: Value =
-            http.get(&dead_url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+            http.get(&dead_url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
         dead["items"].as_array().is_some_and(|items| {
             items.iter().any(|item| item["task_id"] == task.id.to_string().as_str())
         })
     })
     .await;
     let queues =
-        http.get(format!("{}/api/v1/queues", api.url())).bearer_auth(&token).send().await.unwrap();
+        http.get(format!("{}/api/v1/queues", api.url())).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(queues.status(), 200);
     let queues: Value = queues.json().await.unwrap();
     assert!(queues.to_string().contains(&workers_consumer(Priority::Normal)), "{queues}");

@@ -749,7 +749,9 @@ mod tests {
                 let unavailable = &operation["responses"]["503"];
                 if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
                     // Outside the limits: probes and scrapes answer under load.
-                    assert!(!unavailable["description"].as_str().unwrap_or("").contains("overloaded"));
+                    assert!(
+                        !unavailable["description"].as_str().unwrap_or("").contains("overloaded")
+                    );
                     continue;
                 }
                 let description = unavailable["description"].as_str().unwrap_or("");
