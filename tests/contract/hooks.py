@@ -40,7 +40,7 @@ STATE_RULES = [
     (r"GET /api/v1/[a-z_0-9]+", 400, None, "cursor is malformed"),
     (r"GET /api/v1/[a-z_0-9]+", 400, None, "cursor belongs to a different sort"),
     # A time relative to now.
-    (r"POST /api/v1/queues/\{queue\}/dead/\{id\}/retry", 400, None, "more than 366 days ahead"),
+    (r"POST /api/v1/queues/\{queue\}/dead/\{id\}/retry", 400, None, "more than 365 days ahead"),
 ]
 
 

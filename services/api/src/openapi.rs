@@ -331,7 +331,7 @@ fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
                 "parameters": [queue_param,
                     {"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}, "description": "The dead letter's DLQ sequence"},
                     {"name": "priority", "in": "query", "schema": priority, "description": "Another priority than the one it was taken from"},
-                    {"name": "not_before", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "RFC 3339; held back (scheduled) until then, at most 366 days ahead"}],
+                    {"name": "not_before", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "RFC 3339; held back (scheduled) until then, at most 365 days ahead"}],
                 "responses": responses(("202", json!({"description": "Re-enqueued, or scheduled", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"queue": {"type": "string"}, "dead_letter": {"type": "integer"}, "subject": {"type": "string"},
                         "priority": priority, "task_id": {"type": ["string", "null"]}, "enqueued_seq": {"type": ["integer", "null"]},

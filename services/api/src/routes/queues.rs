@@ -224,7 +224,8 @@ fn retry_options(params: &[(String, String)]) -> Result<RetryOptions, ApiError> 
                     + i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX);
                 if at.timestamp_millis() > latest {
                     return Err(ApiError::BadRequest(format!(
-                        "query parameter 'not_before': '{value}' is more than 366 days ahead"
+                        "query parameter 'not_before': '{value}' is more than {} days ahead",
+                        MAX_DELAY.as_secs() / 86_400
                     )));
                 }
                 options.not_before = Some(at);
@@ -314,7 +315,7 @@ mod tests {
         assert!(err.contains("'not_before'") && err.contains("RFC 3339"), "{err}");
         let err =
             message(retry_options(&params(&[("not_before", "2999-01-01T00:00:00Z")])).unwrap_err());
-        assert!(err.contains("366 days"), "{err}");
+        assert!(err.contains("365 days"), "{err}");
         let err = message(retry_options(&params(&[("prio", "high")])).unwrap_err());
         assert!(err.contains("unknown query parameter 'prio'"), "{err}");
     }
