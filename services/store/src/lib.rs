@@ -7,6 +7,7 @@
 //! Writes headed for a full stream, or past the outbox's bound, are refused up front
 //! ([`admission`]).
 
+pub mod accounts;
 pub mod admission;
 pub mod change;
 pub mod chat;

@@ -18,7 +18,9 @@ use courier_store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{accounts::Accounts, passwords};
+use courier_store::accounts::Accounts;
+
+use super::passwords;
 use crate::config::ApiConfig;
 
 /// The configured first admin.

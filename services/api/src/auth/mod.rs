@@ -4,7 +4,7 @@
 //! rate-limited. The first admin comes from configuration ([`bootstrap`]) or `courier-api
 //! grant-role`, never from a default.
 
-mod accounts;
+use courier_store::accounts;
 pub mod bootstrap;
 mod extract;
 mod limiter;

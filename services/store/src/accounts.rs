@@ -2,7 +2,8 @@
 //! tokens are random, stored only as SHA-256 digests, single use, and rotate within a family (one
 //! sign-in session): presenting a used one revokes the whole family (the token was stolen or
 //! replayed). A family lives at most the absolute lifetime from its login, however often it
-//! rotates; logout revokes one family, logout-all every family of the user.
+//! rotates; logout revokes one family, logout-all every family of the user. Every read carries
+//! the store's `maxTimeMS` (`COURIER_MONGODB_QUERY_TIMEOUT`), as the store's other queries do.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use mongodb::{
@@ -13,7 +14,7 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use courier_store::{Store, is_duplicate_key};
+use crate::{Store, is_duplicate_key};
 
 pub const USERS: &str = "_users";
 pub const REFRESH_TOKENS: &str = "_refresh_tokens";
@@ -82,6 +83,8 @@ pub struct Accounts {
     tokens: Collection<RefreshToken>,
     refresh_ttl: std::time::Duration,
     absolute_ttl: std::time::Duration,
+    /// `maxTimeMS` of every query.
+    query_timeout: std::time::Duration,
 }
 
 /// Whether `username` is acceptable: 3–32 of lowercase letters, digits, `_`, `.`, `-`,
@@ -110,6 +113,7 @@ impl Accounts {
             tokens: store.collection(REFRESH_TOKENS).clone_with_type(),
             refresh_ttl,
             absolute_ttl,
+            query_timeout: store.query_timeout(),
         }
     }
 
@@ -158,12 +162,12 @@ impl Accounts {
     }
 
     pub async fn find_by_username(&self, username: &str) -> mongodb::error::Result<Option<User>> {
-        self.users.find_one(doc! {"username": username}).await
+        self.users.find_one(doc! {"username": username}).max_time(self.query_timeout).await
     }
 
     pub async fn find_by_id(&self, id: &str) -> mongodb::error::Result<Option<User>> {
         let Ok(oid) = ObjectId::parse_str(id) else { return Ok(None) };
-        self.users.find_one(doc! {"_id": oid}).await
+        self.users.find_one(doc! {"_id": oid}).max_time(self.query_timeout).await
     }
 
     /// Adds `role` to the user named `username`: the updated user, `None` if there is none.
@@ -176,6 +180,7 @@ impl Accounts {
         self.users
             .find_one_and_update(doc! {"username": username}, doc! {"$addToSet": {"roles": role}})
             .return_document(ReturnDocument::After)
+            .max_time(self.query_timeout)
             .await
     }
 
@@ -225,16 +230,24 @@ impl Accounts {
                 doc! {"$set": {"used_at": now}},
             )
             .return_document(ReturnDocument::Before)
+            .max_time(self.query_timeout)
             .await?;
         let Some(record) = claimed else {
-            return Ok(Err(match self.tokens.find_one(doc! {"_id": &digest}).await? {
-                Some(used) => {
-                    let revoked = self.revoke_family(&used.family).await?;
-                    tracing::warn!(user_id = %used.user_id, revoked, "refresh token reused; its family is revoked");
-                    RefreshRefusal::Reused
-                }
-                None => RefreshRefusal::Unknown,
-            }));
+            return Ok(Err(
+                match self
+                    .tokens
+                    .find_one(doc! {"_id": &digest})
+                    .max_time(self.query_timeout)
+                    .await?
+                {
+                    Some(used) => {
+                        let revoked = self.revoke_family(&used.family).await?;
+                        tracing::warn!(user_id = %used.user_id, revoked, "refresh token reused; its family is revoked");
+                        RefreshRefusal::Reused
+                    }
+                    None => RefreshRefusal::Unknown,
+                },
+            ));
         };
         let family_expires_at =
             record.family_expires_at.unwrap_or_else(|| {
@@ -245,7 +258,8 @@ impl Accounts {
         if record.expires_at < now || family_expires_at < now {
             return Ok(Err(RefreshRefusal::Expired));
         }
-        match self.users.find_one(doc! {"_id": record.user_id}).await? {
+        match self.users.find_one(doc! {"_id": record.user_id}).max_time(self.query_timeout).await?
+        {
             Some(user) => Ok(Ok(Session { user, family: record.family, family_expires_at })),
             None => Ok(Err(RefreshRefusal::Unknown)),
         }
@@ -261,7 +275,8 @@ impl Accounts {
         &self,
         token: &str,
     ) -> mongodb::error::Result<Option<(String, String)>> {
-        let record = self.tokens.find_one(doc! {"_id": digest(token)}).await?;
+        let record =
+            self.tokens.find_one(doc! {"_id": digest(token)}).max_time(self.query_timeout).await?;
         Ok(record.map(|r| (r.family, r.user_id.to_hex())))
     }
 
