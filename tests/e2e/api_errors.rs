@@ -66,9 +66,15 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
-    let huge = json!({"nombre": "x".repeat(300 * 1024), "precio": 1.0});
-    let (status, body) =
-        send(&stack, "/api/v1/products", json_ct, serde_json::to_vec(&huge).unwrap()).await;
+    let huge =
+        serde_json::to_vec(&json!({"nombre": "x".repeat(300 * 1024), "precio": 1.0})).unwrap();
+    let response = courier_tests::services::send_oversized(|| {
+        let url = format!("{}/api/v1/products", stack.api.url());
+        stack.http.post(url).header("content-type", json_ct).body(huge.clone())
+    })
+    .await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "payload_too_large");
 

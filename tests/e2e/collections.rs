@@ -200,15 +200,12 @@ async fn every_bad_change_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _, _) = call(
-        &stack,
-        Method::PUT,
-        &path,
-        Some(json!({"name": "x".repeat(300 * 1024), "width": 1, "height": 1})),
-        &[],
-    )
+    let huge = json!({"name": "x".repeat(300 * 1024), "width": 1, "height": 1});
+    let response = courier_tests::services::send_oversized(|| {
+        stack.http.put(format!("{}{path}", stack.api.url())).json(&huge)
+    })
     .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     let (_, etag, current) = call(&stack, Method::GET, &path, None, &[]).await;
     assert_eq!((etag.as_deref(), current), (Some("\"1\""), desk), "nothing was written");
