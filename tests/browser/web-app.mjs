@@ -755,6 +755,12 @@ scenario('chat at phone width: the room list is a drawer, a direct message from 
   await screenshot(page, 'chat-phone-drawer');
   await page.keyboard.press('Escape');
   await rooms.waitFor({ state: 'hidden' });
+  // The members panel overlays the room on a phone; Esc closes it too.
+  const members = page.getByRole('complementary', { name: 'Members' });
+  await page.getByRole('button', { name: /online/ }).click();
+  await members.waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await members.waitFor({ state: 'detached' });
   // The same direct room again, whoever asks.
   const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('courier.session')).accessToken);
   const again = await http('POST', '/api/v1/chats', { token, body: { direct: bo } });

@@ -1,7 +1,7 @@
 // The open room: its header (title, topic, who is online, the members panel), the messages,
 // who is typing, the connection state, and the composer.
 
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { roomTitle, type ChatMessage, type ChatUser, type Member, type RoomSummary } from '../../lib/chat';
 import type { ChatController } from '../../lib/chatStore';
 import { useApp } from '../../store';
@@ -31,6 +31,16 @@ export function RoomView({ controller, room, username, onRooms, unreadElsewhere 
   const connection = useApp((s) => s.connection);
   const [replyTo, setReplyTo] = useState<ChatMessage | null>(null);
   const [membersOpen, setMembersOpen] = useState(() => typeof window !== 'undefined' && window.matchMedia?.('(min-width: 1100px)').matches === true);
+  // Where the panel overlays the room (narrow screens), Esc closes it, unless a field used the
+  // key first (a mention list, a reply, an edit).
+  useEffect(() => {
+    if (!membersOpen || window.matchMedia?.('(max-width: 1100px)').matches !== true) return;
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key === 'Escape' && !event.defaultPrevented) setMembersOpen(false);
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [membersOpen]);
   const title = roomTitle(room, username);
   const here = presence.filter((u) => u.id !== meId).length;
 
