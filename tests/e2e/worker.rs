@@ -56,6 +56,31 @@ pub fn worker_config(stack: &Stack) -> WorkerConfig {
     config
 }
 
+/// The `pets.enrich` handler on its own (worker id `test-worker`), and the store it writes to.
+async fn pets_handler(
+    stack: &Stack,
+    config: &WorkerConfig,
+) -> (courier_worker::pets::PetsEnrich, courier_worker::courier_store::Store) {
+    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let store = courier_worker::courier_store::Store::connect(
+        &config.mongodb_uri,
+        &config.mongodb_database,
+        Duration::from_secs(2),
+        "test",
+    )
+    .await
+    .unwrap();
+    let outbox = courier_worker::courier_store::Outbox::new(
+        store.clone(),
+        nats,
+        Arc::new(courier_worker::courier_store::OutboxMetrics::default()),
+    );
+    let pets =
+        courier_worker::pets::PetsEnrich::new(store.clone(), outbox, "test-worker".into(), None)
+            .unwrap();
+    (pets, store)
+}
+
 /// An in-process worker with the standard handlers (`pets.enrich`, `system.noop`).
 pub async fn standard_worker(config: WorkerConfig) -> RunningWorker {
     let nats = async_nats::connect(config.nats.nats_url.clone()).await.unwrap();
@@ -216,23 +241,7 @@ async fn a_task_applies_at_most_once_even_when_handled_twice_at_the_same_time() 
     let stack = Stack::start().await;
     let token = writer_token(&stack).await;
     let config = worker_config(&stack);
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
-    let store = courier_worker::courier_store::Store::connect(
-        &config.mongodb_uri,
-        &config.mongodb_database,
-        Duration::from_secs(2),
-        "test",
-    )
-    .await
-    .unwrap();
-    let outbox = courier_worker::courier_store::Outbox::new(
-        store.clone(),
-        nats,
-        Arc::new(courier_worker::courier_store::OutboxMetrics::default()),
-    );
-    let pets =
-        courier_worker::pets::PetsEnrich::new(store.clone(), outbox, "test-worker".into(), None)
-            .unwrap();
+    let (pets, store) = pets_handler(&stack, &config).await;
 
     let id = create_pet(
         &stack,
@@ -279,22 +288,7 @@ async fn a_recheck_re_enriches_only_a_pet_not_known_to_be_vaccinated() {
     let stack = Stack::start().await;
     let token = writer_token(&stack).await;
     let config = worker_config(&stack);
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
-    let store = courier_worker::courier_store::Store::connect(
-        &config.mongodb_uri,
-        &config.mongodb_database,
-        Duration::from_secs(2),
-        "test",
-    )
-    .await
-    .unwrap();
-    let outbox = courier_worker::courier_store::Outbox::new(
-        store.clone(),
-        nats,
-        Arc::new(courier_worker::courier_store::OutboxMetrics::default()),
-    );
-    let pets =
-        courier_worker::pets::PetsEnrich::new(store, outbox, "test-worker".into(), None).unwrap();
+    let (pets, _) = pets_handler(&stack, &config).await;
     use courier_worker::pets::Outcome;
     let unvaccinated =
         create_pet(&stack, &token, json!({"name": "Kit", "species": "cat", "age": 1})).await;

@@ -140,6 +140,11 @@ struct Timings {
     ids: Vec<String>,
 }
 
+/// The body of a bench's `n`th product named `name` (the shipped `products` schema).
+pub(crate) fn product(name: &str, n: u64) -> serde_json::Value {
+    serde_json::json!({"nombre": name, "precio": (n % 100) as f64 + 0.99, "talla": "M"})
+}
+
 /// The `p` quantile (0–1) of sorted `latencies` in ms; 0 when there are none.
 fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
     if latencies.is_empty() {
@@ -245,14 +250,16 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<LatencyReport> {
     let started = Instant::now();
     let results: Vec<anyhow::Result<()>> = stream::iter(0..args.posts)
         .map(|i| {
-            let (http, url, timings, progress) = (http.clone(), url.clone(), timings.clone(), progress.clone());
+            let (http, url, timings, progress) =
+                (http.clone(), url.clone(), timings.clone(), progress.clone());
             let name = format!("{run_prefix}{i}");
             async move {
-                let body = serde_json::json!({"nombre": name, "precio": (i % 100) as f64 + 0.99, "talla": "M"});
+                let body = product(&name, i as u64);
                 let sent = Instant::now();
                 let response = http.post(&url).json(&body).send().await.context("POST failed")?;
                 let status = response.status();
-                let created: serde_json::Value = response.json().await.context("POST response is not JSON")?;
+                let created: serde_json::Value =
+                    response.json().await.context("POST response is not JSON")?;
                 if !status.is_success() {
                     bail!("POST answered {status}: {created}");
                 }

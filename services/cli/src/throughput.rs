@@ -249,11 +249,6 @@ where
     Side::new(ok, errors, started.elapsed(), Some(&latency))
 }
 
-/// The body of the `n`th product of a run (the shipped `products` schema).
-fn product(run: &str, n: u64) -> serde_json::Value {
-    serde_json::json!({"nombre": format!("bench-{run}-{n}"), "precio": (n % 100) as f64 + 0.99, "talla": "M"})
-}
-
 async fn connect(servers: &Servers) -> anyhow::Result<(jetstream::Context, mongodb::Database)> {
     let nats = async_nats::connect(&servers.nats)
         .await
@@ -297,8 +292,12 @@ pub async fn api(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
     let courier = closed_loop(args.concurrency, args.duration, "api creates", {
         let (http, url, run, created) = (http.clone(), url.clone(), run.clone(), created.clone());
         move |n| {
-            let (http, url, body, created) =
-                (http.clone(), url.clone(), product(&run, n), created.clone());
+            let (http, url, body, created) = (
+                http.clone(),
+                url.clone(),
+                crate::bench::product(&format!("bench-{run}-{n}"), n),
+                created.clone(),
+            );
             async move {
                 let Ok(response) = http.post(&url).json(&body).send().await else { return false };
                 if response.status() != reqwest::StatusCode::CREATED {
@@ -328,7 +327,7 @@ pub async fn api(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
         move |n| {
             let (js, collection, run) = (js.clone(), collection.clone(), run.clone());
             async move {
-                let body = product(&run, n);
+                let body = crate::bench::product(&format!("bench-{run}-{n}"), n);
                 let Ok(document) = mongodb::bson::to_document(&body) else { return false };
                 let Ok(inserted) = collection.insert_one(document).await else { return false };
                 let id =

@@ -207,7 +207,7 @@ impl TaskTrigger {
         self.delay
             .as_deref()
             .map(|text| {
-                crate::task::parse_delay(text)
+                crate::config::parse_duration(text)
                     .map_err(|problem| SpecError::InvalidDelay { kind: self.kind.clone(), problem })
             })
             .transpose()

@@ -64,12 +64,6 @@ impl FromStr for Priority {
 /// the longest duration any setting accepts.
 pub const MAX_DELAY: Duration = crate::config::MAX_DURATION;
 
-/// Parses a task delay: the one duration syntax of every setting (`90s`, `7d`;
-/// [`crate::config::parse_duration`]), so at most [`MAX_DELAY`].
-pub fn parse_delay(text: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(text)
-}
-
 /// One unit of work. Tasks name the document they concern rather than carrying it: a worker
 /// reads the current state, so a late or repeated task never applies stale data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,13 +188,13 @@ mod tests {
 
     #[test]
     fn delays_have_a_unit_and_a_bound() {
-        assert_eq!(parse_delay("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_delay(" 90s "), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_delay("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_delay("2h"), Ok(Duration::from_secs(7_200)));
-        assert_eq!(parse_delay("365d"), Ok(MAX_DELAY));
+        assert_eq!(crate::config::parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(crate::config::parse_duration(" 90s "), Ok(Duration::from_secs(90)));
+        assert_eq!(crate::config::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(crate::config::parse_duration("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(crate::config::parse_duration("365d"), Ok(MAX_DELAY));
         for bad in ["", "7", "d", "1.5h", "-1s", "7 days", "366d", "99999999999999999999d"] {
-            assert!(parse_delay(bad).is_err(), "{bad}");
+            assert!(crate::config::parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

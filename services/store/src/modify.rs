@@ -8,10 +8,7 @@
 use std::time::Duration;
 
 use courier_core::{EventAction, backoff::Backoff};
-use mongodb::{
-    bson::{self, oid::ObjectId},
-    error::TRANSIENT_TRANSACTION_ERROR,
-};
+use mongodb::bson::{self, oid::ObjectId};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -19,7 +16,7 @@ use crate::{
     documents::{StoredDocument, to_api, to_stored},
     outbox::OutboxRecord,
     scheduled::ScheduledTask,
-    store::{Store, StoreError, Write, is_unavailable},
+    store::{Store, StoreError, Write},
     task_results::{TaskCommit, TaskMarker},
 };
 
@@ -127,21 +124,6 @@ impl<E> From<mongodb::error::Error> for ModifyError<E> {
     }
 }
 
-/// Whether a commit error means another transaction wrote first (a write conflict that outlasted
-/// the commit's own retries), as opposed to a store that cannot be reached.
-fn lost_race(err: &StoreError) -> bool {
-    match err {
-        StoreError::VersionConflict => true,
-        StoreError::Mongo(err) => {
-            err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
-        }
-        StoreError::OutcomeUnknown(_)
-        | StoreError::FieldName { .. }
-        | StoreError::StreamFull { .. }
-        | StoreError::OutboxFull => false,
-    }
-}
-
 /// `writes` plus the inserts of `change`'s delayed tasks, which commit with it.
 fn with_scheduled(mut writes: Vec<Write>, change: &Change) -> Vec<Write> {
     writes.extend(change.scheduled_tasks().iter().map(ScheduledTask::write));
@@ -232,7 +214,7 @@ impl Store {
                 Err(StoreError::VersionConflict) if target.precondition.is_some() => {
                     return Err(ModifyError::PreconditionFailed { current: None });
                 }
-                Err(err) if target.precondition.is_none() && lost_race(&err) => {
+                Err(err) if target.precondition.is_none() && err.is_lost_race() => {
                     tracing::debug!(collection = %target.collection, id = %target.id, attempt, %err, "lost a write race; reading again");
                 }
                 Err(err) => return Err(ModifyError::Store(err)),
@@ -256,10 +238,10 @@ mod tests {
 
     #[test]
     fn only_conflicts_from_a_reachable_store_count_as_lost_races() {
-        assert!(lost_race(&StoreError::VersionConflict));
+        assert!(StoreError::VersionConflict.is_lost_race());
         let unknown = mongodb::error::Error::custom("cut off");
-        assert!(!lost_race(&StoreError::OutcomeUnknown(unknown)));
+        assert!(!StoreError::OutcomeUnknown(unknown).is_lost_race());
         let other = mongodb::error::Error::custom("boom");
-        assert!(!lost_race(&StoreError::Mongo(other)));
+        assert!(!StoreError::Mongo(other).is_lost_race());
     }
 }

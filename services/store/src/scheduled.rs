@@ -12,7 +12,6 @@ use futures::TryStreamExt;
 use mongodb::{
     Collection, IndexModel,
     bson::{self, doc},
-    error::TRANSIENT_TRANSACTION_ERROR,
     options::IndexOptions,
 };
 use prometheus_client::{
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     outbox::{Outbox, OutboxRecord},
-    store::{Store, StoreError, Write, is_unavailable},
+    store::{Store, StoreError, Write},
     task_results::is_duplicate_key,
 };
 
@@ -153,7 +152,8 @@ impl Store {
         };
         match self.commit(&[all], &records).await {
             Ok(()) => return Ok(records),
-            Err(err) if released_elsewhere(&err) => {}
+            // Another replica released (or is releasing) the same task.
+            Err(err) if err.is_lost_race() => {}
             Err(err) => return Err(err),
         }
         // Another replica took some of them: one transaction each.
@@ -166,26 +166,12 @@ impl Store {
             };
             match self.commit(&[one], std::slice::from_ref(&record)).await {
                 Ok(()) => released.push(record),
-                Err(err) if released_elsewhere(&err) => {}
+                // Another replica released (or is releasing) the same task.
+                Err(err) if err.is_lost_race() => {}
                 Err(err) => return Err(err),
             }
         }
         Ok(released)
-    }
-}
-
-/// Whether a release failed because another replica deleted (or was deleting) the same
-/// scheduled task, as opposed to a store that cannot be reached.
-fn released_elsewhere(err: &StoreError) -> bool {
-    match err {
-        StoreError::VersionConflict => true,
-        StoreError::Mongo(err) => {
-            err.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_unavailable(err)
-        }
-        StoreError::OutcomeUnknown(_)
-        | StoreError::FieldName { .. }
-        | StoreError::StreamFull { .. }
-        | StoreError::OutboxFull => false,
     }
 }
 
@@ -294,11 +280,5 @@ mod tests {
         assert_eq!(collection, SCHEDULED_TASKS_COLLECTION);
         assert_eq!(document.get_str("_id").unwrap(), scheduled.id);
         assert!(document.get_datetime("due").is_ok());
-    }
-
-    #[test]
-    fn only_conflicts_count_as_released_elsewhere() {
-        assert!(released_elsewhere(&StoreError::VersionConflict));
-        assert!(!released_elsewhere(&StoreError::Mongo(mongodb::error::Error::custom("down"))));
     }
 }

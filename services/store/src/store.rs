@@ -96,6 +96,25 @@ pub struct Store {
     gate: Arc<StreamGate>,
 }
 
+impl StoreError {
+    /// Whether a commit failed because another transaction wrote the same documents first (a
+    /// write conflict that outlasted the commit's own retries), as opposed to a store that cannot
+    /// be reached or a refused write.
+    pub fn is_lost_race(&self) -> bool {
+        match self {
+            StoreError::VersionConflict => true,
+            StoreError::Mongo(err) => {
+                err.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+                    && !is_unavailable(err)
+            }
+            StoreError::OutcomeUnknown(_)
+            | StoreError::FieldName { .. }
+            | StoreError::StreamFull { .. }
+            | StoreError::OutboxFull => false,
+        }
+    }
+}
+
 /// Whether an error means "the database cannot be reached right now" (→ 503), as opposed to a
 /// problem with the request or the data.
 pub fn is_unavailable(err: &mongodb::error::Error) -> bool {

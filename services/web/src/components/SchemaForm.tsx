@@ -87,17 +87,26 @@ export function SchemaFields({ fields, raw, onChange, errors, doc }: Props) {
               {field.readOnly && <span className="badge badge-muted">read-only</span>}
             </label>
             {control}
-            {hint && (
-              <p className="hint" id={`${id}-hint`}>
-                {hint}
-              </p>
-            )}
-            <p className="field-error" id={`${id}-error`} hidden={!error}>
-              {error}
-            </p>
+            <FieldNotes id={id} hint={hint} error={error} />
           </div>
         );
       })}
     </div>
+  );
+}
+
+/** A field's hint and its error line (`<id>-hint`, `<id>-error`, for aria-describedby). */
+export function FieldNotes({ id, hint, error }: { id: string; hint?: string | undefined; error?: string | undefined }) {
+  return (
+    <>
+      {hint && (
+        <p className="hint" id={`${id}-hint`}>
+          {hint}
+        </p>
+      )}
+      <p className="field-error" id={`${id}-error`} hidden={!error}>
+        {error}
+      </p>
+    </>
   );
 }

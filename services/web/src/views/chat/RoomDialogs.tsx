@@ -7,6 +7,7 @@ import { MAX_INITIAL_MEMBERS, MAX_ROOM_NAME, MAX_TOPIC, parseNames } from '../..
 import type { ChatController } from '../../lib/chatStore';
 import { describeError } from '../../lib/format';
 import { Dialog } from '../../components/Dialog';
+import { FieldNotes } from '../../components/SchemaForm';
 
 type Errors = Record<string, string>;
 
@@ -30,14 +31,7 @@ function Field({ id, label, hint, error, children }: { id: string; label: string
     <div className="field">
       <label htmlFor={id}>{label}</label>
       {children}
-      {hint && (
-        <p className="hint" id={`${id}-hint`}>
-          {hint}
-        </p>
-      )}
-      <p className="field-error" id={`${id}-error`} hidden={!error}>
-        {error}
-      </p>
+      <FieldNotes id={id} hint={hint} error={error} />
     </div>
   );
 }
