@@ -27,7 +27,7 @@ use courier_core::{
 };
 use futures::{
     FutureExt, SinkExt, StreamExt,
-    stream::{BoxStream, SplitSink},
+    stream::{BoxStream, SplitSink, SplitStream},
 };
 use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite;
@@ -110,8 +110,9 @@ struct Sub {
     expires_at: Option<u64>,
     /// The user of that token (an `authenticate` renews only that user's subscriptions).
     user_id: Option<String>,
-    /// The subscription's place in its chat room (`chat:` channels only).
-    chat: Option<ChatSeat>,
+    /// The subscription's place in its chat room (`chat:` channels only); boxed, so the
+    /// subscriptions of other channels (most of them) do not carry its room.
+    chat: Option<Box<ChatSeat>>,
 }
 
 struct Connection {
@@ -151,7 +152,6 @@ impl Drop for Replaying {
     }
 }
 
-/// Runs one connection to its end.
 /// Live frames gathered for one write, with their commit times.
 #[derive(Default)]
 struct DeliveryBatch {
@@ -164,14 +164,33 @@ struct DeliveryBatch {
     revoked: Vec<u32>,
 }
 
-pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
+/// Runs one connection to its end.
+///
+/// Not an `async fn`: the socket is split before the future is built, so the connection's task
+/// does not also keep the unsplit socket (an async fn keeps its arguments for its whole run).
+/// `guard` (what counts the connection: its admission permit, the shutdown tracker's token) is
+/// dropped when it ends.
+pub fn serve<G: Send + 'static>(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    guard: G,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (sink, stream) = socket.split();
+    run_connection(sink, stream, shared, guard)
+}
+
+async fn run_connection<G>(
+    sink: Sink,
+    mut stream: SplitStream<WebSocket>,
+    shared: Arc<Shared>,
+    _guard: G,
+) {
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let (sink, mut stream) = socket.split();
     let mut conn = Connection {
         id,
         shared: shared.clone(),
         sink,
-        subscriptions: StreamMap::new(),
+        subscriptions: StreamMap::with_capacity(1), // most connections hold one
         chat_streams: StreamMap::new(),
         typing_limiter: shared.chat.typing_limiter(),
         subs: HashMap::new(),
@@ -184,13 +203,17 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
         next_expiry: None,
     };
     shared.metrics.connection_opened();
-    let hello = ServerFrame::ConnectionEstablished {
-        connection_id: conn.id.clone(),
-        protocol: PROTOCOL_VERSION,
+    let greeted = {
+        // Scoped: the frame is not kept in the task while the connection runs.
+        let hello = ServerFrame::ConnectionEstablished {
+            connection_id: conn.id.clone(),
+            protocol: PROTOCOL_VERSION,
+        };
+        conn.send_frame(&hello).await
     };
-    let reason = match conn.send_frame(&hello).await {
+    let reason = match greeted {
         Ok(()) => conn.run(&mut stream).await,
-        Err(err) => conn.write_failed(err).await,
+        Err(err) => Box::pin(conn.write_failed(err)).await,
     };
     tracing::debug!(connection_id = %conn.id, reason = reason.as_str(), "connection closed");
     let subscribed: Vec<Channel> = conn.subs.into_values().map(|s| s.channel).collect();
@@ -198,29 +221,36 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
 }
 
 impl Connection {
-    async fn run(&mut self, stream: &mut futures::stream::SplitStream<WebSocket>) -> CloseReason {
+    /// Every path but live delivery and pings runs boxed: an idle connection's task then holds
+    /// only the state this loop waits in, not the largest of all its paths inline (subscribe,
+    /// replay, authenticate…), which made each connection's task ~10 KiB (heaptrack).
+    async fn run(&mut self, stream: &mut SplitStream<WebSocket>) -> CloseReason {
         let ping_interval = self.shared.config.ping_interval;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-        let shutdown = self.shared.shutdown.clone();
+        // A child token of its own: waiting on it locks only this connection's node, where
+        // every connection polling the process-wide token on each turn of this loop (twice per
+        // delivery: registered, then dropped) queued on that token's one mutex. Pinned once.
+        let shutdown = self.shared.shutdown.child_token().cancelled_owned();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let outcome = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    self.close(close_code::GOING_AWAY, "server shutting down", CLOSE_WINDOW).await;
+                _ = &mut shutdown => {
+                    Box::pin(self.close(close_code::GOING_AWAY, "server shutting down", CLOSE_WINDOW)).await;
                     return CloseReason::Shutdown;
                 }
                 incoming = stream.next() => {
                     self.last_heard = Instant::now();
                     match incoming {
                         None => return CloseReason::ClientClosed,
-                        Some(Err(err)) => return self.read_failed(err).await,
+                        Some(Err(err)) => return Box::pin(self.read_failed(err)).await,
                         Some(Ok(Message::Close(_))) => {
                             // Let the library's close reply go out, then end.
                             let _ = tokio::time::timeout(CLOSE_WINDOW, self.sink.flush()).await;
                             return CloseReason::ClientClosed;
                         }
-                        Some(Ok(Message::Text(text))) => self.on_client_text(&text).await,
+                        Some(Ok(Message::Text(text))) => Box::pin(self.on_client_text(&text)).await,
                         Some(Ok(Message::Binary(_))) => {
                             let frame = ServerFrame::error(error_code::BAD_FRAME, "binary frames are not supported; send JSON text", None);
                             self.send_frame(&frame).await
@@ -236,27 +266,27 @@ impl Connection {
                     }
                 }
                 Some((sub, item)) = self.chat_streams.next(), if !self.chat_streams.is_empty() => {
-                    self.on_chat_delivery(sub, item).await
+                    Box::pin(self.on_chat_delivery(sub, item)).await
                 }
                 Some((sub, item)) = self.replays.next(), if !self.replays.is_empty() => {
-                    self.on_replay(sub, item).await
+                    Box::pin(self.on_replay(sub, item)).await
                 }
                 _ = &mut self.expiry, if self.next_expiry.is_some() => {
-                    self.end_expired_subscriptions().await
+                    Box::pin(self.end_expired_subscriptions()).await
                 }
                 _ = ping.tick() => {
-                    if let Err(err) = self.end_expired_subscriptions().await {
-                        return self.write_failed(err).await;
+                    if let Err(err) = Box::pin(self.end_expired_subscriptions()).await {
+                        return Box::pin(self.write_failed(err)).await;
                     }
                     if self.last_heard.elapsed() > ping_interval * 3 {
-                        self.close(close_code::IDLE_TIMEOUT, "no frame received within the idle timeout", CLOSE_WINDOW).await;
+                        Box::pin(self.close(close_code::IDLE_TIMEOUT, "no frame received within the idle timeout", CLOSE_WINDOW)).await;
                         return CloseReason::IdleTimeout;
                     }
                     self.write_with_timeout(vec![Message::Ping(bytes::Bytes::new())]).await
                 }
             };
             if let Err(err) = outcome {
-                return self.write_failed(err).await;
+                return Box::pin(self.write_failed(err)).await;
             }
         }
     }
@@ -353,10 +383,10 @@ impl Connection {
             // The frames in `batch` are older than the gap: send them, then say why we stop,
             // so the client's last seq per channel is a correct resume point.
             if !batch.frames.is_empty() {
-                self.write_batch(batch).await?;
+                Box::pin(self.write_batch(batch)).await?;
             }
             self.shared.metrics.slow_consumer_disconnects.inc();
-            self.close_slow_consumer().await;
+            Box::pin(self.close_slow_consumer()).await;
             return Ok(Some(CloseReason::SlowConsumer));
         }
         let revoked = std::mem::take(&mut batch.revoked);
@@ -364,7 +394,7 @@ impl Connection {
             self.write_batch(batch).await?;
         }
         for sub in revoked {
-            self.end_revoked(sub).await?;
+            Box::pin(self.end_revoked(sub)).await?;
         }
         Ok(None)
     }
@@ -820,7 +850,8 @@ impl Connection {
             self.chat_streams.remove(&sub);
         }
         // A replaced subscription's seat is dropped after the new one joined: no leave shows.
-        let state = Sub { channel, sent_up_to: floor, expires_at, user_id, chat: seat };
+        let state =
+            Sub { channel, sent_up_to: floor, expires_at, user_id, chat: seat.map(Box::new) };
         self.subs.insert(sub, state);
         self.arm_expiry();
         let position = since.unwrap_or(after);
@@ -911,7 +942,8 @@ impl Connection {
         let mut write = std::pin::pin!(write);
         let outcome = match write.as_mut().now_or_never() {
             Some(done) => Ok(done),
-            None => tokio::time::timeout(timeout, write).await,
+            // Boxed: the timer lives only while a write waits, not in every idle connection.
+            None => Box::pin(tokio::time::timeout(timeout, write)).await,
         };
         match outcome {
             Ok(Ok(())) => Ok(()),

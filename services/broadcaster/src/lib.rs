@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod feed;
 pub mod hub;
+pub mod lag_histogram;
 pub mod metrics;
 pub mod replay;
 pub mod ring;

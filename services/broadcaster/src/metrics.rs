@@ -6,11 +6,11 @@ use std::sync::Arc;
 use courier_core::channel::Channel;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use crate::connection::CloseReason;
+use crate::{connection::CloseReason, lag_histogram::LagHistogram};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -21,10 +21,6 @@ pub struct ReasonLabel {
 pub struct KindLabel {
     pub kind: &'static str,
 }
-
-/// Delivery-lag buckets (seconds): 1 ms … 30 s.
-const LAG_BUCKETS: [f64; 15] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 #[derive(Debug)]
 pub struct BroadcasterMetrics {
@@ -37,7 +33,7 @@ pub struct BroadcasterMetrics {
     /// connection when a write failed.
     pub frames_dropped: Counter,
     /// Commit (event `time`) → written to the socket, for live deliveries (not replays).
-    pub delivery_lag: Histogram,
+    pub delivery_lag: LagHistogram,
     pub slow_consumer_disconnects: Counter,
     pub replays_served: Counter,
     pub unauthorized_subscribes: Counter,
@@ -79,7 +75,7 @@ impl BroadcasterMetrics {
             subscriptions: Family::default(),
             frames_sent: Counter::default(),
             frames_dropped: Counter::default(),
-            delivery_lag: Histogram::new(LAG_BUCKETS),
+            delivery_lag: LagHistogram::default(),
             slow_consumer_disconnects: Counter::default(),
             replays_served: Counter::default(),
             unauthorized_subscribes: Counter::default(),
@@ -188,7 +184,7 @@ impl BroadcasterMetrics {
         for at in committed_at.iter().flatten() {
             // A commit "in the future" (clock skew between hosts) counts as no lag.
             let lag = now.duration_since(*at).unwrap_or_default();
-            self.delivery_lag.observe(lag.as_secs_f64());
+            self.delivery_lag.observe(lag);
         }
         self.frames_sent.inc_by(committed_at.len() as u64);
     }

@@ -12,11 +12,18 @@
 //!
 //! One mutex guards the state; a receiver takes every ready value in one lock
 //! ([`Receiver::try_recv_many`]), so a batch of frames costs one lock, not one per frame.
+//! A receiver that has read everything learns so without the lock (the ring's tail and its
+//! closed flag are mirrored in atomics), and it re-arms its waker in the same lock that took
+//! its last value, so a fan-out wake-up costs each receiver one lock. Senders wake receivers
+//! after releasing the lock, so woken receivers do not queue on it.
 
 use std::{
     collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -73,6 +80,11 @@ impl<T> State<T> {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
+    /// `state.tail()`, stored under the lock after every send: a receiver whose position
+    /// equals it has nothing to read, which it can see without the lock.
+    tail: AtomicU64,
+    /// `state.closed`, mirrored like `tail`.
+    closed: AtomicBool,
     capacity: usize,
     /// Most bytes (by `weigh`) of unread values.
     max_bytes: usize,
@@ -113,7 +125,14 @@ pub fn channel_bounded<T: Clone>(
         closed: false,
         bytes: 0,
     };
-    let shared = Shared { state: Mutex::new(state), capacity: capacity.max(1), max_bytes, weigh };
+    let shared = Shared {
+        state: Mutex::new(state),
+        tail: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+        capacity: capacity.max(1),
+        max_bytes,
+        weigh,
+    };
     Sender { shared: Arc::new(shared) }
 }
 
@@ -137,10 +156,11 @@ impl<T: Clone> Sender<T> {
         }
         state.bytes += weight;
         state.buf.push_back(Slot { value, unread: receivers });
-        for waiter in state.waiters.iter_mut() {
-            if let Some(waker) = waiter.take() {
-                waker.wake();
-            }
+        self.shared.tail.store(state.tail(), Ordering::Release);
+        let waiting: Vec<Waker> = state.waiters.iter_mut().filter_map(Option::take).collect();
+        drop(state);
+        for waker in waiting {
+            waker.wake();
         }
         receivers as usize
     }
@@ -156,7 +176,7 @@ impl<T: Clone> Sender<T> {
                 (state.waiters.len() - 1) as u32
             }
         };
-        Receiver { shared: self.shared.clone(), pos: state.tail(), id }
+        Receiver { shared: self.shared.clone(), pos: state.tail(), id, armed: None }
     }
 
     pub fn receiver_count(&self) -> usize {
@@ -203,10 +223,11 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.closed = true;
-        for waiter in state.waiters.iter_mut() {
-            if let Some(waker) = waiter.take() {
-                waker.wake();
-            }
+        self.shared.closed.store(true, Ordering::Release);
+        let waiting: Vec<Waker> = state.waiters.iter_mut().filter_map(Option::take).collect();
+        drop(state);
+        for waker in waiting {
+            waker.wake();
         }
     }
 }
@@ -217,19 +238,37 @@ pub struct Receiver<T> {
     /// Position of the next value to read.
     pos: u64,
     id: u32,
+    /// The waker left in this receiver's slot when it last found nothing more to read; the
+    /// slot still holds it while no value was sent since (a send takes every waker).
+    armed: Option<Waker>,
 }
 
 impl<T: Clone> Receiver<T> {
+    /// Whether nothing was sent since this receiver read its last value (no lock taken).
+    fn caught_up(&self) -> bool {
+        self.shared.tail.load(Ordering::Acquire) == self.pos
+            && !self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Takes the next value if one is ready: `Ok(None)` when there is none yet.
     pub fn try_recv(&mut self) -> Result<Option<T>, Lagged> {
         let mut state = self.shared.lock();
-        take(&mut self.pos, &mut state, self.shared.weigh)
+        let taken = take(&mut self.pos, &mut state, self.shared.weigh);
+        if !matches!(taken, Ok(None)) {
+            self.armed = None; // a send took the armed waker; the next poll re-arms
+        }
+        taken
     }
 
     /// Appends up to `max` ready values to `out` under one lock; returns how many it took.
     /// On a gap it stops and returns `Lagged` (values taken before it are in `out`).
     pub fn try_recv_many(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, Lagged> {
+        if max == 0 || self.caught_up() {
+            return Ok(0);
+        }
         let mut state = self.shared.lock();
+        // Anything found here was sent after the waker was armed, and that send took it.
+        self.armed = None;
         let mut taken = 0;
         while taken < max {
             match take(&mut self.pos, &mut state, self.shared.weigh)? {
@@ -271,20 +310,32 @@ impl<T: Clone> futures::Stream for Receiver<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // Still armed for this task and nothing sent since: no lock needed.
+        if this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && this.caught_up() {
+            return Poll::Pending;
+        }
         let weigh = this.shared.weigh;
         let mut state = this.shared.lock();
-        match take(&mut this.pos, &mut state, weigh) {
+        let polled = match take(&mut this.pos, &mut state, weigh) {
             Err(lagged) => Poll::Ready(Some(Err(lagged))),
             Ok(Some(value)) => Poll::Ready(Some(Ok(value))),
-            Ok(None) if state.closed => Poll::Ready(None),
-            Ok(None) => {
-                let waiter = &mut state.waiters[this.id as usize];
-                if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waiter = Some(cx.waker().clone());
-                }
-                Poll::Pending
+            Ok(None) if state.closed => return Poll::Ready(None),
+            Ok(None) => Poll::Pending,
+        };
+        // Read up to the tail: arm the waker now, in this lock, so the next poll needs none
+        // (a value returned here is taken before that poll; waking early is harmless).
+        if this.pos == state.tail() && !state.closed {
+            let waiter = &mut state.waiters[this.id as usize];
+            if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waiter = Some(cx.waker().clone());
             }
+            if !this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                this.armed = Some(cx.waker().clone());
+            }
+        } else {
+            this.armed = None;
         }
+        polled
     }
 }
 
@@ -420,5 +471,97 @@ mod tests {
             .expect("reader ended")
             .unwrap();
         assert_eq!(got, ["a", "b"]);
+    }
+
+    /// A waker that counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+        let count = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn a_receiver_that_read_everything_is_armed_and_woken_by_the_next_send() {
+        let tx = channel(8);
+        let mut rx = tx.subscribe();
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        tx.send(1);
+        // Taking the last value arms the waker in the same lock…
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Ready(Some(Ok(1))));
+        // …so polling again finds nothing without the lock, and stays armed.
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Pending);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        tx.send(2);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the armed waker is woken");
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Ready(Some(Ok(2))));
+        tx.send(3);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "re-armed while taking 2");
+        // Values taken outside `poll_next` disarm it: the next poll must arm again, in a lock.
+        let mut out = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut out, 8), Ok(1));
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Pending);
+        tx.send(4);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 3, "a wake-up after try_recv_many");
+        assert_eq!(rx.try_recv(), Ok(Some(4)));
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Pending);
+        drop(tx);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 4, "closing wakes the armed receiver");
+        assert_eq!(rx.poll_next_unpin(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_new_waker_is_armed_in_place_of_the_old_one() {
+        let tx = channel(8);
+        let mut rx = tx.subscribe();
+        let (old_wakes, old) = counting_waker();
+        let (new_wakes, new) = counting_waker();
+        assert_eq!(rx.poll_next_unpin(&mut Context::from_waker(&old)), Poll::Pending);
+        assert_eq!(rx.poll_next_unpin(&mut Context::from_waker(&new)), Poll::Pending);
+        tx.send(1);
+        assert_eq!(old_wakes.0.load(Ordering::SeqCst), 0);
+        assert_eq!(new_wakes.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_wake_up_is_lost_between_threads() {
+        const SENT: u64 = 20_000;
+        let tx = channel(SENT as usize);
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let mut rx = tx.subscribe();
+                tokio::spawn(async move {
+                    let mut expected = 0;
+                    while let Some(item) = rx.next().await {
+                        assert_eq!(item, Ok(expected), "in order, none skipped");
+                        expected += 1;
+                    }
+                    expected
+                })
+            })
+            .collect();
+        let sender = std::thread::spawn(move || {
+            for value in 0..SENT {
+                tx.send(value);
+                if value % 64 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        sender.join().unwrap();
+        for reader in readers {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+                .await
+                .expect("every reader reaches the end: no wake-up lost")
+                .unwrap();
+            assert_eq!(got, SENT);
+        }
     }
 }

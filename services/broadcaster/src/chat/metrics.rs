@@ -4,11 +4,12 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
 use super::membership::Outcome;
+use crate::lag_histogram::LagHistogram;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -19,10 +20,6 @@ pub struct OutcomeLabel {
 pub struct ActionLabel {
     pub action: &'static str,
 }
-
-/// Delivery-lag buckets (seconds): 1 ms … 30 s, as the broadcaster's general lag histogram.
-const LAG_BUCKETS: [f64; 15] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 #[derive(Debug)]
 pub struct ChatMetrics {
@@ -36,7 +33,7 @@ pub struct ChatMetrics {
     /// Rooms with at least one subscriber here.
     pub rooms: Gauge,
     /// Commit → written to the socket, for `chat.message` events delivered live.
-    pub delivery_lag: Histogram,
+    pub delivery_lag: LagHistogram,
     pub membership_checks: Family<OutcomeLabel, Counter>,
     /// Subscribes admitted without asking the api: the user already had a subscription to the
     /// room here (the membership cache).
@@ -53,7 +50,7 @@ impl ChatMetrics {
             rate_limited: Family::default(),
             presence_users: Gauge::default(),
             rooms: Gauge::default(),
-            delivery_lag: Histogram::new(LAG_BUCKETS),
+            delivery_lag: LagHistogram::default(),
             membership_checks: Family::default(),
             membership_cache_hits: Counter::default(),
             revocations: Counter::default(),
@@ -122,7 +119,7 @@ impl ChatMetrics {
     pub fn delivered(&self, committed_at: &[std::time::SystemTime]) {
         let now = std::time::SystemTime::now();
         for at in committed_at {
-            self.delivery_lag.observe(now.duration_since(*at).unwrap_or_default().as_secs_f64());
+            self.delivery_lag.observe(now.duration_since(*at).unwrap_or_default());
         }
     }
 }
