@@ -612,10 +612,15 @@ async fn gather(plan: &Arc<Plan>, clients: usize, offset: usize, progress: Progr
     let (stop, stop_rx) = watch::channel(false);
     let received = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let connected: Vec<(usize, anyhow::Result<(Ws, Duration)>)> =
+    let (m, k) = (plan.subs_per_client, plan.channels);
+    // Each subscriber reads from the moment it is subscribed, not once the whole ramp is done:
+    // a long ramp (tens of thousands of connections) would otherwise leave the first ones
+    // unread for minutes, answering no ping, and the server rightly drops them as idle.
+    let connected: Vec<(usize, anyhow::Result<(Reader, Duration)>)> =
         futures::stream::iter(offset..offset + clients)
             .map(|j| {
                 let (plan, progress) = (plan.clone(), progress.clone());
+                let (stop_rx, received) = (stop_rx.clone(), received.clone());
                 async move {
                     let channels: Vec<String> =
                         plan.channels_of(j).map(|c| plan.channel(c)).collect();
@@ -623,7 +628,11 @@ async fn gather(plan: &Arc<Plan>, clients: usize, offset: usize, progress: Progr
                     let url = &plan.urls[plan.url_of(j)];
                     let ws = connect_subscriber(&plan, url, &channels, None).await;
                     progress.inc(1);
-                    (j, ws.map(|ws| (ws, at.elapsed())))
+                    let reader = ws.map(|ws| {
+                        let read = read_subscriber(ws, plan.target, (j, m, k), stop_rx, received);
+                        (tokio::spawn(read), at.elapsed())
+                    });
+                    (j, reader)
                 }
             })
             .buffer_unordered(CONNECT_CONCURRENCY)
@@ -638,15 +647,12 @@ async fn gather(plan: &Arc<Plan>, clients: usize, offset: usize, progress: Progr
     };
     let mut readers = Vec::new();
     let mut first_error = None;
-    let (m, k) = (plan.subs_per_client, plan.channels);
     for (j, outcome) in connected {
         match outcome {
-            Ok((ws, took)) => {
+            Ok((reader, took)) => {
                 tally.connect.record(took.as_micros() as u64);
                 tally.connected_by_ws[plan.url_of(j)] += 1;
-                let task =
-                    read_subscriber(ws, plan.target, (j, m, k), stop_rx.clone(), received.clone());
-                readers.push((j, tokio::spawn(task)));
+                readers.push((j, reader));
             }
             Err(err) => {
                 tally.failed_clients += 1;
