@@ -960,23 +960,16 @@ pub async fn fanout(args: &FanoutArgs) -> anyhow::Result<Option<FanoutReport>> {
         return Ok(None);
     }
     let rss_before = probe::sum_over(&args.server_pids, probe::rss_bytes);
-    // Subscribers: here, or split over child processes.
-    let mut children = Vec::new();
-    let mut local = None;
-    if args.procs == 1 {
-        local = Some(gather(&plan, args.clients, 0, ramp_bar(!args.json, args.clients)).await);
-    } else {
-        let spec = ChildSpec {
-            exe: args.bench_exe.clone(),
-            procs: args.procs,
-            clients: args.clients,
-            plan: &plan,
-            ws: &args.ws,
-            nats_ws: &args.nats_ws,
-            show: !args.json,
-        };
-        children = spawn_children(&spec).await?;
-    }
+    let spec = ChildSpec {
+        exe: args.bench_exe.clone(),
+        procs: args.procs,
+        clients: args.clients,
+        plan: &plan,
+        ws: &args.ws,
+        nats_ws: &args.nats_ws,
+        show: !args.json,
+    };
+    let (local, mut children) = open_subscribers(&plan, spec).await?;
     let rss_after = probe::sum_over(&args.server_pids, probe::rss_bytes);
     let connected = local.as_ref().map_or(0, |c| c.readers.len())
         + children.iter().map(|c| c.connected).sum::<usize>();
@@ -1147,6 +1140,19 @@ struct ChildSpec<'a> {
     ws: &'a str,
     nats_ws: &'a str,
     show: bool,
+}
+
+/// The subscribers: in this process (`--procs 1`), else in `--procs` child processes.
+async fn open_subscribers(
+    plan: &Arc<Plan>,
+    spec: ChildSpec<'_>,
+) -> anyhow::Result<(Option<Crowd>, Vec<Child>)> {
+    if spec.procs == 1 {
+        let crowd = gather(plan, spec.clients, 0, ramp_bar(spec.show, spec.clients)).await;
+        Ok((Some(crowd), Vec::new()))
+    } else {
+        Ok((None, spawn_children(&spec).await?))
+    }
 }
 
 /// Starts the subscriber processes, child i with its share of the clients on source address
@@ -1384,22 +1390,16 @@ pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsRe
         source_ip: None,
     });
     let rss_before = probe::sum_over(&args.server_pids, probe::rss_bytes);
-    let mut children = Vec::new();
-    let mut local = None;
-    if args.procs == 1 {
-        local = Some(gather(&plan, args.clients, 0, ramp_bar(!args.json, args.clients)).await);
-    } else {
-        let spec = ChildSpec {
-            exe: args.bench_exe.clone(),
-            procs: args.procs,
-            clients: args.clients,
-            plan: &plan,
-            ws: &args.ws,
-            nats_ws: "ws://127.0.0.1:8443",
-            show: !args.json,
-        };
-        children = spawn_children(&spec).await?;
-    }
+    let spec = ChildSpec {
+        exe: args.bench_exe.clone(),
+        procs: args.procs,
+        clients: args.clients,
+        plan: &plan,
+        ws: &args.ws,
+        nats_ws: "ws://127.0.0.1:8443",
+        show: !args.json,
+    };
+    let (local, mut children) = open_subscribers(&plan, spec).await?;
     let connected = local.as_ref().map_or(0, |c| c.readers.len())
         + children.iter().map(|c| c.connected).sum::<usize>();
     if connected == 0 {
