@@ -91,6 +91,16 @@ struct Shared<T> {
     weigh: fn(&T) -> usize,
 }
 
+/// Takes every waiting receiver's waker and wakes them once the lock is released, so woken
+/// receivers do not queue on it.
+fn wake_all<T>(mut state: MutexGuard<'_, State<T>>) {
+    let waiting: Vec<Waker> = state.waiters.iter_mut().filter_map(Option::take).collect();
+    drop(state);
+    for waker in waiting {
+        waker.wake();
+    }
+}
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Nothing panics while holding the lock; a poisoned state is still consistent.
@@ -157,11 +167,7 @@ impl<T: Clone> Sender<T> {
         state.bytes += weight;
         state.buf.push_back(Slot { value, unread: receivers });
         self.shared.tail.store(state.tail(), Ordering::Release);
-        let waiting: Vec<Waker> = state.waiters.iter_mut().filter_map(Option::take).collect();
-        drop(state);
-        for waker in waiting {
-            waker.wake();
-        }
+        wake_all(state);
         receivers as usize
     }
 
@@ -224,11 +230,7 @@ impl<T> Drop for Sender<T> {
         let mut state = self.shared.lock();
         state.closed = true;
         self.shared.closed.store(true, Ordering::Release);
-        let waiting: Vec<Waker> = state.waiters.iter_mut().filter_map(Option::take).collect();
-        drop(state);
-        for waker in waiting {
-            waker.wake();
-        }
+        wake_all(state);
     }
 }
 

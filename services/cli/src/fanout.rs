@@ -320,9 +320,14 @@ fn join<T: std::fmt::Display>(values: &[T]) -> String {
     values.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / ")
 }
 
+/// Subscriber `j`'s first channel, (j·m) mod k, computed without overflow.
+fn first_channel(j: usize, m: usize, k: usize) -> usize {
+    (j % k) * (m % k) % k
+}
+
 /// The channels subscriber `j` listens to: (j·m + i) mod k for i < m (distinct when m ≤ k).
 pub fn channels_of(j: usize, m: usize, k: usize) -> impl Iterator<Item = usize> {
-    let first = (j % k) * (m % k) % k;
+    let first = first_channel(j, m, k);
     (0..m).map(move |i| (first + i) % k)
 }
 
@@ -331,8 +336,7 @@ pub fn slot_of(j: usize, m: usize, k: usize, c: usize) -> Option<usize> {
     if c >= k {
         return None;
     }
-    let first = (j % k) * (m % k) % k;
-    let i = (c + k - first) % k;
+    let i = (c + k - first_channel(j, m, k)) % k;
     (i < m).then_some(i)
 }
 
@@ -969,10 +973,10 @@ pub async fn fanout(args: &FanoutArgs) -> anyhow::Result<Option<FanoutReport>> {
         nats_ws: &args.nats_ws,
         show: !args.json,
     };
-    let (local, mut children) = open_subscribers(&plan, spec).await?;
+    let subscribers = open_subscribers(spec).await?;
     let rss_after = probe::sum_over(&args.server_pids, probe::rss_bytes);
-    let connected = local.as_ref().map_or(0, |c| c.readers.len())
-        + children.iter().map(|c| c.connected).sum::<usize>();
+    let connected = subscribers.connected();
+    let Subscribers { local, mut children } = subscribers;
     if connected == 0 {
         bail!("no subscriber connected");
     }
@@ -1135,24 +1139,35 @@ struct ChildSpec<'a> {
     exe: Option<PathBuf>,
     procs: usize,
     clients: usize,
-    plan: &'a Plan,
+    plan: &'a Arc<Plan>,
     /// The `--ws` list and `--nats-ws` as given.
     ws: &'a str,
     nats_ws: &'a str,
     show: bool,
 }
 
-/// The subscribers: in this process (`--procs 1`), else in `--procs` child processes.
-async fn open_subscribers(
-    plan: &Arc<Plan>,
-    spec: ChildSpec<'_>,
-) -> anyhow::Result<(Option<Crowd>, Vec<Child>)> {
-    if spec.procs == 1 {
-        let crowd = gather(plan, spec.clients, 0, ramp_bar(spec.show, spec.clients)).await;
-        Ok((Some(crowd), Vec::new()))
-    } else {
-        Ok((None, spawn_children(&spec).await?))
+/// A run's subscribers: in this process (`--procs 1`) or in child processes.
+struct Subscribers {
+    local: Option<Crowd>,
+    children: Vec<Child>,
+}
+
+impl Subscribers {
+    /// Subscribers connected, over this process and the children.
+    fn connected(&self) -> usize {
+        self.local.as_ref().map_or(0, |c| c.readers.len())
+            + self.children.iter().map(|c| c.connected).sum::<usize>()
     }
+}
+
+/// Opens the subscribers: in this process with `--procs 1`, else in `--procs` child processes.
+async fn open_subscribers(spec: ChildSpec<'_>) -> anyhow::Result<Subscribers> {
+    Ok(if spec.procs == 1 {
+        let crowd = gather(spec.plan, spec.clients, 0, ramp_bar(spec.show, spec.clients)).await;
+        Subscribers { local: Some(crowd), children: Vec::new() }
+    } else {
+        Subscribers { local: None, children: spawn_children(&spec).await? }
+    })
 }
 
 /// Starts the subscriber processes, child i with its share of the clients on source address
@@ -1399,9 +1414,9 @@ pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsRe
         nats_ws: "ws://127.0.0.1:8443",
         show: !args.json,
     };
-    let (local, mut children) = open_subscribers(&plan, spec).await?;
-    let connected = local.as_ref().map_or(0, |c| c.readers.len())
-        + children.iter().map(|c| c.connected).sum::<usize>();
+    let subscribers = open_subscribers(spec).await?;
+    let connected = subscribers.connected();
+    let Subscribers { local, mut children } = subscribers;
     if connected == 0 {
         bail!("no connection opened");
     }
