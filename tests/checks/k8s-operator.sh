@@ -7,7 +7,7 @@
 #      `kubernetes-validate --strict` for Kubernetes 1.30, 1.31, 1.32 and 1.33;
 #   4. `kubectl kustomize k8s/samples` builds (when kubectl is installed).
 # Python tools come from $COURIER_VENV/bin when COURIER_VENV is set, else from PATH
-# (install them with: pip install -r tests/requirements.txt).
+# (install them with: pip install -r tools/requirements.txt).
 set -euo pipefail
 
 # shellcheck source=tests/k8s/common.sh
@@ -19,7 +19,7 @@ else
     validate="$(command -v kubernetes-validate || true)"
 fi
 if [[ -z "$python" || ! -x "$python" || -z "$validate" || ! -x "$validate" ]]; then
-    echo "k8s-operator: python and kubernetes-validate are needed: pip install -r tests/requirements.txt" >&2
+    echo "k8s-operator: python and kubernetes-validate are needed: pip install -r tools/requirements.txt" >&2
     exit 1
 fi
 

@@ -18,7 +18,7 @@
 #      1.30–1.33, Courier/Collection against the generated CRD schemas, Prometheus Operator kinds
 #      skipped by name (their CRDs are not part of this repository).
 # Python tools come from $COURIER_VENV/bin when COURIER_VENV is set, else from PATH
-# (pip install -r tests/requirements.txt).
+# (pip install -r tools/requirements.txt).
 set -euo pipefail
 
 # shellcheck source=tests/k8s/common.sh
@@ -27,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../k8s/common.sh"
 validate=("$python" -m kubernetes_validate)
 check_jsonschema=("$python" -m check_jsonschema)
 if [[ -z "$python" || ! -x "$python" ]] || ! "$python" -c 'import kubernetes_validate, check_jsonschema, jsonschema, yaml' 2>/dev/null; then
-    echo "k8s-packaging: python with kubernetes-validate, check-jsonschema, jsonschema and PyYAML is needed: pip install -r tests/requirements.txt" >&2
+    echo "k8s-packaging: python with kubernetes-validate, check-jsonschema, jsonschema and PyYAML is needed: pip install -r tools/requirements.txt" >&2
     exit 1
 fi
 

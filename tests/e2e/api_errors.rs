@@ -68,13 +68,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let huge =
         serde_json::to_vec(&json!({"nombre": "x".repeat(300 * 1024), "precio": 1.0})).unwrap();
-    let response = courier_tests::services::send_oversized(|| {
-        let url = format!("{}/api/v1/products", stack.api.url());
-        stack.http.post(url).header("content-type", json_ct).body(huge.clone())
-    })
-    .await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, body) = send(&stack, "/api/v1/products", json_ct, huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "payload_too_large");
 
@@ -120,4 +114,65 @@ async fn lists_page_through_every_document_once() {
         }
     }
     assert_eq!(seen, created, "creation order, each document once");
+}
+
+/// Reads one HTTP/1.1 response (status line, headers, a `Content-Length` body) from `reader`.
+async fn read_response(
+    reader: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> (u16, Vec<String>, Value) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.expect("a status line");
+    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("a header line");
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    let length: usize = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.expect("the body");
+    (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// An oversized body gets its 413 JSON answer after the api has read (and dropped) the rest of
+/// the body, so the client, still writing, reads the answer instead of a reset; the connection
+/// then stays open for the next request. (Answering before reading closed the connection under
+/// the writing client: a broken pipe, or an unanswered next request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_answered_413_on_a_connection_that_stays_usable() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start().await;
+    let body = serde_json::to_vec(&json!({"nombre": "x".repeat(300 * 1024), "precio": 1.0}))
+        .expect("a JSON body");
+    let stream = tokio::net::TcpStream::connect(stack.api.addr).await.expect("the api listens");
+    let mut reader = tokio::io::BufReader::new(stream);
+    let head = format!(
+        "POST /api/v1/products HTTP/1.1\r\nhost: courier\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let second = "GET /api/v1/products HTTP/1.1\r\nhost: courier\r\n\r\n";
+    let timeout = Duration::from_secs(20);
+    let exchange = async {
+        let stream = reader.get_mut();
+        stream.write_all(head.as_bytes()).await.expect("the head is written");
+        stream.write_all(&body).await.expect("the whole body is written (no reset)");
+        let (status, headers, error) = read_response(&mut reader).await;
+        assert_eq!(status, 413, "{headers:?} {error}");
+        assert_eq!(error["error"]["code"], "payload_too_large");
+        assert!(!headers.iter().any(|h| h == "connection: close"), "{headers:?}");
+        reader.get_mut().write_all(second.as_bytes()).await.expect("the connection is open");
+        let (status, _, page) = read_response(&mut reader).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["items"], json!([]), "the oversized product was not written");
+    };
+    tokio::time::timeout(timeout, exchange).await.expect("both answers in time");
 }

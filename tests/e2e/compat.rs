@@ -18,7 +18,7 @@ use tokio::{
 /// Longest any one expected line or script may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-const SETUP_HINT: &str = "run `./dev setup` (it installs tests/requirements.txt into .dev/venv)";
+const SETUP_HINT: &str = "run `./dev setup` (it installs tools/requirements.txt into .dev/venv)";
 
 fn python() -> PathBuf {
     let python = workspace_root().join(".dev/venv/bin/python");

@@ -16,6 +16,7 @@ use courier_tests::{
     TEST_ADMIN_USERNAME, WsClient,
     chaos::Metrics,
     nats_auth::AuthNats,
+    server_processed,
     services::{access_token, login},
     wait_until,
 };
@@ -212,14 +213,14 @@ async fn chat_signals_and_membership_questions_flow_between_broadcasters_and_the
 
     // Typing and presence: core NATS between broadcasters.
     let mut signals = other.subscribe("ephemeral.chat.r1.*").await.unwrap();
-    other.flush().await.unwrap();
+    server_processed(&other).await;
     one.publish("ephemeral.chat.r1.typing", "{\"user\":\"ana\"}".into()).await.unwrap();
     let signal = tokio::time::timeout(WAIT, signals.next()).await.expect("signal in time");
     assert_eq!(signal.unwrap().subject.as_str(), "ephemeral.chat.r1.typing");
 
     // Membership: a broadcaster asks, an api (queue group) answers on the asker's own inbox.
     let mut questions = api.queue_subscribe("rpc.chat.membership", "api".into()).await.unwrap();
-    api.flush().await.unwrap();
+    server_processed(&api).await;
     let answering = {
         let api = api.clone();
         tokio::spawn(async move {

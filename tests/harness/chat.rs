@@ -74,7 +74,7 @@ impl ChatBackend {
             .queue_subscribe(CHAT_MEMBERSHIP_RPC, API_QUEUE_GROUP.to_owned())
             .await
             .expect("subscribe to membership requests");
-        nats.flush().await.expect("subscription reaches the server");
+        crate::server_processed(&nats).await;
         let table = Arc::new(Mutex::new(Table::default()));
         let (silent, delay_ms, requests) = (
             Arc::new(AtomicBool::new(false)),

@@ -16,7 +16,7 @@ pub mod servers;
 pub mod services;
 
 pub use courier_cli::client::{ClientError, WsClient};
-pub use servers::{NatsServer, StoreServer};
+pub use servers::{NatsServer, StoreServer, server_processed};
 pub use services::{RunningApi, RunningBroadcaster, RunningWorker, Stack};
 
 /// The JWT secret every service in a test deployment shares (tests only; services have no

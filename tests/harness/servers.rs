@@ -124,6 +124,16 @@ impl NatsServer {
     }
 }
 
+/// Returns once nats-server has processed everything `client` sent before this call (its
+/// subscriptions included): [`courier_core::jetstream::server_round_trip`], bounded in time.
+pub async fn server_processed(client: &async_nats::Client) {
+    let asked = courier_core::jetstream::server_round_trip(client);
+    tokio::time::timeout(std::time::Duration::from_secs(10), asked)
+        .await
+        .expect("nats-server answers in time")
+        .expect("nats-server answers a JetStream query");
+}
+
 impl StoreServer {
     /// A store that makes every commit durable before acknowledging it (`--sync-on-commit`).
     /// By default SecantusDB, like mongod with `j: false`, may lose the last acknowledged

@@ -376,19 +376,3 @@ impl Stack {
 pub fn product(n: usize) -> Value {
     serde_json::json!({"nombre": format!("Camiseta {n}"), "precio": 10.0 + n as f64, "talla": "M"})
 }
-
-/// Sends `request` (built afresh for each try) whose body is over the api's limit. The api
-/// answers 413 once it has read the headers and may close the connection before the client has
-/// written the whole body, which HTTP allows; the client then sees a broken pipe instead of the
-/// answer. Such a write error is retried on a new connection, a few times at most.
-pub async fn send_oversized(request: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
-    let mut last_error = None;
-    for _ in 0..5 {
-        match request().send().await {
-            Ok(response) => return response,
-            Err(err) if err.is_request() => last_error = Some(err),
-            Err(err) => panic!("sending an oversized body: {err}"),
-        }
-    }
-    panic!("no answer to an oversized body in 5 tries: {last_error:?}")
-}

@@ -1,6 +1,6 @@
 # Shared set-up of the tests/checks/k8s-*.sh scripts (sourced, with `set -euo pipefail` on):
 # run from the workspace root, the Kubernetes versions to validate against, the Python that has
-# tests/requirements.txt ($COURIER_VENV/bin/python when set, else python3 from PATH), a temp
+# tools/requirements.txt ($COURIER_VENV/bin/python when set, else python3 from PATH), a temp
 # dir removed on exit, and the step/fail reporting helpers.
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -36,6 +36,8 @@ pub struct Application {
     jetstream_metrics: Arc<JetStreamMetrics>,
     bootstrap: Option<BootstrapAdmin>,
     scheduler_metrics: Arc<SchedulerMetrics>,
+    /// Set once nats-server has the membership responder's subscription (readiness).
+    membership_serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Application {
@@ -97,6 +99,8 @@ impl Application {
         };
         let bootstrap = BootstrapAdmin::from_config(&config)?;
         let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
+        let membership_serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let responder_registered = membership_serving.clone();
         let readiness =
             Readiness::new()
                 .with_nats(nats.clone())
@@ -104,6 +108,16 @@ impl Application {
                     let store = store.clone();
                     async move {
                         store.ping().await.map_err(|err| format!("mongodb unreachable: {err}"))
+                    }
+                })
+                .with_check("chat membership responder", move || {
+                    let serving = responder_registered.load(Ordering::Acquire);
+                    async move {
+                        if serving {
+                            Ok(())
+                        } else {
+                            Err("not yet subscribed to rpc.chat.membership".into())
+                        }
                     }
                 })
                 .with_check("bootstrap admin", move || {
@@ -133,6 +147,7 @@ impl Application {
             jetstream_metrics,
             scheduler_metrics,
             bootstrap,
+            membership_serving,
         })
     }
 
@@ -151,6 +166,7 @@ impl Application {
             jetstream_metrics,
             scheduler_metrics,
             bootstrap,
+            membership_serving,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "api listening");
 
@@ -202,6 +218,7 @@ impl Application {
         let membership = tokio::spawn(crate::chat::rpc::serve_membership(
             nats.clone(),
             state.store.chat(),
+            membership_serving,
             shutdown.clone(),
         ));
         let relay = tokio::spawn(state.outbox.clone().run_relay(

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod state;
+pub mod unread_body;
 pub mod web;
 
 pub use app::Application;

@@ -178,6 +178,19 @@ pub async fn ensure_streams_for_with_retry(
     .await
 }
 
+/// Returns once nats-server has read everything `client` sent before this call, its
+/// subscriptions included. `flush` alone does not: it only writes the client's buffer to the
+/// socket, and the server reads each connection on its own, so a publish from another connection
+/// can be handled before this one's `SUB` and reach no subscriber. The server answers a request
+/// only after reading all that came before it on the same connection. The request is a read-only
+/// JetStream query (`STREAM.INFO` of EVENTS) that every Courier NATS user may send; its answer,
+/// "no such stream" included, does not matter.
+pub async fn server_round_trip(
+    client: &async_nats::Client,
+) -> Result<(), async_nats::RequestError> {
+    client.request(format!("$JS.API.STREAM.INFO.{EVENTS_STREAM}"), "".into()).await.map(drop)
+}
+
 /// Whether a JetStream publish error means the stream (or the server's JetStream storage) is
 /// full: `maximum bytes exceeded` / `maximum messages exceeded` (a stream limit with discard
 /// new), or the server out of storage (`insufficient resources`, `storage resources exceeded`).

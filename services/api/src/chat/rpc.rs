@@ -2,9 +2,17 @@
 //! before it admits a `chat:<R>` subscription, and never reads MongoDB itself. Every api replica
 //! serves the subject in queue group `api`, so each request gets one answer. When the store
 //! cannot answer, no reply is sent: the broadcaster's timeout refuses the subscription (fail
-//! closed) instead of trusting a guess.
+//! closed) instead of trusting a guess. The api is ready only once nats-server has the
+//! subscription (a round trip after subscribing, not just a flush): before that, a question
+//! would find no responder and a member's subscription would be refused.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use courier_core::{
     backoff::Backoff,
@@ -19,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 /// Requests answered at once per replica (more wait in the subscription's buffer).
 const CONCURRENT_LOOKUPS: usize = 64;
 
-/// Serves membership requests until `shutdown`.
+/// Serves membership requests until `shutdown`; sets `serving` once the server has the
+/// subscription.
 pub async fn serve_membership(
     nats: async_nats::Client,
     store: ChatStore,
+    serving: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(5));
@@ -41,6 +51,15 @@ pub async fn serve_membership(
             }
         };
         backoff.reset();
+        // The subscription counts once a later request on this connection is answered.
+        while let Err(err) = courier_core::jetstream::server_round_trip(&nats).await {
+            tracing::debug!(%err, "waiting for nats-server to confirm the {CHAT_MEMBERSHIP_RPC} subscription");
+            if !backoff.wait(&shutdown).await {
+                return;
+            }
+        }
+        backoff.reset();
+        serving.store(true, Ordering::Release);
         tracing::info!("serving {CHAT_MEMBERSHIP_RPC} in queue group {API_QUEUE_GROUP}");
         subscriber
             .take_until(shutdown.cancelled())

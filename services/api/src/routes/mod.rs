@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 use crate::state::AppState;
 
 /// Every route, with per-request telemetry (trace id, span, RED metrics) around all of them and
-/// the HTTP limits (`crate::limits`) around all but the ops endpoints.
+/// the HTTP limits (`crate::limits`) around all but the ops endpoints; a body left unread by
+/// an early answer is drained first (`crate::unread_body`), so the client reads that answer.
 pub fn router(
     state: AppState,
     registry: Arc<Registry>,
@@ -33,5 +34,6 @@ pub fn router(
     let app = crate::limits::apply(crate::compat::with_aliases(app, &state), limits);
     app.merge(courier_core::ops::router(registry, readiness))
         .layer(axum::middleware::from_fn(crate::error::json_rejections))
+        .layer(axum::middleware::from_fn(crate::unread_body::drain_unread_body))
         .layer(axum::middleware::from_fn_with_state(http_metrics, request_telemetry::observe))
 }
