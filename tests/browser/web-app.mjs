@@ -7,6 +7,7 @@
 //   COURIER_WEB_ONLY         run only scenarios whose name contains this
 //   COURIER_TEST_CONTROL=stdio  the driver stops/restarts the broadcaster on request
 
+import { createServer } from 'node:net';
 import { assert, assertClean, control, env, eventually, http, runAll, scenario, screenshot } from './lib.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -426,6 +427,51 @@ scenario('after a broadcaster restart the page resumes: every event exactly once
   assert.equal(new Set(seqs).size, seqs.length, `no seq twice in the log: ${seqs}`);
   assert.deepEqual([...seqs].sort((a, b) => b - a), seqs, 'newest first, in stream order');
   await screenshot(page, 'resume-back');
+  await assertClean(page, [WS_FAILED]);
+});
+
+/** The sum of the api's /metrics samples of `name` that carry every label of `labels`. */
+async function metricSum(name, labels = {}) {
+  const text = await (await fetch(`${env.webUrl}/metrics`)).text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+    .filter((line) => wanted.every((label) => line.slice(0, line.lastIndexOf(' ')).includes(label)))
+    .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+}
+
+scenario('browser-side telemetry: a page that cannot reach the broadcaster shows up in the api’s metrics', async ({ open }) => {
+  const failures = () => metricSum('courier_web_ws_events_total', { event: 'failure' });
+  const collectionsCalls = () =>
+    metricSum('courier_web_api_requests_total', { route: '/api/v1/collections', method: 'GET', status_class: '2xx' });
+  const reports = () => metricSum('courier_web_telemetry_reports_total', { outcome: 'accepted' });
+  const before = { failures: await failures(), calls: await collectionsCalls(), reports: await reports() };
+
+  // The broadcaster's port is blocked for this page: its configured address is a closed port.
+  const closed = await new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+  const page = await open();
+  await page.route('**/app-config.json', async (route) => {
+    const config = await (await route.fetch()).json();
+    assert.equal(config.telemetry, true, 'the api takes web telemetry by default');
+    await route.fulfill({ json: { ...config, ws_url: `ws://127.0.0.1:${closed}/ws` } });
+  });
+  await page.goto(`${env.webUrl}/#/products`);
+  await page.locator('#connection[data-state="reconnecting"]').waitFor();
+  await page.locator('.table-status', { hasText: /shown|yet|Sign in/ }).waitFor();
+  await screenshot(page, 'telemetry-no-broadcaster');
+  // Leaving the page sends what it saw (sendBeacon on pagehide).
+  await page.goto('about:blank');
+  await eventually('the report to be counted', async () => (await reports()) > before.reports);
+  assert.ok((await failures()) > before.failures, 'the WebSocket failures are counted');
+  assert.ok((await collectionsCalls()) > before.calls, 'the page’s api calls are counted under their route template');
+  const text = await (await fetch(`${env.webUrl}/metrics`)).text();
+  assert.ok(!/courier_web_[a-z_]+\{[^}]*route="[^"]*[0-9a-f]{24}/.test(text), 'no raw ids in route labels');
   await assertClean(page, [WS_FAILED]);
 });
 

@@ -213,6 +213,19 @@ async fn chat_traffic(d: &Deployment) {
     }
 }
 
+/// A web app page's telemetry report: api calls (one failing), a WebSocket outage, an error.
+fn web_report(n: usize) -> Value {
+    json!({
+        "api": [
+            {"route": "/api/v1/products", "method": "GET", "status": 200, "durations_ms": [12.5, 40.0 + n as f64 % 50.0]},
+            {"route": "/api/v1/pets/65f0c0ffee0123456789abcd", "method": "GET", "status": 503, "durations_ms": [900]},
+            {"route": "/api/v1/collections", "method": "GET", "status": 0, "durations_ms": [3000]}
+        ],
+        "ws": {"connects": 1, "failures": 2, "reconnects": 1, "unrecovered_resumes": n % 2, "disconnected_ms": 2500},
+        "errors": [{"kind": "type_error", "count": 1}]
+    })
+}
+
 /// Keeps products and pets flowing, and a subscriber reading them, until `stop`.
 fn steady_traffic(
     d: &Deployment,
@@ -248,6 +261,14 @@ fn steady_traffic(
                     .post(format!("{api}/api/v1/pets"))
                     .bearer_auth(&token)
                     .json(&pet(n))
+                    .send()
+                    .await;
+            }
+            // What pages report from the browser (every ~4 s: within the per-address limit).
+            if n % 27 == 1 {
+                let _ = http
+                    .post(format!("{api}/api/v1/telemetry/web"))
+                    .json(&web_report(n))
                     .send()
                     .await;
             }

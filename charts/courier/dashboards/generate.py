@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Courier's Grafana dashboards (overview, realtime, workers, api, chat) as JSON next to this file.
+"""Writes Courier's Grafana dashboards (overview, realtime, workers, api, chat, web app) as JSON next to this file.
 
 The JSON files are what the Helm chart ships (ConfigMaps labelled grafana_dashboard: "1"); this
 script is their source, so every panel shares one selector, one datasource variable and one
@@ -323,9 +323,42 @@ def chat():
     return d
 
 
+def webapp():
+    d = Dashboard("courier-webapp", "Courier / Web app",
+                  "The web app as the browser sees it (reported by the pages to POST /api/v1/telemetry/web): api calls, "
+                  "their errors and durations, the WebSocket's failures and outages, uncaught errors. The servers' own "
+                  "view is on the API and Realtime dashboards.")
+    d.row("Requests from the browser")
+    d.timeseries("Browser api calls by route", [(rate("courier_web_api_requests_total", by="method, route"), "{{method}} {{route}}")],
+                 "reqps", "api calls the pages made, by OpenAPI route template (other: paths the api does not serve).", w=12, stacked=True)
+    d.timeseries("Browser error rate", [(ratio_or_zero(rate("courier_web_api_requests_total", 'status_class=~"5xx|network"'),
+                                                       rate("courier_web_api_requests_total")), "5xx or no answer")],
+                 "percentunit", "Share of the pages' api calls that failed on the server (5xx) or never got an answer (network: a "
+                 "proxy, DNS, or the api down as seen from the browser).", w=6)
+    d.timeseries("Browser request duration", [(quantile(q, "courier_web_api_request_duration_seconds_bucket"), f"p{int(q * 100)}")
+                                              for q in (0.5, 0.95, 0.99)], "s",
+                 "api call durations measured in the browser: the server's time plus the network's.", w=6)
+    d.row("WebSocket from the browser")
+    d.timeseries("WebSocket connects and failures", [(rate("courier_web_ws_events_total", by="event"), "{{event}}")], "ops",
+                 "connect: opened; failure: could not connect or dropped (a blocked port, a proxy, a wrong COURIER_PUBLIC_WS_URL); "
+                 "reconnect: open again after a failure; unrecovered_resume: a resume whose history was gone (the page reloaded its state).",
+                 w=12, stacked=True)
+    d.timeseries("WebSocket failure share", [(ratio_or_zero(rate("courier_web_ws_events_total", 'event="failure"'),
+                                                            rate("courier_web_ws_events_total", 'event=~"failure|connect"')), "failures")],
+                 "percentunit", "Failures among connection attempts (the CourierWebSocketBrowserFailures alert).", w=6)
+    d.timeseries("Time disconnected", [(rate("courier_web_ws_disconnected_seconds_total"), "disconnected")], "s",
+                 "Seconds per second that pages spent without their WebSocket (1 = one page offline all the time).", w=6)
+    d.row("Errors and reports")
+    d.timeseries("Uncaught errors by kind", [(rate("courier_web_errors_total", by="kind"), "{{kind}}")], "ops",
+                 "Uncaught errors and unhandled rejections in the pages, by kind (never their text).", w=12, stacked=True)
+    d.timeseries("Telemetry reports", [(rate("courier_web_telemetry_reports_total", by="outcome"), "{{outcome}}")], "ops",
+                 "Reports received: accepted, invalid (refused with 4xx), limited (over the per-address limit).", w=12)
+    return d
+
+
 def render():
     return {f"courier-{d.uid.split('-', 1)[1]}.json": json.dumps(d.to_json(), indent=2) + "\n"
-            for d in (overview(), realtime(), workers(), api(), chat())}
+            for d in (overview(), realtime(), workers(), api(), chat(), webapp())}
 
 
 def main():

@@ -67,6 +67,12 @@ impl Application {
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
         let scheduler_metrics = SchedulerMetrics::register(&mut registry);
+        let web_telemetry = config.web_telemetry.then(|| {
+            crate::web_telemetry::WebTelemetry::register(
+                &mut registry,
+                config.web_telemetry_reports_per_minute,
+            )
+        });
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
             .with_max_pending(config.outbox_max_pending);
         let state = AppState {
@@ -95,6 +101,7 @@ impl Application {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
+            web_telemetry,
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
         };
         let bootstrap = BootstrapAdmin::from_config(&config)?;

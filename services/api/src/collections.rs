@@ -114,7 +114,7 @@ impl CollectionDef {
 
 /// Turns one schema error into the field(s) it concerns. `required` and `additionalProperties`
 /// errors are reported on the missing/unexpected field itself, not on its parent object.
-fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+pub(crate) fn field_errors(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     use jsonschema::error::ValidationErrorKind as Kind;
     let parent = pointer_to_dotted(err.instance_path().as_str());
     let child =

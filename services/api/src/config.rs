@@ -178,6 +178,17 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_SEED_COMPAT", default_value_t = false, action = clap::ArgAction::Set)]
     pub seed_compat: bool,
 
+    /// Accept the web app's browser-side observations (`POST /api/v1/telemetry/web`: api call
+    /// timings, WebSocket failures, uncaught errors; anonymous, no personal data) and tell the
+    /// app to send them. `false`: the endpoint answers 404 and the app sends nothing.
+    #[arg(long, env = "COURIER_WEB_TELEMETRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub web_telemetry: bool,
+
+    /// Web telemetry reports accepted per client address and minute (the app sends one every
+    /// 30 s, and one when a page is hidden).
+    #[arg(long, env = "COURIER_WEB_TELEMETRY_REPORTS_PER_MINUTE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub web_telemetry_reports_per_minute: u32,
+
     #[command(flatten)]
     pub http_limits: crate::limits::HttpLimitArgs,
 

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod state;
 pub mod unread_body;
 pub mod web;
+pub mod web_telemetry;
 
 pub use app::Application;
 pub use config::ApiConfig;

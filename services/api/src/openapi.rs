@@ -492,6 +492,12 @@ pub fn document(collections: &Collections) -> Value {
                             "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
                             "delay": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$", "description": "Held back this long after the change (at most 365d)"}}}}}}}}}}}}}}}),
     );
+    paths.insert(
+        "/api/v1/telemetry/web".into(),
+        json!({"post": {"tags": ["telemetry"], "summary": "The web app's browser-side observations (api call timings, WebSocket failures, uncaught errors) for its Prometheus metrics; anonymous, limited per client address; 404 when turned off (COURIER_WEB_TELEMETRY=false)", "security": [],
+                "requestBody": {"required": true, "description": "JSON; also accepted as text/plain, which is how navigator.sendBeacon sends a string", "content": {"application/json": {"schema": crate::web_telemetry::report_schema()}}},
+                "responses": responses(("204", json!({"description": "Recorded"})), &["400", "404", "413", "415", "422", "429"])}}),
+    );
     queue_paths(&mut paths, &mut schemas);
     ops_paths(&mut paths);
     web_paths(&mut paths);
@@ -514,6 +520,7 @@ mod tests {
     const ROUTERS: &[(&str, &str, &str)] = &[
         ("crate::auth::router(", include_str!("auth/mod.rs"), "/api/v1"),
         ("chats::router(", include_str!("routes/chats/mod.rs"), "/api/v1"),
+        ("telemetry::router(", include_str!("routes/telemetry.rs"), "/api/v1"),
         ("documents::router(", include_str!("routes/documents.rs"), "/api/v1"),
         ("queues::router(", include_str!("routes/queues.rs"), ""),
         ("crate::openapi::router(", include_str!("openapi.rs"), ""),

@@ -36,4 +36,6 @@ pub struct AppState {
     pub web: Arc<crate::web::WebSettings>,
     /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).
     pub seed_compat: bool,
+    /// The web app's browser-side metrics; `None` when `COURIER_WEB_TELEMETRY=false`.
+    pub web_telemetry: Option<Arc<crate::web_telemetry::WebTelemetry>>,
 }

@@ -104,7 +104,7 @@ impl WebSettings {
             );
         }
         let config_json =
-            serde_json::json!({"ws_url": ws_url, "version": env!("CARGO_PKG_VERSION")}).to_string();
+            serde_json::json!({"ws_url": ws_url, "version": env!("CARGO_PKG_VERSION"), "telemetry": config.web_telemetry}).to_string();
         let source = match &config.web_dir {
             Some(dir) => Source::Dir(dir.clone()),
             None => Source::Embedded(BUNDLE),

@@ -5,9 +5,14 @@ import { create } from 'zustand';
 import { createApi } from './lib/api';
 import { LiveClient, type LiveEvent, type LiveStatus } from './lib/live';
 import { Session, type SessionReason } from './lib/session';
+import { Telemetry, beacon } from './lib/telemetry';
 
 export const session = new Session();
-export const api = createApi({ token: () => session.token(), refresh: () => session.refresh() });
+/** Browser-side observations for the api's `courier_web_*` metrics (see lib/telemetry.ts). */
+export const telemetry = new Telemetry(beacon);
+export const api = createApi({ token: () => session.token(), refresh: () => session.refresh() }, (path, method, status, ms) =>
+  telemetry.apiCall(path, method, status, ms),
+);
 session.api = api;
 
 /** Set once /app-config.json is read (see main.tsx). */

@@ -4,6 +4,7 @@ pub(crate) mod chats;
 mod collections;
 mod documents;
 pub mod queues;
+mod telemetry;
 
 use std::sync::Arc;
 
@@ -24,7 +25,13 @@ pub fn router(
     limits: &crate::limits::HttpLimitArgs,
 ) -> Router {
     let app = Router::new()
-        .nest("/api/v1", crate::auth::router().merge(chats::router()).merge(documents::router()))
+        .nest(
+            "/api/v1",
+            crate::auth::router()
+                .merge(chats::router())
+                .merge(telemetry::router())
+                .merge(documents::router()),
+        )
         .merge(queues::router())
         .merge(crate::openapi::router())
         .merge(collections::router())

@@ -81,13 +81,23 @@ interface SendOptions {
   anonymous?: boolean;
 }
 
+/** `/app-config.json`: where the broadcaster is, and whether the api takes web telemetry. */
+export interface AppConfig {
+  ws_url?: string;
+  version?: string;
+  telemetry?: boolean;
+}
+
 export interface Reply<T> {
   status: number;
   data: T;
   etag: string | null;
 }
 
-export function createApi(auth: Auth) {
+/** One finished api call, as the browser saw it (`status` 0: no answer), for telemetry. */
+export type ObserveCall = (path: string, method: string, status: number, ms: number) => void;
+
+export function createApi(auth: Auth, observe: ObserveCall = () => {}) {
   async function send<T>(method: string, path: string, options: SendOptions = {}): Promise<Reply<T>> {
     const { body, ifMatch, contentType = 'application/json', signal, retried = false, anonymous = false } = options;
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -96,6 +106,7 @@ export function createApi(auth: Auth) {
     if (ifMatch) headers['if-match'] = ifMatch;
     if (body !== undefined) headers['content-type'] = contentType;
     let response: Response;
+    const started = performance.now();
     try {
       response = await fetch(path, {
         method,
@@ -107,8 +118,10 @@ export function createApi(auth: Auth) {
       });
     } catch (err) {
       if (err instanceof DOMException && err.name === 'AbortError') throw err;
+      observe(path, method, 0, performance.now() - started);
       throw new ApiError(0, 'network', 'Cannot reach the Courier api. Check your connection and retry.');
     }
+    observe(path, method, response.status, performance.now() - started);
     // An access token that expired meanwhile: refresh once, then repeat the request.
     if (response.status === 401 && token && !retried && (await auth.refresh())) {
       return send<T>(method, path, { ...options, retried: true });
@@ -192,8 +205,8 @@ export function createApi(auth: Auth) {
     async me(): Promise<{ username: string; roles?: string[] }> {
       return (await send<{ username: string; roles?: string[] }>('GET', '/api/v1/auth/me')).data;
     },
-    async appConfig(): Promise<{ ws_url?: string; version?: string }> {
-      return (await send<{ ws_url?: string; version?: string }>('GET', '/app-config.json', { anonymous: true })).data;
+    async appConfig(): Promise<AppConfig> {
+      return (await send<AppConfig>('GET', '/app-config.json', { anonymous: true })).data;
     },
   };
 }

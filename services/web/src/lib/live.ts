@@ -87,6 +87,8 @@ export interface LiveHooks {
   onNotice?: (text: string, level: 'info' | 'warning' | 'error') => void;
   /** Frames that belong to no channel subscription (e.g. typing, presence). */
   onFrame?: (frame: Record<string, unknown>) => void;
+  /** A resume whose history was no longer all available (`recovered: false`). */
+  onUnrecovered?: (channel: string) => void;
 }
 
 /** A token, or a function giving the current one (read at every (re)subscribe). */
@@ -344,6 +346,7 @@ export class LiveClient {
         // Part of the history left the stream: what follows is complete from here on, but the
         // view has to reload its state over REST.
         this.stats.reloads += 1;
+        this.hooks.onUnrecovered?.(channel);
         this.hooks.onNotice?.(`Events of ${channel} after #${sub.sentSince} are no longer all available; reloading the list.`, 'warning');
         sub.handlers.onResync?.('history_lost');
       } else {
