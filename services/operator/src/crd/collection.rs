@@ -136,6 +136,7 @@ impl TaskPriority {
 pub enum TriggerOn {
     Create,
     Update,
+    Delete,
 }
 
 /// Whether the operator accepted the definition.
@@ -174,6 +175,7 @@ impl CollectionDefinition {
                     on: t.on.iter().map(|&o| o.into()).collect(),
                     priority: t.priority.into(),
                     delay: t.delay.clone(),
+                    webhook: None,
                 })
                 .collect(),
             expose_creator: self.expose_creator,
@@ -223,6 +225,7 @@ impl From<TriggerOn> for core::TriggerOn {
         match on {
             TriggerOn::Create => core::TriggerOn::Create,
             TriggerOn::Update => core::TriggerOn::Update,
+            TriggerOn::Delete => core::TriggerOn::Delete,
         }
     }
 }
@@ -232,6 +235,7 @@ impl From<core::TriggerOn> for TriggerOn {
         match on {
             core::TriggerOn::Create => TriggerOn::Create,
             core::TriggerOn::Update => TriggerOn::Update,
+            core::TriggerOn::Delete => TriggerOn::Delete,
         }
     }
 }
@@ -280,12 +284,14 @@ mod tests {
                     on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
                     priority: Priority::High,
                     delay: None,
+                    webhook: None,
                 },
                 core::TaskTrigger {
                     kind: "pets.recheck".into(),
                     on: vec![core::TriggerOn::Create],
                     priority: Priority::Low,
                     delay: Some("7d".into()),
+                    webhook: None,
                 },
             ],
             expose_creator: true,
