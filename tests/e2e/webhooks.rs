@@ -245,7 +245,7 @@ async fn a_url_outside_the_allow_list_is_refused_at_start_naming_the_collection_
             .env("COURIER_NATS_URL", stack.nats.url())
             .env("COURIER_MONGODB_URI", stack.store.uri())
             .env("COURIER_WORKER_METRICS_LISTEN", "127.0.0.1:0")
-            .env("COURIER_COLLECTIONS_FILE", collections.to_path_buf())
+            .env("COURIER_COLLECTIONS_FILE", &collections)
             .env("COURIER_WEBHOOK_ALLOWED_URLS", "https://hooks.example.com/")
             .output(),
     )
