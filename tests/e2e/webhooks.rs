@@ -260,3 +260,58 @@ async fn a_url_outside_the_allow_list_is_refused_at_start_naming_the_collection_
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_name_resolving_to_a_private_address_is_never_connected_to() {
+    let receiver = WebhookReceiver::start(&[TEST_WEBHOOK_SECRET]).await;
+    let secret_file = receiver.secret_file(&[TEST_WEBHOOK_SECRET]);
+    // Allowed by name, but `localhost` resolves to loopback, which stays refused by default.
+    let url = format!("http://localhost:{}/hook", receiver.port);
+    let collections = orders_with_webhook(&url, &secret_file);
+    let stack = stack_with_collections(&collections).await;
+    let worker = worker_process(
+        &stack.store,
+        &stack.database,
+        &stack.nats,
+        "webhook-private",
+        &[
+            ("COURIER_COLLECTIONS_FILE", collections.display().to_string()),
+            ("COURIER_WEBHOOK_ALLOWED_URLS", "localhost".into()),
+            ("COURIER_WORKER_BACKOFF_BASE_MS", "100ms".into()),
+            ("COURIER_WORKER_BACKOFF_MAX_MS", "200ms".into()),
+        ],
+    )
+    .await;
+    create(&stack, json!({"n": 1})).await;
+    let metrics = worker.http_url("/metrics");
+    wait_until("the delivery refused on its resolved address", DELIVERY_TIMEOUT, || async {
+        Metrics::scrape(&metrics)
+            .await
+            .sum("courier_webhook_deliveries_total", "outcome=\"refused_address\"")
+            >= 2.0
+    })
+    .await;
+    assert!(receiver.arrived().is_empty(), "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    let (stack, receiver, collections) = setup().await;
+    let _worker = webhook_worker(&stack, &collections, &receiver, "webhook-429").await;
+    receiver.script(&[429], Duration::ZERO, Some(2)).await;
+    let started = std::time::Instant::now();
+    create(&stack, json!({"n": 1})).await;
+    let received = wait_for("the delivery after the 429", DELIVERY_TIMEOUT, || async {
+        let received = receiver.received();
+        if received.iter().any(|r| r.status == 200) {
+            Ok(received)
+        } else {
+            Err(format!("{received:?}"))
+        }
+    })
+    .await;
+    assert_eq!(received.iter().map(|r| r.status).collect::<Vec<_>>(), [429, 200]);
+    assert_eq!(received[0].id, received[1].id);
+    // The backoff alone is at most 500 ms here: the wait is Retry-After's 2 s.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+}

@@ -257,24 +257,27 @@ impl WebhookHandler {
             };
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, excerpt))
         };
-        let (status, retry_after, excerpt) =
-            match tokio::time::timeout(self.timeout, exchange).await {
-                Ok(Ok(answer)) => answer,
-                Err(_) => {
-                    return Attempt::Retry {
-                        reason: "timed out".into(),
-                        after: None,
-                        label: "timeout",
-                    };
-                }
-                Ok(Err(err)) => {
-                    return Attempt::Retry {
-                        reason: format!("cannot reach the endpoint: {}", error_chain(&err)),
-                        after: None,
-                        label: "connection_error",
-                    };
-                }
-            };
+        let (status, retry_after, excerpt) = match tokio::time::timeout(self.timeout, exchange)
+            .await
+        {
+            Ok(Ok(answer)) => answer,
+            Err(_) => {
+                return Attempt::Retry {
+                    reason: "timed out".into(),
+                    after: None,
+                    label: "timeout",
+                };
+            }
+            Ok(Err(err)) => {
+                let label =
+                    if refused_by_resolver(&err) { "refused_address" } else { "connection_error" };
+                return Attempt::Retry {
+                    reason: format!("cannot reach the endpoint: {}", error_chain(&err)),
+                    after: None,
+                    label,
+                };
+            }
+        };
         if status.is_success() {
             return Attempt::Delivered;
         }
@@ -394,6 +397,21 @@ async fn body_excerpt(mut body: hyper::body::Incoming) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
+}
+
+/// Whether [`GuardedResolver`] refused every address the name resolved to.
+fn refused_by_resolver(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
