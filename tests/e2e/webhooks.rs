@@ -315,3 +315,41 @@ async fn a_429_is_retried_no_sooner_than_its_retry_after() {
     // The backoff alone is at most 500 ms here: the wait is Retry-After's 2 s.
     assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_stopping_worker_hands_back_a_delivery_waiting_to_retry_and_exits_promptly() {
+    let (stack, mut receiver, collections) = setup().await;
+    let mut worker = worker_process(
+        &stack.store,
+        &stack.database,
+        &stack.nats,
+        "webhook-stopping",
+        &[
+            ("COURIER_COLLECTIONS_FILE", collections.display().to_string()),
+            ("COURIER_WEBHOOK_ALLOWED_URLS", format!("http://127.0.0.1:{}/", receiver.port)),
+            ("COURIER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true".into()),
+            // Retries a minute apart: only a hand-back lets the worker stop quickly.
+            ("COURIER_WORKER_BACKOFF_BASE_MS", "60s".into()),
+            ("COURIER_WORKER_BACKOFF_MAX_MS", "60s".into()),
+        ],
+    )
+    .await;
+    receiver.stop().await;
+    create(&stack, json!({"n": 1})).await;
+    let metrics = worker.http_url("/metrics");
+    wait_until("the first attempt to fail", DELIVERY_TIMEOUT, || async {
+        Metrics::scrape(&metrics)
+            .await
+            .sum("courier_webhook_deliveries_total", "outcome=\"connection_error\"")
+            >= 1.0
+    })
+    .await;
+    let exited = worker.terminate(Duration::from_secs(15)).await;
+    assert!(exited.is_some_and(|status| status.success()), "{exited:?}");
+    receiver.restart().await;
+    let _next = webhook_worker(&stack, &collections, &receiver, "webhook-after-stop").await;
+    wait_until("the handed-back task delivered", DELIVERY_TIMEOUT, || async {
+        receiver.received().iter().any(|r| r.status == 200)
+    })
+    .await;
+}

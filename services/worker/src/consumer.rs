@@ -190,7 +190,10 @@ impl WorkLoop {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    self.handlers.stopping();
+                    break;
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {
                     // Reap every task that has finished too, so the next fetch asks for all the
                     // free slots at once rather than one round trip per slot.

@@ -48,6 +48,9 @@ pub trait TaskHandler: Send + Sync {
     fn admit(&self, _task: &Task) -> Option<Admission> {
         None
     }
+    /// The worker is stopping: a handler waiting (e.g. to retry) should give its task back
+    /// (a transient error) rather than hold the shutdown up.
+    fn stopping(&self) {}
     /// At shutdown, after the last task: waits for work the handler left running in the
     /// background (e.g. fast-path event publishes).
     fn drain(&self) -> BoxFuture<'_, ()> {
@@ -93,6 +96,13 @@ impl Handlers {
 
     pub fn store(&self) -> Option<&courier_store::Store> {
         self.store.as_ref()
+    }
+
+    /// Tells every handler the worker is stopping ([`TaskHandler::stopping`]).
+    pub fn stopping(&self) {
+        for handler in self.by_kind.values() {
+            handler.stopping();
+        }
     }
 
     /// Waits for every handler's background work (graceful shutdown).

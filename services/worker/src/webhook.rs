@@ -10,7 +10,8 @@
 //! - per document, one delivery at a time and in the order the worker took the tasks (commit
 //!   order): the next waits while the previous is retried, so retries happen here, holding the
 //!   task (with in-progress acks), not through a `nak`; different documents go in parallel, at
-//!   most [`WorkerConfig::webhook_concurrency`] at once per webhook;
+//!   most [`WorkerConfig::webhook_concurrency`] at once per webhook; when the worker stops, a
+//!   delivery waiting for its turn or its retry gives its task back to the queue;
 //! - the connection (hyper, rustls on ring) goes only to addresses the [`AllowList`] permits, checked on the resolved
 //!   address ([`GuardedResolver`]) so DNS cannot point a public name at a private address.
 
@@ -121,6 +122,8 @@ pub struct WebhookHandler {
     order: DocumentOrder,
     slots: Semaphore,
     metrics: Arc<WebhookMetrics>,
+    /// Cancelled when the worker stops: waits end, and their tasks go back to the queue.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl WebhookHandler {
@@ -165,6 +168,7 @@ impl WebhookHandler {
             order: DocumentOrder::default(),
             slots: Semaphore::new(config.webhook_concurrency.max(1)),
             metrics,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -178,8 +182,15 @@ impl WebhookHandler {
         let body = serde_json::to_vec(event)
             .map_err(|err| TaskError::Permanent(format!("event does not serialize: {err}")))?;
         let webhook_id = event.id.to_string();
-        self.order.wait_turn(&task.doc_id, task.id).await;
-        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let handed_back = || TaskError::Transient("the worker is stopping".into());
+        tokio::select! {
+            () = self.order.wait_turn(&task.doc_id, task.id) => {}
+            () = self.stopping.cancelled() => return Err(handed_back()),
+        }
+        let _slot = tokio::select! {
+            slot = self.slots.acquire() => slot.expect("the semaphore is never closed"),
+            () = self.stopping.cancelled() => return Err(handed_back()),
+        };
         let mut attempt = delivery_attempt();
         loop {
             let started = Instant::now();
@@ -203,7 +214,10 @@ impl WebhookHandler {
                     delay
                 }
             };
-            tokio::time::sleep(retry_after).await;
+            tokio::select! {
+                () = tokio::time::sleep(retry_after) => {}
+                () = self.stopping.cancelled() => return Err(handed_back()),
+            }
             attempt += 1;
         }
     }
@@ -303,6 +317,10 @@ impl TaskHandler for WebhookHandler {
 
     fn handle<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<(), TaskError>> {
         Box::pin(self.deliver(task))
+    }
+
+    fn stopping(&self) {
+        self.stopping.cancel();
     }
 }
 
