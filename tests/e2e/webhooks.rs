@@ -353,3 +353,19 @@ async fn a_stopping_worker_hands_back_a_delivery_waiting_to_retry_and_exits_prom
     })
     .await;
 }
+
+#[tokio::test]
+async fn during_a_rotation_both_secrets_sign_and_a_receiver_knowing_either_verifies() {
+    const NEW_SECRET: &str = "whsec_bmV3LXNlY3JldC1mb3ItdGhlLXJvdGF0aW9uLXRlc3Q=";
+    // The receiver has moved to the new secret; the workers still hold both.
+    let receiver = WebhookReceiver::start(&[NEW_SECRET]).await;
+    let secret_file = receiver.secret_file(&[TEST_WEBHOOK_SECRET, NEW_SECRET]);
+    let collections = orders_with_webhook(&receiver.url(), &secret_file);
+    let stack = stack_with_collections(&collections).await;
+    let _worker = webhook_worker(&stack, &collections, &receiver, "webhook-rotation").await;
+    create(&stack, json!({"n": 1})).await;
+    wait_until("the delivery", DELIVERY_TIMEOUT, || async { !receiver.received().is_empty() })
+        .await;
+    let received = receiver.received();
+    assert!(received[0].verified && received[0].status == 200, "{received:?}");
+}
