@@ -36,6 +36,7 @@ async fn scheduled_tasks_survive_a_restart_of_every_process_and_run_once_at_thei
         on: vec![TriggerOn::Create],
         priority: Priority::High,
         delay: Some(format!("{DELAY_SECS}s")),
+        webhook: None,
     }]);
     let (mut nats, mut store) = tokio::join!(NatsServer::start(), StoreServer::start_durable());
     let database = fresh_database();

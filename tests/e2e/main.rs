@@ -19,4 +19,5 @@ mod priorities;
 mod protocol;
 mod queues;
 mod web_app;
+mod webhooks;
 mod worker;

@@ -15,14 +15,20 @@ use std::{
     time::Duration,
 };
 
-use courier_core::{ClientFrame, ServerFrame};
+use courier_core::{
+    ClientFrame, Priority, ServerFrame,
+    collection_spec::{TaskTrigger, TriggerOn, WebhookTarget},
+};
 use courier_tests::{
     NatsServer, StoreServer, TEST_JWT_SECRET, WsClient,
     chaos::{api_process, broadcaster_process, fresh_database, worker_process},
     init_test_logging,
+    priorities::collections_with,
     prometheus::{PrometheusServer, ScrapeTarget},
     services::{ServiceProcess, access_token, product},
-    wait_for, wait_until, workspace_root,
+    wait_for, wait_until,
+    webhooks::{TEST_WEBHOOK_SECRET, WebhookReceiver},
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -33,6 +39,9 @@ const RATE_INTERVAL: &str = "30s";
 struct Deployment {
     _nats: NatsServer,
     _store: StoreServer,
+    /// Receives the `products.notify` webhooks (the webhook panels and alert need their metrics).
+    _receiver: WebhookReceiver,
+    _collections: tempfile::TempPath,
     api: ServiceProcess,
     broadcaster: ServiceProcess,
     worker: ServiceProcess,
@@ -43,18 +52,39 @@ impl Deployment {
     async fn start() -> Self {
         let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
         let database = fresh_database();
-        let collections = workspace_root().join("collections.yaml").display().to_string();
+        // The shipped collections, plus a webhook on every product change (steady traffic).
+        let receiver = WebhookReceiver::start(&[TEST_WEBHOOK_SECRET]).await;
+        let secret_file = receiver.secret_file(&[TEST_WEBHOOK_SECRET]);
+        let collections_file = collections_with(|file| {
+            let products =
+                file.collections.iter_mut().find(|c| c.name == "products").expect("products");
+            products.tasks.push(TaskTrigger {
+                kind: "products.notify".into(),
+                on: vec![TriggerOn::Create, TriggerOn::Update, TriggerOn::Delete],
+                priority: Priority::Normal,
+                delay: None,
+                webhook: Some(WebhookTarget {
+                    url: receiver.url(),
+                    secret_file: secret_file.display().to_string(),
+                    timeout: None,
+                }),
+            });
+        });
+        let collections = collections_file.display().to_string();
         let api = api_process(
             &store,
             &database,
             &nats,
-            &[("COURIER_JETSTREAM_METRICS_INTERVAL", "500".to_owned())],
+            &[
+                ("COURIER_JETSTREAM_METRICS_INTERVAL", "500".to_owned()),
+                ("COURIER_COLLECTIONS_FILE", collections.clone()),
+            ],
         )
         .await;
         let broadcaster = broadcaster_process(
             &nats.url(),
             &[
-                ("COURIER_COLLECTIONS_FILE", collections),
+                ("COURIER_COLLECTIONS_FILE", collections.clone()),
                 ("COURIER_JWT_SECRET", TEST_JWT_SECRET.to_owned()),
                 ("COURIER_LOG", "info,courier_broadcaster=debug".to_owned()),
             ],
@@ -65,12 +95,19 @@ impl Deployment {
             &database,
             &nats,
             "worker-0",
-            &[("COURIER_LOG_FORMAT", "json".to_owned())],
+            &[
+                ("COURIER_LOG_FORMAT", "json".to_owned()),
+                ("COURIER_COLLECTIONS_FILE", collections),
+                ("COURIER_WEBHOOK_ALLOWED_URLS", format!("http://127.0.0.1:{}/", receiver.port)),
+                ("COURIER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+            ],
         )
         .await;
         Deployment {
             _nats: nats,
             _store: store,
+            _receiver: receiver,
+            _collections: collections_file,
             api,
             broadcaster,
             worker,
@@ -467,6 +504,10 @@ async fn every_dashboard_panel_and_alert_works_against_a_real_prometheus() {
         ("sum(courier_ws_replays_total)", 1.0),
         ("sum(rate(courier_chat_delivery_lag_seconds_count[10s]))", f64::MIN_POSITIVE),
         ("sum(courier_chat_revocations_total)", 1.0),
+        (
+            r#"sum(rate(courier_webhook_deliveries_total{outcome="delivered"}[10s]))"#,
+            f64::MIN_POSITIVE,
+        ),
     ];
     wait_for("Prometheus to see the traffic", Duration::from_secs(60), || async {
         let mut seen = Vec::new();

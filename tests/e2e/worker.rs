@@ -341,6 +341,7 @@ async fn kill_mid_task_then_check_exactly_once(
         on: vec![TriggerOn::Create, TriggerOn::Update],
         priority,
         delay: None,
+        webhook: None,
     }]);
     let stack = stack_with_collections(&collections).await;
     let token = writer_token(&stack).await;

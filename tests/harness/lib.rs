@@ -14,6 +14,7 @@ pub mod process;
 pub mod prometheus;
 pub mod servers;
 pub mod services;
+pub mod webhooks;
 
 pub use courier_cli::client::{ClientError, WsClient};
 pub use servers::{NatsServer, StoreServer, server_processed};

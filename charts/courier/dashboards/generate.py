@@ -246,6 +246,17 @@ def workers():
                  "Age of the oldest task still in the TASKS work queue, any priority, in flight included.", w=8)
     d.timeseries("Dead letters stored", [(f'max(courier_jetstream_stream_messages{{{SEL}, stream="DLQ"}})', "DLQ")], "none",
                  "Messages in the DLQ stream (retry them with POST /api/v1/queues/tasks/dead/<id>/retry).", w=8)
+    d.row("Webhooks")
+    d.timeseries("Webhook requests by outcome", [(rate("courier_webhook_deliveries_total", by="outcome"), "{{outcome}}")], "reqps",
+                 "Signed POSTs of webhook tasks per second: delivered (2xx), refused (other 4xx/3xx: dead letter), and the retried "
+                 "server_error, throttled, timeout, connection_error, refused_address, no_secret (docs/workers.md).", w=8, stacked=True)
+    d.timeseries("Webhook failing share by endpoint host",
+                 [(ratio_or_zero(rate("courier_webhook_deliveries_total", 'outcome!="delivered"', by="host"),
+                                 rate("courier_webhook_deliveries_total", by="host")), "{{host}}")], "percentunit",
+                 "Requests not answered 2xx, per endpoint host (hosts come from collections.yaml). "
+                 "CourierWebhookEndpointFailing fires when an endpoint has had no success for 5 minutes.", w=8)
+    d.timeseries("Webhook latency by endpoint host (p99)", [(quantile(0.99, "courier_webhook_delivery_seconds_bucket", by="host"), "{{host}}")],
+                 "s", "Request to answer (or failure), per endpoint host.", w=8)
     return d
 
 

@@ -488,8 +488,9 @@ pub fn document(collections: &Collections) -> Value {
                     "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
                         "name": {"type": "string"}, "schema": {"type": "object"},
                         "access": {"type": "object", "properties": {"read": {"type": "string", "pattern": "^(public|authenticated|role:[a-z][a-z0-9_-]*)$"}, "write": {"type": "string", "pattern": "^(public|authenticated|owner|role:[a-z][a-z0-9_-]*)$"}}},
-                        "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update"]}},
+                        "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update", "delete"]}},
                             "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
+                            "webhook": {"type": "boolean", "description": "Delivered to a webhook (its URL and secret are not published)"},
                             "delay": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$", "description": "Held back this long after the change (at most 365d)"}}}}}}}}}}}}}}}),
     );
     paths.insert(

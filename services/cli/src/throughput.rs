@@ -84,9 +84,11 @@ pub struct WorkerBenchArgs {
     /// are already running. The baseline runs as many pull loops.
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
-    /// Task kind: `system.noop` (the queue machinery alone) or `pets.enrich` (+ a read, a
-    /// transaction and an event per task).
-    #[arg(long, default_value = "system.noop", value_parser = ["system.noop", "pets.enrich"])]
+    /// Task kind: `system.noop` (the queue machinery alone), `pets.enrich` (+ a read, a
+    /// transaction and an event per task) or `webhook` (a signed POST per task to a receiver
+    /// this command runs on 127.0.0.1; the baseline is then `system.noop` through the same
+    /// workers).
+    #[arg(long, default_value = "system.noop", value_parser = ["system.noop", "pets.enrich", "webhook"])]
     pub kind: String,
     /// Tasks each worker (and each baseline loop) holds at once.
     #[arg(long, default_value_t = 8)]
@@ -187,9 +189,14 @@ impl std::fmt::Display for ApiBenchReport {
 
 impl std::fmt::Display for WorkerBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let against = if self.kind == "webhook" {
+            "the same tasks as system.noop through the same workers (the bare pipeline)"
+        } else {
+            "as many JetStream pull + ack loops"
+        };
         writeln!(
             f,
-            "{} {} tasks, enqueue to drained: {} worker process(es) vs as many JetStream pull + ack loops",
+            "{} {} tasks, enqueue to drained: {} worker process(es) vs {against}",
             self.tasks, self.kind, self.workers
         )?;
         for (name, side) in [("courier", &self.courier), ("baseline", &self.baseline)] {
@@ -367,8 +374,12 @@ fn worker_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `n` `courier-worker` processes on `database` (killed when dropped).
-fn start_workers(args: &WorkerBenchArgs, database: &str) -> anyhow::Result<Vec<Child>> {
+/// Starts `n` `courier-worker` processes on `database` with `envs` added (killed when dropped).
+fn start_workers(
+    args: &WorkerBenchArgs,
+    database: &str,
+    envs: &[(String, String)],
+) -> anyhow::Result<Vec<Child>> {
     if args.workers == 0 {
         return Ok(Vec::new());
     }
@@ -384,6 +395,7 @@ fn start_workers(args: &WorkerBenchArgs, database: &str) -> anyhow::Result<Vec<C
                 .env("COURIER_WORKER_ID", format!("bench-{n}"))
                 .env("COURIER_WORKER_CONCURRENCY", args.concurrency.to_string())
                 .env("COURIER_LOG", "warn")
+                .envs(envs.iter().cloned())
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
@@ -402,7 +414,15 @@ async fn enqueue(
     for window in doc_ids.chunks(1_000) {
         let mut acks = Vec::with_capacity(window.len());
         for doc_id in window {
-            let task = Task::new(kind, "pets", doc_id, 1, None, "bench".into());
+            let event = courier_core::Event::new(
+                "pets",
+                doc_id,
+                courier_core::EventAction::Created,
+                serde_json::json!({"id": doc_id, "name": "bench"}),
+                None,
+                "bench".into(),
+            );
+            let task = Task::new(kind, "pets", doc_id, 1, None, "bench".into()).with_event(event);
             let publish = PublishMessage::build()
                 .payload(serde_json::to_vec(&task)?.into())
                 .message_id(task.id.to_string());
@@ -447,8 +467,12 @@ pub async fn worker(args: &WorkerBenchArgs) -> anyhow::Result<WorkerBenchReport>
         bail!("--tasks and --concurrency must be at least 1");
     }
     let (js, store) = connect(&args.servers).await?;
+    let receiver =
+        if args.kind == "webhook" { Some(WebhookReceiver::start().await?) } else { None };
+    let envs = receiver.as_ref().map(|r| r.worker_envs(args.concurrency)).unwrap_or_default();
+    let kind = if receiver.is_some() { WEBHOOK_BENCH_KIND } else { args.kind.as_str() };
     // The streams are the deployment's (the api or a worker creates them): never changed here.
-    let workers = start_workers(args, store.name())?;
+    let workers = start_workers(args, store.name(), &envs)?;
     // Ready = every worker watches the (empty) normal line: one pull request each.
     let want = args.workers.max(1);
     let ready_by = Instant::now() + Duration::from_secs(30);
@@ -488,14 +512,35 @@ pub async fn worker(args: &WorkerBenchArgs) -> anyhow::Result<WorkerBenchReport>
 
     let progress = task_bar(args.tasks, "workers ");
     let started = Instant::now();
-    enqueue(&js, Task::subject, &args.kind, &doc_ids).await?;
+    enqueue(&js, Task::subject, kind, &doc_ids).await?;
     drained(&mut tasks_stream, args.tasks, started + args.timeout, &progress).await?;
     let courier = Side::new(args.tasks as u64, 0, started.elapsed(), None);
     progress.finish_and_clear();
+    let baseline = if let Some(receiver) = &receiver {
+        let delivered = receiver.requests.load(Ordering::Acquire);
+        if delivered < args.tasks as u64 {
+            bail!("the receiver got {delivered} of {} webhooks", args.tasks);
+        }
+        // The bare pipeline: the same tasks through the same workers, doing nothing.
+        let progress = task_bar(args.tasks, "noop    ");
+        let started = Instant::now();
+        enqueue(&js, Task::subject, NOOP_KIND, &doc_ids).await?;
+        drained(&mut tasks_stream, args.tasks, started + args.timeout, &progress).await?;
+        progress.finish_and_clear();
+        Side::new(args.tasks as u64, 0, started.elapsed(), None)
+    } else {
+        Side::default()
+    };
     drop(workers);
     let dead_lettered = js.get_stream(DLQ_STREAM).await?.info().await?.state.messages - dead_before;
 
-    let baseline = baseline_pull_loops(&js, args, &doc_ids).await?;
+    let baseline = match receiver {
+        Some(receiver) => {
+            receiver.stop();
+            baseline
+        }
+        None => baseline_pull_loops(&js, args, &doc_ids).await?,
+    };
     if args.servers.database.is_none() {
         let _ = store.drop().await;
     }
@@ -574,6 +619,69 @@ async fn baseline_pull_loops(
     let _ = js.delete_stream(stream.cached_info().config.name.clone()).await;
     result?;
     Ok(Side::new(doc_ids.len() as u64, 0, elapsed, None))
+}
+
+/// The task kind `courier bench worker --kind webhook` declares as a webhook.
+const WEBHOOK_BENCH_KIND: &str = "bench.webhook";
+/// The built-in handler that does nothing (the webhook bench's baseline).
+const NOOP_KIND: &str = "system.noop";
+
+/// A receiver answering 204 to every POST, on 127.0.0.1, plus the collections and secret files
+/// that point the workers' `bench.webhook` task at it (removed by [`WebhookReceiver::stop`]).
+struct WebhookReceiver {
+    requests: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+    collections: PathBuf,
+    secret: PathBuf,
+}
+
+impl WebhookReceiver {
+    async fn start() -> anyhow::Result<Self> {
+        use axum::{Router, http::StatusCode, routing::post};
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::AcqRel);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let dir = std::env::temp_dir();
+        let secret = dir.join(format!("courier-bench-{run}.secret"));
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+        let collections = dir.join(format!("courier-bench-{run}.yaml"));
+        let file = format!(
+            "collections:\n  - name: pets\n    schema: {{type: object}}\n    tasks:\n      - kind: {WEBHOOK_BENCH_KIND}\n        on: [create]\n        webhook: {{url: 'http://127.0.0.1:{port}/hook', secret_file: '{}'}}\n",
+            secret.display()
+        );
+        std::fs::write(&collections, file)?;
+        Ok(WebhookReceiver { requests, server, collections, secret })
+    }
+
+    fn worker_envs(&self, concurrency: usize) -> Vec<(String, String)> {
+        vec![
+            ("COURIER_WEBHOOK_CONCURRENCY".into(), concurrency.to_string()),
+            ("COURIER_COLLECTIONS_FILE".into(), self.collections.display().to_string()),
+            ("COURIER_WEBHOOK_ALLOWED_URLS".into(), "127.0.0.1".into()),
+            ("COURIER_WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(), "true".into()),
+        ]
+    }
+
+    fn stop(self) {
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.collections);
+        let _ = std::fs::remove_file(&self.secret);
+    }
 }
 
 #[cfg(test)]

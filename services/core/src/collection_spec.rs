@@ -199,6 +199,56 @@ pub struct TaskTrigger {
     /// Hold the task back this long after the change (`90s`, `7d`; see [`TaskTrigger::delay`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<String>,
+    /// Deliver the task to this HTTP endpoint (a signed POST) instead of a built-in handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// Where a webhook task is delivered and how it is signed (docs/workers.md, "Webhook tasks").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// `http(s)://…`; it must also match the workers' `COURIER_WEBHOOK_ALLOWED_URLS`.
+    pub url: String,
+    /// Absolute path of the file holding the Standard Webhooks secret (`whsec_…`; two,
+    /// whitespace-separated, during a rotation). Read by the workers, never logged.
+    pub secret_file: String,
+    /// How long one request may take (`10s` when absent; 100ms to 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A webhook's request timeout when `timeout` is absent.
+pub const DEFAULT_WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The bounds of a webhook's `timeout`.
+pub const WEBHOOK_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(300);
+/// Longest `secret_file` path.
+const MAX_SECRET_PATH: usize = 1024;
+
+impl WebhookTarget {
+    /// The parsed URL, request timeout, or what is wrong with them or with `secret_file`.
+    pub fn check(&self) -> Result<(url::Url, std::time::Duration), String> {
+        let url = crate::webhook::check_url(&self.url)?;
+        let path = std::path::Path::new(&self.secret_file);
+        if !path.is_absolute() || self.secret_file.len() > MAX_SECRET_PATH {
+            return Err(format!(
+                "secret_file must be an absolute path (at most {MAX_SECRET_PATH} characters)"
+            ));
+        }
+        let timeout = match &self.timeout {
+            None => DEFAULT_WEBHOOK_TIMEOUT,
+            Some(text) => {
+                let timeout = crate::config::parse_duration(text)
+                    .map_err(|problem| format!("timeout {problem}"))?;
+                if !WEBHOOK_TIMEOUT_RANGE.contains(&timeout) {
+                    return Err(format!("timeout '{text}' is outside 100ms..5m"));
+                }
+                timeout
+            }
+        };
+        Ok((url, timeout))
+    }
 }
 
 impl TaskTrigger {
@@ -219,6 +269,8 @@ impl TaskTrigger {
 pub enum TriggerOn {
     Create,
     Update,
+    /// The task carries the deleted document's last state (in its event).
+    Delete,
 }
 
 /// Names under `/api/v1/` that belong to Courier itself.
@@ -273,10 +325,12 @@ pub enum SpecError {
          (high, normal, low), e.g. pets.enrich"
     )]
     InvalidTaskKind(String),
-    #[error("task '{0}': 'on' lists no trigger (create, update)")]
+    #[error("task '{0}': 'on' lists no trigger (create, update, delete)")]
     NoTrigger(String),
     #[error("task '{kind}': delay {problem}")]
     InvalidDelay { kind: String, problem: String },
+    #[error("task '{kind}': webhook {problem}")]
+    InvalidWebhook { kind: String, problem: String },
 }
 
 /// What is wrong with a whole `collections.yaml`; the caller prefixes the file's name.
@@ -290,6 +344,11 @@ pub enum FileError {
     /// `position` counts from 1; it names a collection whose name is empty.
     #[error("{}: {error}", describe(*.position, .name))]
     Invalid { position: usize, name: String, error: SpecError },
+    /// A webhook URL outside the workers' allow-list.
+    #[error(
+        "collection '{collection}': task '{kind}': webhook url '{url}' is not allowed by COURIER_WEBHOOK_ALLOWED_URLS"
+    )]
+    WebhookNotAllowed { collection: String, kind: String, url: String },
 }
 
 fn describe(position: usize, name: &str) -> String {
@@ -428,6 +487,12 @@ impl CollectionSpec {
                 return Err(SpecError::NoTrigger(task.kind.clone()));
             }
             task.delay()?;
+            if let Some(webhook) = &task.webhook {
+                webhook.check().map_err(|problem| SpecError::InvalidWebhook {
+                    kind: task.kind.clone(),
+                    problem,
+                })?;
+            }
         }
         Ok(ValidSpec { validator, fields, open })
     }
@@ -456,6 +521,32 @@ impl CollectionsFile {
             valid.push(checked);
         }
         Ok(valid)
+    }
+
+    /// Every webhook task with its collection's name, in the file's order.
+    pub fn webhooks(&self) -> impl Iterator<Item = (&str, &TaskTrigger, &WebhookTarget)> {
+        self.collections.iter().flat_map(|spec| {
+            spec.tasks.iter().filter_map(move |task| {
+                task.webhook.as_ref().map(|webhook| (spec.name.as_str(), task, webhook))
+            })
+        })
+    }
+
+    /// Whether every webhook URL matches `allowed` (run by the workers, which deliver them).
+    /// Call after [`Self::validate`].
+    pub fn check_webhooks(&self, allowed: &crate::webhook::AllowList) -> Result<(), FileError> {
+        for (collection, task, webhook) in self.webhooks() {
+            let permitted =
+                crate::webhook::check_url(&webhook.url).is_ok_and(|url| allowed.allows(&url));
+            if !permitted {
+                return Err(FileError::WebhookNotAllowed {
+                    collection: collection.to_owned(),
+                    kind: task.kind.clone(),
+                    url: webhook.url.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// [`Self::from_yaml`] then [`Self::validate`]: what a service loading the file runs.
@@ -632,6 +723,21 @@ pub mod fixtures {
                 "task 'a.b': delay 'soon' is not a duration",
             ),
             case(
+                "webhook url that is not http",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["delete"], "webhook": {"url": "ftp://x/", "secret_file": "/s"}}]}),
+                "task 'a.b': webhook url 'ftp://x/' must start with http",
+            ),
+            case(
+                "webhook with a relative secret file",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "webhook": {"url": "https://x/", "secret_file": "secret"}}]}),
+                "task 'a.b': webhook secret_file must be an absolute path",
+            ),
+            case(
+                "webhook timeout too long",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "webhook": {"url": "https://x/", "secret_file": "/s", "timeout": "1h"}}]}),
+                "task 'a.b': webhook timeout '1h' is outside",
+            ),
+            case(
                 "task delay too long",
                 json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "delay": "400d"}]}),
                 "task 'a.b': delay '400d' is too long",
@@ -677,6 +783,7 @@ mod tests {
             SpecError::InvalidTaskKind(_) => "task kind",
             SpecError::NoTrigger(_) => "trigger",
             SpecError::InvalidDelay { .. } => "delay",
+            SpecError::InvalidWebhook { .. } => "webhook",
         }
     }
 
@@ -713,6 +820,7 @@ mod tests {
             SpecError::InvalidTaskKind(String::new()),
             SpecError::NoTrigger(String::new()),
             SpecError::InvalidDelay { kind: String::new(), problem: String::new() },
+            SpecError::InvalidWebhook { kind: String::new(), problem: String::new() },
         ];
         for sample in samples {
             assert!(covered.contains(rule(&sample)), "no table entry breaks {:?}", sample);
@@ -858,5 +966,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.collections[0].tasks[0].on, [TriggerOn::Create]);
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+    use crate::webhook::AllowList;
+
+    const FILE: &str = "collections: [{name: orders, schema: {type: object}, tasks: [{kind: orders.notify, on: [create, update, delete], webhook: {url: 'https://hooks.example.com/orders', secret_file: /etc/courier/webhooks/orders, timeout: 5s}}]}]";
+
+    #[test]
+    fn a_webhook_task_reads_with_every_trigger_and_its_timeout() {
+        let (file, _) = CollectionsFile::load_checked(FILE).unwrap();
+        let task = &file.collections[0].tasks[0];
+        assert_eq!(task.on, [TriggerOn::Create, TriggerOn::Update, TriggerOn::Delete]);
+        let webhook = task.webhook.as_ref().unwrap();
+        assert_eq!(webhook.check().unwrap().1, std::time::Duration::from_secs(5));
+        assert_eq!(file.webhooks().count(), 1);
+    }
+
+    #[test]
+    fn a_url_outside_the_allow_list_is_refused_naming_the_collection_and_the_task() {
+        let (file, _) = CollectionsFile::load_checked(FILE).unwrap();
+        let err = file.check_webhooks(&AllowList::parse("https://other.example.com/").unwrap());
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "collection 'orders': task 'orders.notify': webhook url 'https://hooks.example.com/orders' is not allowed by COURIER_WEBHOOK_ALLOWED_URLS"
+        );
+        assert!(file.check_webhooks(&AllowList::default()).is_err(), "empty allows none");
+        assert!(file.check_webhooks(&AllowList::parse("hooks.example.com").unwrap()).is_ok());
     }
 }

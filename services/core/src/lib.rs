@@ -22,6 +22,7 @@ pub mod subjects;
 pub mod task;
 pub mod task_queue;
 pub mod telemetry;
+pub mod webhook;
 
 pub use channel::Channel;
 pub use event::{Event, EventAction};

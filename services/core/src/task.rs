@@ -64,8 +64,10 @@ impl FromStr for Priority {
 /// the longest duration any setting accepts.
 pub const MAX_DELAY: Duration = crate::config::MAX_DURATION;
 
-/// One unit of work. Tasks name the document they concern rather than carrying it: a worker
-/// reads the current state, so a late or repeated task never applies stale data.
+/// One unit of work. Tasks name the document they concern: a built-in handler reads the current
+/// state, so a late or repeated task never applies stale data. A task enqueued by a document
+/// change also carries that change's event ([`Task::event`]): what a webhook delivers, and the
+/// only record of a deleted document's last state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     /// UUID v7; the `Nats-Msg-Id`, and the idempotency key of the task's effects.
@@ -86,6 +88,10 @@ pub struct Task {
     /// Held back until this time (a scheduled task); absent: due at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// The event of the change that enqueued the task, exactly as subscribers receive it (absent
+    /// for tasks enqueued before tasks carried it, and for tasks no change enqueued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<crate::Event>,
 }
 
 impl Task {
@@ -108,7 +114,14 @@ impl Task {
             time: Utc::now(),
             priority: Priority::Normal,
             not_before: None,
+            event: None,
         }
+    }
+
+    /// Carries `event`, the change's event (see [`Task::event`]).
+    pub fn with_event(mut self, event: crate::Event) -> Self {
+        self.event = Some(event);
+        self
     }
 
     pub fn with_priority(mut self, priority: Priority) -> Self {

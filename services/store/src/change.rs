@@ -2,6 +2,7 @@
 //! tasks its collection triggers, as the outbox records (and, for delayed tasks, the scheduled
 //! tasks) that commit with the change's writes (built here and nowhere else). This is also where
 //! user ids leave events whose collection anonymous clients may read ([`Announce::keep_user_ids`]).
+//! Every task a change enqueues carries the change's event (for a delete: the last state).
 
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub struct Change {
     pub tasks: Vec<TaskRequest>,
     /// See [`Announce::keep_user_ids`].
     pub keep_user_ids: bool,
+    /// The event's id and time, fixed once so that the outbox event and the event every task
+    /// carries ([`Task::event`]) are the same.
+    pub event_id: uuid::Uuid,
+    pub event_time: chrono::DateTime<chrono::Utc>,
 }
 
 impl Change {
@@ -72,6 +77,9 @@ impl Change {
     ) -> Self {
         let Announce { action, actor, trace_id, tasks, keep_user_ids } = announce;
         Change {
+            event_id: uuid::Uuid::now_v7(),
+            // Millisecond precision: exactly what the wire format carries.
+            event_time: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3),
             collection: collection.to_owned(),
             doc_id,
             action,
@@ -87,6 +95,19 @@ impl Change {
     /// The outbox records: the event first, then one per task of [`Change::tasks`] that is due
     /// at once.
     pub fn records(&self) -> Vec<OutboxRecord> {
+        let event = self.event();
+        let subject = subjects::event_subject(&self.collection, &self.doc_id, self.action);
+        let mut records = Vec::with_capacity(1 + self.tasks.len());
+        records.push(OutboxRecord::for_event(&event, subject, self.version));
+        for request in self.tasks.iter().filter(|t| t.delay.is_none()) {
+            records.push(OutboxRecord::for_task(&self.task(request)));
+        }
+        records
+    }
+
+    /// The change's event, as subscribers receive it (without user ids unless
+    /// [`Change::keep_user_ids`]).
+    pub fn event(&self) -> Event {
         let mut data = self.data.clone();
         let mut actor = self.actor.clone();
         if !self.keep_user_ids {
@@ -95,21 +116,16 @@ impl Change {
             }
             actor = None;
         }
-        let event = Event::new(
-            &self.collection,
-            &self.doc_id,
-            self.action,
+        Event {
+            id: self.event_id,
+            event_type: format!("{}.{}", self.collection, self.action),
+            collection: self.collection.clone(),
+            doc_id: self.doc_id.clone(),
             data,
             actor,
-            self.trace_id.clone(),
-        );
-        let subject = subjects::event_subject(&self.collection, &self.doc_id, self.action);
-        let mut records = Vec::with_capacity(1 + self.tasks.len());
-        records.push(OutboxRecord::for_event(&event, subject, self.version));
-        for request in self.tasks.iter().filter(|t| t.delay.is_none()) {
-            records.push(OutboxRecord::for_task(&self.task(request)));
+            time: self.event_time,
+            trace_id: self.trace_id.clone(),
         }
-        records
     }
 
     /// The delayed tasks of [`Change::tasks`], to insert into `_scheduled_tasks` in the change's
@@ -134,6 +150,7 @@ impl Change {
             self.trace_id.clone(),
         )
         .with_priority(request.priority)
+        .with_event(self.event())
     }
 }
 
@@ -161,6 +178,8 @@ mod tests {
                 },
             ],
             keep_user_ids: true,
+            event_id: uuid::Uuid::now_v7(),
+            event_time: chrono::Utc::now(),
         };
         let records = change.records();
         assert_eq!(records.len(), 2, "the delayed task is not in the outbox");
@@ -174,6 +193,7 @@ mod tests {
         let task: Task = serde_json::from_str(&records[1].payload).unwrap();
         assert_eq!((task.kind.as_str(), task.doc_version), ("pets.enrich", 3));
         assert_eq!(records[1].subject, "tasks.normal.pets.enrich");
+        assert_eq!(task.event.as_ref(), Some(&event), "the task carries the change's event");
 
         let scheduled = change.scheduled_tasks();
         assert_eq!(scheduled.len(), 1);
@@ -181,6 +201,7 @@ mod tests {
         assert_eq!((task.kind.as_str(), task.priority), ("pets.recheck", Priority::Low));
         assert_eq!(task.not_before, Some(task.time + chrono::Duration::days(7)));
         assert_eq!(scheduled[0].subject, "tasks.low.pets.recheck");
+        assert_eq!(task.event.map(|e| e.id), Some(event.id));
         assert_eq!(
             scheduled[0].due.timestamp_millis(),
             task.not_before.unwrap().timestamp_millis()
@@ -199,6 +220,8 @@ mod tests {
             trace_id: "trace-1".into(),
             tasks: vec![TaskRequest::now("pets.enrich")],
             keep_user_ids: false,
+            event_id: uuid::Uuid::now_v7(),
+            event_time: chrono::Utc::now(),
         };
         let records = change.records();
         let event: Event = serde_json::from_str(&records[0].payload).unwrap();
@@ -206,6 +229,7 @@ mod tests {
         assert_eq!(event.actor, None);
         let task: Task = serde_json::from_str(&records[1].payload).unwrap();
         assert_eq!(task.actor.as_deref(), Some("u1"));
+        assert_eq!(task.event.as_ref(), Some(&event), "the task's event is the subscribers'");
         let kept = Change { keep_user_ids: true, ..change }.records();
         let event: Event = serde_json::from_str(&kept[0].payload).unwrap();
         assert_eq!(

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::WorkerConfig,
     consumer::WorkLoop,
-    handlers::{Handlers, Noop},
+    handlers::{Handlers, Noop, TaskHandler},
     metrics::WorkerMetrics,
     pets::{PetsEnrich, PetsRecheck},
+    webhook::WebhookMetrics,
 };
 
 /// Every built-in handler (`pets.enrich`, `pets.recheck`, `system.noop`), writing to the store named in `config`
@@ -49,11 +50,26 @@ pub async fn standard_handlers(
     let pets = PetsEnrich::new(store.clone(), outbox, config.worker_id(), config.fault)
         .context("species data")?;
     let pets = Arc::new(pets);
-    Ok(Handlers::new()
+    let mut handlers = Handlers::new()
         .with(pets.clone())
         .with(Arc::new(PetsRecheck(pets)))
         .with(Arc::new(Noop))
-        .with_store(store))
+        .with_store(store);
+    if let Some(path) = &config.collections_file {
+        let metrics = WebhookMetrics::new();
+        for webhook in crate::webhook::handlers_from_file(path, config, &metrics)? {
+            if handlers.get(webhook.kind()).is_some() {
+                anyhow::bail!(
+                    "task '{}' is a built-in handler's kind: it cannot be a webhook",
+                    webhook.kind()
+                );
+            }
+            tracing::info!(kind = webhook.kind(), "delivering webhook task");
+            handlers = handlers.with(webhook);
+        }
+        handlers = handlers.with_webhook_metrics(metrics);
+    }
+    Ok(handlers)
 }
 
 /// Longest wait at shutdown for the handlers' background work.
@@ -92,6 +108,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let mut registry = courier_core::ops::component_registry("worker");
         let metrics = WorkerMetrics::register(&mut registry, &handlers.kinds());
+        if let Some(webhooks) = handlers.webhook_metrics() {
+            webhooks.register(&mut registry);
+        }
         let attached = Arc::new(AtomicBool::new(false));
         let mut readiness = Readiness::new().with_nats(nats.clone()).with_check("consumer", {
             let attached = attached.clone();

@@ -90,6 +90,27 @@ pub struct WorkerConfig {
     )]
     pub backoff_max: Duration,
 
+    /// The collections file (`collections.yaml` format) whose `webhook:` tasks this worker
+    /// delivers; none: only the built-in handlers. Read at start-up.
+    #[arg(long, env = "COURIER_COLLECTIONS_FILE")]
+    pub collections_file: Option<std::path::PathBuf>,
+
+    /// Where webhooks may be sent: comma-separated URL prefixes (`https://hooks.example.com/`)
+    /// and host patterns (`hooks.example.com`, `*.example.com`). Empty: no webhook is allowed,
+    /// and a collections file naming one is refused at start-up.
+    #[arg(long, env = "COURIER_WEBHOOK_ALLOWED_URLS", default_value = "")]
+    pub webhook_allowed_urls: String,
+
+    /// Let webhook deliveries connect to loopback, link-local and private addresses (refused by
+    /// default, judged on the resolved address). For local development only.
+    #[arg(long, env = "COURIER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false)]
+    pub webhook_allow_private_networks: bool,
+
+    /// Deliveries in flight at once per webhook (different documents; one document's go one
+    /// at a time).
+    #[arg(long, env = "COURIER_WEBHOOK_CONCURRENCY", default_value_t = 4)]
+    pub webhook_concurrency: usize,
+
     /// Test-only fault injection: `delay:<duration>` sleeps before every task (a slow handler, to
     /// kill a worker mid-task); `exit-after-commit` exits right after a result commits, before
     /// the task is acknowledged (the redelivery must not apply it twice).
@@ -129,6 +150,12 @@ impl WorkerConfig {
         config.metrics_listen = "127.0.0.1:0".parse().expect("valid address");
         config.nats.nats_url = nats_url.to_owned();
         config
+    }
+
+    /// The webhook allow-list from `webhook_allowed_urls` and `webhook_allow_private_networks`.
+    pub fn webhook_allow_list(&self) -> Result<courier_core::webhook::AllowList, String> {
+        Ok(courier_core::webhook::AllowList::parse(&self.webhook_allowed_urls)?
+            .with_private_networks(self.webhook_allow_private_networks))
     }
 
     pub fn worker_id(&self) -> String {

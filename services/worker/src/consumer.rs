@@ -172,7 +172,15 @@ impl WorkLoop {
                     Ok(Some((priority, message))) => {
                         cycle.started();
                         let this = self.clone();
-                        running.spawn(async move { this.process(message, priority).await });
+                        // Decoded and admitted here, in the order the tasks were taken.
+                        let task = serde_json::from_slice::<Task>(&message.payload);
+                        let admission = task.as_ref().ok().and_then(|task| {
+                            self.handlers.get(&task.kind).and_then(|handler| handler.admit(task))
+                        });
+                        running.spawn(async move {
+                            this.process(message, priority, task).await;
+                            drop(admission);
+                        });
                     }
                     Ok(None) => break,
                     Err(err) => {
@@ -182,7 +190,10 @@ impl WorkLoop {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    self.handlers.stopping();
+                    break;
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {
                     // Reap every task that has finished too, so the next fetch asks for all the
                     // free slots at once rather than one round trip per slot.
@@ -244,7 +255,12 @@ impl WorkLoop {
         Ok(None)
     }
 
-    async fn process(&self, message: jetstream::Message, priority: Priority) {
+    async fn process(
+        &self,
+        message: jetstream::Message,
+        priority: Priority,
+        task: Result<Task, serde_json::Error>,
+    ) {
         let info = message.info().ok();
         let delivered = info.as_ref().map_or(1, |i| i.delivered);
         if delivered == 1
@@ -257,7 +273,7 @@ impl WorkLoop {
             .map_or("unknown", |subject| subject.kind)
             .to_owned();
         let lane = Settle { kind, priority };
-        let task: Task = match serde_json::from_slice(&message.payload) {
+        let task = match task {
             Ok(task) => task,
             Err(err) => {
                 self.dead_letter(
@@ -315,6 +331,9 @@ impl WorkLoop {
             Err(TaskError::Permanent(reason)) => {
                 self.dead_letter(&message, &lane, Some(&task), &reason, delivered).await;
             }
+            Err(TaskError::DeadLetter { reason, attempts }) => {
+                self.dead_letter(&message, &lane, Some(&task), &reason, attempts).await;
+            }
             Err(TaskError::Transient(reason)) if delivered >= self.config.max_deliver => {
                 let reason = format!("gave up after {delivered} attempts: {reason}");
                 self.dead_letter(&message, &lane, Some(&task), &reason, delivered).await;
@@ -338,12 +357,13 @@ impl WorkLoop {
         handler: &dyn crate::handlers::TaskHandler,
         task: &Task,
     ) -> Result<(), TaskError> {
-        let work = async {
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        let work = crate::handlers::with_delivery_attempt(delivered, async {
             if let Some(Fault::Delay(delay)) = self.config.fault {
                 tokio::time::sleep(delay).await;
             }
             handler.handle(task).await
-        };
+        });
         tokio::pin!(work);
         let period = (self.config.ack_wait / 2).max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -14,12 +14,43 @@ pub enum TaskError {
     /// Retrying cannot help (bad input, missing document).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The handler made its own attempts (a webhook retries in place to keep per-document
+    /// order) and gives up: a dead letter counting `attempts`.
+    #[error("dead letter after {attempts} attempts: {reason}")]
+    DeadLetter { reason: String, attempts: i64 },
+}
+
+/// Whatever a handler keeps for a task between [`TaskHandler::admit`] and the end of its
+/// processing (dropped then): e.g. the task's place in its document's line.
+pub type Admission = Box<dyn Send + Sync>;
+
+tokio::task_local! {
+    /// The delivery number of the task being handled (1 = first), set by the work loop.
+    static DELIVERY_ATTEMPT: i64;
+}
+
+/// The delivery number of the task the calling handler is handling (1 outside the work loop).
+pub fn delivery_attempt() -> i64 {
+    DELIVERY_ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1)
+}
+
+/// Runs `work` with [`delivery_attempt`] answering `attempt`.
+pub async fn with_delivery_attempt<F: std::future::Future>(attempt: i64, work: F) -> F::Output {
+    DELIVERY_ATTEMPT.scope(attempt, work).await
 }
 
 pub trait TaskHandler: Send + Sync {
     /// The task kind this handler serves, e.g. `pets.enrich`.
     fn kind(&self) -> &'static str;
     fn handle<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<(), TaskError>>;
+    /// Called in the order the worker takes tasks, before the task starts (tasks then run
+    /// concurrently): a handler that must keep an order records the task's place here.
+    fn admit(&self, _task: &Task) -> Option<Admission> {
+        None
+    }
+    /// The worker is stopping: a handler waiting (e.g. to retry) should give its task back
+    /// (a transient error) rather than hold the shutdown up.
+    fn stopping(&self) {}
     /// At shutdown, after the last task: waits for work the handler left running in the
     /// background (e.g. fast-path event publishes).
     fn drain(&self) -> BoxFuture<'_, ()> {
@@ -33,6 +64,8 @@ pub struct Handlers {
     by_kind: HashMap<&'static str, Arc<dyn TaskHandler>>,
     /// The store the handlers write to, if any: part of the worker's `/readyz`.
     store: Option<courier_store::Store>,
+    /// The webhook handlers' metrics, when there are webhook handlers.
+    webhook_metrics: Option<Arc<crate::webhook::WebhookMetrics>>,
 }
 
 impl Handlers {
@@ -51,8 +84,25 @@ impl Handlers {
         self
     }
 
+    /// Declares the webhook handlers' metrics (registered with the worker's).
+    pub fn with_webhook_metrics(mut self, metrics: Arc<crate::webhook::WebhookMetrics>) -> Self {
+        self.webhook_metrics = Some(metrics);
+        self
+    }
+
+    pub fn webhook_metrics(&self) -> Option<&Arc<crate::webhook::WebhookMetrics>> {
+        self.webhook_metrics.as_ref()
+    }
+
     pub fn store(&self) -> Option<&courier_store::Store> {
         self.store.as_ref()
+    }
+
+    /// Tells every handler the worker is stopping ([`TaskHandler::stopping`]).
+    pub fn stopping(&self) {
+        for handler in self.by_kind.values() {
+            handler.stopping();
+        }
     }
 
     /// Waits for every handler's background work (graceful shutdown).

@@ -15,7 +15,8 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(describe(&state.collections.current()))
 }
 
-/// `{"items": [{name, schema, access: {read, write}, tasks: [{kind, on}]}]}`, by name.
+/// `{"items": [{name, schema, access: {read, write}, tasks: [{kind, on}]}]}`, by name. A webhook
+/// task shows `"webhook": true`: its URL (which may carry a token) and secret path stay private.
 pub fn describe(collections: &Collections) -> Value {
     let items: Vec<Value> = collections
         .all()
@@ -25,16 +26,39 @@ pub fn describe(collections: &Collections) -> Value {
                 "name": def.spec.name,
                 "schema": def.spec.schema,
                 "access": def.spec.access,
-                "tasks": def.spec.tasks,
+                "tasks": def.spec.tasks.iter().map(public_task).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!({ "items": items })
 }
 
+fn public_task(task: &courier_core::collection_spec::TaskTrigger) -> Value {
+    let mut json = serde_json::to_value(task).unwrap_or(Value::Null);
+    if let Some(webhook) = json.get_mut("webhook") {
+        *webhook = Value::Bool(true);
+    }
+    json
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_task_is_described_without_its_url_or_secret() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            "collections: [{name: orders, schema: {type: object}, tasks: [{kind: orders.notify, on: [delete], webhook: {url: 'https://hooks.example.com/t0ken', secret_file: /etc/s}}]}]",
+        )
+        .unwrap();
+        let described = describe(&Collections::load(file.path()).unwrap());
+        assert_eq!(
+            described["items"][0]["tasks"],
+            json!([{"kind": "orders.notify", "on": ["delete"], "webhook": true}])
+        );
+    }
 
     #[test]
     fn every_declared_collection_is_described_with_its_schema_and_rules() {

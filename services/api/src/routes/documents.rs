@@ -156,6 +156,7 @@ fn announce(
     let trigger = match action {
         EventAction::Created => Some(TriggerOn::Create),
         EventAction::Updated => Some(TriggerOn::Update),
+        EventAction::Deleted => Some(TriggerOn::Delete),
         _ => None,
     };
     Announce {

@@ -114,6 +114,46 @@ pub struct TaskTrigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$"))]
     pub delay: Option<String>,
+    /// Deliver the task as a signed HTTP POST instead of a built-in handler (docs/workers.md,
+    /// "Webhook tasks").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// Where a webhook task is delivered, spelled as in `collections.yaml`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct WebhookTarget {
+    /// `http(s)://…`, within the workers' `COURIER_WEBHOOK_ALLOWED_URLS`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Absolute path of the Standard Webhooks secret file (`whsec_…`) in the workers.
+    #[serde(rename = "secret_file")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub secret_file: String,
+    /// Request timeout (`10s` when absent; 100ms to 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$"))]
+    pub timeout: Option<String>,
+}
+
+impl From<&WebhookTarget> for core::WebhookTarget {
+    fn from(target: &WebhookTarget) -> Self {
+        core::WebhookTarget {
+            url: target.url.clone(),
+            secret_file: target.secret_file.clone(),
+            timeout: target.timeout.clone(),
+        }
+    }
+}
+
+impl From<&core::WebhookTarget> for WebhookTarget {
+    fn from(target: &core::WebhookTarget) -> Self {
+        WebhookTarget {
+            url: target.url.clone(),
+            secret_file: target.secret_file.clone(),
+            timeout: target.timeout.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -136,6 +176,7 @@ impl TaskPriority {
 pub enum TriggerOn {
     Create,
     Update,
+    Delete,
 }
 
 /// Whether the operator accepted the definition.
@@ -174,6 +215,7 @@ impl CollectionDefinition {
                     on: t.on.iter().map(|&o| o.into()).collect(),
                     priority: t.priority.into(),
                     delay: t.delay.clone(),
+                    webhook: t.webhook.as_ref().map(Into::into),
                 })
                 .collect(),
             expose_creator: self.expose_creator,
@@ -202,6 +244,7 @@ impl CollectionDefinition {
                     on: t.on.iter().map(|&o| o.into()).collect(),
                     priority: t.priority.into(),
                     delay: t.delay.clone(),
+                    webhook: t.webhook.as_ref().map(Into::into),
                 })
                 .collect(),
             expose_creator: spec.expose_creator,
@@ -223,6 +266,7 @@ impl From<TriggerOn> for core::TriggerOn {
         match on {
             TriggerOn::Create => core::TriggerOn::Create,
             TriggerOn::Update => core::TriggerOn::Update,
+            TriggerOn::Delete => core::TriggerOn::Delete,
         }
     }
 }
@@ -232,6 +276,7 @@ impl From<core::TriggerOn> for TriggerOn {
         match on {
             core::TriggerOn::Create => TriggerOn::Create,
             core::TriggerOn::Update => TriggerOn::Update,
+            core::TriggerOn::Delete => TriggerOn::Delete,
         }
     }
 }
@@ -280,16 +325,39 @@ mod tests {
                     on: vec![core::TriggerOn::Create, core::TriggerOn::Update],
                     priority: Priority::High,
                     delay: None,
+                    webhook: None,
                 },
                 core::TaskTrigger {
                     kind: "pets.recheck".into(),
                     on: vec![core::TriggerOn::Create],
                     priority: Priority::Low,
                     delay: Some("7d".into()),
+                    webhook: None,
                 },
             ],
             expose_creator: true,
         }
+    }
+
+    #[test]
+    fn a_webhook_task_on_delete_round_trips_through_the_resource_spec() {
+        let mut core_spec = pets_core();
+        core_spec.tasks.push(core::TaskTrigger {
+            kind: "pets.notify".into(),
+            on: vec![core::TriggerOn::Delete],
+            priority: Priority::Normal,
+            delay: None,
+            webhook: Some(core::WebhookTarget {
+                url: "https://hooks.example.com/pets".into(),
+                secret_file: "/etc/courier/webhooks/pets/secret".into(),
+                timeout: Some("5s".into()),
+            }),
+        });
+        let resource = CollectionDefinition::from_core(&core_spec);
+        let json = serde_json::to_value(&resource).unwrap();
+        assert_eq!(json["tasks"][2]["webhook"]["secret_file"], "/etc/courier/webhooks/pets/secret");
+        assert_eq!(json["tasks"][2]["on"], json!(["delete"]));
+        assert_eq!(resource.to_core("pets"), core_spec);
     }
 
     #[test]

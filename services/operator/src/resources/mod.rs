@@ -84,9 +84,10 @@ impl Component {
     }
 
     /// Whether the component reads the collections file: the api serves the collections, the
-    /// broadcaster enforces their read rules on subscribe (both reload it when it changes).
+    /// broadcaster enforces their read rules on subscribe (both reload it when it changes), the
+    /// workers deliver its webhook tasks (read at start: a change rolls the workers).
     pub fn reads_collections(self) -> bool {
-        matches!(self, Component::Api | Component::Broadcaster)
+        matches!(self, Component::Api | Component::Broadcaster | Component::Worker)
     }
 
     /// `<courier>-<component>`: the Deployment, Service and PodDisruptionBudget name.
@@ -234,6 +235,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Where the workers find the Secrets that webhook tasks name: a webhook's `secret_file`
+/// `/etc/courier/webhooks/<secret>/<key>` mounts Secret `<secret>` (of the Courier's namespace)
+/// into the workers at `/etc/courier/webhooks/<secret>`.
+pub const WEBHOOK_SECRETS_DIR: &str = "/etc/courier/webhooks";
+
 /// Inputs the reconciler decides; everything else comes from the Courier's spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildInput {
@@ -241,6 +247,43 @@ pub struct BuildInput {
     pub collections_yaml: String,
     /// Worker replicas (the autoscaler's decision, or `spec.worker.replicas`).
     pub worker_replicas: i32,
+}
+
+impl BuildInput {
+    /// The Secrets the served collections' webhooks read ([`WEBHOOK_SECRETS_DIR`]), sorted and
+    /// unique; names that are not Secret names are left out (the worker then reports the file
+    /// missing).
+    pub fn webhook_secrets(&self) -> Vec<String> {
+        let Ok(file) =
+            courier_core::collection_spec::CollectionsFile::from_yaml(&self.collections_yaml)
+        else {
+            return Vec::new();
+        };
+        let prefix = format!("{WEBHOOK_SECRETS_DIR}/");
+        let mut names: Vec<String> = file
+            .webhooks()
+            .filter_map(|(_, _, webhook)| {
+                let (name, key) = webhook.secret_file.strip_prefix(&prefix)?.split_once('/')?;
+                let dns_label = !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-');
+                (dns_label && !key.is_empty()).then(|| name.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A hash of the collections file: a worker pod annotation, so workers (which read the file
+    /// at start) roll when it changes.
+    pub fn collections_hash(&self) -> String {
+        format!("{:016x}", fnv1a(self.collections_yaml.as_bytes()))
+    }
 }
 
 /// Every object of a Courier in apply order: ServiceAccount and ConfigMap first (pods need
@@ -259,7 +302,8 @@ pub fn build(courier: &Courier, input: &BuildInput) -> Result<Vec<Child>> {
             Component::Api => courier.spec.api.replicas,
             Component::Broadcaster => courier.spec.broadcaster.replicas,
         };
-        children.push(Child::Deployment(workloads::deployment(courier, component, replicas)));
+        children
+            .push(Child::Deployment(workloads::deployment(courier, component, replicas, input)));
     }
     for component in Component::ALL {
         children.push(Child::Service(supporting::service(courier, component)));

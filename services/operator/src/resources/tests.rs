@@ -146,11 +146,11 @@ fn each_service_gets_its_config_env_and_secrets() {
 }
 
 #[test]
-fn the_collections_configmap_is_mounted_into_the_api_and_the_broadcaster_only() {
+fn the_collections_configmap_is_mounted_into_every_component() {
     let children = build_sample();
     let Child::ConfigMap(cm) = &children[1] else { panic!("second object is the ConfigMap") };
     assert_eq!(cm.data.as_ref().unwrap()["collections.yaml"], "collections: []\n");
-    for name in ["shop-api", "shop-broadcaster"] {
+    for name in ["shop-api", "shop-broadcaster", "shop-worker"] {
         let reader = deployment(&children, name);
         let pod = reader.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let volume =
@@ -169,9 +169,65 @@ fn the_collections_configmap_is_mounted_into_the_api_and_the_broadcaster_only() 
             "{name}"
         );
     }
+    let worker = env_of(&container(&deployment(&children, "shop-worker")));
+    assert_eq!(worker["COURIER_COLLECTIONS_FILE"]["value"], "/etc/courier/collections.yaml");
+}
+
+#[test]
+fn the_secrets_webhooks_name_are_mounted_into_the_workers_which_roll_on_a_collections_change() {
+    let collections = |secret_file: &str| {
+        format!(
+            "collections:\n- name: orders\n  schema: {{type: object}}\n  tasks:\n  - kind: orders.notify\n    on: [delete]\n    webhook: {{url: 'https://hooks.example.com/', secret_file: '{secret_file}'}}\n"
+        )
+    };
+    let input = |text: String| BuildInput { collections_yaml: text, worker_replicas: 1 };
+    let with_secret = input(collections("/etc/courier/webhooks/orders-hook/secret"));
+    assert_eq!(with_secret.webhook_secrets(), ["orders-hook"]);
+    assert!(input(collections("/var/secret")).webhook_secrets().is_empty(), "not a mounted Secret");
+    assert!(input(collections("/etc/courier/webhooks/Bad_Name/x")).webhook_secrets().is_empty());
+
+    let children = build(&fixtures::courier(), &with_secret).unwrap();
     let worker = deployment(&children, "shop-worker");
-    let worker_volumes = worker.spec.unwrap().template.spec.unwrap().volumes.unwrap();
-    assert!(worker_volumes.iter().all(|v| v.name != "collections"));
+    let template = worker.spec.as_ref().unwrap().template.clone();
+    let volume = template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "webhook-orders-hook")
+        .cloned()
+        .expect("the webhook Secret's volume");
+    assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("orders-hook"));
+    let mount = container(&worker)
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "webhook-orders-hook")
+        .expect("mounted");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/courier/webhooks/orders-hook", Some(true))
+    );
+    let hash = |children: &[Child]| {
+        deployment(children, "shop-worker")
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[workloads::COLLECTIONS_HASH_ANNOTATION]
+            .clone()
+    };
+    let other =
+        build(&fixtures::courier(), &input(collections("/etc/courier/webhooks/b/secret"))).unwrap();
+    assert_ne!(hash(&children), hash(&other), "a changed file rolls the workers");
+    let api = deployment(&children, "shop-api");
+    let api_volumes = api.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    assert!(api_volumes.iter().all(|v| !v.name.starts_with("webhook-")), "only workers get them");
 }
 
 #[test]

@@ -25,8 +25,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    COLLECTIONS_DIR, COLLECTIONS_KEY, Component, RUN_AS_USER, config_map_name, labels, metadata,
-    selector_labels, service_account_name,
+    BuildInput, COLLECTIONS_DIR, COLLECTIONS_KEY, Component, RUN_AS_USER, WEBHOOK_SECRETS_DIR,
+    config_map_name, labels, metadata, selector_labels, service_account_name,
 };
 use crate::crd::{
     Courier,
@@ -126,10 +126,20 @@ fn component_spec(courier: &Courier, component: Component) -> &ComponentSpec {
     }
 }
 
-pub fn deployment(courier: &Courier, component: Component, replicas: i32) -> Deployment {
+pub fn deployment(
+    courier: &Courier,
+    component: Component,
+    replicas: i32,
+    input: &BuildInput,
+) -> Deployment {
     let spec = component_spec(courier, component);
     let mut pod_annotations = spec.pod_annotations.clone();
     pod_annotations.retain(|k, _| !k.is_empty());
+    let webhook_secrets =
+        if component == Component::Worker { input.webhook_secrets() } else { Vec::new() };
+    if component == Component::Worker {
+        pod_annotations.insert(COLLECTIONS_HASH_ANNOTATION.to_owned(), input.collections_hash());
+    }
     Deployment {
         metadata: metadata(courier, component.object_name(courier), Some(component)),
         spec: Some(DeploymentSpec {
@@ -153,7 +163,7 @@ pub fn deployment(courier: &Courier, component: Component, replicas: i32) -> Dep
                     annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(courier, component, spec)),
+                spec: Some(pod_spec(courier, component, spec, &webhook_secrets)),
             },
             ..DeploymentSpec::default()
         }),
@@ -161,7 +171,21 @@ pub fn deployment(courier: &Courier, component: Component, replicas: i32) -> Dep
     }
 }
 
-fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> PodSpec {
+/// The worker pod annotation carrying [`BuildInput::collections_hash`].
+pub const COLLECTIONS_HASH_ANNOTATION: &str = "courier.dev/collections-hash";
+
+/// The volume of a webhook Secret (`webhook-<secret>`, within the 63 characters of a name).
+fn webhook_volume(secret: &str) -> String {
+    let name = format!("webhook-{secret}");
+    name[..name.len().min(63)].trim_end_matches('-').to_owned()
+}
+
+fn pod_spec(
+    courier: &Courier,
+    component: Component,
+    spec: &ComponentSpec,
+    webhook_secrets: &[String],
+) -> PodSpec {
     let placement = &spec.placement;
     let mut volumes = vec![Volume {
         name: "tmp".into(),
@@ -182,6 +206,16 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
         });
     }
     volumes.extend(secret_files(courier, component).iter().map(SecretFile::volume));
+    volumes.extend(webhook_secrets.iter().map(|secret| Volume {
+        name: webhook_volume(secret),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.clone()),
+            default_mode: Some(SECRET_FILE_MODE),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    }));
     PodSpec {
         service_account_name: Some(service_account_name(courier)),
         automount_service_account_token: Some(false),
@@ -198,7 +232,7 @@ fn pod_spec(courier: &Courier, component: Component, spec: &ComponentSpec) -> Po
             }),
             ..PodSecurityContext::default()
         }),
-        containers: vec![container(courier, component, spec)],
+        containers: vec![container(courier, component, spec, webhook_secrets)],
         image_pull_secrets: (!courier.spec.image.pull_secrets.is_empty()).then(|| {
             courier
                 .spec
@@ -239,7 +273,12 @@ fn default_spread(courier: &Courier, component: Component) -> Vec<TopologySpread
         .collect()
 }
 
-fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> Container {
+fn container(
+    courier: &Courier,
+    component: Component,
+    spec: &ComponentSpec,
+    webhook_secrets: &[String],
+) -> Container {
     let image = &courier.spec.image;
     let mut mounts = vec![VolumeMount {
         name: "tmp".into(),
@@ -255,6 +294,12 @@ fn container(courier: &Courier, component: Component, spec: &ComponentSpec) -> C
         });
     }
     mounts.extend(secret_files(courier, component).iter().map(SecretFile::mount));
+    mounts.extend(webhook_secrets.iter().map(|secret| VolumeMount {
+        name: webhook_volume(secret),
+        mount_path: format!("{WEBHOOK_SECRETS_DIR}/{secret}"),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }));
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -366,6 +411,10 @@ fn env(courier: &Courier, component: Component, spec: &ComponentSpec) -> Vec<Env
             vars.push(value("COURIER_WORKER_METRICS_LISTEN", listen));
             vars.push(secret("COURIER_MONGODB_URI", &s.mongodb.uri_secret_ref));
             vars.push(value("COURIER_MONGODB_DATABASE", &s.mongodb.database));
+            vars.push(value(
+                "COURIER_COLLECTIONS_FILE",
+                format!("{COLLECTIONS_DIR}/{COLLECTIONS_KEY}"),
+            ));
         }
     }
     for file in secret_files(courier, component) {
