@@ -518,3 +518,29 @@ async fn a_seed_compat_chat_socket_is_closed_with_4001_when_its_token_expires() 
     assert!(late < Duration::from_secs(1), "closed {late:?} after exp");
     compat.stop().await;
 }
+
+/// A replay's pages stop at `PAGE_BYTES`; an event larger than a whole page is still replayed,
+/// in order, between its neighbours (it is fetched alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_passes_an_event_larger_than_a_page() {
+    let nats = NatsServer::start().await;
+    let broadcaster = RunningBroadcaster::start(declared(&nats)).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let page = courier_broadcaster::replay::PAGE_BYTES;
+    let mut history = publish_many(&js, "mixed", 70, page / 60).await;
+    history.extend(publish_many(&js, "mixed", 1, page + 64 * 1024).await);
+    history.extend(publish_many(&js, "mixed", 3, 100).await);
+
+    let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
+    ws.subscribe("products:mixed", Some(0), None).await.expect("the replay starts");
+    let mut seqs = Vec::new();
+    while seqs.len() < history.len() {
+        match ws.next_frame_within(Duration::from_secs(10)).await.expect("the next event") {
+            ServerFrame::Event { seq, .. } => seqs.push(seq),
+            ServerFrame::Error { message, .. } => panic!("the replay failed: {message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, history, "every event once, in order");
+    broadcaster.stop().await;
+}
