@@ -26,7 +26,9 @@ fi
 samples=(k8s/samples/courier.yaml k8s/samples/collection-products.yaml k8s/samples/collection-desks.yaml k8s/samples/collection-pets.yaml)
 
 step "building courier-operator and crdgen"
-cargo build --quiet -p courier-operator --bins
+# The whole workspace, as ./dev test built it (a no-op there; -p alone would rebuild for
+# another feature set).
+cargo build --quiet --workspace --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps | "$python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 operator="$target_dir/debug/courier-operator"
 crdgen="$target_dir/debug/crdgen"

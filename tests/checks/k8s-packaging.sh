@@ -134,7 +134,7 @@ if [[ ${#renders[@]} -eq 0 ]]; then
 fi
 
 step "courier-operator render of every Courier in the renders"
-cargo build --quiet -p courier-operator --bin courier-operator
+cargo build --quiet --workspace --bins # as ./dev test built it (-p would rebuild for another feature set)
 target_dir="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["target_directory"])' "$work/metadata.json")"
 operator="$target_dir/debug/courier-operator"
 n=0
