@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{Accounts, LoginLimiter, RateLimiter, bootstrap::BootstrapAdmin},
+    auth::{Accounts, LoginLimiter, LoginLimits, RateLimiter, bootstrap::BootstrapAdmin},
     collections::{Collections, CollectionsHandle},
     config::ApiConfig,
     state::AppState,
@@ -77,12 +77,13 @@ impl Application {
             fault: config.fault,
             accounts: Accounts::new(&store, config.refresh_ttl, config.refresh_absolute_ttl),
             jwt: Arc::new(jwt),
-            login_limiter: Arc::new(LoginLimiter::new(
-                config.login_max_failures,
-                config.login_window,
-                config.login_max_attempts_per_address,
-                config.login_window,
-            )),
+            login_limiter: Arc::new(LoginLimiter::new(LoginLimits {
+                failures_per_pair: config.login_max_failures,
+                failures_per_user: config.login_max_failures_per_user,
+                attempts_per_address: config.login_max_attempts_per_address,
+                window: config.login_window,
+                failure_delay: config.login_failure_delay,
+            })),
             register_limiter: Arc::new(RateLimiter::new(
                 config.register_max_per_address,
                 config.register_window,

@@ -121,9 +121,20 @@ pub struct ApiConfig {
     #[arg(skip)]
     pub bootstrap_admin_password: Option<Secret>,
 
-    /// Failed logins per username within the window before 429.
+    /// Failed logins per (username, client address) within the window before that address gets
+    /// 429 for that username (other addresses still sign in as it).
     #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: usize,
+
+    /// Failed logins per username from all addresses within the window past which each address
+    /// may fail only once for it (a client that has not failed still gets its password checked).
+    #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES_PER_USER", default_value_t = 50)]
+    pub login_max_failures_per_user: usize,
+
+    /// How long the answer to a failed login is held back, doubling with each further failure of
+    /// the same username from the same address (at most 5s): `250ms`, `1s`; 0 turns it off.
+    #[arg(long, env = "COURIER_LOGIN_FAILURE_DELAY", value_parser = millis_or_duration, default_value = "0")]
+    pub login_failure_delay: Duration,
 
     /// Login attempts per client address within the window before 429.
     #[arg(long, env = "COURIER_LOGIN_MAX_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]

@@ -24,7 +24,7 @@ use serde_json::json;
 
 pub use accounts::{Accounts, is_valid_username};
 pub use extract::{Admin, AuthUser, Authenticated, Caller};
-pub use limiter::{LoginLimiter, RateLimiter};
+pub use limiter::{LoginLimiter, LoginLimits, RateLimiter};
 pub use passwords::hash as hash_password;
 pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
@@ -162,14 +162,16 @@ async fn login(
         .map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
     let matches = passwords::verify(password, phc, &state.password_hashing).await;
     let Some(user) = user.filter(|_| matches) else {
-        state.login_limiter.failed(&username);
+        let delay = state.login_limiter.failed(&username, address);
         tracing::info!(%username, %address, "login failed");
+        // The guesser waits (progressive delays, when configured), not the owner.
+        tokio::time::sleep(delay).await;
         return Err(ApiError::Unauthorized {
             message: "invalid username or password".into(),
             invalid_token: false,
         });
     };
-    state.login_limiter.succeeded(&username);
+    state.login_limiter.succeeded(&username, address);
     let refresh_token = state.accounts.issue_refresh(&user, None).await?;
     tracing::info!(user_id = %user.id, "login");
     token_response(&state, &user, refresh_token)
