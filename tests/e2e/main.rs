@@ -20,3 +20,4 @@ mod protocol;
 mod queues;
 mod web_app;
 mod worker;
+mod write_limits;

@@ -65,6 +65,7 @@ impl Application {
         let jetstream_metrics = JetStreamMetrics::register(&mut registry);
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
         let scheduler_metrics = SchedulerMetrics::register(&mut registry);
+        let writes = crate::writes::WriteLimits::new(&config, &mut registry);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
             .with_max_pending(config.outbox_max_pending);
         let state = AppState {
@@ -95,6 +96,7 @@ impl Application {
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
+            writes,
         };
         let bootstrap = BootstrapAdmin::from_config(&config)?;
         let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);

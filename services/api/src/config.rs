@@ -7,6 +7,7 @@ use courier_core::{
     auth::{JwtArgs, Secret},
     client_addr::TrustedProxies,
     config::{NatsArgs, TelemetryArgs, duration_in, millis_or_duration, seconds_or_duration},
+    rate::Rate,
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -159,6 +160,22 @@ pub struct ApiConfig {
     /// The chat room-creation window (`250ms`, `10s`, `1m`; a bare number is ms).
     #[arg(long, env = "COURIER_CHAT_ROOM_WINDOW", value_parser = millis_or_duration, default_value = "1m")]
     pub chat_room_window: Duration,
+
+    /// How often one writer (a signed-in user, else a client address) may write documents of a
+    /// collection that declares no `rate:` in the collections file: `60/min`, `10/s`, `5/10s`.
+    /// Past it: 429 with `Retry-After`.
+    #[arg(long, env = "COURIER_WRITE_RATE", default_value = "60/min")]
+    pub write_rate: Rate,
+
+    /// How often one user may change chat (send, edit, delete, react, read markers, members,
+    /// rooms), all together: `120/min`.
+    #[arg(long, env = "COURIER_CHAT_WRITE_RATE", default_value = "120/min")]
+    pub chat_write_rate: Rate,
+
+    /// Bytes one writer's writes may put in the streams (events and tasks) per hour; past it,
+    /// its writes get 429 until older ones age out. 0: no budget.
+    #[arg(long, env = "COURIER_WRITE_BYTES_PER_HOUR", default_value_t = 16 * 1024 * 1024)]
+    pub write_bytes_per_hour: u64,
 
     /// Which proxies in front of the api to believe about the client address
     /// (`X-Forwarded-For`): `0` none (the peer is the client), a hop count (`1` behind one

@@ -16,6 +16,7 @@ pub mod query;
 pub mod routes;
 pub mod state;
 pub mod web;
+pub mod writes;
 
 pub use app::Application;
 pub use config::ApiConfig;

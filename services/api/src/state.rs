@@ -30,6 +30,8 @@ pub struct AppState {
     /// Which `X-Forwarded-For` entry is the client (`courier_core::client_addr`).
     pub trusted_proxies: Arc<TrustedProxies>,
     pub fault: Option<crate::config::Fault>,
+    /// The per-writer limits on writes that produce events.
+    pub writes: Arc<crate::writes::WriteLimits>,
     /// Chat's rate limits and metrics.
     pub chat: Arc<crate::chat::Chat>,
     /// The web app's settings (`/app-config.json`, optional development directory).

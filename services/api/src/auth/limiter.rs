@@ -1,27 +1,81 @@
 //! Rate limits in sliding windows: login failures per (username, client address) and attempts
-//! per client address, and per-user action limits (chat sends, room creation). Limits are per
-//! api replica (N replicas allow up to N× the attempts).
+//! per client address, per-user action limits (chat sends, room creation), and the limits on
+//! writes that produce events (a rate per collection and writer, a byte budget per writer). One
+//! implementation, [`Windows`], counts them all. Limits are per api replica (N replicas allow up
+//! to N× the attempts).
 
 use std::{
     collections::{HashMap, VecDeque},
     hash::Hash,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-/// A sliding-window counter per key.
+use courier_core::rate::Rate;
+
+/// A sliding-window total per key: each hit adds a weight (1 to count actions, a size to spend
+/// a byte budget) and counts until it is a window old. Hits less than 1/[`SLOTS_PER_WINDOW`] of
+/// the window apart share one entry, so a key holds a bounded number of entries however busy it
+/// is (a hit may expire up to that much early).
 struct Windows<K> {
-    limit: usize,
+    limit: u64,
     window: Duration,
-    hits: Mutex<HashMap<K, VecDeque<Instant>>>,
+    hits: Mutex<HashMap<K, Window>>,
 }
+
+/// Entries per key at most (one per slot of the window).
+const SLOTS_PER_WINDOW: u32 = 64;
 
 /// Keys kept before old, idle ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
+/// One key's hits: (start of a slot, weight of the hits in it), oldest first, and their sum.
+#[derive(Default)]
+struct Window {
+    slots: VecDeque<(Instant, u64)>,
+    total: u64,
+}
+
+impl Window {
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some(&(start, weight)) = self.slots.front()
+            && now.duration_since(start) >= window
+        {
+            self.slots.pop_front();
+            self.total -= weight;
+        }
+    }
+
+    /// How long until `cost` more fits under `limit`; `None` when it fits now. A cost over the
+    /// limit fits once the window is empty.
+    fn wait(&self, now: Instant, window: Duration, limit: u64, cost: u64) -> Option<Duration> {
+        let cost = cost.min(limit);
+        let mut total = self.total;
+        if total + cost <= limit {
+            return None;
+        }
+        for &(start, weight) in &self.slots {
+            total -= weight;
+            if total + cost <= limit {
+                return Some(window.saturating_sub(now.duration_since(start)));
+            }
+        }
+        Some(window)
+    }
+
+    fn add(&mut self, now: Instant, window: Duration, cost: u64) {
+        let slot = window / SLOTS_PER_WINDOW;
+        match self.slots.back_mut() {
+            Some((start, weight)) if now.duration_since(*start) < slot => *weight += cost,
+            _ => self.slots.push_back((now, cost)),
+        }
+        self.total += cost;
+    }
+}
+
 impl<K: Hash + Eq + Clone> Windows<K> {
-    fn new(limit: usize, window: Duration) -> Self {
+    fn new(limit: u64, window: Duration) -> Self {
         Windows { limit: limit.max(1), window, hits: Mutex::new(HashMap::new()) }
     }
 
@@ -30,34 +84,52 @@ impl<K: Hash + Eq + Clone> Windows<K> {
         self.blocked_at(key, now, self.limit)
     }
 
-    /// `Some(wait)` when `key` has `limit` hits or more in the window (`limit` ≤ the own one).
-    fn blocked_at(&self, key: &K, now: Instant, limit: usize) -> Option<Duration> {
+    /// `Some(wait)` when `key` has `limit` or more in the window (any limit, not only its own).
+    fn blocked_at(&self, key: &K, now: Instant, limit: u64) -> Option<Duration> {
         let mut hits = self.hits.lock().expect("limiter lock poisoned");
         let entry = hits.get_mut(key)?;
-        while entry.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            entry.pop_front();
-        }
-        let limit = limit.max(1);
-        (entry.len() >= limit)
-            .then(|| self.window.saturating_sub(now.duration_since(entry[entry.len() - limit])))
+        entry.expire(now, self.window);
+        entry.wait(now, self.window, limit.max(1), 1)
     }
 
-    /// Hits of `key` within the window.
-    fn count(&self, key: &K, now: Instant) -> usize {
-        let hits = self.hits.lock().expect("limiter lock poisoned");
-        hits.get(key).map_or(0, |times| {
-            times.iter().filter(|t| now.duration_since(**t) < self.window).count()
+    /// The total of `key` within the window.
+    fn total(&self, key: &K, now: Instant) -> u64 {
+        let mut hits = self.hits.lock().expect("limiter lock poisoned");
+        hits.get_mut(key).map_or(0, |entry| {
+            entry.expire(now, self.window);
+            entry.total
         })
     }
 
-    fn hit(&self, key: K, now: Instant) {
+    /// Adds `cost` to `key` if it fits its allowance; `Err(wait)` (nothing added) if not.
+    fn admit(&self, key: K, now: Instant, cost: u64) -> Result<(), Duration> {
         let mut hits = self.hits.lock().expect("limiter lock poisoned");
+        if let Some(entry) = hits.get_mut(&key) {
+            entry.expire(now, self.window);
+            if let Some(wait) = entry.wait(now, self.window, self.limit, cost) {
+                return Err(wait);
+            }
+        }
+        self.add_locked(&mut hits, key, now, cost);
+        Ok(())
+    }
+
+    fn hit(&self, key: K, now: Instant) {
+        self.add(key, now, 1);
+    }
+
+    fn add(&self, key: K, now: Instant, cost: u64) {
+        let mut hits = self.hits.lock().expect("limiter lock poisoned");
+        self.add_locked(&mut hits, key, now, cost);
+    }
+
+    fn add_locked(&self, hits: &mut HashMap<K, Window>, key: K, now: Instant, cost: u64) {
         if hits.len() > SWEEP_ABOVE {
-            hits.retain(|_, times| {
-                times.back().is_some_and(|t| now.duration_since(*t) < self.window)
+            hits.retain(|_, entry| {
+                entry.slots.back().is_some_and(|(t, _)| now.duration_since(*t) < self.window)
             });
         }
-        hits.entry(key).or_default().push_back(now);
+        hits.entry(key).or_default().add(now, self.window, cost);
     }
 
     fn clear(&self, key: &K) {
@@ -72,18 +144,85 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: usize, window: Duration) -> Self {
-        RateLimiter { windows: Windows::new(limit, window) }
+        RateLimiter { windows: Windows::new(limit as u64, window) }
+    }
+
+    fn of(rate: Rate) -> Self {
+        RateLimiter { windows: Windows::new(u64::from(rate.count), rate.per) }
     }
 
     /// Counts one action of `key`; `Err(wait)` (nothing counted) when its allowance is used up.
     pub fn admit(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let key = key.to_owned();
-        if let Some(wait) = self.windows.blocked_for(&key, now) {
-            return Err(wait);
+        self.windows.admit(key.to_owned(), Instant::now(), 1)
+    }
+}
+
+/// Why a write was refused, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRefusal {
+    /// The writer's rate for this bucket is used up.
+    Rate(Duration),
+    /// The writer's byte budget for the hour is spent.
+    Bytes(Duration),
+}
+
+/// The limits on writes that produce events. A writer (a user's id, or a client address for
+/// anonymous writes) gets a rate per bucket (a collection, or chat) and one budget of stream
+/// bytes per hour across all its writes. The budget is checked before a write and spent after
+/// it commits, by the bytes it actually put in the streams (so one write may overshoot it).
+pub struct WriteLimiter {
+    rates: Mutex<HashMap<String, Arc<(Rate, RateLimiter)>>>,
+    /// `None`: no byte budget.
+    bytes: Option<Windows<String>>,
+}
+
+/// The byte budget's window.
+pub const BYTE_BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+
+impl WriteLimiter {
+    /// `bytes_per_hour` 0: no byte budget.
+    pub fn new(bytes_per_hour: u64) -> Self {
+        WriteLimiter {
+            rates: Mutex::default(),
+            bytes: (bytes_per_hour > 0).then(|| Windows::new(bytes_per_hour, BYTE_BUDGET_WINDOW)),
         }
-        self.windows.hit(key, now);
-        Ok(())
+    }
+
+    /// Counts one write of `writer` to `bucket` at `rate`, unless the rate or the byte budget is
+    /// used up (then nothing is counted).
+    pub fn admit(&self, bucket: &str, rate: Rate, writer: &str) -> Result<(), WriteRefusal> {
+        let writer = writer.to_owned();
+        if let Some(bytes) = &self.bytes
+            && let Some(wait) = bytes.blocked_for(&writer, Instant::now())
+        {
+            return Err(WriteRefusal::Bytes(wait));
+        }
+        self.bucket(bucket, rate).1.admit(&writer).map_err(WriteRefusal::Rate)
+    }
+
+    /// Spends `bytes` of `writer`'s budget (what a committed write put in the streams).
+    pub fn charge(&self, writer: &str, bytes: u64) {
+        if let Some(budget) = &self.bytes {
+            budget.add(writer.to_owned(), Instant::now(), bytes);
+        }
+    }
+
+    /// The bytes `writer` has spent within the hour.
+    pub fn spent(&self, writer: &str) -> u64 {
+        self.bytes.as_ref().map_or(0, |b| b.total(&writer.to_owned(), Instant::now()))
+    }
+
+    /// The bucket's limiter at `rate` (a new one when its rate changed, e.g. a reloaded file).
+    fn bucket(&self, bucket: &str, rate: Rate) -> Arc<(Rate, RateLimiter)> {
+        let mut rates = self.rates.lock().expect("limiter lock poisoned");
+        match rates.get(bucket) {
+            Some(limiter) if limiter.0 == rate => limiter.clone(),
+            _ => {
+                let limiter = Arc::new((rate, RateLimiter::of(rate)));
+                rates.insert(bucket.to_owned(), limiter.clone());
+                limiter
+            }
+        }
     }
 }
 
@@ -125,9 +264,9 @@ pub struct LoginLimits {
 impl LoginLimiter {
     pub fn new(limits: LoginLimits) -> Self {
         LoginLimiter {
-            failures_per_pair: Windows::new(limits.failures_per_pair, limits.window),
-            failures_per_user: Windows::new(limits.failures_per_user, limits.window),
-            attempts_per_address: Windows::new(limits.attempts_per_address, limits.window),
+            failures_per_pair: Windows::new(limits.failures_per_pair as u64, limits.window),
+            failures_per_user: Windows::new(limits.failures_per_user as u64, limits.window),
+            attempts_per_address: Windows::new(limits.attempts_per_address as u64, limits.window),
             failure_delay: limits.failure_delay,
         }
     }
@@ -158,7 +297,7 @@ impl LoginLimiter {
         let pair = (username.to_owned(), address);
         self.failures_per_pair.hit(pair.clone(), now);
         self.failures_per_user.hit(username.to_owned(), now);
-        let failures = self.failures_per_pair.count(&pair, now);
+        let failures = self.failures_per_pair.total(&pair, now);
         failure_delay(self.failure_delay, failures)
     }
 
@@ -169,7 +308,7 @@ impl LoginLimiter {
 }
 
 /// `base` × 2^(failures-1), at most [`MAX_FAILURE_DELAY`]; zero when `base` is.
-fn failure_delay(base: Duration, failures: usize) -> Duration {
+fn failure_delay(base: Duration, failures: u64) -> Duration {
     if base.is_zero() || failures == 0 {
         return Duration::ZERO;
     }
@@ -272,6 +411,61 @@ mod tests {
         assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
         assert!(limiter.admit("ana").is_err());
         assert!(limiter.admit("bob").is_ok(), "per key");
+    }
+
+    #[test]
+    fn weighted_hits_spend_a_budget_and_free_it_as_they_age() {
+        let windows = Windows::new(1000, Duration::from_secs(64));
+        let start = Instant::now();
+        assert!(windows.admit("k", start, 600).is_ok());
+        assert!(windows.admit("k", start + Duration::from_secs(10), 300).is_ok());
+        let wait = windows.admit("k", start + Duration::from_secs(20), 200).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(44), "until the first 600 age out");
+        assert_eq!(windows.total(&"k", start + Duration::from_secs(20)), 900);
+        assert_eq!(windows.total(&"k", start + Duration::from_secs(64)), 300);
+        assert!(windows.admit("k", start + Duration::from_secs(64), 200).is_ok());
+        // A cost over the whole limit fits only an empty window.
+        let big = Windows::new(100, Duration::from_secs(10));
+        assert!(big.admit("k", start, 500).is_ok());
+        assert!(big.admit("k", start + Duration::from_secs(5), 1).is_err());
+    }
+
+    #[test]
+    fn hits_close_together_share_an_entry() {
+        let windows = Windows::new(u64::MAX, Duration::from_secs(64));
+        let start = Instant::now();
+        for n in 0..10_000u64 {
+            windows.hit("k", start + Duration::from_millis(n * 10));
+        }
+        let hits = windows.hits.lock().unwrap();
+        assert!(hits["k"].slots.len() <= 101, "{} entries", hits["k"].slots.len());
+        assert_eq!(hits["k"].total, 10_000);
+    }
+
+    #[test]
+    fn writes_are_limited_per_bucket_and_writer_and_by_bytes_across_buckets() {
+        let limiter = WriteLimiter::new(10_000);
+        let two = "2/min".parse().unwrap();
+        assert!(limiter.admit("products", two, "user:ana").is_ok());
+        assert!(limiter.admit("products", two, "user:ana").is_ok());
+        assert!(matches!(
+            limiter.admit("products", two, "user:ana"),
+            Err(WriteRefusal::Rate(wait)) if wait > Duration::from_secs(59)
+        ));
+        assert!(limiter.admit("products", two, "user:bob").is_ok(), "per writer");
+        assert!(limiter.admit("desks", two, "user:ana").is_ok(), "per bucket");
+        let three = "3/min".parse().unwrap();
+        assert!(limiter.admit("products", three, "user:ana").is_ok(), "a new rate starts afresh");
+        limiter.charge("user:bob", 10_000);
+        assert_eq!(limiter.spent("user:bob"), 10_000);
+        assert!(matches!(
+            limiter.admit("desks", two, "user:bob"),
+            Err(WriteRefusal::Bytes(wait)) if wait > Duration::from_secs(3590)
+        ));
+        assert!(limiter.admit("desks", two, "address:10.0.0.1").is_ok());
+        let unlimited = WriteLimiter::new(0);
+        unlimited.charge("user:bob", u64::MAX);
+        assert!(unlimited.admit("desks", two, "user:bob").is_ok());
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub async fn send(
     }
     state.chat.admit_send(&me.id.to_hex())?;
 
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (status, message) = loop {
         let plan = plan_send(&chat_store, room_id, &me, &input, trace_id.as_str()).await?;
         if let Some(answer) = attempts.commit(&state, plan).await? {
@@ -294,7 +294,7 @@ pub async fn edit(
     let text = text.expect("checked above");
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (edited, message) = loop {
         let (room, _, message) = message_context(&chat_store, room_id, message_id, &me).await?;
         if message.author.id != me.id {
@@ -356,7 +356,7 @@ pub async fn delete(
     let room_id = parse_room_id(&id)?;
     let message_id = parse_message_id(&msg)?;
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let deleted_now = loop {
         let (room, member, message) =
             message_context(&chat_store, room_id, message_id, &me).await?;
@@ -441,7 +441,7 @@ async fn change_reaction(
     let message_id = parse_message_id(&msg)?;
     check_emoji(&emoji)?;
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (status, message) = loop {
         let (room, _, message) = message_context(&chat_store, room_id, message_id, &me).await?;
         if message.deleted {
@@ -557,7 +557,7 @@ pub async fn read(
     let seq = i64::try_from(seq.expect("required above")).unwrap_or(i64::MAX);
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, member) = room_and_membership(&chat_store, room_id, &me).await?;
         if seq > room.last_seq {

@@ -95,7 +95,7 @@ pub async fn create(
     }
     state.chat.admit_room_creation(&me.id.to_hex())?;
 
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let summary = loop {
         let room = new_room(RoomKind::Group, &name, &topic, &me, &users, None);
         let plan =
@@ -211,7 +211,7 @@ async fn create_direct(
         return existing(room).await;
     }
     state.chat.admit_room_creation(&me.id.to_hex())?;
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(state, me)?;
     loop {
         // Another request may have created it meanwhile (the unique key makes ours lose).
         if let Some(room) = chat_store.direct_room(&key).await? {
@@ -300,7 +300,7 @@ pub async fn update(
     fields.finish()?;
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, member) = room_and_membership(&chat_store, room_id, &me).await?;
         if !member.role.manages() {
