@@ -12,6 +12,7 @@ mod chat_live;
 mod collections;
 mod compat;
 mod delivery;
+mod help;
 mod helpers;
 mod nats_permissions;
 mod observability;

@@ -17,11 +17,13 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_API_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
 
-    /// MongoDB connection string (a replica set, so transactions work).
+    /// MongoDB connection string (a replica set, so transactions work). `--help` never shows
+    /// its value from the environment: it usually carries the password.
     #[arg(
         long,
         env = "COURIER_MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
+        hide_env_values = true
     )]
     pub mongodb_uri: String,
 
@@ -327,6 +329,9 @@ mod tests {
             );
         }
         let defaults = ApiConfig::parse_from(["courier-api"]);
+        let command = <ApiConfig as clap::CommandFactory>::command();
+        let uri = command.get_arguments().find(|a| a.get_id() == "mongodb_uri").unwrap();
+        assert!(uri.is_hide_env_values_set(), "the MongoDB URI carries its password");
         assert_eq!(defaults.refresh_absolute_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(defaults.trusted_proxies, TrustedProxies::None);
         assert!(defaults.bootstrap_admin.is_none() && defaults.command.is_none());
