@@ -122,6 +122,12 @@ async fn each_component_is_refused_what_it_must_never_do() {
         "$JS.API.STREAM.DELETE.EVENTS",
         "$JS.API.STREAM.PURGE.EVENTS",
         "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-normal",
+        // Consumers only in the named, filtered form: not the bare create (whose body may name
+        // any durable), not a named one without a filter, not a durable, not on TASKS.
+        "$JS.API.CONSUMER.CREATE.EVENTS",
+        "$JS.API.CONSUMER.CREATE.EVENTS.mine",
+        "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.mine",
+        "$JS.API.CONSUMER.CREATE.TASKS.mine.tasks.>",
     ] {
         broadcaster.publish_refused(subject).await;
     }

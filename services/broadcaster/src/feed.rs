@@ -16,7 +16,7 @@ use async_nats::jetstream::{
 };
 use courier_core::{
     backoff::Backoff,
-    subjects::{EVENTS_ALL, EVENTS_STREAM},
+    subjects::{EVENTS_ALL, EVENTS_STREAM, broadcaster_consumer_name},
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,7 @@ impl LiveFeed {
         };
         let consumer = stream
             .create_consumer(OrderedConfig {
+                name: Some(broadcaster_consumer_name("feed")),
                 filter_subject: EVENTS_ALL.to_owned(),
                 deliver_policy,
                 ..Default::default()

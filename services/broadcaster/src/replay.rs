@@ -75,6 +75,7 @@ pub async fn prepare(
     }
     let mut consumer = stream
         .create_consumer(OrderedConfig {
+            name: Some(courier_core::subjects::broadcaster_consumer_name("replay")),
             filter_subject: channel.subject_filter(),
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: since + 1 },
             // Pull requests (the client's buffer) of one page each.
