@@ -15,7 +15,12 @@ use async_nats::jetstream::{
     consumer::{Consumer, DeliverPolicy, pull::OrderedConfig},
 };
 use axum::extract::ws::Utf8Bytes;
-use courier_core::{channel::Channel, protocol::encode_event_frame, subjects::EVENTS_STREAM};
+use courier_core::{
+    channel::Channel,
+    event::{EnvelopeRefusal, check_envelope},
+    protocol::encode_event_frame,
+    subjects::EVENTS_STREAM,
+};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
@@ -124,11 +129,21 @@ impl Reader {
                 };
                 let info = message.info()?;
                 let (seq, remaining) = (info.stream_sequence, info.pending);
-                let payload = std::str::from_utf8(&message.payload)
-                    .map_err(|_| "event payload is not UTF-8")?;
-                let frame = encode_event_frame(&name, seq, payload);
-                bytes += frame.len();
-                page.push((seq, Utf8Bytes::from(frame)));
+                // Replayed like live events: only an envelope that matches its subject.
+                let checked = std::str::from_utf8(&message.payload)
+                    .map_err(|_| EnvelopeRefusal::Malformed)
+                    .and_then(|payload| check_envelope(&message.subject, payload).map(|_| payload));
+                match checked {
+                    Ok(payload) => {
+                        let frame = encode_event_frame(&name, seq, payload);
+                        bytes += frame.len();
+                        page.push((seq, Utf8Bytes::from(frame)));
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(seq, subject = %message.subject, %refusal, "event refused; not replayed");
+                        crate::metrics::event_refused(refusal);
+                    }
+                }
                 if remaining == 0 || seq >= until {
                     finished = true;
                     break;
