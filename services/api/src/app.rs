@@ -66,6 +66,8 @@ impl Application {
         let chat_metrics = crate::chat::ChatMetrics::register(&mut registry);
         let scheduler_metrics = SchedulerMetrics::register(&mut registry);
         let writes = crate::writes::WriteLimits::new(&config, &mut registry);
+        let bootstrap = BootstrapAdmin::from_config(&config)?;
+        let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
             .with_max_pending(config.outbox_max_pending);
         let state = AppState {
@@ -95,11 +97,10 @@ impl Application {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
+            bootstrapped: bootstrapped.clone(),
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
             writes,
         };
-        let bootstrap = BootstrapAdmin::from_config(&config)?;
-        let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
         let readiness =
             Readiness::new()
                 .with_nats(nats.clone())

@@ -109,8 +109,9 @@ pub struct ApiConfig {
     #[arg(long = "refresh-absolute-ttl", env = "COURIER_REFRESH_ABSOLUTE_TTL", value_parser = seconds_or_duration, default_value = "720h")]
     pub refresh_absolute_ttl: Duration,
 
-    /// Username granted the `admin` role at start-up (if the user exists, or is created with
-    /// the password file). There is no default admin.
+    /// Username granted the `admin` role at start-up: created with the password file when
+    /// missing; an existing account only if its password is the configured one (the name alone
+    /// grants nothing). Registrations wait until this is done. There is no default admin.
     #[arg(long, env = "COURIER_BOOTSTRAP_ADMIN")]
     pub bootstrap_admin: Option<String>,
 

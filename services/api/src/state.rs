@@ -36,6 +36,9 @@ pub struct AppState {
     pub chat: Arc<crate::chat::Chat>,
     /// The web app's settings (`/app-config.json`, optional development directory).
     pub web: Arc<crate::web::WebSettings>,
+    /// Set once the configured first admin is in place (`None`: none configured); registrations
+    /// wait for it, so nobody can register the admin's name first.
+    pub bootstrapped: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).
     pub seed_compat: bool,
 }

@@ -10,7 +10,10 @@ mod extract;
 mod limiter;
 mod passwords;
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::Ordering,
+};
 
 use axum::{
     Json, Router,
@@ -80,7 +83,8 @@ fn username_problem() -> FieldError {
     }
 }
 
-/// `POST /auth/register`: rate-limited per client address (429 past the allowance; refused
+/// `POST /auth/register`: refused (503 `bootstrap_pending`) until the configured first admin is
+/// in place; rate-limited per client address (429 past the allowance; refused
 /// bodies count too, so probing costs the same), hashed under the hashing limit.
 async fn register(
     State(state): State<AppState>,
@@ -88,6 +92,9 @@ async fn register(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    if state.bootstrapped.as_ref().is_some_and(|done| !done.load(Ordering::Acquire)) {
+        return Err(ApiError::BootstrapPending);
+    }
     let address = client_address(&state, peer, &headers);
     state
         .register_limiter
