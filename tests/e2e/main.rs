@@ -8,6 +8,7 @@ mod authz;
 mod bench;
 mod broadcaster_limits;
 mod chat;
+mod chat_blocks;
 mod chat_live;
 mod collections;
 mod compat;

@@ -104,6 +104,7 @@ pub async fn add(
         else {
             return Err(invalid(WHAT, "username", format!("no user named '{username}'")));
         };
+        super::blocks::refuse_blocked(&state, &me, std::slice::from_ref(&target)).await?;
         if chat_store.membership(room_id, target.id).await?.is_some() {
             return Err(ApiError::Conflict(format!("'{username}' is already a member")));
         }

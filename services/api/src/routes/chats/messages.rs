@@ -113,13 +113,22 @@ pub async fn send(
     let chat_store = state.store.chat();
     // Membership and a retried client_msg_id are answered before the rate limit: a retry of a
     // message that got through is not another message.
-    room_and_membership(&chat_store, room_id, &me).await?;
+    let (room, _) = room_and_membership(&chat_store, room_id, &me).await?;
     if let Some(cid) = &input.client_msg_id
         && let Some(first) = chat_store.message_by_client_id(room_id, me.id, cid).await?
     {
         return Ok((StatusCode::OK, Json(first.to_wire())).into_response());
     }
     state.chat.admit_send(&me.id.to_hex())?;
+    // A direct room carries nothing while either of its two has blocked the other.
+    if let Some(other) = room.direct.iter().flatten().find(|u| u.id != me.id)
+        && chat_store.either_blocked(me.id, other.id).await?
+    {
+        return Err(ApiError::Forbidden(format!(
+            "'{}' and you cannot message each other while one blocks the other",
+            other.username
+        )));
+    }
 
     let mut attempts = Attempts::admit(&state, &me)?;
     let (status, message) = loop {

@@ -4,6 +4,7 @@
 //! concurrent change got in first (the store's guards say so), so a room's `seq` and its event
 //! order have no gaps however many people write at once.
 
+mod blocks;
 mod members;
 mod messages;
 pub(crate) mod openapi;
@@ -48,6 +49,8 @@ pub fn router() -> Router<AppState> {
             put(messages::react).delete(messages::unreact),
         )
         .route("/chats/{id}/read", post(messages::read))
+        .route("/chats/blocks", get(blocks::list))
+        .route("/chats/blocks/{username}", put(blocks::block).delete(blocks::unblock))
 }
 
 /// How many times a change is re-planned after losing a race before the api gives up (409).

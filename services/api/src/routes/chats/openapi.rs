@@ -265,6 +265,25 @@ pub fn paths() -> Map<String, Value> {
                     json!({"type": "object", "required": ["seq"], "additionalProperties": false, "properties": {"seq": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "At most the room's last_seq"}}})),
         }),
     );
+    let blocked = json!({"type": "object", "required": ["user_id", "username", "since"], "properties": {
+        "user_id": {"type": "string"}, "username": {"type": "string"}, "since": {"type": "string", "format": "date-time"}}});
+    paths.insert(
+        "/api/v1/chats/blocks".into(),
+        json!({
+            "get": operation("My block list, oldest first. Someone I block can neither start a direct room with me nor add me to a group room; in a direct room we share, neither of us can send",
+                    responses(&[("200", "Whom I block", Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": blocked}}})))], &["401", "503"])),
+        }),
+    );
+    paths.insert(
+        "/api/v1/chats/blocks/{username}".into(),
+        json!({
+            "parameters": [{"name": "username", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "put": operation(&format!("Block a user (no event; at most {} on a list)", super::blocks::MAX_BLOCKS),
+                    responses(&[("204", "Blocked (also when already)", None)], &["401", "404", "409", "422", "429", "503"])),
+            "delete": operation("Unblock a user",
+                    responses(&[("204", "Not blocked (also when it was not)", None)], &["401", "429", "503"])),
+        }),
+    );
     paths
 }
 
@@ -299,6 +318,9 @@ mod tests {
                 vec!["200", "400", "429"],
             ),
             ("/api/v1/chats/{id}/read", "post", vec!["200", "404", "422", "429"]),
+            ("/api/v1/chats/blocks", "get", vec!["200", "401"]),
+            ("/api/v1/chats/blocks/{username}", "put", vec!["204", "404", "422", "429"]),
+            ("/api/v1/chats/blocks/{username}", "delete", vec!["204", "429"]),
         ];
         for (path, method, codes) in expect {
             let op = &paths[path][method];
@@ -307,7 +329,7 @@ mod tests {
                 assert!(op["responses"][code].is_object(), "{method} {path} lacks {code}");
             }
         }
-        assert_eq!(paths.len(), 8, "one entry per route");
+        assert_eq!(paths.len(), 10, "one entry per route");
         let limited = &paths["/api/v1/chats/{id}/messages"]["post"]["responses"]["429"];
         assert!(limited["headers"]["Retry-After"].is_object());
         // Every schema referenced exists.
