@@ -27,6 +27,8 @@ STATE_RULES = [
     (r"POST /api/v1/chats", 422, "direct", "no user named"),
     (r"POST /api/v1/chats", 422, "direct", "a direct room is with someone else"),
     (r"POST /api/v1/chats/\{id\}/members", 422, "username", "no user named"),
+    # A block list holds others (the path's username may be the caller's own).
+    (r"PUT /api/v1/chats/blocks/\{username\}", 422, "username", "you cannot block yourself"),
     # Seqs must be in the room.
     (r"POST /api/v1/chats/\{id\}/messages", 422, "reply_to", "no message with seq"),
     (r"POST /api/v1/chats/\{id\}/read", 422, "seq", "is after the room's newest message"),

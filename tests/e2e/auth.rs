@@ -136,7 +136,8 @@ async fn wrong_credentials_look_alike_and_repeated_failures_are_rate_limited() {
     assert_eq!(wrong_password, unknown_user, "the same answer whether or not the user exists");
     assert!(headers.get("www-authenticate").is_some());
 
-    // Default: 5 failures per username per window. One so far for "ana"; four more, then 429.
+    // Default: 5 failures per username and address per window. One so far for "ana"; four more,
+    // then 429 (for this address).
     for _ in 0..4 {
         let (status, _, _) =
             post(&stack, "login", json!({"username": "ana", "password": "wrong password!"})).await;
@@ -154,6 +155,87 @@ async fn wrong_credentials_look_alike_and_repeated_failures_are_rate_limited() {
         post(&stack, "login", json!({"username": "bob", "password": "correct horse battery"}))
             .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A client whose connections come from `address` (any 127.x.y.z reaches a local listener).
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap()
+}
+
+async fn login_from(
+    client: &reqwest::Client,
+    stack: &Stack,
+    password: &str,
+) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{}/api/v1/auth/login", stack.api.url()))
+        .json(&json!({"username": courier_tests::TEST_ADMIN_USERNAME, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guesser_is_limited_but_the_owner_still_signs_in_from_another_address() {
+    let stack = Stack::start().await;
+    stack.admin_token().await;
+    let guesser = client_from("127.0.0.2");
+    let owner = client_from("127.0.0.3");
+    // Five wrong passwords for `admin`, anonymously, from one address: then that address is
+    // refused for `admin`, even with the right password.
+    for _ in 0..5 {
+        let (status, _) = login_from(&guesser, &stack, "wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = login_from(&guesser, &stack, courier_tests::TEST_ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // The owner, from their own address, is not locked out; nor does their success free the
+    // guesser.
+    let (status, body) = login_from(&owner, &stack, courier_tests::TEST_ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "the owner signs in: {body}");
+    assert!(body["access_token"].is_string());
+    let (status, _) = login_from(&guesser, &stack, courier_tests::TEST_ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_can_be_answered_with_growing_delays() {
+    let (nats, store) = tokio::join!(NatsServer::start(), courier_tests::StoreServer::start());
+    let mut config = Stack::api_config(&store, "courier_login_delays", &nats);
+    config.login_failure_delay = Duration::from_millis(400);
+    let api = courier_tests::RunningApi::start(config).await;
+    let http = reqwest::Client::new();
+    let attempt = |password: &'static str| {
+        let (http, url) = (http.clone(), api.url());
+        async move {
+            let started = std::time::Instant::now();
+            let status = http
+                .post(format!("{url}/api/v1/auth/login"))
+                .json(
+                    &json!({"username": courier_tests::TEST_ADMIN_USERNAME, "password": password}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (status, started.elapsed())
+        }
+    };
+    // Ready means the bootstrap admin exists.
+    let (status, first) = attempt("wrong password!").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, second) = attempt("wrong password!").await;
+    assert!(first >= Duration::from_millis(400), "{first:?}");
+    assert!(second >= Duration::from_millis(800), "{second:?}");
+    let (status, fine) = attempt(courier_tests::TEST_ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(fine < Duration::from_millis(400), "a correct password is not held back: {fine:?}");
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

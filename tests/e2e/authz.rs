@@ -120,11 +120,27 @@ async fn roles_travel_in_tokens_and_me_and_admins_come_only_from_configuration()
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
-    // COURIER_BOOTSTRAP_ADMIN naming an existing user (no password file) grants it admin at
+    // COURIER_BOOTSTRAP_ADMIN naming an existing account grants nothing for the name alone:
+    // anyone may have registered it. Neither without a password file, nor with a password that
+    // is not the account's.
+    let mut ana = ana;
+    for configured in [None, Some("not the password ana chose")] {
+        let squatted = api_with(&stack, |c| {
+            c.bootstrap_admin = Some("ana".into());
+            c.bootstrap_admin_password = configured.map(|p| courier_core::auth::Secret(p.into()));
+        })
+        .await;
+        let (status, renewed) = refresh(http, &squatted.url(), &ana).await;
+        assert_eq!(status, StatusCode::OK, "{renewed}");
+        assert!(keys.verify(access(&renewed)).unwrap().roles.is_empty(), "{configured:?}");
+        ana = renewed;
+        squatted.stop().await;
+    }
+    // The account whose password is the configured one is the configured admin: granted at
     // start-up; the role shows from the next refresh.
     let second = api_with(&stack, |c| {
         c.bootstrap_admin = Some("ana".into());
-        c.bootstrap_admin_password = None;
+        c.bootstrap_admin_password = Some(courier_core::auth::Secret(PASSWORD.into()));
     })
     .await;
     let (status, renewed) = refresh(http, &second.url(), &ana).await;
@@ -148,6 +164,67 @@ async fn roles_travel_in_tokens_and_me_and_admins_come_only_from_configuration()
         .unwrap_err();
     assert!(err.to_string().contains("not a role name"), "{err}");
     second.stop().await;
+}
+
+/// The api opens its port before the bootstrap admin exists (here: the store is down at first).
+/// Until then registrations are refused, so nobody can register the admin's name first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_wait_until_the_bootstrap_admin_is_in_place() {
+    courier_tests::init_test_logging();
+    let (nats, mut store) =
+        tokio::join!(courier_tests::NatsServer::start(), courier_tests::StoreServer::start());
+    let config = Stack::api_config(&store, "courier_bootstrap_first", &nats);
+    store.kill().await;
+    let app = courier_api::Application::build(config).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    let http = reqwest::Client::new();
+    let squatter = json!({"username": courier_tests::TEST_ADMIN_USERNAME, "password": "squatter's own password"});
+    let (status, headers, body) = send(
+        &http,
+        &base,
+        Method::POST,
+        "/api/v1/auth/register",
+        Some(squatter.clone()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("bootstrap_pending")),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "1");
+
+    store.restart().await;
+    courier_tests::services::wait_ready(&format!("{base}/readyz")).await;
+    let (status, _, body) =
+        send(&http, &base, Method::POST, "/api/v1/auth/register", Some(squatter), None, &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the name is the admin's by now: {body}");
+    let admin = courier_tests::services::login(
+        &http,
+        &base,
+        courier_tests::TEST_ADMIN_USERNAME,
+        courier_tests::TEST_ADMIN_PASSWORD,
+    )
+    .await;
+    let keys = JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(900));
+    assert_eq!(keys.verify(&admin).unwrap().roles, ["admin"]);
+    let (status, _, _) = send(
+        &http,
+        &base,
+        Method::POST,
+        "/api/v1/auth/register",
+        Some(json!({"username": "ana", "password": PASSWORD})),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

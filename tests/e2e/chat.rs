@@ -6,6 +6,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use futures::StreamExt;
+
 use courier_core::{
     Event,
     chat::{MembershipReply, MembershipRequest},
@@ -1005,7 +1007,12 @@ async fn the_membership_responder_answers_the_broadcaster() {
     let (ana, bob, eve) =
         tokio::join!(sign_in(&stack, "ana"), sign_in(&stack, "bob"), sign_in(&stack, "eve"));
     let room = ana.create_room(&stack, "Members", &[&bob]).await;
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    // As a broadcaster asks: from its own inbox.
+    let nats = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix("_INBOX.courier-broadcaster")
+        .connect(stack.nats.url())
+        .await
+        .unwrap();
     let ask = |body: Vec<u8>| {
         let nats = nats.clone();
         async move {
@@ -1036,6 +1043,29 @@ async fn the_membership_responder_answers_the_broadcaster() {
     let (status, _) = ana.delete(&stack, &format!("/api/v1/chats/{room}/members/bob")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!ask(request(&bob)).await.member);
+
+    // A question whose reply subject is not a broadcaster's inbox is not answered: the api never
+    // publishes where the asker says (a relay to subjects the asker may not publish to).
+    let mut elsewhere = nats.subscribe("relayed.>").await.unwrap();
+    let mut other_inbox = nats.subscribe("_INBOX.courier-api.relayed").await.unwrap();
+    for reply in ["relayed.purge", "_INBOX.courier-api.relayed"] {
+        nats.publish_with_reply(CHAT_MEMBERSHIP_RPC, reply, request(&ana).into()).await.unwrap();
+    }
+    nats.flush().await.unwrap();
+    // A genuine question asked after them is answered, so they have been handled.
+    assert!(ask(request(&ana)).await.member);
+    for subscription in [&mut elsewhere, &mut other_inbox] {
+        let relayed = tokio::time::timeout(Duration::from_millis(500), subscription.next()).await;
+        assert!(relayed.is_err(), "the api answered to a foreign subject: {relayed:?}");
+    }
+    let metrics = stack.http.get(format!("{}/metrics", stack.api.url())).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("courier_chat_membership_replies_refused_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("the refusal counter");
+    assert!(refused >= 2, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

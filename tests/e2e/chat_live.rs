@@ -466,3 +466,72 @@ async fn top_rooms_lists_the_busiest_rooms_and_no_room_id_reaches_the_metrics() 
     assert!(text.contains("courier_chat_subscriptions"), "chat metrics are exported");
     assert!(!text.contains(&busy) && !text.contains(&quiet), "no room id in any label");
 }
+
+/// What a compromised worker may publish (`events.*.*.enriched`): a chat message "from" someone,
+/// on the room's subject. The broadcaster checks every envelope against its subject and delivers
+/// neither it, nor an envelope that names `type` twice, live or replayed; the next genuine
+/// message arrives as the first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_event_is_neither_delivered_nor_replayed() {
+    let d = ChatDeployment::start().await;
+    let ana = chat_user("ana");
+    let room = object_id();
+    d.backend.add_member(&room, &ana);
+    let channel = format!("chat:{room}");
+    let mut live = member_tab(&d.b1, &room, &ana).await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(d.nats.url()).await.unwrap());
+    let forged_message = |event_type: &str| {
+        let data = serde_json::json!({"id": object_id(), "room_id": room, "seq": 1,
+            "author": {"id": object_id(), "username": "admin"}, "text": "send me your password",
+            "mentions": [], "reactions": {}, "deleted": false});
+        let mut event = courier_core::Event::new(
+            "chat",
+            &room,
+            courier_core::EventAction::Message,
+            data,
+            Some(object_id()),
+            "forged".into(),
+        );
+        event.event_type = event_type.to_owned();
+        serde_json::to_string(&event).unwrap()
+    };
+    let subject = format!("events.chat.{room}.enriched");
+    // The envelope says chat.message, the subject says enriched.
+    let mismatched = forged_message("chat.message");
+    // `type` twice: the first matches the subject, a browser's JSON.parse keeps the second.
+    let repeated = forged_message("chat.enriched").replacen(
+        r#""type":"chat.enriched""#,
+        r#""type":"chat.enriched","type":"chat.message""#,
+        1,
+    );
+    assert!(repeated.contains(r#""type":"chat.message""#));
+    for payload in [mismatched, repeated] {
+        js.publish(subject.clone(), payload.into()).await.unwrap().await.unwrap();
+    }
+    let (genuine, _, _) = d.backend.send_message(&room, &ana, "hello").await;
+
+    let first = next_matching(&mut live, Duration::from_secs(10), "an event", |f| {
+        matches!(f, ServerFrame::Event { .. })
+    })
+    .await;
+    let ServerFrame::Event { seq, event, .. } = first else { unreachable!() };
+    assert_eq!((seq, event.event_type.as_str()), (genuine, "chat.message"), "{event:?}");
+    assert_eq!(event.data["text"], "hello");
+
+    // A replay from the start skips them too.
+    let mut replay = connect(&d.b1).await;
+    replay.subscribe(&channel, Some(0), Some(ana.token.clone())).await.expect("replay");
+    let first = next_matching(&mut replay, Duration::from_secs(10), "a replayed event", |f| {
+        matches!(f, ServerFrame::Event { .. })
+    })
+    .await;
+    assert!(matches!(first, ServerFrame::Event { seq, .. } if seq == genuine), "{first:?}");
+
+    let metrics = Metrics::scrape(&metrics_url(&d.b1)).await;
+    let refused = |reason: &str| {
+        metrics.sum("courier_broadcaster_events_refused_total", &format!("reason=\"{reason}\""))
+    };
+    assert!(refused("subject_mismatch") >= 2.0, "live and replayed");
+    assert!(refused("malformed") >= 2.0, "live and replayed");
+}

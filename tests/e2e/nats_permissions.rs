@@ -123,6 +123,12 @@ async fn each_component_is_refused_what_it_must_never_do() {
         "$JS.API.STREAM.DELETE.EVENTS",
         "$JS.API.STREAM.PURGE.EVENTS",
         "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-normal",
+        // Consumers only in the named, filtered form: not the bare create (whose body may name
+        // any durable), not a named one without a filter, not a durable, not on TASKS.
+        "$JS.API.CONSUMER.CREATE.EVENTS",
+        "$JS.API.CONSUMER.CREATE.EVENTS.mine",
+        "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.mine",
+        "$JS.API.CONSUMER.CREATE.TASKS.mine.tasks.>",
     ] {
         broadcaster.publish_refused(subject).await;
     }
@@ -155,6 +161,10 @@ async fn each_component_is_refused_what_it_must_never_do() {
         "events.pets.abc.created",
         "events.pets.abc.updated",
         "events.pets.abc.deleted",
+        // Chat and per-user channels have no tasks: no `enriched` event there either (a forged
+        // chat message would speak for a person).
+        "events.chat.r1.enriched",
+        "events.user.u1.enriched",
         "ephemeral.chat.r1.typing",
         "rpc.chat.membership",
         "$JS.API.STREAM.PURGE.TASKS",

@@ -78,6 +78,10 @@ pub fn api_env(
         ("COURIER_LOG_FORMAT", "json".to_owned()),
         // Every test user registers from 127.0.0.1: the per-address limit is the tests' own.
         ("COURIER_REGISTER_MAX_PER_ADDRESS", "100000".to_owned()),
+        // Tests write fast from few accounts (the write limits have tests of their own).
+        ("COURIER_WRITE_RATE", "1000000/s".to_owned()),
+        ("COURIER_CHAT_WRITE_RATE", "1000000/s".to_owned()),
+        ("COURIER_WRITE_BYTES_PER_HOUR", "0".to_owned()),
     ]
 }
 

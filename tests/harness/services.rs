@@ -318,6 +318,12 @@ impl Stack {
             Some(courier_core::auth::Secret(crate::TEST_ADMIN_PASSWORD.to_owned()));
         // Every test user registers from 127.0.0.1: the per-address limit is the tests' own.
         config.register_max_per_address = 100_000;
+        // Tests write fast from few accounts: the write limits are tests of their own
+        // (tests/e2e/write_limits.rs).
+        config.write_rate =
+            courier_core::rate::Rate { count: 1_000_000, per: Duration::from_secs(1) };
+        config.chat_write_rate = config.write_rate;
+        config.write_bytes_per_hour = 0;
         config
     }
 

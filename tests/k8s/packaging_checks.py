@@ -600,6 +600,15 @@ def cmd_least_privilege(files):
                 fail(f"{name}: Ingress exposes ops endpoints {exposed}")
             if not wrong and not exposed:
                 ok(f"{name}: Ingress routes {len(PUBLIC_PATHS)} public paths and none of {', '.join(OPS_PATHS[:3])}")
+            # Behind it, client addresses come from X-Forwarded-For of the controller's pods only
+            # (CIDRs): a hop count believes any peer that reaches a pod directly.
+            spec = next(d for d in docs if d.get("kind") == "Courier")["spec"]
+            for component in ("api", "broadcaster"):
+                trusted = {e["name"]: e.get("value", "") for e in spec.get(component, {}).get("env", [])}.get("COURIER_TRUSTED_PROXIES", "")
+                if not trusted or trusted.strip().isdigit():
+                    fail(f"{name}: behind the Ingress the {component} must trust the controller's CIDRs, not {trusted!r}")
+                else:
+                    ok(f"{name}: behind the Ingress the {component} trusts X-Forwarded-For from {trusted} only")
         check_operator_policy(docs, name)
         if index == 0:
             check_nats_auth(docs, name)

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{Accounts, LoginLimiter, RateLimiter, bootstrap::BootstrapAdmin},
+    auth::{Accounts, LoginLimiter, LoginLimits, RateLimiter, bootstrap::BootstrapAdmin},
     collections::{Collections, CollectionsHandle},
     config::ApiConfig,
     state::AppState,
@@ -73,6 +73,9 @@ impl Application {
                 config.web_telemetry_reports_per_minute,
             )
         });
+        let writes = crate::writes::WriteLimits::new(&config, &mut registry);
+        let bootstrap = BootstrapAdmin::from_config(&config)?;
+        let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
         let outbox = Outbox::new(store.clone(), nats.clone(), metrics.clone())
             .with_max_pending(config.outbox_max_pending);
         let state = AppState {
@@ -85,12 +88,13 @@ impl Application {
             fault: config.fault,
             accounts: Accounts::new(&store, config.refresh_ttl, config.refresh_absolute_ttl),
             jwt: Arc::new(jwt),
-            login_limiter: Arc::new(LoginLimiter::new(
-                config.login_max_failures,
-                config.login_window,
-                config.login_max_attempts_per_address,
-                config.login_window,
-            )),
+            login_limiter: Arc::new(LoginLimiter::new(LoginLimits {
+                failures_per_pair: config.login_max_failures,
+                failures_per_user: config.login_max_failures_per_user,
+                attempts_per_address: config.login_max_attempts_per_address,
+                window: config.login_window,
+                failure_delay: config.login_failure_delay,
+            })),
             register_limiter: Arc::new(RateLimiter::new(
                 config.register_max_per_address,
                 config.register_window,
@@ -102,10 +106,10 @@ impl Application {
             web: Arc::new(crate::web::WebSettings::from_config(&config)?),
             seed_compat: config.seed_compat,
             web_telemetry,
+            bootstrapped: bootstrapped.clone(),
             chat: Arc::new(crate::chat::Chat::new(&config, chat_metrics)),
+            writes,
         };
-        let bootstrap = BootstrapAdmin::from_config(&config)?;
-        let bootstrapped = bootstrap.as_ref().map(BootstrapAdmin::done_flag);
         let membership_serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let responder_registered = membership_serving.clone();
         let readiness =

@@ -33,6 +33,8 @@ pub struct CollectionDef {
     fields: HashMap<String, DeclaredField>,
     /// Whether documents may carry fields the schema does not declare.
     open: bool,
+    /// The declared write rate (`None`: the api's default).
+    rate: Option<courier_core::rate::Rate>,
 }
 
 impl std::fmt::Debug for CollectionDef {
@@ -50,7 +52,20 @@ impl CollectionDef {
     }
 
     fn compiled(spec: CollectionSpec, valid: ValidSpec) -> Self {
-        CollectionDef { spec, validator: valid.validator, fields: valid.fields, open: valid.open }
+        // `validate` has checked the rate.
+        let rate = spec.rate().ok().flatten();
+        CollectionDef {
+            spec,
+            validator: valid.validator,
+            fields: valid.fields,
+            open: valid.open,
+            rate,
+        }
+    }
+
+    /// How often one writer may write this collection, if it declares it (`rate:`).
+    pub fn rate(&self) -> Option<courier_core::rate::Rate> {
+        self.rate
     }
 
     pub fn name(&self) -> &str {

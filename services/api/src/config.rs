@@ -7,6 +7,7 @@ use courier_core::{
     auth::{JwtArgs, Secret},
     client_addr::TrustedProxies,
     config::{NatsArgs, TelemetryArgs, duration_in, millis_or_duration, seconds_or_duration},
+    rate::Rate,
 };
 
 #[derive(Debug, Clone, Parser)]
@@ -16,11 +17,13 @@ pub struct ApiConfig {
     #[arg(long, env = "COURIER_API_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
 
-    /// MongoDB connection string (a replica set, so transactions work).
+    /// MongoDB connection string (a replica set, so transactions work). `--help` never shows
+    /// its value from the environment: it usually carries the password.
     #[arg(
         long,
         env = "COURIER_MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
+        hide_env_values = true
     )]
     pub mongodb_uri: String,
 
@@ -106,8 +109,9 @@ pub struct ApiConfig {
     #[arg(long = "refresh-absolute-ttl", env = "COURIER_REFRESH_ABSOLUTE_TTL", value_parser = seconds_or_duration, default_value = "720h")]
     pub refresh_absolute_ttl: Duration,
 
-    /// Username granted the `admin` role at start-up (if the user exists, or is created with
-    /// the password file). There is no default admin.
+    /// Username granted the `admin` role at start-up: created with the password file when
+    /// missing; an existing account only if its password is the configured one (the name alone
+    /// grants nothing). Registrations wait until this is done. There is no default admin.
     #[arg(long, env = "COURIER_BOOTSTRAP_ADMIN")]
     pub bootstrap_admin: Option<String>,
 
@@ -121,9 +125,20 @@ pub struct ApiConfig {
     #[arg(skip)]
     pub bootstrap_admin_password: Option<Secret>,
 
-    /// Failed logins per username within the window before 429.
+    /// Failed logins per (username, client address) within the window before that address gets
+    /// 429 for that username (other addresses still sign in as it).
     #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: usize,
+
+    /// Failed logins per username from all addresses within the window past which each address
+    /// may fail only once for it (a client that has not failed still gets its password checked).
+    #[arg(long, env = "COURIER_LOGIN_MAX_FAILURES_PER_USER", default_value_t = 50)]
+    pub login_max_failures_per_user: usize,
+
+    /// How long the answer to a failed login is held back, doubling with each further failure of
+    /// the same username from the same address (at most 5s): `250ms`, `1s`; 0 turns it off.
+    #[arg(long, env = "COURIER_LOGIN_FAILURE_DELAY", value_parser = millis_or_duration, default_value = "0")]
+    pub login_failure_delay: Duration,
 
     /// Login attempts per client address within the window before 429.
     #[arg(long, env = "COURIER_LOGIN_MAX_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
@@ -148,6 +163,22 @@ pub struct ApiConfig {
     /// The chat room-creation window (`250ms`, `10s`, `1m`; a bare number is ms).
     #[arg(long, env = "COURIER_CHAT_ROOM_WINDOW", value_parser = millis_or_duration, default_value = "1m")]
     pub chat_room_window: Duration,
+
+    /// How often one writer (a signed-in user, else a client address) may write documents of a
+    /// collection that declares no `rate:` in the collections file: `60/min`, `10/s`, `5/10s`.
+    /// Past it: 429 with `Retry-After`.
+    #[arg(long, env = "COURIER_WRITE_RATE", default_value = "60/min")]
+    pub write_rate: Rate,
+
+    /// How often one user may change chat (send, edit, delete, react, read markers, members,
+    /// rooms), all together: `120/min`.
+    #[arg(long, env = "COURIER_CHAT_WRITE_RATE", default_value = "120/min")]
+    pub chat_write_rate: Rate,
+
+    /// Bytes one writer's writes may put in the streams (events and tasks) per hour; past it,
+    /// its writes get 429 until older ones age out. 0: no budget.
+    #[arg(long, env = "COURIER_WRITE_BYTES_PER_HOUR", default_value_t = 16 * 1024 * 1024)]
+    pub write_bytes_per_hour: u64,
 
     /// Which proxies in front of the api to believe about the client address
     /// (`X-Forwarded-For`): `0` none (the peer is the client), a hop count (`1` behind one
@@ -310,6 +341,9 @@ mod tests {
             );
         }
         let defaults = ApiConfig::parse_from(["courier-api"]);
+        let command = <ApiConfig as clap::CommandFactory>::command();
+        let uri = command.get_arguments().find(|a| a.get_id() == "mongodb_uri").unwrap();
+        assert!(uri.is_hide_env_values_set(), "the MongoDB URI carries its password");
         assert_eq!(defaults.refresh_absolute_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(defaults.trusted_proxies, TrustedProxies::None);
         assert!(defaults.bootstrap_admin.is_none() && defaults.command.is_none());

@@ -74,6 +74,9 @@ pub enum ApiError {
     /// `COURIER_HTTP_MAX_CONCURRENT_REQUESTS` requests are in flight already.
     #[error("the api is at its limit of concurrent requests; retry shortly")]
     Overloaded,
+    /// A registration before the configured first admin is in place (the name could be taken).
+    #[error("registrations open once the api has set up its first admin; retry shortly")]
+    BootstrapPending,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -98,6 +101,7 @@ impl ApiError {
             | ApiError::QueryTimeout(_)
             | ApiError::RequestTimeout { .. }
             | ApiError::Overloaded
+            | ApiError::BootstrapPending
             | ApiError::StreamFull { .. }
             | ApiError::OutboxFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::BootstrapPending => "bootstrap_pending",
             ApiError::StreamFull { .. } => "stream_full",
             ApiError::OutboxFull => "outbox_full",
             ApiError::OutcomeUnknown(_) => "store_outcome_unknown",
@@ -215,7 +220,10 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::QueryTimeout(_) | ApiError::RequestTimeout { .. } | ApiError::Overloaded => {
+            ApiError::QueryTimeout(_)
+            | ApiError::RequestTimeout { .. }
+            | ApiError::Overloaded
+            | ApiError::BootstrapPending => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             ApiError::StreamFull { .. } | ApiError::OutboxFull => {

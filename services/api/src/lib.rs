@@ -18,6 +18,7 @@ pub mod state;
 pub mod unread_body;
 pub mod web;
 pub mod web_telemetry;
+pub mod writes;
 
 pub use app::Application;
 pub use config::ApiConfig;

@@ -434,8 +434,10 @@ pub fn document(collections: &Collections) -> Value {
         schemas.insert(format!("{name}Document"), stored);
         let (read, write) = (security(def.read_access()), security(def.write_access()));
         let read_errors = |base: &[&'static str]| codes(base, denials(def.read_access(), false));
-        let create_errors =
-            codes(&["400", "404", "413", "415", "422", "503"], denials(def.write_access(), false));
+        let create_errors = codes(
+            &["400", "404", "413", "415", "422", "429", "503"],
+            denials(def.write_access(), false),
+        );
         let change_errors = |base: &[&'static str]| codes(base, denials(def.write_access(), true));
         let body = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}});
         let patch = json!({"$ref": format!("#/components/schemas/{name}Patch")});
@@ -469,12 +471,12 @@ pub fn document(collections: &Collections) -> Value {
                         "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}, "description": "ETags (or *): 304 when one is the current version"}],
                         "responses": read_one},
                 "put": {"tags": tags, "summary": format!("Replace a {name} document; emits {name}.updated"), "security": write, "parameters": [if_match], "requestBody": body,
-                        "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
+                        "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "429", "503"]))},
                 "patch": {"tags": tags, "summary": format!("Merge-patch a {name} document (RFC 7386: null removes a field); emits {name}.updated"), "security": write, "parameters": [if_match],
                           "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": patch}, "application/json": {"schema": patch}}},
-                          "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "503"]))},
+                          "responses": responses(("200", json!({"description": "The stored document", "headers": etag, "content": document_content(&name)})), &change_errors(&["400", "404", "409", "412", "413", "415", "422", "429", "503"]))},
                 "delete": {"tags": tags, "summary": format!("Delete a {name} document; emits {name}.deleted with its last state"), "security": write, "parameters": [if_match],
-                           "responses": responses(("204", json!({"description": "Deleted"})), &change_errors(&["400", "404", "409", "412", "503"]))},
+                           "responses": responses(("204", json!({"description": "Deleted"})), &change_errors(&["400", "404", "409", "412", "429", "503"]))},
             }),
         );
     }
@@ -767,6 +769,16 @@ mod tests {
                     assert!(description.contains(code), "{method} {path}: {description}");
                 }
                 assert!(unavailable["headers"]["Retry-After"].is_object(), "{method} {path}");
+                // Every write under /api/v1 is limited per writer (login and refresh by their
+                // own limits; logout produces no event).
+                let writes = path.starts_with("/api/v1/")
+                    && !path.starts_with("/api/v1/auth/")
+                    && !path.starts_with("/api/v1/queues")
+                    && method != "get";
+                if writes {
+                    let limited = &operation["responses"]["429"];
+                    assert!(limited["headers"]["Retry-After"].is_object(), "{method} {path}");
+                }
             }
         }
         assert!(operations > 20, "{operations}");

@@ -30,10 +30,15 @@ pub struct AppState {
     /// Which `X-Forwarded-For` entry is the client (`courier_core::client_addr`).
     pub trusted_proxies: Arc<TrustedProxies>,
     pub fault: Option<crate::config::Fault>,
+    /// The per-writer limits on writes that produce events.
+    pub writes: Arc<crate::writes::WriteLimits>,
     /// Chat's rate limits and metrics.
     pub chat: Arc<crate::chat::Chat>,
     /// The web app's settings (`/app-config.json`, optional development directory).
     pub web: Arc<crate::web::WebSettings>,
+    /// Set once the configured first admin is in place (`None`: none configured); registrations
+    /// wait for it, so nobody can register the admin's name first.
+    pub bootstrapped: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The seed systems' REST aliases are served (`COURIER_SEED_COMPAT`, see `compat`).
     pub seed_compat: bool,
     /// The web app's browser-side metrics; `None` when `COURIER_WEB_TELEMETRY=false`.

@@ -16,39 +16,13 @@ use async_nats::jetstream::{
 };
 use courier_core::{
     backoff::Backoff,
-    subjects::{EVENTS_ALL, EVENTS_STREAM},
+    event::{EnvelopeRefusal, check_envelope},
+    subjects::{EVENTS_ALL, EVENTS_STREAM, broadcaster_consumer_name},
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{chat::ChatLive, hub::Hub, metrics::BroadcasterMetrics};
-
-/// The parts of an event the feed needs besides its bytes: its trace id (for the log line
-/// that follows a request across services) and its commit time (for the lag histogram).
-#[derive(Debug, Default, PartialEq)]
-struct EventHead<'a> {
-    trace_id: &'a str,
-    committed_at: Option<std::time::SystemTime>,
-}
-
-impl<'a> EventHead<'a> {
-    fn parse(payload: &'a str) -> Self {
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow, default)]
-            trace_id: Option<&'a str>,
-            #[serde(default)]
-            time: Option<chrono::DateTime<chrono::Utc>>,
-        }
-        match serde_json::from_str::<Head<'a>>(payload) {
-            Ok(head) => EventHead {
-                trace_id: head.trace_id.unwrap_or(""),
-                committed_at: head.time.map(Into::into),
-            },
-            Err(_) => EventHead::default(),
-        }
-    }
-}
 
 pub struct LiveFeed {
     pub js: jetstream::Context,
@@ -98,6 +72,7 @@ impl LiveFeed {
         };
         let consumer = stream
             .create_consumer(OrderedConfig {
+                name: Some(broadcaster_consumer_name("feed")),
                 filter_subject: EVENTS_ALL.to_owned(),
                 deliver_policy,
                 ..Default::default()
@@ -133,12 +108,17 @@ impl LiveFeed {
             if seq <= self.hub.last_seq() {
                 continue; // already fanned out before a re-attach
             }
-            match std::str::from_utf8(&message.payload) {
-                Ok(payload) => {
-                    let head = EventHead::parse(payload);
-                    tracing::debug!(seq, subject = %message.subject, trace_id = head.trace_id, "event received");
-                    let channels =
-                        self.hub.publish(&message.subject, seq, payload, head.committed_at);
+            let Ok(payload) = std::str::from_utf8(&message.payload) else {
+                tracing::warn!(seq, "event payload is not UTF-8; skipped");
+                crate::metrics::event_refused(EnvelopeRefusal::Malformed);
+                self.hub.skip(seq);
+                continue;
+            };
+            match check_envelope(&message.subject, payload) {
+                Ok(head) => {
+                    tracing::debug!(seq, subject = %message.subject, trace_id = %head.trace_id, "event received");
+                    let committed_at = head.committed_at.map(Into::into);
+                    let channels = self.hub.publish(&message.subject, seq, payload, committed_at);
                     if let Some((channel, user_id)) = self.chat.on_event(&message.subject, payload)
                     {
                         self.hub.revoke(&channel, &user_id, seq);
@@ -146,25 +126,14 @@ impl LiveFeed {
                     self.metrics.events_received.inc();
                     self.metrics.channel_fanouts.inc_by(channels as u64);
                 }
-                Err(_) => tracing::warn!(seq, "event payload is not UTF-8; skipped"),
+                Err(refusal) => {
+                    // Not the api's doing: a publisher with a right to `events.>` (a worker) sent
+                    // what its subject does not say. Nobody gets it, not even chat's state.
+                    tracing::warn!(seq, subject = %message.subject, %refusal, "event refused; not delivered");
+                    crate::metrics::event_refused(refusal);
+                    self.hub.skip(seq);
+                }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_event_head_gives_the_trace_id_and_commit_time_and_tolerates_anything_else() {
-        let head = EventHead::parse(
-            r#"{"id":"x","time":"2026-01-01T00:00:00.250Z","trace_id":"abc","data":{"time":"no"}}"#,
-        );
-        assert_eq!(head.trace_id, "abc");
-        let expected = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_767_225_600_250);
-        assert_eq!(head.committed_at, Some(expected));
-        assert_eq!(EventHead::parse("not json"), EventHead::default());
-        assert_eq!(EventHead::parse(r#"{"time":"yesterday"}"#), EventHead::default());
     }
 }

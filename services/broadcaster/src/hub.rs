@@ -146,6 +146,12 @@ impl Hub {
         delivered
     }
 
+    /// Records the event at `seq` as handled without delivering it (a refused event), so the
+    /// sequence bookkeeping moves past it as after a delivery.
+    pub fn skip(&self, seq: u64) {
+        self.last_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
     /// Ends `user_id`'s subscriptions to `channel` after the event at `seq` (already fanned
     /// out): a marker in the channel's ring, so each subscriber gets exactly the events up to
     /// the removal. Call it after the chat state has recorded the removal, so a subscribe that

@@ -12,6 +12,27 @@ use prometheus_client::{
 
 use crate::{connection::CloseReason, lag_histogram::LagHistogram};
 
+/// Events read from `EVENTS` and not delivered, live or replayed: malformed, or their envelope
+/// does not match their subject (`courier_broadcaster_events_refused_total{reason}`; one family
+/// per process, shared by every registry).
+pub static EVENTS_REFUSED: std::sync::LazyLock<Family<ReasonLabel, Counter>> =
+    std::sync::LazyLock::new(|| {
+        let family = Family::<ReasonLabel, Counter>::default();
+        for reason in ["malformed", "subject_mismatch"] {
+            let _ = family.get_or_create(&ReasonLabel { reason });
+        }
+        family
+    });
+
+/// Counts an event refused for `refusal`.
+pub fn event_refused(refusal: courier_core::event::EnvelopeRefusal) {
+    let reason = match refusal {
+        courier_core::event::EnvelopeRefusal::Malformed => "malformed",
+        courier_core::event::EnvelopeRefusal::SubjectMismatch => "subject_mismatch",
+    };
+    EVENTS_REFUSED.get_or_create(&ReasonLabel { reason }).inc();
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -147,6 +168,11 @@ impl BroadcasterMetrics {
             "courier_broadcaster_events_received",
             "Events read from the EVENTS stream",
             m.events_received.clone(),
+        );
+        registry.register(
+            "courier_broadcaster_events_refused",
+            "Events not delivered: malformed, or their envelope does not match their subject",
+            EVENTS_REFUSED.clone(),
         );
         registry.register(
             "courier_broadcaster_channel_fanouts",

@@ -18,7 +18,12 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
 use axum::extract::ws::Utf8Bytes;
-use courier_core::{channel::Channel, protocol::encode_event_frame, subjects::EVENTS_STREAM};
+use courier_core::{
+    channel::Channel,
+    event::{EnvelopeRefusal, check_envelope},
+    protocol::encode_event_frame,
+    subjects::EVENTS_STREAM,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -84,7 +89,7 @@ pub async fn prepare(
     let mut consumer: PullConsumer = stream
         .create_consumer(pull::Config {
             // Named (the broadcaster's NATS user may only create named, filtered consumers).
-            name: Some(format!("replay-{}", uuid::Uuid::now_v7().simple())),
+            name: Some(courier_core::subjects::broadcaster_consumer_name("replay")),
             filter_subject: channel.subject_filter(),
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: since + 1 },
             ack_policy: AckPolicy::None,
@@ -190,9 +195,19 @@ async fn fetch(
         };
         let info = message.info()?;
         let (seq, remaining) = (info.stream_sequence, info.pending);
-        let payload =
-            std::str::from_utf8(&message.payload).map_err(|_| "event payload is not UTF-8")?;
-        frames.push((seq, Utf8Bytes::from(encode_event_frame(name, seq, payload))));
+        // Replayed like live events: only an envelope that matches its subject.
+        let checked = std::str::from_utf8(&message.payload)
+            .map_err(|_| EnvelopeRefusal::Malformed)
+            .and_then(|payload| check_envelope(&message.subject, payload).map(|_| payload));
+        match checked {
+            Ok(payload) => {
+                frames.push((seq, Utf8Bytes::from(encode_event_frame(name, seq, payload))))
+            }
+            Err(refusal) => {
+                tracing::warn!(seq, subject = %message.subject, %refusal, "event refused; not replayed");
+                crate::metrics::event_refused(refusal);
+            }
+        }
         if remaining == 0 || seq >= until {
             return Ok(FetchedPage { frames, finished: true });
         }

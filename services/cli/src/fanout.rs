@@ -107,8 +107,14 @@ pub struct FanoutArgs {
     /// nats-server's WebSocket URL (`--target nats`; one).
     #[arg(long, default_value = "ws://127.0.0.1:8443")]
     pub nats_ws: String,
-    /// NATS URL the events are published to.
-    #[arg(long, env = "COURIER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS URL the events are published to (it may carry credentials: `--help` never shows
+    /// its value from the environment).
+    #[arg(
+        long,
+        env = "COURIER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats: String,
     #[arg(long, env = "COURIER_API_URL", default_value = "http://127.0.0.1:8000")]
     pub api: String,

@@ -20,8 +20,8 @@ pub struct TailArgs {
     /// Replay every event after this stream sequence before going live.
     #[arg(long)]
     pub since: Option<u64>,
-    /// Access token for channels that require one.
-    #[arg(long, env = "COURIER_TOKEN")]
+    /// Access token for channels that require one (`--help` never shows its value).
+    #[arg(long, env = "COURIER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print each event as one JSON object per line (for scripts) instead of a readable line.
     #[arg(long)]

@@ -38,6 +38,11 @@ pub struct CollectionSpec {
     pub schema: serde_json::Value,
     #[serde(default)]
     pub access: Access,
+    /// How often one writer (a signed-in user, else a client address) may write documents of
+    /// this collection: `60/min`, `10/s`, `5/10s` ([`crate::rate::Rate`]). Absent: the api's
+    /// default (`COURIER_WRITE_RATE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
     /// Secondary indexes created at start-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<IndexSpec>,
@@ -331,6 +336,9 @@ pub enum SpecError {
     InvalidDelay { kind: String, problem: String },
     #[error("task '{kind}': webhook {problem}")]
     InvalidWebhook { kind: String, problem: String },
+    /// The rate parser's message.
+    #[error("rate: {0}")]
+    InvalidRate(String),
 }
 
 /// What is wrong with a whole `collections.yaml`; the caller prefixes the file's name.
@@ -413,10 +421,15 @@ impl std::fmt::Debug for ValidSpec {
 }
 
 impl CollectionSpec {
+    /// The parsed `rate` (`None`: the api's default), or why it is not one.
+    pub fn rate(&self) -> Result<Option<crate::rate::Rate>, SpecError> {
+        self.rate.as_deref().map(|text| text.parse().map_err(SpecError::InvalidRate)).transpose()
+    }
+
     /// Every rule a collection must satisfy: its name, access rules naming valid roles (and
     /// `owner` only for writes), a compiling `type: object` schema whose
     /// property names are field names (and not `id` or `created_by`), index fields the schema allows, valid task
-    /// kinds each with at least one trigger.
+    /// kinds each with at least one trigger, a well-formed `rate`.
     pub fn validate(&self) -> Result<ValidSpec, SpecError> {
         if !is_valid_collection_name(&self.name) {
             return Err(SpecError::InvalidName);
@@ -494,6 +507,7 @@ impl CollectionSpec {
                 })?;
             }
         }
+        self.rate()?;
         Ok(ValidSpec { validator, fields, open })
     }
 }
@@ -742,6 +756,16 @@ pub mod fixtures {
                 json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "delay": "400d"}]}),
                 "task 'a.b': delay '400d' is too long",
             ),
+            case(
+                "rate without a period",
+                json!({"name": "a", "schema": object, "rate": "60"}),
+                "rate: '60' is not a rate",
+            ),
+            case(
+                "rate of zero",
+                json!({"name": "a", "schema": object, "rate": "0/min"}),
+                "rate: '0/min': the count must be",
+            ),
         ];
         for reserved in super::RESERVED_NAMES {
             table.push(case(
@@ -784,6 +808,7 @@ mod tests {
             SpecError::NoTrigger(_) => "trigger",
             SpecError::InvalidDelay { .. } => "delay",
             SpecError::InvalidWebhook { .. } => "webhook",
+            SpecError::InvalidRate(_) => "rate",
         }
     }
 
@@ -821,6 +846,7 @@ mod tests {
             SpecError::NoTrigger(String::new()),
             SpecError::InvalidDelay { kind: String::new(), problem: String::new() },
             SpecError::InvalidWebhook { kind: String::new(), problem: String::new() },
+            SpecError::InvalidRate(String::new()),
         ];
         for sample in samples {
             assert!(covered.contains(rule(&sample)), "no table entry breaks {:?}", sample);
@@ -966,6 +992,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.collections[0].tasks[0].on, [TriggerOn::Create]);
+    }
+
+    #[test]
+    fn a_rate_is_optional_and_read_as_a_rate() {
+        let (file, _) = CollectionsFile::load_checked(
+            "collections: [{name: a, schema: {type: object}}, {name: b, schema: {type: object}, rate: 10/s}]",
+        )
+        .unwrap();
+        assert_eq!(file.collections[0].rate().unwrap(), None);
+        let rate = file.collections[1].rate().unwrap().unwrap();
+        assert_eq!((rate.count, rate.per), (10, std::time::Duration::from_secs(1)));
     }
 }
 

@@ -47,6 +47,10 @@ pub struct NatsArgs {
     /// task are refused with 503 `stream_full` until workers drain it. Same value everywhere.
     #[arg(long, env = "COURIER_TASKS_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = 256 << 20)]
     pub tasks_max_bytes: i64,
+    /// Most bytes the DLQ stream keeps (per replica). When it is full the oldest dead letters
+    /// make room (they also expire after 14 days), so dead-lettering never stalls the workers.
+    #[arg(long, env = "COURIER_DLQ_MAX_BYTES", value_parser = clap::value_parser!(i64).range(1..), default_value_t = crate::jetstream::DLQ_MAX_BYTES)]
+    pub dlq_max_bytes: i64,
     #[command(flatten)]
     pub auth: NatsAuthArgs,
 }
@@ -58,6 +62,7 @@ impl NatsArgs {
             replicas: self.stream_replicas,
             events_max_bytes: self.events_max_bytes,
             tasks_max_bytes: self.tasks_max_bytes,
+            dlq_max_bytes: self.dlq_max_bytes,
         }
     }
 }
@@ -279,18 +284,22 @@ fn host_name() -> String {
 
 /// Connects to NATS without waiting for the server: the client keeps retrying in the background
 /// (initial connect included), so a service starts, and reports not-ready, while NATS is down.
-/// With credentials it logs in as their user and takes its replies under `_INBOX.<user>.`.
+/// With credentials it logs in as their user and takes its replies under `_INBOX.<user>.`;
+/// without, under `_INBOX.<client_name>.` (the component's usual user), so a reply subject says
+/// which component asked either way (the api answers membership questions only to
+/// `_INBOX.courier-broadcaster.`).
 pub async fn connect_nats(
     url: &str,
     auth: &NatsAuthArgs,
     client_name: &str,
 ) -> Result<async_nats::Client, NatsConnectError> {
     let mut options = async_nats::ConnectOptions::new();
-    if let Some(credentials) = auth.credentials()? {
-        options = options
+    options = match auth.credentials()? {
+        Some(credentials) => options
             .custom_inbox_prefix(credentials.inbox_prefix())
-            .user_and_password(credentials.user, credentials.password.0);
-    }
+            .user_and_password(credentials.user, credentials.password.0),
+        None => options.custom_inbox_prefix(format!("_INBOX.{client_name}")),
+    };
     Ok(options
         .name(client_name)
         .retry_on_initial_connect()

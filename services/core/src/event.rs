@@ -123,6 +123,85 @@ impl Event {
     }
 }
 
+/// What the broadcaster needs from an event it is about to deliver, read by [`check_envelope`].
+#[derive(Debug, Default, PartialEq)]
+pub struct EnvelopeHead<'a> {
+    pub trace_id: std::borrow::Cow<'a, str>,
+    /// The commit time (`time`), when it reads as one.
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+/// Why an event read from `EVENTS` is not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeRefusal {
+    /// Not an `events.<collection>.<doc_id>.<action>` subject, not a JSON object with the
+    /// envelope's fields, or a field given twice.
+    #[error("not a well-formed event envelope")]
+    Malformed,
+    /// The envelope's `type`, `collection` or `doc_id` differ from what its subject says.
+    #[error("the envelope does not match its subject")]
+    SubjectMismatch,
+}
+
+/// Checks an event's envelope against the subject it came on: `type` must be
+/// `<collection>.<action>`, `collection` and `doc_id` those of `events.<collection>.<doc_id>.<action>`.
+/// Events on `events.user.<user>.<action>` (chat's per-user events) are chat events about a
+/// room: `collection` `chat`, `type` `chat.<action>`. A field given twice is refused, so the
+/// fields checked here are the ones a client reads when the payload is passed on unchanged.
+/// Publishers that may publish to `events.>` (a compromised worker, above all) can therefore not
+/// make one channel carry another's event, nor an `enriched` event pass for a chat message.
+pub fn check_envelope<'a>(
+    subject: &str,
+    payload: &'a str,
+) -> Result<EnvelopeHead<'a>, EnvelopeRefusal> {
+    use std::borrow::Cow;
+    /// The envelope's fields; serde refuses a known field given twice. Unknown fields pass
+    /// (a newer api may add some) and are never read.
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[allow(dead_code)]
+        id: Uuid,
+        #[serde(rename = "type", borrow)]
+        event_type: Cow<'a, str>,
+        #[serde(borrow)]
+        collection: Cow<'a, str>,
+        #[serde(borrow)]
+        doc_id: Cow<'a, str>,
+        #[allow(dead_code)]
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+        #[allow(dead_code)]
+        #[serde(default, borrow)]
+        actor: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        time: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        trace_id: Option<Cow<'a, str>>,
+    }
+    let parts = crate::subjects::parse_event_subject(subject).ok_or(EnvelopeRefusal::Malformed)?;
+    let envelope: Envelope<'a> =
+        serde_json::from_str(payload).map_err(|_| EnvelopeRefusal::Malformed)?;
+    let per_user = parts.collection == crate::chat::USER_COLLECTION;
+    let collection = if per_user { crate::chat::CHAT_COLLECTION } else { parts.collection };
+    let type_matches = envelope
+        .event_type
+        .split_once('.')
+        .is_some_and(|(c, action)| c == collection && action == parts.action);
+    let matches = type_matches
+        && envelope.collection == collection
+        && (per_user || envelope.doc_id == parts.doc_id);
+    if !matches {
+        return Err(EnvelopeRefusal::SubjectMismatch);
+    }
+    Ok(EnvelopeHead {
+        trace_id: envelope.trace_id.unwrap_or_default(),
+        committed_at: envelope
+            .time
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    })
+}
+
 /// RFC 3339 with millisecond precision and a `Z` suffix, so every service prints time alike.
 pub(crate) mod rfc3339 {
     use super::*;
@@ -167,6 +246,66 @@ mod tests {
         let back: Event = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.action(), Some(EventAction::Created));
+    }
+
+    #[test]
+    fn an_envelope_must_match_its_subject_and_name_each_field_once() {
+        let event = |collection: &str, doc_id: &str, action: EventAction| {
+            let event = Event::new(
+                collection,
+                doc_id,
+                action,
+                serde_json::json!({"text": "hi"}),
+                Some("u1".into()),
+                "t-1".into(),
+            );
+            serde_json::to_string(&event).unwrap()
+        };
+        let genuine = event("products", "p1", EventAction::Created);
+        let head = check_envelope("events.products.p1.created", &genuine).unwrap();
+        assert_eq!(head.trace_id, "t-1");
+        assert!(head.committed_at.is_some());
+        // Chat's per-user events: a chat event about a room, on the user's subject.
+        let per_user = event("chat", "room1", EventAction::MemberAdded);
+        assert!(check_envelope("events.user.u9.member_added", &per_user).is_ok());
+        assert!(check_envelope("events.chat.room1.member_added", &per_user).is_ok());
+
+        let message = event("chat", "room1", EventAction::Message);
+        for (subject, payload) in [
+            // A forged chat message on a subject a worker may publish.
+            ("events.chat.room1.enriched", message.as_str()),
+            ("events.user.u9.enriched", message.as_str()),
+            // Another document's, another collection's, another action's event.
+            ("events.products.p2.created", genuine.as_str()),
+            ("events.desks.p1.created", genuine.as_str()),
+            ("events.products.p1.updated", genuine.as_str()),
+            ("events.chat.room2.message", message.as_str()),
+        ] {
+            assert_eq!(
+                check_envelope(subject, payload),
+                Err(EnvelopeRefusal::SubjectMismatch),
+                "{subject}"
+            );
+        }
+        // `type` given twice: the first would pass, a client might read the second.
+        let repeated = genuine.replacen(
+            "\"type\":\"products.created\"",
+            "\"type\":\"products.created\",\"type\":\"chat.message\"",
+            1,
+        );
+        assert_ne!(repeated, genuine);
+        for (subject, payload) in [
+            ("events.products.p1.created", repeated.as_str()),
+            ("events.products.p1.created", "not json"),
+            ("events.products.p1.created", "{\"type\":\"products.created\"}"),
+            ("events.products.created", genuine.as_str()),
+        ] {
+            assert_eq!(
+                check_envelope(subject, payload),
+                Err(EnvelopeRefusal::Malformed),
+                "{payload}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! need no permission to update or delete streams (docs/security.md).
 //!
 //! EVENTS and TASKS are bounded in bytes (`COURIER_EVENTS_MAX_BYTES`, `COURIER_TASKS_MAX_BYTES`)
-//! and discard *new* messages when full: JetStream then refuses a publish rather than silently
+//! and discard *new* messages when full (DLQ is bounded by `COURIER_DLQ_MAX_BYTES` and drops its
+//! oldest dead letters instead): JetStream then refuses a publish rather than silently
 //! dropping replayable events or unprocessed tasks, and the store refuses new writes headed for a
 //! full stream (`courier_store::admission`) instead of letting the outbox grow. The api's
 //! settings are the ones applied (it updates the streams); the others only matter when they
@@ -26,6 +27,8 @@ pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Dead letters are kept for inspection and retry this long.
 pub const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// The default byte limit of `DLQ` (`COURIER_DLQ_MAX_BYTES`).
+pub const DLQ_MAX_BYTES: i64 = 64 << 20;
 
 /// How the streams are created: replicas and the byte limits (`NatsArgs::streams`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +36,18 @@ pub struct StreamSettings {
     pub replicas: usize,
     pub events_max_bytes: i64,
     pub tasks_max_bytes: i64,
+    pub dlq_max_bytes: i64,
 }
 
 impl StreamSettings {
     /// `replicas` replicas and the default limits (tests, tools).
     pub fn with_replicas(replicas: usize) -> Self {
-        StreamSettings { replicas, events_max_bytes: 1 << 30, tasks_max_bytes: 256 << 20 }
+        StreamSettings {
+            replicas,
+            events_max_bytes: 1 << 30,
+            tasks_max_bytes: 256 << 20,
+            dlq_max_bytes: DLQ_MAX_BYTES,
+        }
     }
 }
 
@@ -86,6 +95,10 @@ pub fn dlq_stream_config(settings: &StreamSettings) -> Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         max_age: DLQ_MAX_AGE,
+        // Bounded too: a flood of failing tasks must not fill the NATS volume. Full: the oldest
+        // dead letters go, so a worker can always dead-letter (and never stalls on it).
+        max_bytes: settings.dlq_max_bytes,
+        discard: DiscardPolicy::Old,
         num_replicas: settings.replicas,
         ..Default::default()
     }
@@ -212,8 +225,12 @@ mod tests {
 
     #[test]
     fn events_and_tasks_are_bounded_and_refuse_new_messages_when_full() {
-        let settings =
-            StreamSettings { replicas: 3, events_max_bytes: 4096, tasks_max_bytes: 2048 };
+        let settings = StreamSettings {
+            replicas: 3,
+            events_max_bytes: 4096,
+            tasks_max_bytes: 2048,
+            dlq_max_bytes: 1024,
+        };
         let events = events_stream_config(&settings);
         assert_eq!(
             (events.max_bytes, events.discard, events.num_replicas),
@@ -221,6 +238,9 @@ mod tests {
         );
         let tasks = tasks_stream_config(&settings);
         assert_eq!((tasks.max_bytes, tasks.discard), (2048, DiscardPolicy::New));
+        let dlq = dlq_stream_config(&settings);
+        assert_eq!((dlq.max_bytes, dlq.discard), (1024, DiscardPolicy::Old), "DLQ is bounded");
+        assert_eq!(dlq_stream_config(&StreamSettings::with_replicas(1)).max_bytes, DLQ_MAX_BYTES);
         assert!(is_stream_full_error(
             "publish failed: maximum bytes exceeded (code 503, error code 10077)"
         ));

@@ -16,6 +16,7 @@ pub mod jetstream;
 pub mod jetstream_metrics;
 pub mod ops;
 pub mod protocol;
+pub mod rate;
 pub mod request_telemetry;
 pub mod shutdown;
 pub mod subjects;

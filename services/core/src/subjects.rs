@@ -20,6 +20,14 @@ pub const DLQ_ALL: &str = "dlq.tasks.>";
 /// tasks left on `tasks.<kind>` to `tasks.normal.<kind>` (docs/workers.md, "Upgrading").
 pub const LEGACY_WORKERS_CONSUMER: &str = "workers";
 
+/// A name for one of the broadcaster's ordered consumers on `EVENTS` (`kind`: `feed` or
+/// `replay`), unique per consumer. Named consumers are created on
+/// `$JS.API.CONSUMER.CREATE.EVENTS.<name>.<filter>`, the only consumer-create subject the
+/// broadcaster's NATS user may publish to (charts/courier/files/nats-auth.conf).
+pub fn broadcaster_consumer_name(kind: &str) -> String {
+    format!("courier-broadcaster-{kind}-{}", uuid::Uuid::now_v7().simple())
+}
+
 /// `workers-<priority>`: the durable pull consumer on `TASKS` that every worker process shares for
 /// one priority (filter [`priority_tasks_filter`]).
 pub fn workers_consumer(priority: Priority) -> String {

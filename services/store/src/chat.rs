@@ -39,6 +39,19 @@ pub const REACTIONS: &str = "_chat_reactions";
 pub const USER_COUNTERS: &str = "_chat_users";
 /// The accounts' users (written by the api's accounts module); chat only looks names up.
 pub const USERS: &str = "_users";
+/// `{user_id, blocked_id, blocked_username, created_at}`: whom each user has blocked.
+pub const BLOCKS: &str = "_chat_blocks";
+
+/// One entry of a user's block list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDoc {
+    /// Who blocked.
+    pub user_id: ObjectId,
+    /// Whom.
+    pub blocked_id: ObjectId,
+    pub blocked_username: String,
+    pub created_at: bson::DateTime,
+}
 
 /// A user as stored inside chat documents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,7 +389,97 @@ impl ChatStore {
                 true,
             ))
             .await?;
+
+        let blocks = self.store.collection(BLOCKS);
+        blocks
+            .create_index(index(doc! {"user_id": 1, "blocked_id": 1}, "user_blocked_unique", true))
+            .await?;
+        blocks
+            .create_index(index(doc! {"blocked_id": 1, "user_id": 1}, "blocked_user", false))
+            .await?;
         Ok(())
+    }
+
+    // ---- block lists (no events: a block is the blocker's own business) -----------------
+
+    fn blocks(&self) -> Collection<BlockDoc> {
+        self.store.collection(BLOCKS).clone_with_type()
+    }
+
+    /// `user`'s block list, oldest first (at most `limit`).
+    pub async fn blocks_of(
+        &self,
+        user: ObjectId,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<BlockDoc>> {
+        self.blocks()
+            .find(doc! {"user_id": user})
+            .sort(doc! {"created_at": 1, "_id": 1})
+            .limit(limit)
+            .max_time(self.store.query_timeout())
+            .await?
+            .try_collect()
+            .await
+    }
+
+    pub async fn block_count(&self, user: ObjectId) -> mongodb::error::Result<u64> {
+        self.blocks()
+            .count_documents(doc! {"user_id": user})
+            .max_time(self.store.query_timeout())
+            .await
+    }
+
+    /// `user` blocks `other`; `false` when it already had.
+    pub async fn block(&self, user: ObjectId, other: &StoredUser) -> mongodb::error::Result<bool> {
+        let entry = BlockDoc {
+            user_id: user,
+            blocked_id: other.id,
+            blocked_username: other.username.clone(),
+            created_at: bson::DateTime::now(),
+        };
+        match self.blocks().insert_one(&entry).await {
+            Ok(_) => Ok(true),
+            Err(err) if is_duplicate_key(&err) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `user` unblocks `other`; `false` when it had not blocked them.
+    pub async fn unblock(&self, user: ObjectId, other: ObjectId) -> mongodb::error::Result<bool> {
+        let deleted = self.blocks().delete_one(doc! {"user_id": user, "blocked_id": other}).await?;
+        Ok(deleted.deleted_count > 0)
+    }
+
+    /// Which of `others` have blocked `user`.
+    pub async fn blocked_by(
+        &self,
+        user: ObjectId,
+        others: &[ObjectId],
+    ) -> mongodb::error::Result<Vec<ObjectId>> {
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<BlockDoc> = self
+            .blocks()
+            .find(doc! {"blocked_id": user, "user_id": {"$in": others}})
+            .max_time(self.store.query_timeout())
+            .await?
+            .try_collect()
+            .await?;
+        Ok(rows.into_iter().map(|b| b.user_id).collect())
+    }
+
+    /// Whether `a` has blocked `b` or `b` has blocked `a`.
+    pub async fn either_blocked(&self, a: ObjectId, b: ObjectId) -> mongodb::error::Result<bool> {
+        let found = self
+            .blocks()
+            .find_one(doc! {"$or": [
+                {"user_id": a, "blocked_id": b},
+                {"user_id": b, "blocked_id": a},
+            ]})
+            .max_time(self.store.query_timeout())
+            .await?;
+        Ok(found.is_some())
     }
 
     // ---- reads -------------------------------------------------------------------------

@@ -22,11 +22,13 @@ pub struct WorkerConfig {
     pub nats: NatsArgs,
 
     /// MongoDB connection string (a replica set, so transactions work): where handlers store
-    /// their results (`pets.enrich` writes the pet's `enrichment`).
+    /// their results (`pets.enrich` writes the pet's `enrichment`). `--help` never shows its
+    /// value from the environment: it usually carries the password.
     #[arg(
         long,
         env = "COURIER_MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
+        hide_env_values = true
     )]
     pub mongodb_uri: String,
 

@@ -1,8 +1,11 @@
-//! The first admin, from configuration: `COURIER_BOOTSTRAP_ADMIN=<username>` grants `admin` to
-//! that user at start-up, creating it with the password in `COURIER_BOOTSTRAP_ADMIN_PASSWORD_FILE`
-//! when it does not exist yet (an existing user's password is never touched). Without the setting
-//! nobody is an admin: there is no default admin and no default password. `courier-api
-//! grant-role` ([`grant_role_command`]) grants any role from the command line.
+//! The first admin, from configuration: `COURIER_BOOTSTRAP_ADMIN=<username>` with the password in
+//! `COURIER_BOOTSTRAP_ADMIN_PASSWORD_FILE` creates that user at start-up if it does not exist,
+//! and grants it `admin`. An account of that name that already exists gets `admin` only if its
+//! password is the configured one (an account bootstrap created has it): anyone could have
+//! registered the name, and the name alone proves nothing. Until bootstrap is done the api
+//! refuses registrations, so nobody can take the name first. Without the setting nobody is an
+//! admin: there is no default admin and no default password. `courier-api grant-role`
+//! ([`grant_role_command`]) grants any role to an existing account from the command line.
 
 use std::sync::{
     Arc,
@@ -90,15 +93,36 @@ impl BootstrapAdmin {
     }
 
     async fn once(&self, accounts: &Accounts, hashing: &Arc<Semaphore>) -> anyhow::Result<()> {
-        if accounts.find_by_username(&self.username).await?.is_none() {
-            let Some(password) = &self.password else {
-                tracing::warn!(username = %self.username, "COURIER_BOOTSTRAP_ADMIN names no existing user and no password file is set: nobody was made admin");
-                return Ok(());
-            };
-            let hash = passwords::hash(password.clone(), hashing).await?;
-            if accounts.create_user(&self.username, hash).await?.is_some() {
-                tracing::info!(username = %self.username, "bootstrap admin created");
+        let Some(password) = &self.password else {
+            // Nothing to create the account with, and nothing an existing one could prove.
+            tracing::warn!(username = %self.username, "COURIER_BOOTSTRAP_ADMIN is set without COURIER_BOOTSTRAP_ADMIN_PASSWORD_FILE: nobody was made admin (for an existing account use `courier-api grant-role`)");
+            return Ok(());
+        };
+        let (user, created) = match accounts.find_by_username(&self.username).await? {
+            Some(user) => (user, false),
+            None => {
+                let hash = passwords::hash(password.clone(), hashing).await?;
+                match accounts.create_user(&self.username, hash).await? {
+                    Some(user) => {
+                        tracing::info!(username = %self.username, "bootstrap admin created");
+                        (user, true)
+                    }
+                    // Another replica's bootstrap created it meanwhile: check it like any other.
+                    None => match accounts.find_by_username(&self.username).await? {
+                        Some(user) => (user, false),
+                        None => anyhow::bail!("'{}' was created and is gone again", self.username),
+                    },
+                }
             }
+        };
+        if user.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Ok(());
+        }
+        if !created
+            && !passwords::verify(password.clone(), user.password_hash.clone(), hashing).await
+        {
+            tracing::warn!(username = %self.username, "COURIER_BOOTSTRAP_ADMIN names an existing account whose password is not the configured one: it was NOT made admin (someone else may have registered the name; `courier-api grant-role` grants it deliberately)");
+            return Ok(());
         }
         if accounts.grant_role(&self.username, ADMIN_ROLE).await?.is_some() {
             tracing::info!(username = %self.username, "bootstrap admin has the admin role");

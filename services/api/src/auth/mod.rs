@@ -10,7 +10,10 @@ mod extract;
 mod limiter;
 mod passwords;
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::Ordering,
+};
 
 use axum::{
     Json, Router,
@@ -24,7 +27,7 @@ use serde_json::json;
 
 pub use accounts::{Accounts, is_valid_username};
 pub use extract::{Admin, AuthUser, Authenticated, Caller};
-pub use limiter::{LoginLimiter, RateLimiter};
+pub use limiter::{LoginLimiter, LoginLimits, RateLimiter, WriteLimiter, WriteRefusal};
 pub use passwords::hash as hash_password;
 pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 
@@ -80,7 +83,8 @@ fn username_problem() -> FieldError {
     }
 }
 
-/// `POST /auth/register`: rate-limited per client address (429 past the allowance; refused
+/// `POST /auth/register`: refused (503 `bootstrap_pending`) until the configured first admin is
+/// in place; rate-limited per client address (429 past the allowance; refused
 /// bodies count too, so probing costs the same), hashed under the hashing limit.
 async fn register(
     State(state): State<AppState>,
@@ -88,6 +92,9 @@ async fn register(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    if state.bootstrapped.as_ref().is_some_and(|done| !done.load(Ordering::Acquire)) {
+        return Err(ApiError::BootstrapPending);
+    }
     let address = client_address(&state, peer, &headers);
     state
         .register_limiter
@@ -162,14 +169,16 @@ async fn login(
         .map_or_else(|| passwords::decoy_hash().to_owned(), |u| u.password_hash.clone());
     let matches = passwords::verify(password, phc, &state.password_hashing).await;
     let Some(user) = user.filter(|_| matches) else {
-        state.login_limiter.failed(&username);
+        let delay = state.login_limiter.failed(&username, address);
         tracing::info!(%username, %address, "login failed");
+        // The guesser waits (progressive delays, when configured), not the owner.
+        tokio::time::sleep(delay).await;
         return Err(ApiError::Unauthorized {
             message: "invalid username or password".into(),
             invalid_token: false,
         });
     };
-    state.login_limiter.succeeded(&username);
+    state.login_limiter.succeeded(&username, address);
     let refresh_token = state.accounts.issue_refresh(&user, None).await?;
     tracing::info!(user_id = %user.id, "login");
     token_response(&state, &user, refresh_token)

@@ -92,6 +92,11 @@ impl ChatMetrics {
             "Chat rooms created (group and direct)",
             metrics.rooms_created.clone(),
         );
+        registry.register(
+            "courier_chat_membership_replies_refused",
+            "Membership questions dropped unanswered: their reply subject was not a broadcaster's inbox",
+            super::rpc::REFUSED_REPLIES.clone(),
+        );
         std::sync::Arc::new(metrics)
     }
 

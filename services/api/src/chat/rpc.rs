@@ -2,13 +2,16 @@
 //! before it admits a `chat:<R>` subscription, and never reads MongoDB itself. Every api replica
 //! serves the subject in queue group `api`, so each request gets one answer. When the store
 //! cannot answer, no reply is sent: the broadcaster's timeout refuses the subscription (fail
-//! closed) instead of trusting a guess. The api is ready only once nats-server has the
-//! subscription (a round trip after subscribing, not just a flush): before that, a question
-//! would find no responder and a member's subscription would be refused.
+//! closed) instead of trusting a guess. Answers go only to a broadcaster's inbox
+//! ([`REPLY_PREFIX`]): a request naming any other reply subject is dropped and counted, so a
+//! compromised broadcaster cannot make the api publish where it may not publish itself. The api
+//! is ready only once nats-server has the subscription (a round trip after subscribing, not just
+//! a flush): before that, a question would find no responder and a member's subscription would
+//! be refused.
 
 use std::{
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -26,6 +29,23 @@ use tokio_util::sync::CancellationToken;
 
 /// Requests answered at once per replica (more wait in the subscription's buffer).
 const CONCURRENT_LOOKUPS: usize = 64;
+
+/// Where answers may go: the broadcasters' reply subjects (`courier_core::config::connect_nats`
+/// takes them under `_INBOX.courier-broadcaster.`, the only user allowed to subscribe there).
+pub const REPLY_PREFIX: &str = "_INBOX.courier-broadcaster.";
+
+/// Requests dropped for their reply subject (`courier_chat_membership_replies_refused_total`).
+pub static REFUSED_REPLIES: LazyLock<prometheus_client::metrics::counter::Counter> =
+    LazyLock::new(Default::default);
+
+/// Whether an answer may be published to `reply`: a plain subject under [`REPLY_PREFIX`].
+fn may_answer(reply: &str) -> bool {
+    reply.strip_prefix(REPLY_PREFIX).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.split('.').all(|token| !token.is_empty() && token != "*" && token != ">")
+            && !rest.contains(char::is_whitespace)
+    })
+}
 
 /// Serves membership requests until `shutdown`; sets `serving` once the server has the
 /// subscription.
@@ -67,6 +87,11 @@ pub async fn serve_membership(
                 let (nats, store) = (nats.clone(), store.clone());
                 async move {
                     let Some(reply_to) = message.reply else { return };
+                    if !may_answer(&reply_to) {
+                        REFUSED_REPLIES.inc();
+                        tracing::warn!(reply = %reply_to, "membership question dropped: its reply subject is not a broadcaster's inbox");
+                        return;
+                    }
                     let Some(reply) = answer(&store, &message.payload).await else { return };
                     let body = serde_json::to_vec(&reply).expect("replies serialize");
                     if let Err(err) = nats.publish(reply_to, body.into()).await {
@@ -114,5 +139,23 @@ mod tests {
         let good =
             br#"{"room_id":"65f0c0ffee0123456789abcd","user_id":"65f0c0ffee0123456789abce"}"#;
         assert!(parse(good).is_some());
+    }
+
+    #[test]
+    fn answers_go_only_to_a_broadcasters_inbox() {
+        assert!(may_answer("_INBOX.courier-broadcaster.AbC123.9"));
+        for elsewhere in [
+            "$JS.API.STREAM.PURGE.EVENTS",
+            "events.chat.r1.message",
+            "tasks.high.pets.enrich",
+            "_INBOX.courier-api.x",
+            "_INBOX.courier-broadcaster.",
+            "_INBOX.courier-broadcaster",
+            "_INBOX.courier-broadcaster.>",
+            "_INBOX.courier-broadcaster.a..b",
+            "_INBOX.x",
+        ] {
+            assert!(!may_answer(elsewhere), "{elsewhere}");
+        }
     }
 }

@@ -34,6 +34,7 @@ use crate::{
     extract::JsonBody,
     query::ListQuery,
     state::AppState,
+    writes::{Writer, Writing},
 };
 
 /// Read-modify-write rounds when a concurrent change wins the race (no If-Match given).
@@ -168,9 +169,11 @@ fn announce(
     }
 }
 
-/// After a commit: publish its records now (the fast path; the relay covers a failure).
-fn after_commit(state: &AppState, committed: Committed) -> Change {
+/// After a commit: spend the writer's byte budget, publish the records now (the fast path; the
+/// relay covers a failure).
+fn after_commit(state: &AppState, committed: Committed, writer: &Writer) -> Change {
     let Committed { change, records } = committed;
+    state.writes.charge(writer, &records);
     if state.fault == Some(crate::config::Fault::ExitAfterCommit) {
         tracing::error!(doc_id = %change.doc_id, "fault injection: exiting after commit, before publish");
         std::process::exit(86);
@@ -187,12 +190,13 @@ fn document_response(status: StatusCode, version: i64, document: Value) -> Respo
 async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    caller: Caller,
+    Writing { caller, writer }: Writing,
     Extension(trace_id): Extension<TraceId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
+    state.writes.admit_document(&def, &writer)?;
     let (fields, _) = client_fields(&def, body, None)?;
     let mut body = Value::Object(fields);
     def.validate(&body).map_err(|fields| ApiError::validation(&name, fields))?;
@@ -205,7 +209,7 @@ async fn create(
     let announce = announce(&def, EventAction::Created, &caller, &trace_id);
     let change = Change::new(&name, id.to_hex(), 1, to_api(stored.clone()), announce);
     let writes = [Write::Insert { collection: name.clone(), document: stored }];
-    let change = after_commit(&state, state.store.commit_change(&writes, change).await?);
+    let change = after_commit(&state, state.store.commit_change(&writes, change).await?, &writer);
     let (doc_id, document) = (change.doc_id, change.data);
 
     let mut response = document_response(StatusCode::CREATED, 1, document);
@@ -330,13 +334,14 @@ async fn update(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
     method: Method,
-    caller: Caller,
+    Writing { caller, writer }: Writing,
     headers: HeaderMap,
     Extension(trace_id): Extension<TraceId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let def = collection(&state, &name)?;
     caller.require(def.write_access())?;
+    state.writes.admit_document(&def, &writer)?;
     let (fields, creator) = client_fields(&def, body, Some(&id))?;
     let edit = if method == Method::PATCH {
         Edit::MergePatch(fields, creator)
@@ -344,19 +349,22 @@ async fn update(
         Edit::Replace(fields, creator)
     };
     let committed = modify(&state, &name, &id, &caller, &headers, &trace_id, edit).await?;
-    let change = after_commit(&state, committed);
+    let change = after_commit(&state, committed, &writer);
     Ok(document_response(StatusCode::OK, change.version, change.data))
 }
 
 async fn remove(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
-    caller: Caller,
+    Writing { caller, writer }: Writing,
     headers: HeaderMap,
     Extension(trace_id): Extension<TraceId>,
 ) -> Result<StatusCode, ApiError> {
+    let def = collection(&state, &name)?;
+    caller.require(def.write_access())?;
+    state.writes.admit_document(&def, &writer)?;
     let committed = modify(&state, &name, &id, &caller, &headers, &trace_id, Edit::Delete).await?;
-    after_commit(&state, committed);
+    after_commit(&state, committed, &writer);
     Ok(StatusCode::NO_CONTENT)
 }
 

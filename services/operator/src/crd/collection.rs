@@ -41,6 +41,13 @@ pub struct CollectionDefinition {
     pub schema: serde_json::Value,
     #[serde(default)]
     pub access: Access,
+    /// How often one writer (a user, else a client address) may write documents: `60/min`,
+    /// `10/s`, `5/10s`. Absent: the api's default (`COURIER_WRITE_RATE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]+/([0-9]+(ms|s|m|h|d)|s|sec|second|m|min|minute|h|hour|d|day)$"
+    ))]
+    pub rate: Option<String>,
     /// Secondary indexes the api creates at start-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<IndexSpec>,
@@ -202,6 +209,7 @@ impl CollectionDefinition {
                 read: access_level(&self.access.read),
                 write: access_level(&self.access.write),
             },
+            rate: self.rate.clone(),
             indexes: self
                 .indexes
                 .iter()
@@ -231,6 +239,7 @@ impl CollectionDefinition {
                 read: spec.access.read.to_string(),
                 write: spec.access.write.to_string(),
             },
+            rate: spec.rate.clone(),
             indexes: spec
                 .indexes
                 .iter()
@@ -315,6 +324,7 @@ mod tests {
                 read: core::AccessLevel::Public,
                 write: core::AccessLevel::Owner,
             },
+            rate: Some("30/min".into()),
             indexes: vec![core::IndexSpec {
                 fields: vec!["species".into(), "-age".into()],
                 unique: false,

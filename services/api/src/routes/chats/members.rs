@@ -84,7 +84,7 @@ pub async fn add(
     let username = username.expect("required above");
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let member = loop {
         let (room, mine) = room_and_membership(&chat_store, room_id, &me).await?;
         if !mine.role.manages() {
@@ -104,6 +104,7 @@ pub async fn add(
         else {
             return Err(invalid(WHAT, "username", format!("no user named '{username}'")));
         };
+        super::blocks::refuse_blocked(&state, &me, std::slice::from_ref(&target)).await?;
         if chat_store.membership(room_id, target.id).await?.is_some() {
             return Err(ApiError::Conflict(format!("'{username}' is already a member")));
         }
@@ -166,7 +167,7 @@ pub async fn update(
     let role = role.expect("required above");
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, mine) = room_and_membership(&chat_store, room_id, &me).await?;
         if mine.role != Role::Owner {
@@ -226,7 +227,7 @@ pub async fn remove(
     let room_id = parse_room_id(&id)?;
     let username = normalize_username(&username);
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, mine) = room_and_membership(&chat_store, room_id, &me).await?;
         let target = if username == me.username {

@@ -113,15 +113,24 @@ pub async fn send(
     let chat_store = state.store.chat();
     // Membership and a retried client_msg_id are answered before the rate limit: a retry of a
     // message that got through is not another message.
-    room_and_membership(&chat_store, room_id, &me).await?;
+    let (room, _) = room_and_membership(&chat_store, room_id, &me).await?;
     if let Some(cid) = &input.client_msg_id
         && let Some(first) = chat_store.message_by_client_id(room_id, me.id, cid).await?
     {
         return Ok((StatusCode::OK, Json(first.to_wire())).into_response());
     }
     state.chat.admit_send(&me.id.to_hex())?;
+    // A direct room carries nothing while either of its two has blocked the other.
+    if let Some(other) = room.direct.iter().flatten().find(|u| u.id != me.id)
+        && chat_store.either_blocked(me.id, other.id).await?
+    {
+        return Err(ApiError::Forbidden(format!(
+            "'{}' and you cannot message each other while one blocks the other",
+            other.username
+        )));
+    }
 
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (status, message) = loop {
         let plan = plan_send(&chat_store, room_id, &me, &input, trace_id.as_str()).await?;
         if let Some(answer) = attempts.commit(&state, plan).await? {
@@ -294,7 +303,7 @@ pub async fn edit(
     let text = text.expect("checked above");
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (edited, message) = loop {
         let (room, _, message) = message_context(&chat_store, room_id, message_id, &me).await?;
         if message.author.id != me.id {
@@ -356,7 +365,7 @@ pub async fn delete(
     let room_id = parse_room_id(&id)?;
     let message_id = parse_message_id(&msg)?;
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let deleted_now = loop {
         let (room, member, message) =
             message_context(&chat_store, room_id, message_id, &me).await?;
@@ -441,7 +450,7 @@ async fn change_reaction(
     let message_id = parse_message_id(&msg)?;
     check_emoji(&emoji)?;
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     let (status, message) = loop {
         let (room, _, message) = message_context(&chat_store, room_id, message_id, &me).await?;
         if message.deleted {
@@ -557,7 +566,7 @@ pub async fn read(
     let seq = i64::try_from(seq.expect("required above")).unwrap_or(i64::MAX);
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, member) = room_and_membership(&chat_store, room_id, &me).await?;
         if seq > room.last_seq {

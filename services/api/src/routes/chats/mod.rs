@@ -4,6 +4,7 @@
 //! concurrent change got in first (the store's guards say so), so a room's `seq` and its event
 //! order have no gaps however many people write at once.
 
+mod blocks;
 mod members;
 mod messages;
 pub(crate) mod openapi;
@@ -26,6 +27,7 @@ use crate::{
     auth::AuthUser,
     error::{ApiError, FieldError},
     state::AppState,
+    writes::Writer,
 };
 
 pub fn router() -> Router<AppState> {
@@ -47,6 +49,8 @@ pub fn router() -> Router<AppState> {
             put(messages::react).delete(messages::unreact),
         )
         .route("/chats/{id}/read", post(messages::read))
+        .route("/chats/blocks", get(blocks::list))
+        .route("/chats/blocks/{username}", put(blocks::block).delete(blocks::unblock))
 }
 
 /// How many times a change is re-planned after losing a race before the api gives up (409).
@@ -125,21 +129,28 @@ pub(super) enum Plan<T> {
     },
 }
 
-/// Commits plans, pacing and counting the re-plans after lost races.
+/// Commits plans, pacing and counting the re-plans after lost races, and spending the writer's
+/// byte budget on what they commit.
 pub(super) struct Attempts {
     backoff: Backoff,
     left: u32,
+    writer: Writer,
 }
 
 impl Attempts {
-    pub fn new() -> Self {
-        Attempts {
+    /// Counts a chat change by `me` against the write limits (429 past them), then the attempts
+    /// to commit it with. Every chat change goes through here.
+    pub fn admit(state: &AppState, me: &Me) -> Result<Self, ApiError> {
+        let writer = Writer::user(&me.id.to_hex());
+        state.writes.admit_chat(&writer)?;
+        Ok(Attempts {
             backoff: Backoff::with_min(
                 std::time::Duration::from_millis(2),
                 std::time::Duration::from_millis(100),
             ),
             left: ATTEMPTS,
-        }
+            writer,
+        })
     }
 
     /// `Some(answer)` once the plan is committed (its events handed to the outbox), `None`
@@ -155,6 +166,7 @@ impl Attempts {
         };
         match state.store.chat().commit(&writes, &records).await? {
             Commit::Done => {
+                state.writes.charge(&self.writer, &records);
                 state.outbox.publish_after_commit(records);
                 Ok(Some(answer))
             }

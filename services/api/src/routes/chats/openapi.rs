@@ -188,7 +188,7 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room],
             "get": operation("A room with my state in it", responses(&[("200", "The room", Some(summary.clone()))], &["400", "401", "404", "503"])),
             "patch": with_body(operation("Rename, set the topic, archive or unarchive (owner or admin); emits chat.room_updated",
-                    responses(&[("200", "The room", Some(summary.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
+                    responses(&[("200", "The room", Some(summary.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "additionalProperties": false, "properties": {
                         "name": or_null(name.clone()), "topic": or_null(topic.clone()), "archived": or_null(json!({"type": "boolean"}))},
                         "description": "At least one of name, topic and archived (null counts as absent)",
@@ -204,7 +204,7 @@ pub fn paths() -> Map<String, Value> {
             "parameters": [room],
             "get": operation("The members, longest-standing first", responses(&[("200", "Every member", Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": member}}})))], &["400", "401", "404", "503"])),
             "post": with_body(operation("Add a member (owner or admin; only owners grant owner); emits chat.member_added on the room and on the user's channel",
-                    responses(&[("201", "Added", Some(member.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
+                    responses(&[("201", "Added", Some(member.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "required": ["username"], "additionalProperties": false, "properties": {
                         "username": {"type": "string", "description": "An existing user's"}, "role": or_null(json!({"enum": ["owner", "admin", "member"], "default": "member"}))}})),
         }),
@@ -214,10 +214,10 @@ pub fn paths() -> Map<String, Value> {
         json!({
             "parameters": [room, username],
             "patch": with_body(operation("Change a member's role (owners only; the last owner cannot step down); emits chat.member_updated",
-                    responses(&[("200", "The member", Some(member))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
+                    responses(&[("200", "The member", Some(member))], &["400", "401", "403", "404", "409", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "required": ["role"], "additionalProperties": false, "properties": {"role": role}})),
             "delete": operation("Leave (anyone) or remove a member (owners anyone, admins members); the last owner's leaving makes the longest-standing admin (else member) owner; emits chat.member_removed on the room and the user's channel",
-                    responses(&[("204", "Removed", None)], &["400", "401", "403", "404", "409", "503"])),
+                    responses(&[("204", "Removed", None)], &["400", "401", "403", "404", "409", "429", "503"])),
         }),
     );
     paths.insert(
@@ -240,10 +240,10 @@ pub fn paths() -> Map<String, Value> {
         json!({
             "parameters": [room, message],
             "patch": with_body(operation("Edit my message (its author only); sets edited_at; emits chat.message_edited",
-                    responses(&[("200", "The message", Some(message_schema.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "503"])),
+                    responses(&[("200", "The message", Some(message_schema.clone()))], &["400", "401", "403", "404", "409", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "required": ["text"], "additionalProperties": false, "properties": {"text": text}})),
             "delete": operation("Delete a message (author, admin or owner): a tombstone keeps its seq; emits chat.message_deleted",
-                    responses(&[("204", "Deleted (also when it already was)", None)], &["400", "401", "403", "404", "409", "503"])),
+                    responses(&[("204", "Deleted (also when it already was)", None)], &["400", "401", "403", "404", "409", "429", "503"])),
         }),
     );
     paths.insert(
@@ -251,9 +251,9 @@ pub fn paths() -> Map<String, Value> {
         json!({
             "parameters": [room, message, emoji],
             "put": operation("React (one per user per emoji); emits chat.reaction",
-                    responses(&[("201", "Added: the message with its counts", Some(message_schema.clone())), ("200", "I had already reacted so", Some(message_schema.clone()))], &["400", "401", "404", "409", "503"])),
+                    responses(&[("201", "Added: the message with its counts", Some(message_schema.clone())), ("200", "I had already reacted so", Some(message_schema.clone()))], &["400", "401", "404", "409", "429", "503"])),
             "delete": operation("Take my reaction back; emits chat.reaction",
-                    responses(&[("200", "The message with its counts", Some(message_schema))], &["400", "401", "404", "409", "503"])),
+                    responses(&[("200", "The message with its counts", Some(message_schema))], &["400", "401", "404", "409", "429", "503"])),
         }),
     );
     paths.insert(
@@ -261,8 +261,27 @@ pub fn paths() -> Map<String, Value> {
         json!({
             "parameters": [room],
             "post": with_body(operation("Move my read marker forward (never back); emits chat.read on user:<me>",
-                    responses(&[("200", "Where my marker is now, with the counts", Some(schema_ref("ChatReadMarker")))], &["400", "401", "404", "413", "415", "422", "503"])),
+                    responses(&[("200", "Where my marker is now, with the counts", Some(schema_ref("ChatReadMarker")))], &["400", "401", "404", "413", "415", "422", "429", "503"])),
                     json!({"type": "object", "required": ["seq"], "additionalProperties": false, "properties": {"seq": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "At most the room's last_seq"}}})),
+        }),
+    );
+    let blocked = json!({"type": "object", "required": ["user_id", "username", "since"], "properties": {
+        "user_id": {"type": "string"}, "username": {"type": "string"}, "since": {"type": "string", "format": "date-time"}}});
+    paths.insert(
+        "/api/v1/chats/blocks".into(),
+        json!({
+            "get": operation("My block list, oldest first. Someone I block can neither start a direct room with me nor add me to a group room; in a direct room we share, neither of us can send",
+                    responses(&[("200", "Whom I block", Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": blocked}}})))], &["401", "503"])),
+        }),
+    );
+    paths.insert(
+        "/api/v1/chats/blocks/{username}".into(),
+        json!({
+            "parameters": [{"name": "username", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "put": operation(&format!("Block a user (no event; at most {} on a list)", super::blocks::MAX_BLOCKS),
+                    responses(&[("204", "Blocked (also when already)", None)], &["401", "404", "409", "422", "429", "503"])),
+            "delete": operation("Unblock a user",
+                    responses(&[("204", "Not blocked (also when it was not)", None)], &["401", "429", "503"])),
         }),
     );
     paths
@@ -293,8 +312,15 @@ mod tests {
                 "put",
                 vec!["200", "201", "400", "409"],
             ),
-            ("/api/v1/chats/{id}/messages/{msg}/reactions/{emoji}", "delete", vec!["200", "400"]),
-            ("/api/v1/chats/{id}/read", "post", vec!["200", "404", "422"]),
+            (
+                "/api/v1/chats/{id}/messages/{msg}/reactions/{emoji}",
+                "delete",
+                vec!["200", "400", "429"],
+            ),
+            ("/api/v1/chats/{id}/read", "post", vec!["200", "404", "422", "429"]),
+            ("/api/v1/chats/blocks", "get", vec!["200", "401"]),
+            ("/api/v1/chats/blocks/{username}", "put", vec!["204", "404", "422", "429"]),
+            ("/api/v1/chats/blocks/{username}", "delete", vec!["204", "429"]),
         ];
         for (path, method, codes) in expect {
             let op = &paths[path][method];
@@ -303,7 +329,7 @@ mod tests {
                 assert!(op["responses"][code].is_object(), "{method} {path} lacks {code}");
             }
         }
-        assert_eq!(paths.len(), 8, "one entry per route");
+        assert_eq!(paths.len(), 10, "one entry per route");
         let limited = &paths["/api/v1/chats/{id}/messages"]["post"]["responses"]["429"];
         assert!(limited["headers"]["Retry-After"].is_object());
         // Every schema referenced exists.

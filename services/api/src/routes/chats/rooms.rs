@@ -80,6 +80,9 @@ pub async fn create(
     let members = fields.strings("members", chat::MAX_INITIAL_MEMBERS).unwrap_or_default();
     fields.finish()?;
     let name = name.expect("required above");
+    // The limits first: the member lookup below says which names exist, so it is no free oracle.
+    state.chat.admit_room_creation(&me.id.to_hex())?;
+    let mut attempts = Attempts::admit(&state, &me)?;
 
     let mut usernames: Vec<String> = members.iter().map(|m| normalize_username(m)).collect();
     usernames.sort();
@@ -93,9 +96,8 @@ pub async fn create(
         let names: Vec<String> = unknown.iter().map(|u| format!("'{u}'")).collect();
         return Err(invalid(WHAT, "members", format!("no user named {}", names.join(", "))));
     }
-    state.chat.admit_room_creation(&me.id.to_hex())?;
+    super::blocks::refuse_blocked(&state, &me, &users).await?;
 
-    let mut attempts = Attempts::new();
     let summary = loop {
         let room = new_room(RoomKind::Group, &name, &topic, &me, &users, None);
         let plan =
@@ -194,6 +196,8 @@ async fn create_direct(
     if username == me.username {
         return Err(invalid(WHAT, "direct", "a direct room is with someone else"));
     }
+    // Counted before the lookup, which says whether the name exists.
+    let mut attempts = Attempts::admit(state, me)?;
     let chat_store = state.store.chat();
     let Some(other) = chat_store.users_by_usernames(&[username.to_owned()]).await?.pop() else {
         return Err(invalid(WHAT, "direct", format!("no user named '{username}'")));
@@ -210,8 +214,12 @@ async fn create_direct(
     if let Some(room) = chat_store.direct_room(&key).await? {
         return existing(room).await;
     }
+    if chat_store.either_blocked(me.id, other.id).await? {
+        return Err(ApiError::Forbidden(format!(
+            "you cannot start a direct room with '{username}'"
+        )));
+    }
     state.chat.admit_room_creation(&me.id.to_hex())?;
-    let mut attempts = Attempts::new();
     loop {
         // Another request may have created it meanwhile (the unique key makes ours lose).
         if let Some(room) = chat_store.direct_room(&key).await? {
@@ -300,7 +308,7 @@ pub async fn update(
     fields.finish()?;
 
     let chat_store = state.store.chat();
-    let mut attempts = Attempts::new();
+    let mut attempts = Attempts::admit(&state, &me)?;
     loop {
         let (room, member) = room_and_membership(&chat_store, room_id, &me).await?;
         if !member.role.manages() {
