@@ -23,20 +23,29 @@ impl FromRequest<AppState> for JsonBody {
 /// The request's JSON body: 415 unless `Content-Type` is JSON, 413 over `limit` bytes, 400 when
 /// it does not parse.
 pub async fn read_json(req: Request, limit: usize) -> Result<Value, ApiError> {
-    let is_json = req
-        .headers()
+    if !has_content_type(&req, is_json) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    read_json_body(req, limit).await
+}
+
+/// `application/json` or `application/*+json` (lower-cased, without parameters).
+pub fn is_json(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Whether the request's `Content-Type` (its media type, lower-cased) satisfies `accepts`.
+pub fn has_content_type(req: &Request, accepts: impl Fn(&str) -> bool) -> bool {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+        .is_some_and(|mime| accepts(&mime.trim().to_ascii_lowercase()))
+}
+
+/// The body as JSON, whatever its `Content-Type`: 413 over `limit` bytes, 400 when it does not
+/// parse.
+pub async fn read_json_body(req: Request, limit: usize) -> Result<Value, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -22,7 +22,7 @@ use prometheus_client::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{auth::RateLimiter, error::FieldError};
+use crate::{auth::RateLimiter, collections::Collections, error::FieldError};
 
 /// Largest report body.
 pub const MAX_REPORT_BYTES: usize = 32 * 1024;
@@ -159,6 +159,9 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// Route templates, with the collections they were computed for.
+type RoutesOf = (Arc<Collections>, Arc<HashSet<String>>);
+
 /// The metrics, and the per-address limit on reports.
 pub struct WebTelemetry {
     calls: Family<CallLabels, Counter>,
@@ -168,6 +171,9 @@ pub struct WebTelemetry {
     errors: Family<KindLabels, Counter>,
     reports: Family<OutcomeLabels, Counter>,
     limiter: RateLimiter,
+    /// The OpenAPI path templates, and the collections they were computed for (built once per
+    /// collections reload, not per report).
+    routes: std::sync::Mutex<Option<RoutesOf>>,
 }
 
 impl WebTelemetry {
@@ -184,6 +190,7 @@ impl WebTelemetry {
                 reports_per_minute as usize,
                 std::time::Duration::from_secs(60),
             ),
+            routes: Default::default(),
         };
         registry.register(
             "courier_web_api_requests",
@@ -226,6 +233,19 @@ impl WebTelemetry {
     /// Admits a report from `client` (its address, or another per-client key).
     pub fn admit(&self, client: &str) -> Result<(), std::time::Duration> {
         self.limiter.admit(client).inspect_err(|_| self.refused("limited"))
+    }
+
+    /// The OpenAPI path templates served for `collections`.
+    pub fn routes_for(&self, collections: &Arc<Collections>) -> Arc<HashSet<String>> {
+        let mut cached = self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((for_collections, routes)) = cached.as_ref()
+            && Arc::ptr_eq(for_collections, collections)
+        {
+            return routes.clone();
+        }
+        let routes = Arc::new(routes_of(&crate::openapi::document(collections)));
+        *cached = Some((collections.clone(), routes.clone()));
+        routes
     }
 
     /// Records a valid report; `routes` are the OpenAPI document's path templates.
@@ -297,7 +317,7 @@ fn template_of<'a>(path: &str, routes: &'a HashSet<String>) -> Option<&'a str> {
 }
 
 /// The path templates of an OpenAPI document (`paths`' keys).
-pub fn routes_of(openapi: &Value) -> HashSet<String> {
+fn routes_of(openapi: &Value) -> HashSet<String> {
     openapi["paths"].as_object().map(|paths| paths.keys().cloned().collect()).unwrap_or_default()
 }
 

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use axum::{
     Router,
     extract::{ConnectInfo, Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     routing::post,
 };
 
 use crate::{
     error::ApiError,
-    extract::read_json,
+    extract::{has_content_type, is_json, read_json_body},
     state::AppState,
     web_telemetry::{self, MAX_REPORT_BYTES},
 };
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 async fn report(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
     let Some(telemetry) = state.web_telemetry.clone() else {
         return Err(ApiError::NotFound(
@@ -38,23 +38,19 @@ async fn report(
     telemetry
         .admit(&client.to_string())
         .map_err(|wait| ApiError::too_many("telemetry reports", wait))?;
-    let plain_text = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("text/plain"));
-    if plain_text {
-        request
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let accepted = |mime: &str| is_json(mime) || mime == "text/plain";
+    if !has_content_type(&request, accepted) {
+        telemetry.refused("invalid");
+        return Err(ApiError::UnsupportedMediaType);
     }
-    let body =
-        read_json(request, MAX_REPORT_BYTES).await.inspect_err(|_| telemetry.refused("invalid"))?;
+    let body = read_json_body(request, MAX_REPORT_BYTES)
+        .await
+        .inspect_err(|_| telemetry.refused("invalid"))?;
     let report = web_telemetry::parse(&body).map_err(|fields| {
         telemetry.refused("invalid");
         ApiError::validation("telemetry report", fields)
     })?;
-    let routes = web_telemetry::routes_of(&crate::openapi::document(&state.collections.current()));
+    let routes = telemetry.routes_for(&state.collections.current());
     telemetry.record(report, &routes);
     Ok(StatusCode::NO_CONTENT)
 }
