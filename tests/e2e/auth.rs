@@ -362,7 +362,7 @@ async fn protected_channels_need_a_valid_token_and_end_when_it_expires() {
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next_frame().await.expect("the connection stays open") {
-                ServerFrame::Error { code, channel, message } => {
+                ServerFrame::Error { code, channel, message, .. } => {
                     assert_eq!(
                         (code.as_str(), channel.as_deref()),
                         ("unauthorized", Some("secrets")),

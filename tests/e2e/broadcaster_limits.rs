@@ -284,6 +284,7 @@ async fn since_replays_stream_without_gap_or_duplicate_and_are_capped_per_connec
         channel: "products:small".into(),
         since: Some(0),
         token: None,
+        filter: None,
     })
     .await
     .unwrap();

@@ -20,7 +20,9 @@ pub async fn collect_events(ws: &mut WsClient, n: usize, timeout: Duration) -> V
     while got.len() < n {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ws.next_frame_within(left).await {
-            Ok(ServerFrame::Event { channel, seq, event }) => got.push(Got { channel, seq, event }),
+            Ok(ServerFrame::Event { channel, seq, event, .. }) => {
+                got.push(Got { channel, seq, event })
+            }
             Ok(_) => {}
             Err(ClientError::Timeout) => {
                 panic!("only {} of {n} events arrived within {timeout:?}", got.len())

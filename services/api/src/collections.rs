@@ -10,8 +10,7 @@ use std::{
 };
 
 use courier_core::collection_spec::{
-    AccessLevel, CREATED_BY, CollectionSpec, CollectionsFile, DeclaredField, FileError, SpecError,
-    TriggerOn, ValidSpec,
+    AccessRule, CollectionSpec, CollectionsFile, Fields, FileError, SpecError, TriggerOn, ValidSpec,
 };
 pub use courier_core::collection_spec::{FieldType, is_valid_field_name};
 use courier_store::TaskRequest;
@@ -30,9 +29,7 @@ pub struct CollectionDef {
     pub spec: CollectionSpec,
     validator: jsonschema::Validator,
     /// Declared top-level properties and their types.
-    fields: HashMap<String, DeclaredField>,
-    /// Whether documents may carry fields the schema does not declare.
-    open: bool,
+    fields: Fields,
     /// The declared write rate (`None`: the api's default).
     rate: Option<courier_core::rate::Rate>,
 }
@@ -40,6 +37,16 @@ pub struct CollectionDef {
 impl std::fmt::Debug for CollectionDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CollectionDef").field("name", &self.spec.name).finish_non_exhaustive()
+    }
+}
+
+impl courier_core::filter::FieldTypes for CollectionDef {
+    fn field_type(&self, field: &str) -> Option<FieldType> {
+        self.fields.field_type(field)
+    }
+
+    fn collection_name(&self) -> &str {
+        &self.spec.name
     }
 }
 
@@ -54,13 +61,7 @@ impl CollectionDef {
     fn compiled(spec: CollectionSpec, valid: ValidSpec) -> Self {
         // `validate` has checked the rate.
         let rate = spec.rate().ok().flatten();
-        CollectionDef {
-            spec,
-            validator: valid.validator,
-            fields: valid.fields,
-            open: valid.open,
-            rate,
-        }
+        CollectionDef { spec, validator: valid.validator, fields: valid.fields, rate }
     }
 
     /// How often one writer may write this collection, if it declares it (`rate:`).
@@ -72,36 +73,27 @@ impl CollectionDef {
         &self.spec.name
     }
 
-    pub fn write_access(&self) -> &AccessLevel {
+    pub fn write_access(&self) -> &AccessRule {
         &self.spec.access.write
     }
 
-    pub fn read_access(&self) -> &AccessLevel {
+    pub fn read_access(&self) -> &AccessRule {
         &self.spec.access.read
     }
 
-    /// Whether this collection's events keep user ids (`created_by`, `actor`): when anonymous
-    /// clients cannot read it, or when it says `expose_creator: true`.
+    /// Whether this collection's events keep user ids (`created_by`, `actor`).
     pub fn events_carry_user_ids(&self) -> bool {
-        self.spec.expose_creator || self.spec.access.read != AccessLevel::Public
+        self.spec.events_carry_user_ids()
     }
 
-    /// The type of a top-level field: `None` when the schema forbids undeclared fields and this
-    /// one is not declared. `created_by` (every document's creator) is a string.
+    /// The type of a top-level field (see [`Fields::field_type`]).
     pub fn field_type(&self, name: &str) -> Option<FieldType> {
-        if name == CREATED_BY {
-            return Some(FieldType::String);
-        }
-        match self.fields.get(name) {
-            Some(field) => Some(field.ty),
-            None if self.open => Some(FieldType::Other),
-            None => None,
-        }
+        self.fields.field_type(name)
     }
 
     /// Fields Courier manages (`readOnly` in the schema): clients cannot set them.
     pub fn read_only_fields(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().filter(|(_, field)| field.read_only).map(|(name, _)| name.as_str())
+        self.fields.declared.iter().filter(|(_, f)| f.read_only).map(|(name, _)| name.as_str())
     }
 
     /// The tasks to enqueue on `trigger`: kind, priority and delay.
@@ -283,6 +275,7 @@ impl CollectionsHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courier_core::collection_spec::AccessLevel;
     use serde_json::json;
 
     fn shipped() -> Collections {
@@ -291,15 +284,17 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_file_declares_products_desks_and_pets() {
+    fn the_shipped_file_declares_products_desks_pets_and_notes() {
         let collections = shipped();
         let names: Vec<_> = collections.all().iter().map(|c| c.name().to_owned()).collect();
-        assert_eq!(names, ["desks", "pets", "products"]);
+        assert_eq!(names, ["desks", "notes", "pets", "products"]);
+        let notes = collections.get("notes").unwrap();
+        assert!(notes.read_access().is_per_document() && notes.events_carry_user_ids());
         let pets = collections.get("pets").unwrap();
-        assert_eq!(pets.write_access(), &AccessLevel::Owner);
+        assert_eq!(pets.write_access(), &AccessLevel::Owner.into());
         assert!(!pets.events_carry_user_ids(), "anonymous clients read pets");
-        assert_eq!(collections.get("desks").unwrap().write_access(), &AccessLevel::Public);
-        assert_eq!(collections.get("products").unwrap().write_access(), &AccessLevel::Public);
+        assert_eq!(collections.get("desks").unwrap().write_access(), &AccessRule::public());
+        assert_eq!(collections.get("products").unwrap().write_access(), &AccessRule::public());
         assert_eq!(
             pets.tasks_on(TriggerOn::Update).collect::<Vec<_>>(),
             [TaskRequest::now("pets.enrich")]

@@ -3,7 +3,7 @@
 //! `web.rs`, with the app's security headers).
 
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
-use courier_core::collection_spec::AccessLevel;
+use courier_core::collection_spec::{AccessLevel, AccessRule};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -148,6 +148,19 @@ fn query_parameters(def: &CollectionDef) -> Vec<Value> {
                 _ => continue,
             };
             parameters.push(json!({"name": name, "in": "query", "schema": schema, "description": format!("Only documents whose {name} equals this (repeat for any of several)")}));
+            let ordered = !matches!(def.field_type(name), Some(FieldType::Boolean));
+            for (op, meaning) in [
+                ("in", "is one of these (repeat the parameter)"),
+                ("ne", "differs from this (or is absent)"),
+                ("gt", "is greater than this"),
+                ("gte", "is at least this"),
+                ("lt", "is less than this"),
+                ("lte", "is at most this"),
+            ] {
+                if ordered || matches!(op, "in" | "ne") {
+                    parameters.push(json!({"name": format!("{name}[{op}]"), "in": "query", "schema": schema, "description": format!("Only documents whose {name} {meaning}")}));
+                }
+            }
         }
     }
     parameters
@@ -155,22 +168,20 @@ fn query_parameters(def: &CollectionDef) -> Vec<Value> {
 
 /// Who may call: anyone (a token is optional, and checked when sent: a bad one is a 401) or
 /// signed-in users only.
-fn security(level: &AccessLevel) -> Value {
-    match level {
-        AccessLevel::Public => json!([{}, {"bearerAuth": []}]),
-        _ => json!([{"bearerAuth": []}]),
-    }
+fn security(rule: &AccessRule) -> Value {
+    if rule.is_public() { json!([{}, {"bearerAuth": []}]) } else { json!([{"bearerAuth": []}]) }
 }
 
 /// The statuses a rule can add: 401 (also when public: a token sent is checked), 403 when it
-/// can refuse a signed-in user.
-fn denials(level: &AccessLevel, changes_a_document: bool) -> Vec<&'static str> {
-    match level {
-        AccessLevel::Public => vec!["401"],
-        AccessLevel::Authenticated => vec!["401"],
-        AccessLevel::Owner if !changes_a_document => vec!["401"],
-        AccessLevel::Owner | AccessLevel::Role(_) => vec!["401", "403"],
-    }
+/// can refuse a signed-in user (a role; a create or change the per-document alternatives do
+/// not admit).
+fn denials(rule: &AccessRule, changes_a_document: bool) -> Vec<&'static str> {
+    let may_forbid = rule.alternatives().iter().any(|level| match level {
+        AccessLevel::Role(_) | AccessLevel::Field(_) => true,
+        AccessLevel::Owner => changes_a_document,
+        AccessLevel::Public | AccessLevel::Authenticated => false,
+    });
+    if rule.is_public() || !may_forbid { vec!["401"] } else { vec!["401", "403"] }
 }
 
 /// `base` plus `extra`, sorted (the order of the responses map).

@@ -1,9 +1,11 @@
-//! List query strings: `?field=value` filters typed by the collection's schema (repeat a field
-//! for "any of"), `sort=-age,name`, `limit` ≤ 1000, and opaque cursors for stable pagination,
-//! parsed into the store's typed [`ListSpec`] (the store builds the MongoDB query from it, and
-//! decodes and checks cursors: [`Cursor::decode`]).
+//! List query strings: filters (`?species=Dog&age[gte]=3`, repeat a field for "any of"; parsed
+//! by `courier_core::filter`, the same parser subscriptions use), `sort=-age,name`,
+//! `limit` ≤ 1000, and opaque cursors for stable pagination, parsed into the store's typed
+//! [`ListSpec`] (the store builds the MongoDB query from it, and decodes and checks cursors:
+//! [`Cursor::decode`]).
 
-use courier_store::{Cursor, FieldCondition, ListSpec, Scalar, SortKey, ValueKind};
+use courier_core::filter::FilterError;
+use courier_store::{Cursor, Filter, Grant, ListSpec, SortKey, ValueKind};
 
 use crate::{
     collections::{CollectionDef, FieldType, is_valid_field_name},
@@ -12,7 +14,6 @@ use crate::{
 
 pub const MAX_LIMIT: u32 = 1000;
 pub const DEFAULT_LIMIT: u32 = 100;
-const RESERVED: [&str; 3] = ["sort", "limit", "cursor"];
 
 /// A parsed list request: what the store runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,9 +25,19 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
+/// A filter refused: 400 naming the field.
+pub fn filter_error(err: FilterError) -> ApiError {
+    ApiError::BadRequest(err.message)
+}
+
 impl ListQuery {
-    pub fn parse(def: &CollectionDef, params: &[(String, String)]) -> Result<Self, ApiError> {
-        let mut filter: Vec<FieldCondition> = Vec::new();
+    /// The request's parameters, for a caller reading `readable` (`None`: every document).
+    pub fn parse(
+        def: &CollectionDef,
+        params: &[(String, String)],
+        readable: Option<Grant>,
+    ) -> Result<Self, ApiError> {
+        let mut filter = Filter::default();
         let (mut sort_text, mut limit, mut cursor) = (String::new(), DEFAULT_LIMIT, None);
         for (key, value) in params {
             match key.as_str() {
@@ -41,14 +52,7 @@ impl ListQuery {
                         })?;
                 }
                 "cursor" => cursor = Some(value.clone()),
-                field => {
-                    let typed = filter_value(def, field, value)?;
-                    match filter.iter_mut().find(|c| c.field == field) {
-                        Some(condition) => condition.any_of.push(typed),
-                        None => filter
-                            .push(FieldCondition { field: field.to_owned(), any_of: vec![typed] }),
-                    }
-                }
+                key => filter.add_query_pair(def, key, value).map_err(filter_error)?,
             }
         }
         let sort = parse_sort(def, &sort_text)?;
@@ -56,7 +60,7 @@ impl ListQuery {
             .map(|text| Cursor::decode(&text, &sort))
             .transpose()
             .map_err(|err| ApiError::invalid_parameter("cursor", err.to_string()))?;
-        Ok(ListQuery { spec: ListSpec { filter, sort, after, limit } })
+        Ok(ListQuery { spec: ListSpec { filter, readable, sort, after, limit } })
     }
 
     /// The opaque text of `cursor` (a position in this query's order).
@@ -101,40 +105,11 @@ fn parse_sort(def: &CollectionDef, text: &str) -> Result<Vec<SortKey>, ApiError>
     Ok(keys)
 }
 
-/// A filter value typed by the field's schema type.
-fn filter_value(def: &CollectionDef, field: &str, text: &str) -> Result<Scalar, ApiError> {
-    if !is_valid_field_name(field) {
-        return Err(bad(format!(
-            "'{field}' is not a field name (and not one of {})",
-            RESERVED.join(", ")
-        )));
-    }
-    let Some(field_type) = def.field_type(field) else {
-        return Err(bad(format!("'{field}' is not a field of '{}'", def.name())));
-    };
-    let wrong = |expected: &str| bad(format!("filter {field}={text}: '{field}' is {expected}"));
-    Ok(match field_type {
-        FieldType::String | FieldType::Other => Scalar::String(text.to_owned()),
-        FieldType::Integer => Scalar::Int(text.parse().map_err(|_| wrong("a whole number"))?),
-        FieldType::Number => {
-            let n: f64 = text.parse().map_err(|_| wrong("a number"))?;
-            if !n.is_finite() {
-                return Err(wrong("a finite number"));
-            }
-            Scalar::Double(n)
-        }
-        FieldType::Boolean => match text {
-            "true" => Scalar::Bool(true),
-            "false" => Scalar::Bool(false),
-            _ => return Err(wrong("true or false")),
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use courier_core::collection_spec::CollectionSpec;
+    use courier_store::Scalar;
     use mongodb::bson::{Bson, doc, oid::ObjectId};
 
     fn pets() -> CollectionDef {
@@ -162,14 +137,25 @@ mod tests {
                 ("age", "3"),
                 ("species", "Cat"),
             ]),
+            None,
         )
         .unwrap();
         assert_eq!(
             q.spec.filter_document(),
             doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64}
         );
-        let q = ListQuery::parse(&pets(), &params(&[("weight", "4.5")])).unwrap();
+        let q = ListQuery::parse(&pets(), &params(&[("weight", "4.5")]), None).unwrap();
         assert_eq!(q.spec.filter_document(), doc! {"weight": 4.5});
+        let q = ListQuery::parse(
+            &pets(),
+            &params(&[("age[gte]", "3"), ("age[lt]", "9"), ("species[ne]", "Cat")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            q.spec.filter_document(),
+            doc! {"$and": [{"age": {"$gte": 3_i64}, "species": {"$ne": "Cat"}}, {"age": {"$lt": 9_i64}}]}
+        );
     }
 
     #[test]
@@ -180,12 +166,15 @@ mod tests {
             (vec![("weight", "NaN")], "'weight' is a finite number"),
             (vec![("colour", "red")], "'colour' is not a field of 'pets'"),
             (vec![("$where", "1")], "'$where' is not a field name"),
+            (vec![("age[gte]", "old")], "'age' is a whole number"),
+            (vec![("age[near]", "3")], "'near' is not an operator"),
+            (vec![("vaccinated[gt]", "true")], "ranges apply to strings and numbers"),
             (vec![("limit", "1001")], "limit must be a whole number from 1 to 1000"),
             (vec![("sort", "-colour")], "cannot sort by '-colour'"),
             (vec![("sort", "age,-age")], "sort names 'age' twice"),
             (vec![("cursor", "!!")], "cursor is malformed"),
         ] {
-            match ListQuery::parse(&pets(), &params(&pairs)) {
+            match ListQuery::parse(&pets(), &params(&pairs), None) {
                 Err(err @ (ApiError::BadRequest(_) | ApiError::InvalidParameter { .. })) => {
                     let message = err.to_string();
                     assert!(message.contains(expected), "{message} lacks {expected}")
@@ -197,14 +186,15 @@ mod tests {
 
     #[test]
     fn a_cursor_continues_after_the_last_document_of_the_same_sort() {
-        let q =
-            ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog")])).unwrap();
+        let q = ListQuery::parse(&pets(), &params(&[("sort", "-age"), ("species", "Dog")]), None)
+            .unwrap();
         assert_eq!(q.spec.sort_document(), doc! {"age": -1, "_id": 1});
         let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
         let cursor = q.cursor_text(&Cursor { values: vec![Scalar::Int(4)], id: oid });
         let next = ListQuery::parse(
             &pets(),
             &params(&[("sort", "-age"), ("species", "Dog"), ("cursor", &cursor)]),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -218,7 +208,7 @@ mod tests {
             ]}
         );
         let other_sort =
-            ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]));
+            ListQuery::parse(&pets(), &params(&[("sort", "age"), ("cursor", &cursor)]), None);
         assert!(
             matches!(other_sort, Err(ApiError::InvalidParameter { parameter: "cursor", reason }) if reason.contains("different sort"))
         );
@@ -244,15 +234,17 @@ mod tests {
             ("-age", forge("-age", serde_json::json!(["old"]), oid)),
             ("vaccinated", forge("vaccinated", serde_json::json!(["true"]), oid)),
         ] {
-            match ListQuery::parse(&pets(), &params(&[("sort", sort), ("cursor", &crafted)])) {
+            match ListQuery::parse(&pets(), &params(&[("sort", sort), ("cursor", &crafted)]), None)
+            {
                 Err(ApiError::InvalidParameter { parameter: "cursor", .. }) => {}
                 other => panic!("{crafted} gave {other:?}"),
             }
         }
         // A scalar that merely looks like an operator stays a compared value.
         let looks_like = forge("name", serde_json::json!(["$ne"]), oid);
-        let q = ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &looks_like)]))
-            .unwrap();
+        let q =
+            ListQuery::parse(&pets(), &params(&[("sort", "name"), ("cursor", &looks_like)]), None)
+                .unwrap();
         let oid = ObjectId::parse_str(oid).unwrap();
         assert_eq!(
             q.spec.filter_document(),
@@ -265,15 +257,18 @@ mod tests {
 
     #[test]
     fn cursor_text_round_trips_through_parse() {
-        let q = ListQuery::parse(&pets(), &params(&[("sort", "weight,-name")])).unwrap();
+        let q = ListQuery::parse(&pets(), &params(&[("sort", "weight,-name")]), None).unwrap();
         let cursor = Cursor {
             values: vec![Scalar::Double(4.0), Scalar::Null],
             id: ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap(),
         };
         let text = q.cursor_text(&cursor);
-        let next =
-            ListQuery::parse(&pets(), &params(&[("sort", "weight,-name"), ("cursor", &text)]))
-                .unwrap();
+        let next = ListQuery::parse(
+            &pets(),
+            &params(&[("sort", "weight,-name"), ("cursor", &text)]),
+            None,
+        )
+        .unwrap();
         assert_eq!(next.spec.after, Some(cursor));
         assert_eq!(next.spec.limit, DEFAULT_LIMIT);
     }

@@ -3,15 +3,24 @@
 //! with `read: authenticated` needs a valid token in `subscribe`; the subscription ends when
 //! that token expires. It fails closed: a collection the file does not declare is refused,
 //! unless the broadcaster runs with `--public-channels` (no file, everything public).
+//! A subscription's [`View`] (its `filter`, and its reader's grant under a per-document read
+//! rule) is decided here too, typed by the same file.
 
-use std::{collections::HashMap, path::Path, sync::RwLock};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use courier_core::{
     auth::{Claims, JwtKeys, TokenError},
     channel::Channel,
-    collection_spec::{AccessLevel, CollectionsFile},
+    collection_spec::{AccessRule, CREATED_BY, CollectionsFile, FieldType, Fields, Scope},
+    filter::{FieldTypes, Filter, FilterError},
     protocol::error_code,
 };
+
+use crate::view::View;
 
 /// Why a subscription was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +40,9 @@ pub enum AccessError {
     Forbidden { channel: String, reason: String },
     #[error("no collection '{0}' is declared on this broadcaster")]
     Undeclared(String),
+    /// The subscription's `filter` is not one of the collection.
+    #[error("filter: {0}")]
+    BadFilter(FilterError),
 }
 
 impl AccessError {
@@ -39,8 +51,40 @@ impl AccessError {
         match self {
             AccessError::NotYours(_) | AccessError::Forbidden { .. } => error_code::FORBIDDEN,
             AccessError::Undeclared(_) => error_code::UNKNOWN_COLLECTION,
+            AccessError::BadFilter(_) => error_code::BAD_FILTER,
             _ => error_code::UNAUTHORIZED,
         }
+    }
+
+    /// The field a refused filter is about.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AccessError::BadFilter(err) => Some(&err.field),
+            _ => None,
+        }
+    }
+}
+
+/// One collection's read rule and the fields its filters are typed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPolicy {
+    pub name: String,
+    pub rule: AccessRule,
+    pub fields: Fields,
+    /// Whether its events carry `created_by` (so a filter may name it).
+    pub events_carry_user_ids: bool,
+}
+
+impl FieldTypes for ReadPolicy {
+    fn field_type(&self, field: &str) -> Option<FieldType> {
+        if field == CREATED_BY && !self.events_carry_user_ids {
+            return None; // its events do not say, so no event could be matched on it
+        }
+        self.fields.field_type(field)
+    }
+
+    fn collection_name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -48,7 +92,7 @@ impl AccessError {
 /// collection public.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadRules {
-    Declared(HashMap<String, AccessLevel>),
+    Declared(HashMap<String, Arc<ReadPolicy>>),
     AllPublic,
 }
 
@@ -65,7 +109,7 @@ impl Access {
     }
 
     /// New read rules for the subscribes that follow (existing subscriptions keep running).
-    pub fn replace_rules(&self, read: HashMap<String, AccessLevel>) {
+    pub fn replace_rules(&self, read: HashMap<String, Arc<ReadPolicy>>) {
         *self.read.write().expect("access rules lock poisoned") = ReadRules::Declared(read);
     }
 
@@ -74,20 +118,41 @@ impl Access {
     pub fn public_collections(&self) -> Vec<String> {
         let read = self.read.read().expect("access rules lock poisoned");
         let ReadRules::Declared(read) = &*read else { return Vec::new() };
-        read.iter()
-            .filter(|(_, level)| **level == AccessLevel::Public)
-            .map(|(n, _)| n.clone())
-            .collect()
+        read.iter().filter(|(_, policy)| policy.rule.is_public()).map(|(n, _)| n.clone()).collect()
     }
 
     /// Read rules from a `collections.yaml` file, which must pass the same checks as in the api
     /// (`CollectionsFile::load_checked`): a file the api would refuse gives no rules here either.
-    pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, AccessLevel>> {
+    pub fn read_rules(path: &Path) -> anyhow::Result<HashMap<String, Arc<ReadPolicy>>> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-        let (file, _) = CollectionsFile::load_checked(&text)
+        let (file, valid) = CollectionsFile::load_checked(&text)
             .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-        Ok(file.collections.into_iter().map(|c| (c.name, c.access.read)).collect())
+        Ok(file
+            .collections
+            .into_iter()
+            .zip(valid)
+            .map(|(spec, valid)| {
+                let policy = ReadPolicy {
+                    events_carry_user_ids: spec.events_carry_user_ids(),
+                    name: spec.name.clone(),
+                    rule: spec.access.read,
+                    fields: valid.fields,
+                };
+                (spec.name, Arc::new(policy))
+            })
+            .collect())
+    }
+
+    fn policy(&self, collection: &str) -> Result<Option<Arc<ReadPolicy>>, AccessError> {
+        match &*self.read.read().expect("access rules lock poisoned") {
+            ReadRules::AllPublic => Ok(None),
+            ReadRules::Declared(read) => read
+                .get(collection)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| AccessError::Undeclared(collection.to_owned())),
+        }
     }
 
     /// Re-reads the rules after the file changed; an invalid file is logged and the current
@@ -125,23 +190,59 @@ impl Access {
             }
             return Ok(Some(claims));
         }
-        let level = match &*self.read.read().expect("access rules lock poisoned") {
-            ReadRules::AllPublic => AccessLevel::Public,
-            ReadRules::Declared(read) => read
-                .get(channel.collection())
-                .cloned()
-                .ok_or_else(|| AccessError::Undeclared(channel.collection().to_owned()))?,
+        let rule = match self.policy(channel.collection())? {
+            None => return Ok(None),
+            Some(policy) if policy.rule.is_public() => return Ok(None),
+            Some(policy) => policy.rule.clone(),
         };
-        if level == AccessLevel::Public {
-            return Ok(None);
-        }
         let claims = self.authenticate(channel, token)?;
-        // The one rule (courier_core): `role:<name>` needs the role in the token.
-        level.admits(Some(&claims.principal())).map_err(|denial| AccessError::Forbidden {
+        // The one rule (courier_core): `role:<name>` needs the role in the token; per-document
+        // alternatives admit every signed-in user, to the documents of their grant (`view`).
+        rule.admits(Some(&claims.principal())).map_err(|denial| AccessError::Forbidden {
             channel: channel.name(),
             reason: denial.to_string(),
         })?;
         Ok(Some(claims))
+    }
+
+    /// The view of an admitted subscription (`claims`: what [`Access::admit`] returned): its
+    /// reader's grant under a per-document read rule, and its `filter`, typed by the
+    /// collection's schema. `None` when neither limits what it receives.
+    pub fn view(
+        &self,
+        channel: &Channel,
+        claims: Option<&Claims>,
+        filter: Option<&serde_json::Value>,
+    ) -> Result<Option<View>, AccessError> {
+        let refuse = |message: &str| {
+            AccessError::BadFilter(FilterError { field: "filter".into(), message: message.into() })
+        };
+        if channel.chat_room().is_some() || channel.user_id().is_some() {
+            return match filter {
+                Some(_) => Err(refuse("filters apply to collection channels only")),
+                None => Ok(None),
+            };
+        }
+        let Some(policy) = self.policy(channel.collection())? else {
+            return match filter {
+                Some(_) => Err(refuse(
+                    "this broadcaster has no collections file, so it cannot type a filter",
+                )),
+                None => Ok(None),
+            };
+        };
+        let grant = match (claims, policy.rule.is_public()) {
+            (Some(claims), false) => match policy.rule.admits(Some(&claims.principal())) {
+                Ok(Scope::Documents(grant)) => Some(grant),
+                _ => None,
+            },
+            _ => None,
+        };
+        let filter = match filter {
+            Some(filter) => Filter::from_json(&*policy, filter).map_err(AccessError::BadFilter)?,
+            None => Filter::default(),
+        };
+        Ok(View::new(grant, filter))
     }
 
     /// Verifies the access token sent for `channel`, whatever the collection's rules (chat and
@@ -184,14 +285,56 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn policies(rules: &[(&str, &str)]) -> HashMap<String, Arc<ReadPolicy>> {
+        rules
+            .iter()
+            .map(|(name, rule)| {
+                let rule: AccessRule = serde_json::from_value(serde_json::json!(rule)).unwrap();
+                let policy = ReadPolicy {
+                    name: (*name).to_owned(),
+                    events_carry_user_ids: !rule.is_public(),
+                    rule,
+                    fields: Fields { open: true, ..Default::default() },
+                };
+                ((*name).to_owned(), Arc::new(policy))
+            })
+            .collect()
+    }
+
     fn access() -> (Access, JwtKeys) {
         let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let read = HashMap::from([
-            ("secrets".to_owned(), AccessLevel::Authenticated),
-            ("products".to_owned(), AccessLevel::Public),
-            ("drafts".to_owned(), AccessLevel::Role("editor".into())),
+        let read = policies(&[
+            ("secrets", "authenticated"),
+            ("products", "public"),
+            ("drafts", "role:editor"),
+            ("notes", "owner, field:shared_with"),
         ]);
         (Access::new(ReadRules::Declared(read), Some(keys.clone())), keys)
+    }
+
+    #[test]
+    fn a_per_document_rule_admits_signed_in_readers_to_their_documents_only() {
+        let (access, keys) = access();
+        let notes = Channel::parse("notes").unwrap();
+        assert_eq!(access.admit(&notes, None), Err(AccessError::TokenRequired("notes".into())));
+        let (token, claims) = keys.issue("u1", "ana").unwrap();
+        assert_eq!(access.admit(&notes, Some(&token)), Ok(Some(claims.clone())));
+        let view = access.view(&notes, Some(&claims), None).unwrap();
+        assert!(view.is_some(), "a reader of some documents has a view");
+        let (_, root) = keys.issue_with_roles("u9", "root", &["admin".into()]).unwrap();
+        assert_eq!(access.view(&notes, Some(&root), None), Ok(None), "admins read all");
+        let products = Channel::parse("products").unwrap();
+        assert_eq!(access.view(&products, None, None), Ok(None));
+        let filter = serde_json::json!({"title": "x"});
+        assert!(access.view(&products, None, Some(&filter)).unwrap().is_some());
+        let bad = serde_json::json!({"title": {"near": 1}});
+        let refused = access.view(&products, None, Some(&bad)).unwrap_err();
+        assert_eq!((refused.code(), refused.field()), (error_code::BAD_FILTER, Some("title")));
+        let by_creator = serde_json::json!({"created_by": "u1"});
+        let refused = access.view(&products, None, Some(&by_creator)).unwrap_err();
+        assert_eq!(refused.field(), Some("created_by"), "public events do not carry it");
+        let room = Channel::parse("chat:r1").unwrap();
+        assert!(access.view(&room, Some(&claims), Some(&filter)).is_err());
     }
 
     #[test]
@@ -237,13 +380,8 @@ mod tests {
             let (with_role, _) = keys.issue_with_roles("u1", "ana", &[role.into()]).unwrap();
             assert!(access.admit(&drafts, Some(&with_role)).is_ok(), "{role}");
         }
-        let no_keys = Access::new(
-            ReadRules::Declared(HashMap::from([(
-                "secrets".to_owned(),
-                AccessLevel::Authenticated,
-            )])),
-            None,
-        );
+        let no_keys =
+            Access::new(ReadRules::Declared(policies(&[("secrets", "authenticated")])), None);
         assert!(matches!(no_keys.admit(&secrets, Some(&token)), Err(AccessError::NoKeys(_))));
     }
 
@@ -253,13 +391,9 @@ mod tests {
         let path = dir.path().join("collections.yaml");
         std::fs::write(&path, "collections: [{name: secrets, schema: {type: object}, access: {read: authenticated}}, {name: open, schema: {type: object}}]").unwrap();
         let rules = Access::read_rules(&path).unwrap();
-        assert_eq!(
-            rules,
-            HashMap::from([
-                ("secrets".to_owned(), AccessLevel::Authenticated),
-                ("open".to_owned(), AccessLevel::Public),
-            ])
-        );
+        assert_eq!(rules["secrets"].rule, AccessRule::authenticated());
+        assert_eq!(rules["open"].rule, AccessRule::public());
+        assert_eq!(rules.len(), 2);
     }
 
     #[test]

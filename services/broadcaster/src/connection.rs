@@ -40,6 +40,7 @@ use crate::{
     metrics::Limit,
     replay::{self, ReplayItem},
     ring::{self, Lagged},
+    view::View,
 };
 
 /// Most frames written before one flush.
@@ -113,6 +114,8 @@ struct Sub {
     /// The subscription's place in its chat room (`chat:` channels only); boxed, so the
     /// subscriptions of other channels (most of them) do not carry its room.
     chat: Option<Box<ChatSeat>>,
+    /// What it sees of each event, when a filter or a per-document read rule limits that.
+    view: Option<Box<View>>,
 }
 
 struct Connection {
@@ -438,12 +441,16 @@ impl Connection {
                     && delivery.seq > sub.sent_up_to
                 {
                     sub.sent_up_to = delivery.seq;
+                    // Outside the subscription's view: nothing to send.
+                    let Some(frame) = delivery.frame_for(sub.view.as_deref()) else {
+                        return false;
+                    };
                     if delivery.chat_message
                         && let Some(at) = delivery.committed_at
                     {
                         batch.chat_committed_at.push(at);
                     }
-                    batch.frames.push(Message::Text(delivery.frame));
+                    batch.frames.push(Message::Text(frame));
                     batch.committed_at.push(delivery.committed_at);
                 }
                 false
@@ -486,8 +493,8 @@ impl Connection {
                     .await
                 }
             }
-            ClientFrame::Subscribe { channel, since, token } => {
-                self.subscribe(channel, since, token).await
+            ClientFrame::Subscribe { channel, since, token, filter } => {
+                self.subscribe(channel, since, token, filter).await
             }
             ClientFrame::Authenticate { token } => self.authenticate(&token).await,
             ClientFrame::Typing { channel } => {
@@ -575,10 +582,12 @@ impl Connection {
             ReplayItem::Page(frames) => {
                 let Some(state) = self.subs.get_mut(&sub) else { return Ok(()) };
                 let mut messages = Vec::with_capacity(frames.len());
-                for (seq, frame) in frames {
-                    if seq > state.sent_up_to {
-                        state.sent_up_to = seq;
-                        messages.push(Message::Text(frame));
+                for delivery in frames {
+                    if delivery.seq > state.sent_up_to {
+                        state.sent_up_to = delivery.seq;
+                        if let Some(frame) = delivery.frame_for(state.view.as_deref()) {
+                            messages.push(Message::Text(frame));
+                        }
                     }
                 }
                 let count = messages.len() as u64;
@@ -682,6 +691,7 @@ impl Connection {
         name: String,
         since: Option<u64>,
         token: Option<String>,
+        filter: Option<serde_json::Value>,
     ) -> Result<(), WriteError> {
         let channel = match Channel::parse(&name) {
             Ok(channel) => channel,
@@ -698,13 +708,23 @@ impl Connection {
             }
         };
         let name = channel.name();
-        let claims = match self.shared.access.admit(&channel, token.as_deref()) {
-            Ok(claims) => claims,
+        let admitted = self.shared.access.admit(&channel, token.as_deref()).and_then(|claims| {
+            let view = self.shared.access.view(&channel, claims.as_ref(), filter.as_ref())?;
+            Ok((claims, view))
+        });
+        let (claims, view) = match admitted {
+            Ok(admitted) => admitted,
             Err(err) => {
-                self.shared.metrics.unauthorized_subscribes.inc();
-                return self
-                    .send_frame(&ServerFrame::error(err.code(), err.to_string(), Some(&name)))
-                    .await;
+                if err.field().is_none() {
+                    self.shared.metrics.unauthorized_subscribes.inc();
+                }
+                let frame = ServerFrame::Error {
+                    code: err.code().to_owned(),
+                    message: truncate(err.to_string()),
+                    channel: Some(name),
+                    field: err.field().map(|field| truncate(field.to_owned())),
+                };
+                return self.send_frame(&frame).await;
             }
         };
         let expires_at = claims.as_ref().map(|c| c.exp);
@@ -850,8 +870,14 @@ impl Connection {
             self.chat_streams.remove(&sub);
         }
         // A replaced subscription's seat is dropped after the new one joined: no leave shows.
-        let state =
-            Sub { channel, sent_up_to: floor, expires_at, user_id, chat: seat.map(Box::new) };
+        let state = Sub {
+            channel,
+            sent_up_to: floor,
+            expires_at,
+            user_id,
+            chat: seat.map(Box::new),
+            view: view.map(Box::new),
+        };
         self.subs.insert(sub, state);
         self.arm_expiry();
         let position = since.unwrap_or(after);

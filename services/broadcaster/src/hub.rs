@@ -14,15 +14,18 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use courier_core::{
-    channel::{CHAT_COLLECTION, Channel},
+    channel::{CHAT_COLLECTION, Channel, USER_COLLECTION},
     protocol::encode_event_frame,
-    subjects::parse_event_subject,
+    subjects::{EventSubject, parse_event_subject},
 };
 
-use crate::ring;
+use crate::{
+    ring,
+    view::{EventStates, View, ViewedEvent},
+};
 
 /// One event frame for one channel, ready to write to any socket.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub seq: u64,
     pub frame: Utf8Bytes,
@@ -33,6 +36,49 @@ pub struct Delivery {
     /// Not an event but a cut-off: this user's subscriptions to the channel end here, right
     /// after the removal event `seq` (`frame` is empty).
     pub revoke: Option<Arc<str>>,
+    /// The event as filtered and rule-checked subscriptions see it (document collections).
+    pub viewed: Option<Arc<ViewedEvent>>,
+}
+
+impl Delivery {
+    /// One channel's delivery of the event at `seq`: `payload` as stored, `states` its parse
+    /// (document collections: the frame then carries the event without `previous`).
+    pub fn event(
+        channel: &str,
+        seq: u64,
+        payload: &str,
+        states: Option<&Arc<EventStates>>,
+        committed_at: Option<std::time::SystemTime>,
+    ) -> Self {
+        let raw = states.map_or(payload, |states| &**states.payload());
+        Delivery {
+            seq,
+            frame: Utf8Bytes::from(encode_event_frame(channel, seq, raw)),
+            committed_at,
+            chat_message: false,
+            revoke: None,
+            viewed: states
+                .map(|states| Arc::new(ViewedEvent::new(states.clone(), Arc::from(channel), seq))),
+        }
+    }
+
+    /// The frame a subscription gets: the shared frame without a view; with one, the frame
+    /// its view decides, or none.
+    pub fn frame_for(&self, view: Option<&View>) -> Option<Utf8Bytes> {
+        match (view, &self.viewed) {
+            (Some(view), Some(viewed)) => viewed.frame_for(view),
+            _ => Some(self.frame.clone()),
+        }
+    }
+}
+
+/// The parsed states of an event, for views: only document collections' events have them
+/// (chat and per-user events have no view).
+pub fn event_states(subject: &EventSubject<'_>, payload: &str) -> Option<Arc<EventStates>> {
+    if subject.collection == CHAT_COLLECTION || subject.collection == USER_COLLECTION {
+        return None;
+    }
+    EventStates::parse(subject.action, payload).map(Arc::new)
 }
 
 /// The process already keeps its most channels; nothing was joined.
@@ -131,13 +177,16 @@ impl Hub {
         let chat_message = parts.collection == CHAT_COLLECTION && parts.action == "message";
         let channels = self.channels.read().expect("hub lock poisoned");
         let mut delivered = 0;
+        let mut states = None;
         for name in [parts.collection, document_channel.as_str()] {
             if let Some(sender) = channels.get(name)
                 && sender.receiver_count() > 0
             {
-                let frame = Utf8Bytes::from(encode_event_frame(name, seq, payload));
+                let states = states.get_or_insert_with(|| event_states(&parts, payload));
+                let mut delivery =
+                    Delivery::event(name, seq, payload, states.as_ref(), committed_at);
+                delivery.chat_message = chat_message;
                 // An error only means every receiver left since the check: nothing to do.
-                let delivery = Delivery { seq, frame, committed_at, chat_message, revoke: None };
                 let _ = sender.send(delivery);
                 delivered += 1;
             }
@@ -165,6 +214,7 @@ impl Hub {
                 committed_at: None,
                 chat_message: false,
                 revoke: Some(Arc::from(user_id)),
+                viewed: None,
             };
             let _ = sender.send(marker);
         }
@@ -219,14 +269,14 @@ mod tests {
             let delivery = receiver.try_recv().unwrap().expect("a delivery");
             assert_eq!(delivery.seq, 7);
             match serde_json::from_str::<ServerFrame>(&delivery.frame).unwrap() {
-                ServerFrame::Event { channel: c, seq, event } => {
+                ServerFrame::Event { channel: c, seq, event, .. } => {
                     assert_eq!((c.as_str(), seq, event.doc_id.as_str()), (channel, 7, "abc"));
                 }
                 other => panic!("unexpected frame {other:?}"),
             }
         }
-        assert_eq!(other.try_recv(), Ok(None));
-        assert_eq!(desks.try_recv(), Ok(None));
+        assert!(matches!(other.try_recv(), Ok(None)));
+        assert!(matches!(desks.try_recv(), Ok(None)));
         assert_eq!(hub.last_seq(), 7);
     }
 

@@ -14,6 +14,7 @@ pub mod lag_histogram;
 pub mod metrics;
 pub mod replay;
 pub mod ring;
+pub mod view;
 
 pub use app::Application;
 pub use config::BroadcasterConfig;

@@ -17,15 +17,15 @@ use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
-use axum::extract::ws::Utf8Bytes;
 use courier_core::{
     channel::Channel,
     event::{EnvelopeRefusal, check_envelope},
-    protocol::encode_event_frame,
-    subjects::EVENTS_STREAM,
+    subjects::{EVENTS_STREAM, parse_event_subject},
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
+
+use crate::hub::{Delivery, event_states};
 
 /// Longest the set-up may take, and longest the stream may stay silent mid-replay, before the
 /// replay fails with `replay_failed`.
@@ -43,8 +43,8 @@ pub const QUEUE_PAGES: usize = 2;
 /// What the reader hands the connection.
 #[derive(Debug)]
 pub enum ReplayItem {
-    /// Event frames, in order, with their sequences.
-    Page(Vec<(u64, Utf8Bytes)>),
+    /// Events, in order, as live delivery hands them over (so views apply the same way).
+    Page(Vec<Delivery>),
     /// Everything up to the target was sent.
     Done,
     /// The replay broke off (the message says why); the frames sent so far are valid.
@@ -151,9 +151,9 @@ impl Reader {
     }
 }
 
-/// One fetched page: its frames, and whether the replay reached its end with it.
+/// One fetched page: its events, and whether the replay reached its end with it.
 struct FetchedPage {
-    frames: Vec<(u64, Utf8Bytes)>,
+    frames: Vec<Delivery>,
     finished: bool,
 }
 
@@ -201,7 +201,9 @@ async fn fetch(
             .and_then(|payload| check_envelope(&message.subject, payload).map(|_| payload));
         match checked {
             Ok(payload) => {
-                frames.push((seq, Utf8Bytes::from(encode_event_frame(name, seq, payload))))
+                let states =
+                    parse_event_subject(&message.subject).and_then(|s| event_states(&s, payload));
+                frames.push(Delivery::event(name, seq, payload, states.as_ref(), None));
             }
             Err(refusal) => {
                 tracing::warn!(seq, subject = %message.subject, %refusal, "event refused; not replayed");

@@ -106,7 +106,19 @@ impl WsClient {
         since: Option<u64>,
         token: Option<String>,
     ) -> Result<(u64, Option<bool>), ClientError> {
-        self.send(&ClientFrame::Subscribe { channel: channel.to_owned(), since, token }).await?;
+        self.subscribe_filtered(channel, since, token, None).await
+    }
+
+    /// [`WsClient::subscribe`] with a `filter` (docs/protocol.md, "Filtered subscriptions").
+    pub async fn subscribe_filtered(
+        &mut self,
+        channel: &str,
+        since: Option<u64>,
+        token: Option<String>,
+        filter: Option<serde_json::Value>,
+    ) -> Result<(u64, Option<bool>), ClientError> {
+        let channel_name = channel.to_owned();
+        self.send(&ClientFrame::Subscribe { channel: channel_name, since, token, filter }).await?;
         let mut early = Vec::new();
         let outcome = loop {
             let frame = match tokio::time::timeout(Duration::from_secs(30), self.read_frame()).await
@@ -119,7 +131,7 @@ impl WsClient {
                 ServerFrame::Subscribed { channel: c, seq, recovered } if c == channel => {
                     break Ok((seq, recovered));
                 }
-                ServerFrame::Error { code, message, channel: Some(c) } if c == channel => {
+                ServerFrame::Error { code, message, channel: Some(c), .. } if c == channel => {
                     break Err(ClientError::Refused { code, message });
                 }
                 other => early.push(other),
@@ -192,6 +204,8 @@ impl WsClient {
 pub struct Received {
     pub channel: String,
     pub seq: u64,
+    /// On a filtered or rule-checked subscription: how the document relates to it.
+    pub view: Option<courier_core::protocol::ViewChange>,
     pub event: courier_core::Event,
 }
 
@@ -211,6 +225,8 @@ pub struct ResumingSubscriber {
     urls: Vec<String>,
     channels: Vec<String>,
     token: Option<String>,
+    /// The filter every channel is subscribed with, if any.
+    filter: Option<serde_json::Value>,
     last_seq: HashMap<String, u64>,
     client: Option<WsClient>,
     next_url: usize,
@@ -246,6 +262,7 @@ impl ResumingSubscriber {
             urls,
             channels,
             token,
+            filter: None,
             last_seq,
             client: None,
             next_url: 0,
@@ -254,6 +271,12 @@ impl ResumingSubscriber {
             connects: 0,
             duplicates_dropped: 0,
         }
+    }
+
+    /// Subscribe every channel with this filter (and resume it with the same).
+    pub fn with_filter(mut self, filter: Option<serde_json::Value>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Reconnect when the server has sent nothing (not even a ping) for `limit`.
@@ -315,14 +338,14 @@ impl ResumingSubscriber {
             }
             let client = self.client.as_mut().expect("connected above");
             match client.next_frame().await {
-                Ok(ServerFrame::Event { channel, seq, event }) => {
+                Ok(ServerFrame::Event { channel, seq, view, event }) => {
                     let last = self.last_seq.entry(channel.clone()).or_insert(0);
                     if seq <= *last {
                         self.duplicates_dropped += 1;
                         continue; // never hand out a duplicate, whatever the server does
                     }
                     *last = seq;
-                    return Received { channel, seq, event };
+                    return Received { channel, seq, view, event };
                 }
                 Ok(ServerFrame::Error { code, message, .. }) => {
                     on_notice(Notice::ServerError { code, message })
@@ -351,7 +374,8 @@ impl ResumingSubscriber {
             let mut waits = Backoff::new(REPLAY_RETRY_MAX);
             let mut tries = 0;
             let (seq, recovered) = loop {
-                match client.subscribe(&channel, since, self.token.clone()).await {
+                let (token, filter) = (self.token.clone(), self.filter.clone());
+                match client.subscribe_filtered(&channel, since, token, filter).await {
                     // The connection's earlier replays are still running: read on (they need a
                     // reader to finish), then ask again.
                     Err(ClientError::Refused { code, .. })

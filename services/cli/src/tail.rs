@@ -29,6 +29,18 @@ pub struct TailArgs {
     /// Stop after this many events.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Only events of matching documents, as JSON: `{"species": "Dog", "age": {"gte": 3}}`
+    /// (the REST list's filters; docs/protocol.md, "Filtered subscriptions").
+    #[arg(long, value_parser = parse_filter)]
+    pub filter: Option<serde_json::Value>,
+}
+
+fn parse_filter(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err("a filter is a JSON object of field conditions".into()),
+        Err(err) => Err(format!("not JSON: {err}")),
+    }
 }
 
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
@@ -37,7 +49,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         args.channels.clone(),
         args.since,
         args.token.clone(),
-    );
+    )
+    .with_filter(args.filter.clone());
     let mut printed = 0u64;
     loop {
         let received = tokio::select! {
@@ -45,7 +58,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         };
         if args.json {
-            let line = serde_json::json!({"channel": received.channel, "seq": received.seq, "event": received.event});
+            let line = serde_json::json!({"channel": received.channel, "seq": received.seq, "match": received.view, "event": received.event});
             println!("{line}");
         } else {
             println!("{}", render(&received));
@@ -104,7 +117,10 @@ pub fn render(received: &Received) -> String {
         }
         _ => kind.if_supports_color(Stdout, |t| t.cyan()).to_string(),
     };
-    let mut data = event.data.to_string();
+    let mut data = match received.view {
+        Some(view) => format!("[{}] {}", view.as_str(), event.data),
+        None => event.data.to_string(),
+    };
     if data.len() > 160 {
         let cut = (0..=157).rev().find(|&i| data.is_char_boundary(i)).unwrap_or(0);
         data.truncate(cut);
@@ -135,7 +151,7 @@ mod tests {
             None,
             "t".into(),
         );
-        let line = render(&Received { channel: "products".into(), seq: 42, event });
+        let line = render(&Received { channel: "products".into(), seq: 42, view: None, event });
         for part in ["#42", "products.created", "products:abc", r#"{"nombre":"Camiseta"}"#] {
             assert!(line.contains(part), "{line} lacks {part}");
         }
@@ -151,7 +167,7 @@ mod tests {
             None,
             "t".into(),
         );
-        let line = render(&Received { channel: "p".into(), seq: 1, event });
+        let line = render(&Received { channel: "p".into(), seq: 1, view: None, event });
         assert!(line.ends_with('…'));
     }
 }

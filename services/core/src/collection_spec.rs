@@ -61,20 +61,20 @@ pub struct CollectionSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
-    #[serde(default = "AccessLevel::public")]
-    pub read: AccessLevel,
-    #[serde(default = "AccessLevel::authenticated")]
-    pub write: AccessLevel,
+    #[serde(default = "AccessRule::public")]
+    pub read: AccessRule,
+    #[serde(default = "AccessRule::authenticated")]
+    pub write: AccessRule,
 }
 
 impl Default for Access {
     fn default() -> Self {
-        Access { read: AccessLevel::Public, write: AccessLevel::Authenticated }
+        Access { read: AccessRule::public(), write: AccessRule::authenticated() }
     }
 }
 
-/// One access rule, written `public`, `authenticated`, `owner` or `role:<name>`. A user with
-/// the `admin` role passes every rule.
+/// One alternative of an access rule, written `public`, `authenticated`, `owner`,
+/// `field:<name>` or `role:<name>`. A user with the `admin` role passes every rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum AccessLevel {
@@ -82,12 +82,37 @@ pub enum AccessLevel {
     Public,
     /// Only requests carrying a valid access token.
     Authenticated,
-    /// Writes only: any signed-in user may create; only the document's creator (`created_by`)
-    /// or an admin may update or delete it.
+    /// Per document: its creator (`created_by`). For a create, any signed-in user (who becomes
+    /// the creator).
     Owner,
+    /// Per document: the user whose id this field holds, or one of the ids of this array field
+    /// (sharing). The field is checked against the schema by [`CollectionSpec::validate`].
+    Field(String),
     /// Only users holding this role (`role:editor`). The name is checked by
     /// [`CollectionSpec::validate`].
     Role(String),
+}
+
+impl AccessLevel {
+    /// Whether this alternative is decided per document (`owner`, `field:<name>`).
+    pub fn is_per_document(&self) -> bool {
+        matches!(self, AccessLevel::Owner | AccessLevel::Field(_))
+    }
+}
+
+/// An access rule: alternatives, any of which admits a caller (`read: [owner,
+/// field:shared_with]`; a single string is a rule of one; `owner, field:shared_with` is the
+/// same rule as text, the form the operator's resources use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RuleText", into = "String")]
+pub struct AccessRule(Vec<AccessLevel>);
+
+/// How a rule is written: one string (possibly comma-separated), or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RuleText {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Why an access rule refused a caller.
@@ -101,49 +126,173 @@ pub enum Denial {
     Forbidden(String),
 }
 
-impl AccessLevel {
-    fn public() -> Self {
-        AccessLevel::Public
-    }
+/// What a rule lets a caller at, before any document is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every document of the collection.
+    All,
+    /// The documents this grant admits ([`Grant::admits`]).
+    Documents(Grant),
+}
 
-    fn authenticated() -> Self {
-        AccessLevel::Authenticated
-    }
+/// The per-document alternatives of a rule, for one signed-in user: the documents they created
+/// (`owner`) and those whose `fields` hold their id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub user_id: String,
+    pub owner: bool,
+    pub fields: Vec<String>,
+}
 
-    /// Whether `who` (`None`: anonymous) passes this rule before any document is involved
-    /// (reads, lists, creates, subscribes). `owner` admits every signed-in user here; changes
-    /// of an existing document also go through [`AccessLevel::admits_change`].
-    pub fn admits(&self, who: Option<&Principal<'_>>) -> Result<(), Denial> {
-        let who = match (self, who) {
-            (AccessLevel::Public, _) => return Ok(()),
-            (_, None) => return Err(Denial::SignInRequired),
-            (_, Some(who)) => who,
+impl Grant {
+    /// Whether the document (its api form, with `created_by`) is one of this user's.
+    pub fn admits(&self, document: &serde_json::Map<String, Value>) -> bool {
+        let holds = |field: &str| match document.get(field) {
+            Some(Value::String(id)) => *id == self.user_id,
+            Some(Value::Array(ids)) => ids.iter().any(|id| id.as_str() == Some(&self.user_id)),
+            _ => false,
         };
-        match self {
-            AccessLevel::Role(role) if !who.has_role(role) && !who.is_admin() => {
-                Err(Denial::Forbidden(format!("this needs the '{role}' role")))
+        (self.owner && holds(CREATED_BY)) || self.fields.iter().any(|field| holds(field))
+    }
+}
+
+impl AccessRule {
+    pub fn public() -> Self {
+        AccessRule(vec![AccessLevel::Public])
+    }
+
+    pub fn authenticated() -> Self {
+        AccessRule(vec![AccessLevel::Authenticated])
+    }
+
+    /// A rule of these alternatives (at least one).
+    pub fn any_of(levels: Vec<AccessLevel>) -> Self {
+        assert!(!levels.is_empty(), "a rule has at least one alternative");
+        AccessRule(levels)
+    }
+
+    pub fn alternatives(&self) -> &[AccessLevel] {
+        &self.0
+    }
+
+    /// Whether anyone, anonymous clients included, passes it.
+    pub fn is_public(&self) -> bool {
+        self.0.contains(&AccessLevel::Public)
+    }
+
+    /// Whether some callers pass it only for some documents.
+    pub fn is_per_document(&self) -> bool {
+        self.0.iter().any(AccessLevel::is_per_document)
+    }
+
+    /// What `who` (`None`: anonymous) may reach under this rule: every document, only the
+    /// documents of a [`Grant`] (per-document alternatives), or nothing (why).
+    pub fn admits(&self, who: Option<&Principal<'_>>) -> Result<Scope, Denial> {
+        if self.is_public() {
+            return Ok(Scope::All);
+        }
+        let Some(who) = who else { return Err(Denial::SignInRequired) };
+        if who.is_admin() {
+            return Ok(Scope::All);
+        }
+        let mut missing_role = None;
+        let mut grant = Grant { user_id: who.id.to_owned(), owner: false, fields: Vec::new() };
+        for level in &self.0 {
+            match level {
+                AccessLevel::Public | AccessLevel::Authenticated => return Ok(Scope::All),
+                AccessLevel::Role(role) if who.has_role(role) => return Ok(Scope::All),
+                AccessLevel::Role(role) => missing_role = missing_role.or(Some(role)),
+                AccessLevel::Owner => grant.owner = true,
+                AccessLevel::Field(field) => grant.fields.push(field.clone()),
+            }
+        }
+        if grant.owner || !grant.fields.is_empty() {
+            return Ok(Scope::Documents(grant));
+        }
+        Err(Denial::Forbidden(match missing_role {
+            Some(role) => format!("this needs the '{role}' role"),
+            None => "this rule admits nobody".to_owned(),
+        }))
+    }
+
+    /// Whether `who` may create `document` (its api form, `created_by` set to the creator):
+    /// `owner` admits every signed-in user, `field:<name>` a document naming them there.
+    pub fn admits_create(
+        &self,
+        who: Option<&Principal<'_>>,
+        document: &serde_json::Map<String, Value>,
+    ) -> Result<(), Denial> {
+        match self.admits(who)? {
+            Scope::Documents(grant) if !grant.owner && !grant.admits(document) => {
+                Err(Denial::Forbidden(format!(
+                    "a document you create must name you in {}",
+                    grant.fields.join(" or ")
+                )))
             }
             _ => Ok(()),
         }
     }
 
-    /// Whether `who` may update or delete a document created by `created_by` (`None`: a
-    /// document with no recorded creator, e.g. written anonymously or before ownership existed —
-    /// only admins may change it under `owner`).
+    /// Whether `who` may change or delete `document` (its stored api form, with `created_by`;
+    /// a document without a creator, written anonymously, only admits `owner` for admins).
     pub fn admits_change(
         &self,
         who: Option<&Principal<'_>>,
-        created_by: Option<&str>,
+        document: &serde_json::Map<String, Value>,
     ) -> Result<(), Denial> {
-        self.admits(who)?;
-        match (self, who) {
-            (AccessLevel::Owner, Some(who)) if !who.is_admin() && created_by != Some(who.id) => {
-                Err(Denial::Forbidden(
-                    "only the document's creator (or an admin) may change or delete it".into(),
-                ))
-            }
+        match self.admits(who)? {
+            Scope::Documents(grant) if !grant.admits(document) => Err(Denial::Forbidden(
+                "only the document's creator, a user it names, or an admin may change or delete it"
+                    .into(),
+            )),
             _ => Ok(()),
         }
+    }
+}
+
+impl TryFrom<RuleText> for AccessRule {
+    type Error = String;
+
+    fn try_from(text: RuleText) -> Result<Self, Self::Error> {
+        let parts: Vec<String> = match text {
+            RuleText::One(text) => text.split(',').map(|p| p.trim().to_owned()).collect(),
+            RuleText::Many(parts) => parts,
+        };
+        if parts.is_empty() || parts.iter().any(String::is_empty) {
+            return Err("an access rule names at least one alternative, none empty".into());
+        }
+        if parts.len() > MAX_ALTERNATIVES {
+            return Err(format!("an access rule has at most {MAX_ALTERNATIVES} alternatives"));
+        }
+        let levels = parts.into_iter().map(AccessLevel::try_from).collect::<Result<_, _>>()?;
+        Ok(AccessRule(levels))
+    }
+}
+
+/// Most alternatives in one rule.
+const MAX_ALTERNATIVES: usize = 8;
+
+impl From<AccessRule> for String {
+    fn from(rule: AccessRule) -> Self {
+        rule.to_string()
+    }
+}
+
+impl std::fmt::Display for AccessRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, level) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            level.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<AccessLevel> for AccessRule {
+    fn from(level: AccessLevel) -> Self {
+        AccessRule(vec![level])
     }
 }
 
@@ -155,12 +304,17 @@ impl TryFrom<String> for AccessLevel {
             "public" => Ok(AccessLevel::Public),
             "authenticated" => Ok(AccessLevel::Authenticated),
             "owner" => Ok(AccessLevel::Owner),
-            _ => match text.strip_prefix("role:") {
-                Some(role) => Ok(AccessLevel::Role(role.to_owned())),
-                None => Err(format!(
-                    "unknown access rule `{text}`: use public, authenticated, owner or role:<name>"
-                )),
-            },
+            _ => {
+                if let Some(role) = text.strip_prefix("role:") {
+                    Ok(AccessLevel::Role(role.to_owned()))
+                } else if let Some(field) = text.strip_prefix("field:") {
+                    Ok(AccessLevel::Field(field.to_owned()))
+                } else {
+                    Err(format!(
+                        "unknown access rule `{text}`: use public, authenticated, owner, field:<name> or role:<name>"
+                    ))
+                }
+            }
         }
     }
 }
@@ -177,6 +331,7 @@ impl std::fmt::Display for AccessLevel {
             AccessLevel::Public => f.write_str("public"),
             AccessLevel::Authenticated => f.write_str("authenticated"),
             AccessLevel::Owner => f.write_str("owner"),
+            AccessLevel::Field(field) => write!(f, "field:{field}"),
             AccessLevel::Role(role) => write!(f, "role:{role}"),
         }
     }
@@ -315,9 +470,9 @@ pub enum SpecError {
     )]
     InvalidRole(String),
     #[error(
-        "access: 'read: owner' is not supported: owner governs updates and deletes (use it under write)"
+        "access: 'field:{0}' must name a declared property holding a user id: a string, or an array of strings"
     )]
-    OwnerRead,
+    InvalidRuleField(String),
     /// `index` counts from 1.
     #[error("index {index}: 'fields' is empty")]
     EmptyIndex { index: usize },
@@ -401,22 +556,41 @@ pub struct DeclaredField {
     pub read_only: bool,
 }
 
-/// What checking a valid spec produced: the compiled schema and what it declares.
-pub struct ValidSpec {
-    /// Checks documents against the spec's JSON Schema.
-    pub validator: jsonschema::Validator,
+/// The fields of a collection, as its schema declares them: what filters, sorts and rules are
+/// typed by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
     /// Declared top-level properties.
-    pub fields: HashMap<String, DeclaredField>,
+    pub declared: HashMap<String, DeclaredField>,
     /// Whether documents may carry fields the schema does not declare.
     pub open: bool,
 }
 
+impl Fields {
+    /// The type of a top-level field: `None` when the schema forbids undeclared fields and this
+    /// one is not declared. `created_by` (every document's creator) is a string.
+    pub fn field_type(&self, name: &str) -> Option<FieldType> {
+        if name == CREATED_BY {
+            return Some(FieldType::String);
+        }
+        match self.declared.get(name) {
+            Some(field) => Some(field.ty),
+            None if self.open => Some(FieldType::Other),
+            None => None,
+        }
+    }
+}
+
+/// What checking a valid spec produced: the compiled schema and what it declares.
+pub struct ValidSpec {
+    /// Checks documents against the spec's JSON Schema.
+    pub validator: jsonschema::Validator,
+    pub fields: Fields,
+}
+
 impl std::fmt::Debug for ValidSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValidSpec")
-            .field("fields", &self.fields)
-            .field("open", &self.open)
-            .finish_non_exhaustive()
+        f.debug_struct("ValidSpec").field("fields", &self.fields).finish_non_exhaustive()
     }
 }
 
@@ -426,8 +600,8 @@ impl CollectionSpec {
         self.rate.as_deref().map(|text| text.parse().map_err(SpecError::InvalidRate)).transpose()
     }
 
-    /// Every rule a collection must satisfy: its name, access rules naming valid roles (and
-    /// `owner` only for writes), a compiling `type: object` schema whose
+    /// Every rule a collection must satisfy: its name, access rules naming valid roles and
+    /// user-id fields (`field:<name>`), a compiling `type: object` schema whose
     /// property names are field names (and not `id` or `created_by`), index fields the schema allows, valid task
     /// kinds each with at least one trigger, a well-formed `rate`.
     pub fn validate(&self) -> Result<ValidSpec, SpecError> {
@@ -437,17 +611,19 @@ impl CollectionSpec {
         if RESERVED_NAMES.contains(&self.name.as_str()) {
             return Err(SpecError::ReservedName);
         }
-        if self.access.read == AccessLevel::Owner {
-            return Err(SpecError::OwnerRead);
-        }
-        for level in [&self.access.read, &self.access.write] {
-            if let AccessLevel::Role(role) = level
-                && !is_valid_role_name(role)
-            {
-                return Err(SpecError::InvalidRole(role.clone()));
+        let schema = &self.schema;
+        for level in self.access.read.alternatives().iter().chain(self.access.write.alternatives())
+        {
+            match level {
+                AccessLevel::Role(role) if !is_valid_role_name(role) => {
+                    return Err(SpecError::InvalidRole(role.clone()));
+                }
+                AccessLevel::Field(field) if !holds_user_ids(schema, field) => {
+                    return Err(SpecError::InvalidRuleField(field.clone()));
+                }
+                _ => {}
             }
         }
-        let schema = &self.schema;
         if schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(SpecError::SchemaNotObject);
         }
@@ -484,7 +660,7 @@ impl CollectionSpec {
                         field: field.clone(),
                     });
                 }
-                if !open && !fields.contains_key(name) {
+                if !open && !fields.contains_key(name) && name != CREATED_BY {
                     return Err(SpecError::UndeclaredIndexField {
                         index: index_no,
                         field: name.to_owned(),
@@ -508,8 +684,33 @@ impl CollectionSpec {
             }
         }
         self.rate()?;
-        Ok(ValidSpec { validator, fields, open })
+        Ok(ValidSpec { validator, fields: Fields { declared: fields, open } })
     }
+
+    /// Whether this collection's events keep user ids (`created_by`, `actor`): when anonymous
+    /// clients cannot read it, or when it says `expose_creator: true`.
+    pub fn events_carry_user_ids(&self) -> bool {
+        self.expose_creator || !self.access.read.is_public()
+    }
+}
+
+/// Whether the schema declares `field` as a user id or a list of them (what `field:<name>`
+/// rules compare with the caller's id).
+fn holds_user_ids(schema: &Value, field: &str) -> bool {
+    let Some(property) = schema.get("properties").and_then(|p| p.get(field)) else {
+        return false;
+    };
+    let is = |value: &Value, ty: &str| match value.get("type") {
+        Some(Value::String(t)) => t == ty,
+        Some(Value::Array(types)) => {
+            types.iter().any(|t| t == ty) && types.iter().all(|t| t == ty || t == "null")
+        }
+        _ => false,
+    };
+    is_valid_field_name(field)
+        && field != CREATED_BY
+        && (is(property, "string")
+            || (is(property, "array") && property.get("items").is_some_and(|i| is(i, "string"))))
 }
 
 impl CollectionsFile {
@@ -682,9 +883,19 @@ pub mod fixtures {
                 "access: 'role:' is not a role name",
             ),
             case(
-                "read: owner",
-                json!({"name": "a", "schema": object, "access": {"read": "owner"}}),
-                "access: 'read: owner' is not supported",
+                "field rule on an undeclared field",
+                json!({"name": "a", "schema": object, "access": {"read": "owner, field:shared_with"}}),
+                "access: 'field:shared_with' must name a declared property",
+            ),
+            case(
+                "field rule on a number field",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}, "access": {"write": "field:n"}}),
+                "access: 'field:n' must name a declared property",
+            ),
+            case(
+                "field rule on an array of numbers",
+                json!({"name": "a", "schema": {"type": "object", "properties": {"n": {"type": "array", "items": {"type": "number"}}}}, "access": {"read": "field:n"}}),
+                "access: 'field:n' must name a declared property",
             ),
             case(
                 "index without fields",
@@ -800,7 +1011,7 @@ mod tests {
             SpecError::IdReserved => "id",
             SpecError::CreatedByReserved => "created_by",
             SpecError::InvalidRole(_) => "role",
-            SpecError::OwnerRead => "owner read",
+            SpecError::InvalidRuleField(_) => "rule field",
             SpecError::EmptyIndex { .. } => "empty index",
             SpecError::InvalidIndexField { .. } => "index field",
             SpecError::UndeclaredIndexField { .. } => "undeclared index field",
@@ -838,7 +1049,7 @@ mod tests {
             SpecError::IdReserved,
             SpecError::CreatedByReserved,
             SpecError::InvalidRole(String::new()),
-            SpecError::OwnerRead,
+            SpecError::InvalidRuleField(String::new()),
             SpecError::EmptyIndex { index: 1 },
             SpecError::InvalidIndexField { index: 1, field: String::new() },
             SpecError::UndeclaredIndexField { index: 1, field: String::new() },
@@ -874,15 +1085,15 @@ mod tests {
         }))
         .unwrap();
         let valid = spec.validate().unwrap();
-        assert!(!valid.open);
-        let ty = |name: &str| valid.fields.get(name).map(|f| f.ty);
+        assert!(!valid.fields.open);
+        let ty = |name: &str| valid.fields.declared.get(name).map(|f| f.ty);
         assert_eq!(ty("name"), Some(FieldType::String));
         assert_eq!(ty("age"), Some(FieldType::Integer));
         assert_eq!(ty("weight"), Some(FieldType::Number));
         assert_eq!(ty("tags"), Some(FieldType::Other));
         assert_eq!(ty("colour"), None);
-        assert!(valid.fields["enrichment"].read_only);
-        assert!(!valid.fields["name"].read_only);
+        assert!(valid.fields.declared["enrichment"].read_only);
+        assert!(!valid.fields.declared["name"].read_only);
         assert!(valid.validator.is_valid(&json!({"name": "Rex"})));
         assert!(!valid.validator.is_valid(&json!({"age": 3})));
     }
@@ -893,7 +1104,7 @@ mod tests {
             "name": "a", "schema": {"type": "object"}, "indexes": [{"fields": ["-anything"]}]
         }))
         .unwrap();
-        assert!(spec.validate().unwrap().open);
+        assert!(spec.validate().unwrap().fields.open);
     }
 
     #[test]
@@ -933,8 +1144,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.collections.len(), 2);
-        assert_eq!(valid[0].fields["x"].ty, FieldType::Boolean);
-        assert!(valid[1].fields.is_empty());
+        assert_eq!(valid[0].fields.declared["x"].ty, FieldType::Boolean);
+        assert!(valid[1].fields.declared.is_empty());
     }
 
     #[test]
@@ -946,13 +1157,58 @@ mod tests {
         let [a, b, c] = &file.collections[..] else { panic!("three collections") };
         assert_eq!(
             a.access,
-            Access { read: AccessLevel::Public, write: AccessLevel::Authenticated }
+            Access { read: AccessRule::public(), write: AccessRule::authenticated() }
         );
         assert!(!a.expose_creator && b.expose_creator);
-        assert_eq!(b.access.write, AccessLevel::Role("editor".into()));
-        assert_eq!(c.access.write, AccessLevel::Owner);
+        assert_eq!(b.access.write, AccessLevel::Role("editor".into()).into());
+        assert_eq!(c.access.write, AccessLevel::Owner.into());
         let json = serde_json::to_value(&b.access).unwrap();
         assert_eq!(json, json!({"read": "authenticated", "write": "role:editor"}));
+    }
+
+    #[test]
+    fn a_rule_is_a_list_of_alternatives_or_the_same_as_text() {
+        let (file, _) = CollectionsFile::load_checked(
+            "collections:\n- {name: notes, schema: {type: object, properties: {shared_with: {type: array, items: {type: string}}, editor: {type: [string, 'null']}}}, access: {read: [owner, field:shared_with], write: 'owner, field:editor'}}\n",
+        )
+        .unwrap();
+        let access = &file.collections[0].access;
+        let expected =
+            AccessRule::any_of(vec![AccessLevel::Owner, AccessLevel::Field("shared_with".into())]);
+        assert_eq!(access.read, expected);
+        assert!(access.read.is_per_document() && !access.read.is_public());
+        let text: AccessRule = serde_json::from_value(json!("owner , field:shared_with")).unwrap();
+        assert_eq!(text, expected);
+        assert_eq!(serde_json::to_value(&expected).unwrap(), json!("owner, field:shared_with"));
+        for bad in [json!([]), json!("owner,,public"), json!(["owner", "everyone"])] {
+            assert!(serde_json::from_value::<AccessRule>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn per_document_alternatives_grant_the_documents_that_name_the_caller() {
+        let none: Vec<String> = vec![];
+        let admin = vec!["admin".to_owned()];
+        let ana = Principal { id: "ana", roles: &none };
+        let root = Principal { id: "root", roles: &admin };
+        let rule =
+            AccessRule::any_of(vec![AccessLevel::Owner, AccessLevel::Field("shared_with".into())]);
+        assert_eq!(rule.admits(None), Err(Denial::SignInRequired));
+        assert_eq!(rule.admits(Some(&root)), Ok(Scope::All), "admins read everything");
+        let Ok(Scope::Documents(grant)) = rule.admits(Some(&ana)) else { panic!("a grant") };
+        let doc = |value: Value| value.as_object().unwrap().clone();
+        assert!(grant.admits(&doc(json!({"created_by": "ana"}))));
+        assert!(grant.admits(&doc(json!({"created_by": "bob", "shared_with": ["eve", "ana"]}))));
+        assert!(!grant.admits(&doc(json!({"created_by": "bob", "shared_with": ["eve"]}))));
+        assert!(!grant.admits(&doc(json!({"shared_with": "anabel"}))));
+        let field_only = AccessRule::from(AccessLevel::Field("shared_with".into()));
+        let sharing = doc(json!({"shared_with": ["ana"]}));
+        assert_eq!(field_only.admits_create(Some(&ana), &sharing), Ok(()));
+        assert!(matches!(
+            field_only.admits_create(Some(&ana), &doc(json!({}))),
+            Err(Denial::Forbidden(m)) if m.contains("shared_with")
+        ));
+        assert_eq!(rule.admits_create(Some(&ana), &doc(json!({}))), Ok(()), "owner: any creator");
     }
 
     #[test]
@@ -963,25 +1219,40 @@ mod tests {
         let ana = Principal { id: "ana", roles: &none };
         let eve = Principal { id: "eve", roles: &editor };
         let root = Principal { id: "root", roles: &admin };
-        let role = AccessLevel::Role("editor".into());
-        assert_eq!(AccessLevel::Public.admits(None), Ok(()));
-        assert_eq!(AccessLevel::Authenticated.admits(None), Err(Denial::SignInRequired));
-        assert_eq!(AccessLevel::Authenticated.admits(Some(&ana)), Ok(()));
+        let role = AccessRule::from(AccessLevel::Role("editor".into()));
+        let authenticated = AccessRule::authenticated();
+        assert_eq!(AccessRule::public().admits(None), Ok(Scope::All));
+        assert_eq!(authenticated.admits(None), Err(Denial::SignInRequired));
+        assert_eq!(authenticated.admits(Some(&ana)), Ok(Scope::All));
         assert_eq!(role.admits(None), Err(Denial::SignInRequired));
         assert!(
             matches!(role.admits(Some(&ana)), Err(Denial::Forbidden(m)) if m.contains("'editor'"))
         );
-        assert_eq!(role.admits(Some(&eve)), Ok(()));
-        assert_eq!(role.admits(Some(&root)), Ok(()), "admins pass every rule");
-        let owner = AccessLevel::Owner;
+        assert_eq!(role.admits(Some(&eve)), Ok(Scope::All));
+        assert_eq!(role.admits(Some(&root)), Ok(Scope::All), "admins pass every rule");
+        let owner = AccessRule::from(AccessLevel::Owner);
+        let by = |creator: Option<&str>| {
+            let mut doc = serde_json::Map::new();
+            if let Some(creator) = creator {
+                doc.insert(CREATED_BY.into(), json!(creator));
+            }
+            doc
+        };
         assert_eq!(owner.admits(None), Err(Denial::SignInRequired));
-        assert_eq!(owner.admits(Some(&ana)), Ok(()), "anyone signed in may create");
-        assert_eq!(owner.admits_change(Some(&ana), Some("ana")), Ok(()));
-        assert!(matches!(owner.admits_change(Some(&eve), Some("ana")), Err(Denial::Forbidden(_))));
-        assert!(matches!(owner.admits_change(Some(&ana), None), Err(Denial::Forbidden(_))));
-        assert_eq!(owner.admits_change(Some(&root), Some("ana")), Ok(()));
-        assert_eq!(owner.admits_change(None, Some("ana")), Err(Denial::SignInRequired));
-        assert_eq!(AccessLevel::Authenticated.admits_change(Some(&eve), Some("ana")), Ok(()));
+        assert_eq!(
+            owner.admits_create(Some(&ana), &by(None)),
+            Ok(()),
+            "anyone signed in may create"
+        );
+        assert_eq!(owner.admits_change(Some(&ana), &by(Some("ana"))), Ok(()));
+        assert!(matches!(
+            owner.admits_change(Some(&eve), &by(Some("ana"))),
+            Err(Denial::Forbidden(_))
+        ));
+        assert!(matches!(owner.admits_change(Some(&ana), &by(None)), Err(Denial::Forbidden(_))));
+        assert_eq!(owner.admits_change(Some(&root), &by(Some("ana"))), Ok(()));
+        assert_eq!(owner.admits_change(None, &by(Some("ana"))), Err(Denial::SignInRequired));
+        assert_eq!(authenticated.admits_change(Some(&eve), &by(Some("ana"))), Ok(()));
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub struct Event {
     #[serde(with = "rfc3339")]
     pub time: DateTime<Utc>,
     pub trace_id: String,
+    /// The document's version after the change (its `ETag`; 1 for a create; for a delete, one
+    /// past the last): what a client reconciles a list with. Absent on chat events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// For an update, the document's state before it: what the broadcaster decides filtered
+    /// and rule-checked deliveries with (`enter`, `stay`, `leave`). The broadcaster never
+    /// passes it on to WebSocket clients; tasks and webhooks receive it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -114,6 +123,8 @@ impl Event {
             // Millisecond precision: exactly what the wire format carries.
             time: Utc::now().trunc_subsecs(3),
             trace_id,
+            version: None,
+            previous: None,
         }
     }
 

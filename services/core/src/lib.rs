@@ -12,6 +12,7 @@ pub mod collection_spec;
 pub mod config;
 pub mod event;
 pub mod file_watch;
+pub mod filter;
 pub mod jetstream;
 pub mod jetstream_metrics;
 pub mod ops;

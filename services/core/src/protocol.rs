@@ -51,6 +51,8 @@ pub mod error_code {
     /// Too many `since` replays running, on this connection or this broadcaster; retry once
     /// one has finished.
     pub const TOO_MANY_REPLAYS: &str = "too_many_replays";
+    /// A subscription's `filter` is not one of the collection (`field` names the culprit).
+    pub const BAD_FILTER: &str = "bad_filter";
 }
 
 /// Why the server ended a subscription (`reason` of an `unsubscribed` frame it sends unasked).
@@ -69,13 +71,18 @@ pub mod unsubscribe_reason {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     /// Join a channel. With `since`, every event of the channel after that stream sequence is
-    /// replayed before live events, with no gap and no duplicate.
+    /// replayed before live events, with no gap and no duplicate. With `filter` (collection
+    /// channels), only the events of matching documents, marked `enter`, `stay` or `leave`.
     Subscribe {
         channel: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The same conditions as a REST list's query (`crate::filter`):
+        /// `{"species": "Dog", "age": {"gte": 3}}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<serde_json::Value>,
     },
     Unsubscribe {
         channel: String,
@@ -100,7 +107,9 @@ pub enum ClientFrame {
     GetStatus {},
 }
 
-/// Frames the broadcaster sends.
+/// Frames the broadcaster sends. (Its event frames are encoded by hand, never built as this
+/// type on the hot path, so the size of the `Event` variant costs nothing there.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
@@ -127,6 +136,10 @@ pub enum ServerFrame {
     Event {
         channel: String,
         seq: u64,
+        /// On a filtered or rule-checked subscription: how the document relates to the
+        /// subscriber's view (see [`ViewChange`]); absent elsewhere.
+        #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+        view: Option<ViewChange>,
         event: Event,
     },
     /// `user` is typing in `channel` (`active: true`), or stopped (`active: false`: sent when
@@ -159,7 +172,34 @@ pub enum ServerFrame {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
+        /// The field a `bad_filter` is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
     },
+}
+
+/// How an event's document relates to a filtered or rule-checked subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewChange {
+    /// The document now matches and did not before (a create, or an update that brought it
+    /// into view): add it.
+    Enter,
+    /// It matched before and still does: replace it.
+    Stay,
+    /// It matched before and no longer does (or was deleted): remove it. After an update the
+    /// event carries the id and no `data`.
+    Leave,
+}
+
+impl ViewChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewChange::Enter => "enter",
+            ViewChange::Stay => "stay",
+            ViewChange::Leave => "leave",
+        }
+    }
 }
 
 /// Body of a `status` frame: what this connection and its broadcaster look like right now.
@@ -180,6 +220,7 @@ impl ServerFrame {
             code: code.to_owned(),
             message: message.into(),
             channel: channel.map(str::to_owned),
+            field: None,
         }
     }
 
@@ -192,11 +233,25 @@ impl ServerFrame {
 /// parsing it: the broadcaster does this once per event and channel and shares the bytes with
 /// every subscriber. `raw_event` must be a JSON object (the api only publishes serialized `Event`s).
 pub fn encode_event_frame(channel: &str, seq: u64, raw_event: &str) -> String {
-    let mut frame = String::with_capacity(raw_event.len() + channel.len() + 64);
+    encode_viewed_event_frame(channel, seq, None, raw_event)
+}
+
+/// [`encode_event_frame`] with a `match` (filtered and rule-checked subscriptions).
+pub fn encode_viewed_event_frame(
+    channel: &str,
+    seq: u64,
+    view: Option<ViewChange>,
+    raw_event: &str,
+) -> String {
+    let mut frame = String::with_capacity(raw_event.len() + channel.len() + 80);
     frame.push_str(r#"{"type":"event","channel":"#);
     // Channel names are validated ([a-z0-9_:-]), but escape anyway: never trust a string into JSON.
     frame.push_str(&serde_json::to_string(channel).expect("strings serialize"));
-    write!(frame, r#","seq":{seq},"event":"#).expect("writing to a String cannot fail");
+    write!(frame, r#","seq":{seq},"#).expect("writing to a String cannot fail");
+    if let Some(view) = view {
+        write!(frame, r#""match":"{}","#, view.as_str()).expect("writing to a String cannot fail");
+    }
+    frame.push_str(r#""event":"#);
     frame.push_str(raw_event);
     frame.push('}');
     frame
@@ -214,7 +269,12 @@ mod tests {
                 .unwrap();
         assert_eq!(
             f,
-            ClientFrame::Subscribe { channel: "products".into(), since: Some(41), token: None }
+            ClientFrame::Subscribe {
+                channel: "products".into(),
+                since: Some(41),
+                token: None,
+                filter: None
+            }
         );
         let f: ClientFrame = serde_json::from_str(r#"{"type":"get_status"}"#).unwrap();
         assert_eq!(f, ClientFrame::GetStatus {});
@@ -249,7 +309,19 @@ mod tests {
         let raw = serde_json::to_string(&event).unwrap();
         let frame = encode_event_frame("products:abc", 42, &raw);
         let parsed: ServerFrame = serde_json::from_str(&frame).unwrap();
-        assert_eq!(parsed, ServerFrame::Event { channel: "products:abc".into(), seq: 42, event });
+        let typed =
+            ServerFrame::Event { channel: "products:abc".into(), seq: 42, view: None, event };
+        assert_eq!(parsed, typed);
+        assert_eq!(frame, typed.to_json());
+        let ServerFrame::Event { event, .. } = typed else { unreachable!() };
+        let frame = encode_viewed_event_frame("products", 43, Some(ViewChange::Leave), &raw);
+        let viewed = ServerFrame::Event {
+            channel: "products".into(),
+            seq: 43,
+            view: Some(ViewChange::Leave),
+            event,
+        };
+        assert_eq!(frame, viewed.to_json());
     }
 
     #[test]

@@ -241,7 +241,7 @@ spec: {schema: {type: object}}
         let names: Vec<&str> = file.collections.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["desks", "pets", "products"]);
         let pets = &file.collections[1];
-        assert_eq!(pets.access.write, courier_core::collection_spec::AccessLevel::Owner);
+        assert_eq!(pets.access.write, courier_core::collection_spec::AccessLevel::Owner.into());
         assert_eq!(pets.tasks[0].kind, "pets.enrich");
         assert_eq!(pets.tasks[0].on.len(), 2);
     }

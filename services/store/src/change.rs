@@ -54,6 +54,8 @@ pub struct Change {
     pub version: i64,
     /// The event's `data`: the new document, or the deleted one.
     pub data: Value,
+    /// For an update: the document before it (the event's `previous`).
+    pub previous: Option<Value>,
     pub actor: Option<String>,
     pub trace_id: String,
     /// The tasks to enqueue for this change (the collection's triggers).
@@ -85,11 +87,18 @@ impl Change {
             action,
             version,
             data,
+            previous: None,
             actor,
             trace_id,
             tasks,
             keep_user_ids,
         }
+    }
+
+    /// The same change, recording the document's state before it (updates).
+    pub fn with_previous(mut self, previous: Value) -> Self {
+        self.previous = Some(previous);
+        self
     }
 
     /// The outbox records: the event first, then one per task of [`Change::tasks`] that is due
@@ -109,10 +118,13 @@ impl Change {
     /// [`Change::keep_user_ids`]).
     pub fn event(&self) -> Event {
         let mut data = self.data.clone();
+        let mut previous = self.previous.clone();
         let mut actor = self.actor.clone();
         if !self.keep_user_ids {
-            if let Some(object) = data.as_object_mut() {
-                object.remove(CREATED_BY);
+            for state in std::iter::once(&mut data).chain(previous.as_mut()) {
+                if let Some(object) = state.as_object_mut() {
+                    object.remove(CREATED_BY);
+                }
             }
             actor = None;
         }
@@ -125,6 +137,8 @@ impl Change {
             actor,
             time: self.event_time,
             trace_id: self.trace_id.clone(),
+            version: Some(self.version),
+            previous,
         }
     }
 
@@ -167,6 +181,7 @@ mod tests {
             action: EventAction::Updated,
             version: 3,
             data: json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex"}),
+            previous: Some(json!({"id": "65f0c0ffee0123456789abcd", "name": "Max"})),
             actor: Some("u1".into()),
             trace_id: "trace-1".into(),
             tasks: vec![
@@ -186,6 +201,7 @@ mod tests {
         let event: Event = serde_json::from_str(&records[0].payload).unwrap();
         assert_eq!(event.event_type, "pets.updated");
         assert_eq!(event.data, change.data);
+        assert_eq!((event.version, event.previous.as_ref()), (Some(3), change.previous.as_ref()));
         assert_eq!(event.actor.as_deref(), Some("u1"));
         assert_eq!(records[0].id, event.id.to_string());
         assert_eq!(records[0].subject, "events.pets.65f0c0ffee0123456789abcd.updated");
@@ -216,6 +232,7 @@ mod tests {
             action: EventAction::Created,
             version: 1,
             data: json!({"id": "65f0c0ffee0123456789abcd", "name": "Rex", "created_by": "u1"}),
+            previous: None,
             actor: Some("u1".into()),
             trace_id: "trace-1".into(),
             tasks: vec![TaskRequest::now("pets.enrich")],

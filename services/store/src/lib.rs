@@ -27,7 +27,8 @@ pub use metrics::OutboxMetrics;
 pub use modify::{Committed, Decision, Modified, Modify, ModifyError, Precondition};
 pub use outbox::{Outbox, OutboxRecord};
 pub use query::{
-    Cursor, CursorError, FieldCondition, ListSpec, Next, Page, Scalar, SortKey, ValueKind,
+    Condition, Cursor, CursorError, Filter, Grant, ListSpec, Next, Operator, Page, Scalar, SortKey,
+    ValueKind,
 };
 pub use queues::{QueueError, Queues};
 pub use scheduled::{ScheduledSummary, ScheduledTask, Scheduler, SchedulerMetrics};

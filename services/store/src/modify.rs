@@ -193,8 +193,11 @@ impl Store {
                     (write, document, announce)
                 }
             };
-            let change =
+            let mut change =
                 Change::new(&target.collection, target.id.to_hex(), version, data, announce);
+            if change.action != courier_core::EventAction::Deleted {
+                change = change.with_previous(current.body.clone());
+            }
             let records = change.records();
             let writes = with_scheduled(vec![write], &change);
             let committed = match &target.task {

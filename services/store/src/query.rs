@@ -18,65 +18,50 @@ use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{documents::StoredDocument, store::Store};
+use crate::{change::CREATED_BY, documents::StoredDocument, store::Store};
 
-/// One value in a filter or a cursor: JSON's scalars. Documents and arrays cannot be expressed,
-/// so a value can only ever be compared, never interpreted as an operator (`$ne`, `$regex`, …).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Double(f64),
-    String(String),
-}
+pub use courier_core::{
+    collection_spec::Grant,
+    filter::{Condition, Filter, Operator, Scalar},
+};
 
-impl Scalar {
-    /// A JSON scalar as the stored form holds it (integers as `Int`, other numbers as `Double`);
-    /// `None` for objects and arrays.
-    pub fn from_json(value: &Value) -> Option<Self> {
-        Some(match value {
-            Value::Null => Scalar::Null,
-            Value::Bool(b) => Scalar::Bool(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Scalar::Int(i),
-                None => Scalar::Double(n.as_f64().filter(|f| f.is_finite())?),
-            },
-            Value::String(s) => Scalar::String(s.clone()),
-            Value::Array(_) | Value::Object(_) => return None,
-        })
-    }
-
-    /// The JSON form (a non-finite double, which JSON cannot hold, becomes null).
-    pub fn to_json(&self) -> Value {
-        match self {
-            Scalar::Null => Value::Null,
-            Scalar::Bool(b) => Value::Bool(*b),
-            Scalar::Int(i) => Value::from(*i),
-            Scalar::Double(f) => {
-                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
-            }
-            Scalar::String(s) => Value::String(s.clone()),
-        }
-    }
-
-    fn to_bson(&self) -> Bson {
-        match self {
-            Scalar::Null => Bson::Null,
-            Scalar::Bool(b) => Bson::Boolean(*b),
-            Scalar::Int(i) => Bson::Int64(*i),
-            Scalar::Double(f) => Bson::Double(*f),
-            Scalar::String(s) => Bson::String(s.clone()),
-        }
+fn to_bson(value: &Scalar) -> Bson {
+    match value {
+        Scalar::Null => Bson::Null,
+        Scalar::Bool(b) => Bson::Boolean(*b),
+        Scalar::Int(i) => Bson::Int64(*i),
+        Scalar::Double(f) => Bson::Double(*f),
+        Scalar::String(s) => Bson::String(s.clone()),
     }
 }
 
-/// `field` equals one of `any_of` (one value: equality; several: "any of").
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldCondition {
-    /// A field of the collection's schema (the caller checks the name against it).
-    pub field: String,
-    pub any_of: Vec<Scalar>,
+/// One condition as MongoDB's query language says it.
+fn condition_document(condition: &Condition) -> Bson {
+    let values = || condition.values.iter().map(to_bson).collect::<Vec<_>>();
+    let first = || condition.values.first().map_or(Bson::Null, to_bson);
+    match condition.operator {
+        Operator::Eq => first(),
+        Operator::In if condition.values.len() == 1 => first(),
+        Operator::In => Bson::Document(doc! {"$in": values()}),
+        Operator::Ne => Bson::Document(doc! {"$ne": first()}),
+        Operator::Gt => Bson::Document(doc! {"$gt": first()}),
+        Operator::Gte => Bson::Document(doc! {"$gte": first()}),
+        Operator::Lt => Bson::Document(doc! {"$lt": first()}),
+        Operator::Lte => Bson::Document(doc! {"$lte": first()}),
+    }
+}
+
+/// The documents a per-document read rule lets its user read: those they created, or whose
+/// named fields hold their id (an array field: one of its values).
+fn grant_document(grant: &Grant) -> Document {
+    let mut alternatives = Vec::with_capacity(1 + grant.fields.len());
+    if grant.owner {
+        alternatives.push(Bson::Document(doc! {CREATED_BY: grant.user_id.clone()}));
+    }
+    for field in &grant.fields {
+        alternatives.push(Bson::Document(doc! {field.clone(): grant.user_id.clone()}));
+    }
+    doc! {"$or": alternatives}
 }
 
 /// What a field holds (from the collection's schema), so a cursor value can be checked against
@@ -104,10 +89,10 @@ impl ValueKind {
     }
 }
 
-impl Scalar {
-    /// Whether this value can be one of a field of `kind`.
-    pub fn fits(&self, kind: ValueKind) -> bool {
-        match (self, kind) {
+impl ValueKind {
+    /// Whether `value` can be one of a field of this kind.
+    pub fn fits(self, value: &Scalar) -> bool {
+        match (value, self) {
             (Scalar::Null, _) | (_, ValueKind::Any) => true,
             (Scalar::Bool(_), ValueKind::Boolean) => true,
             (Scalar::Int(_), ValueKind::Integer | ValueKind::Number) => true,
@@ -193,7 +178,7 @@ impl Cursor {
         let mut values = Vec::with_capacity(sort.len());
         for (value, key) in position.values.iter().zip(sort) {
             let scalar = Scalar::from_json(value).ok_or(CursorError::Malformed)?;
-            if !scalar.fits(key.kind) {
+            if !key.kind.fits(&scalar) {
                 return Err(CursorError::WrongType {
                     field: key.field.clone(),
                     expected: key.kind.describe(),
@@ -208,8 +193,11 @@ impl Cursor {
 /// A list request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListSpec {
-    /// All must hold.
-    pub filter: Vec<FieldCondition>,
+    /// What the documents must match.
+    pub filter: Filter,
+    /// Under a per-document read rule: the documents the caller may read (part of the query,
+    /// so pages and `limit` stay exact). `None`: every document.
+    pub readable: Option<Grant>,
     pub sort: Vec<SortKey>,
     /// Start after this position (from [`Next::After`] of the previous page, same sort).
     pub after: Option<Cursor>,
@@ -237,26 +225,34 @@ pub enum Next {
 }
 
 impl ListSpec {
-    /// The MongoDB filter: the field conditions, and the cursor's "after the previous page".
+    /// The MongoDB filter: the field conditions, the read rule's documents, and the cursor's
+    /// "after the previous page", all of which must hold.
     pub fn filter_document(&self) -> Document {
-        let mut filter = Document::new();
-        for condition in &self.filter {
-            let value = match condition.any_of.as_slice() {
-                [one] => one.to_bson(),
-                many => Bson::Document(
-                    doc! {"$in": many.iter().map(Scalar::to_bson).collect::<Vec<_>>()},
-                ),
-            };
-            filter.insert(condition.field.clone(), value);
+        let mut parts: Vec<Document> = Vec::new();
+        let mut fields = Document::new();
+        let mut repeated = Vec::new();
+        for condition in &self.filter.conditions {
+            let value = condition_document(condition);
+            if fields.contains_key(&condition.field) {
+                repeated.push(doc! {condition.field.clone(): value});
+            } else {
+                fields.insert(condition.field.clone(), value);
+            }
         }
-        let Some(after) = &self.after else {
-            return filter;
-        };
-        let cursor_condition = self.after_cursor(after);
-        if filter.is_empty() {
-            cursor_condition
-        } else {
-            doc! {"$and": [Bson::Document(filter), Bson::Document(cursor_condition)]}
+        if !fields.is_empty() {
+            parts.push(fields);
+        }
+        parts.extend(repeated);
+        if let Some(grant) = &self.readable {
+            parts.push(grant_document(grant));
+        }
+        if let Some(after) = &self.after {
+            parts.push(self.after_cursor(after));
+        }
+        match parts.len() {
+            0 => Document::new(),
+            1 => parts.pop().expect("one part"),
+            _ => doc! {"$and": parts.into_iter().map(Bson::Document).collect::<Vec<_>>()},
         }
     }
 
@@ -273,7 +269,7 @@ impl ListSpec {
     /// `(k1 > v1) or (k1 = v1 and k2 > v2) or … or (all equal and _id > id)`. A value missing
     /// from the cursor counts as null (the caller checks it has one per sort key).
     fn after_cursor(&self, after: &Cursor) -> Document {
-        let value = |depth: usize| after.values.get(depth).map_or(Bson::Null, Scalar::to_bson);
+        let value = |depth: usize| after.values.get(depth).map_or(Bson::Null, to_bson);
         let mut alternatives = Vec::with_capacity(self.sort.len() + 1);
         for depth in 0..=self.sort.len() {
             let mut conditions: Vec<Document> = self
@@ -430,37 +426,82 @@ mod tests {
         assert_eq!(looks_like.values, [Scalar::String("$ne".into())]);
     }
 
+    fn condition(field: &str, operator: Operator, values: Vec<Scalar>) -> Condition {
+        Condition { field: field.into(), operator, values }
+    }
+
     #[test]
-    fn conditions_are_equalities_or_any_of() {
+    fn conditions_are_comparisons_that_all_hold() {
         let spec = ListSpec {
-            filter: vec![
-                FieldCondition {
-                    field: "species".into(),
-                    any_of: vec![Scalar::String("Dog".into()), Scalar::String("Cat".into())],
-                },
-                FieldCondition { field: "vaccinated".into(), any_of: vec![Scalar::Bool(true)] },
-                FieldCondition { field: "age".into(), any_of: vec![Scalar::Int(3)] },
-                FieldCondition { field: "weight".into(), any_of: vec![Scalar::Double(4.5)] },
-            ],
+            filter: Filter {
+                conditions: vec![
+                    condition(
+                        "species",
+                        Operator::In,
+                        vec![Scalar::String("Dog".into()), Scalar::String("Cat".into())],
+                    ),
+                    condition("vaccinated", Operator::Eq, vec![Scalar::Bool(true)]),
+                    condition("age", Operator::Gte, vec![Scalar::Int(3)]),
+                    condition("weight", Operator::Eq, vec![Scalar::Double(4.5)]),
+                    condition("age", Operator::Lt, vec![Scalar::Int(9)]),
+                    condition("name", Operator::Ne, vec![Scalar::String("Rex".into())]),
+                ],
+            },
+            readable: None,
             sort: vec![],
             after: None,
             limit: 10,
         };
         assert_eq!(
             spec.filter_document(),
-            doc! {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": 3_i64, "weight": 4.5}
+            doc! {"$and": [
+                {"species": {"$in": ["Dog", "Cat"]}, "vaccinated": true, "age": {"$gte": 3_i64}, "weight": 4.5, "name": {"$ne": "Rex"}},
+                {"age": {"$lt": 9_i64}},
+            ]}
         );
         assert_eq!(spec.sort_document(), doc! {"_id": 1});
+    }
+
+    #[test]
+    fn a_per_document_read_rule_is_part_of_the_query() {
+        let spec = ListSpec {
+            filter: Filter {
+                conditions: vec![condition(
+                    "title",
+                    Operator::Eq,
+                    vec![Scalar::String("x".into())],
+                )],
+            },
+            readable: Some(Grant {
+                user_id: "u1".into(),
+                owner: true,
+                fields: vec!["shared_with".into()],
+            }),
+            sort: vec![],
+            after: None,
+            limit: 10,
+        };
+        assert_eq!(
+            spec.filter_document(),
+            doc! {"$and": [
+                {"title": "x"},
+                {"$or": [{"created_by": "u1"}, {"shared_with": "u1"}]},
+            ]}
+        );
     }
 
     #[test]
     fn a_cursor_continues_strictly_after_the_last_position() {
         let oid = ObjectId::parse_str("65f0c0ffee0123456789abcd").unwrap();
         let spec = ListSpec {
-            filter: vec![FieldCondition {
-                field: "species".into(),
-                any_of: vec![Scalar::String("Dog".into())],
-            }],
+            filter: Filter {
+                conditions: vec![condition(
+                    "species",
+                    Operator::Eq,
+                    vec![Scalar::String("Dog".into())],
+                )],
+            },
+            readable: None,
             sort: vec![key("age", true), key("name", false)],
             after: Some(Cursor { values: vec![Scalar::Int(4), Scalar::Null], id: oid }),
             limit: 2,
@@ -479,7 +520,8 @@ mod tests {
         );
         // Without conditions the cursor condition stands alone; a descending null is last.
         let spec = ListSpec {
-            filter: vec![],
+            filter: Filter::default(),
+            readable: None,
             sort: vec![key("age", true)],
             after: Some(Cursor { values: vec![Scalar::Null], id: oid }),
             limit: 2,
@@ -505,7 +547,8 @@ mod tests {
         assert_eq!(Scalar::from_json(&json!("$ne")), Some(Scalar::String("$ne".into())));
         // A string that looks like an operator stays a compared value.
         let spec = ListSpec {
-            filter: vec![],
+            filter: Filter::default(),
+            readable: None,
             sort: vec![key("name", false)],
             after: Some(Cursor {
                 values: vec![Scalar::String("$regex".into())],
@@ -525,7 +568,8 @@ mod tests {
     fn the_next_cursor_comes_from_the_last_document_and_needs_scalars() {
         let id = ObjectId::new();
         let spec = ListSpec {
-            filter: vec![],
+            filter: Filter::default(),
+            readable: None,
             sort: vec![key("age", true), key("owner", false)],
             after: None,
             limit: 1,

@@ -1,15 +1,24 @@
 //! Who is calling: the `Authorization: Bearer <access token>` of a request, verified. A request
 //! without the header is anonymous; one with a bad or expired token is refused (401), never
 //! silently treated as anonymous. Access rules themselves are `courier_core`'s
-//! ([`AccessLevel::admits`]); this maps their refusals to 401 (anonymous) and 403 (signed in).
+//! ([`AccessRule::admits`]); this maps their refusals to 401 (anonymous) and 403 (signed in).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use courier_core::{
     auth::{ADMIN_ROLE, Principal, TokenError},
-    collection_spec::{AccessLevel, Denial},
+    collection_spec::{AccessRule, Denial, Scope},
 };
 
+use serde_json::Value;
+
 use crate::{error::ApiError, state::AppState};
+
+/// A document's fields (documents are JSON objects; anything else has none).
+pub fn as_object(document: &Value) -> &serde_json::Map<String, Value> {
+    static EMPTY: std::sync::LazyLock<serde_json::Map<String, Value>> =
+        std::sync::LazyLock::new(serde_json::Map::new);
+    document.as_object().unwrap_or(&EMPTY)
+}
 
 /// A verified user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,19 +56,21 @@ impl Caller {
         self.0.as_ref().map(AuthUser::principal)
     }
 
-    /// The user, or 401/403 when `level` does not admit the caller.
-    pub fn require(&self, level: &AccessLevel) -> Result<Option<&AuthUser>, ApiError> {
-        level.admits(self.principal().as_ref()).map_err(denied)?;
-        Ok(self.0.as_ref())
+    /// What `rule` lets the caller reach (every document, or a grant's), or 401/403 when it
+    /// admits nothing.
+    pub fn require(&self, rule: &AccessRule) -> Result<Scope, ApiError> {
+        rule.admits(self.principal().as_ref()).map_err(denied)
     }
 
-    /// 401/403 unless `level` lets the caller change a document created by `created_by`.
-    pub fn require_change(
-        &self,
-        level: &AccessLevel,
-        created_by: Option<&str>,
-    ) -> Result<(), ApiError> {
-        level.admits_change(self.principal().as_ref(), created_by).map_err(denied)
+    /// 401/403 unless `rule` lets the caller create `document` (its api form).
+    pub fn require_create(&self, rule: &AccessRule, document: &Value) -> Result<(), ApiError> {
+        rule.admits_create(self.principal().as_ref(), as_object(document)).map_err(denied)
+    }
+
+    /// 401/403 unless `rule` lets the caller change or delete `document` (as stored, with
+    /// `created_by`).
+    pub fn require_change(&self, rule: &AccessRule, document: &Value) -> Result<(), ApiError> {
+        rule.admits_change(self.principal().as_ref(), as_object(document)).map_err(denied)
     }
 
     pub fn actor(&self) -> Option<String> {
@@ -113,7 +124,7 @@ impl FromRequestParts<AppState> for Authenticated {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(&AccessLevel::Authenticated)?;
+        caller.require(&AccessRule::authenticated())?;
         Ok(Authenticated(caller.0.expect("required above")))
     }
 }

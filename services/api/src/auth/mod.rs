@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use accounts::{Accounts, is_valid_username};
-pub use extract::{Admin, AuthUser, Authenticated, Caller};
+pub use extract::{Admin, AuthUser, Authenticated, Caller, as_object};
 pub use limiter::{LoginLimiter, LoginLimits, RateLimiter, WriteLimiter, WriteRefusal};
 pub use passwords::hash as hash_password;
 pub use passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};

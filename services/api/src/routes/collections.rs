@@ -66,8 +66,12 @@ mod tests {
         let described = describe(&Collections::load(&path).unwrap());
         let items = described["items"].as_array().unwrap();
         let names: Vec<&str> = items.iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["desks", "pets", "products"]);
-        let pets = &items[1];
+        assert_eq!(names, ["desks", "notes", "pets", "products"]);
+        assert_eq!(
+            items[1]["access"],
+            json!({"read": "owner, field:shared_with", "write": "owner"})
+        );
+        let pets = &items[2];
         assert_eq!(pets["access"], json!({"read": "public", "write": "owner"}));
         assert_eq!(
             pets["tasks"],
@@ -78,7 +82,7 @@ mod tests {
         );
         assert_eq!(pets["schema"]["properties"]["enrichment"]["readOnly"], true);
         assert_eq!(pets["schema"]["required"], json!(["name", "species", "age"]));
-        let products = &items[2];
+        let products = &items[3];
         assert_eq!(products["access"], json!({"read": "public", "write": "public"}));
         assert_eq!(products["tasks"], json!([]));
         assert_eq!(products["schema"]["properties"]["precio"]["type"], "number");

@@ -4,6 +4,9 @@
 //! records its creator in `created_by` (from the access token; absent after an anonymous write),
 //! which clients cannot set: a create that sends one, or an update that sends a different one,
 //! is a 422 naming the field. `write: owner` lets only that creator (or an admin) change it.
+//! Under a per-document read rule (`read: [owner, field:shared_with]`) a list holds only the
+//! caller's readable documents (the store applies the rule in the query), and a document the
+//! caller may not read answers 404 to reads and changes alike, as one that does not exist.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -16,7 +19,7 @@ use axum::{
 };
 use courier_core::{
     EventAction,
-    collection_spec::{CREATED_BY, TriggerOn},
+    collection_spec::{CREATED_BY, Scope, TriggerOn},
     request_telemetry::TraceId,
 };
 use mongodb::bson::oid::ObjectId;
@@ -27,7 +30,7 @@ use courier_store::{
 };
 
 use crate::{
-    auth::Caller,
+    auth::{Caller, as_object},
     collections::CollectionDef,
     documents::{parse_id, to_api, to_stored},
     error::{ApiError, FieldError},
@@ -52,6 +55,18 @@ fn collection(state: &AppState, name: &str) -> Result<Arc<CollectionDef>, ApiErr
         .current()
         .get(name)
         .ok_or_else(|| ApiError::NotFound(format!("no collection named '{name}'")))
+}
+
+fn no_such_document(name: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("no document '{id}' in '{name}'"))
+}
+
+/// Whether a reader of `scope` may see `document` (its stored api form).
+fn readable(scope: &Scope, document: &Value) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Documents(grant) => grant.admits(as_object(document)),
+    }
 }
 
 fn etag(version: i64) -> HeaderValue {
@@ -203,6 +218,7 @@ async fn create(
     if let Some(user_id) = caller.actor() {
         body[CREATED_BY] = Value::String(user_id);
     }
+    caller.require_create(def.write_access(), &body)?;
 
     let id = ObjectId::new();
     let stored = to_stored(id, 1, &body)?;
@@ -225,13 +241,14 @@ async fn read(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require(collection(&state, &name)?.read_access())?;
+    let scope = caller.require(collection(&state, &name)?.read_access())?;
     let oid = parse_id(&id)?;
     let stored = state
         .store
         .get(&name, oid)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no document '{id}' in '{name}'")))?;
+        .filter(|stored| readable(&scope, &stored.body))
+        .ok_or_else(|| no_such_document(&name, &id))?;
     let version = stored.version;
     if precondition(&headers, header::IF_NONE_MATCH).is_some_and(|p| p.matches(version)) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(version))]).into_response());
@@ -260,6 +277,8 @@ async fn modify(
 ) -> Result<Committed, ApiError> {
     let def = collection(state, name)?;
     caller.require(def.write_access())?;
+    // A caller the read rule admits to some documents only must not learn that others exist.
+    let read_scope = caller.require(def.read_access()).unwrap_or(Scope::All);
     let target = Modify {
         collection: name.to_owned(),
         id: parse_id(id)?,
@@ -270,8 +289,10 @@ async fn modify(
     let modified = state
         .store
         .modify(&target, |current| {
-            let creator = current.body.get(CREATED_BY).and_then(Value::as_str);
-            caller.require_change(def.write_access(), creator)?;
+            if !readable(&read_scope, &current.body) {
+                return Err(no_such_document(name, id));
+            }
+            caller.require_change(def.write_access(), &current.body)?;
             let fields = match &edit {
                 Edit::Delete => {
                     let announce = announce(&def, EventAction::Deleted, caller, trace_id);
@@ -305,9 +326,7 @@ async fn modify(
         Ok(Modified::AlreadyApplied) => Err(ApiError::Internal(anyhow::anyhow!(
             "a change without a task marker was already applied"
         ))),
-        Err(ModifyError::NotFound) => {
-            Err(ApiError::NotFound(format!("no document '{id}' in '{name}'")))
-        }
+        Err(ModifyError::NotFound) => Err(no_such_document(name, id)),
         Err(ModifyError::PreconditionFailed { current: Some(version) }) => {
             Err(ApiError::PreconditionFailed(format!(
                 "If-Match does not match the current version (ETag \"{version}\"); re-read the document"
@@ -388,7 +407,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// A page of documents: filtered, sorted (`_id` breaks ties, so order is stable), with a cursor
-/// for the next page.
+/// for the next page, and each document's version (`versions`: id → version, what a live query
+/// reconciles events with; docs/protocol.md, "Live queries").
 async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -396,8 +416,11 @@ async fn list(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     let def = collection(&state, &name)?;
-    caller.require(def.read_access())?;
-    let query = ListQuery::parse(&def, &params)?;
+    let readable = match caller.require(def.read_access())? {
+        Scope::All => None,
+        Scope::Documents(grant) => Some(grant),
+    };
+    let query = ListQuery::parse(&def, &params, readable)?;
     let page = state.store.list(&name, &query.spec).await?;
     let next = match &page.next {
         Next::End => None,
@@ -408,8 +431,10 @@ async fn list(
             )));
         }
     };
+    let versions: Map<String, Value> =
+        page.items.iter().map(|d| (d.id.to_hex(), Value::from(d.version))).collect();
     let items: Vec<Value> = page.items.into_iter().map(|d| d.body).collect();
-    Ok(Json(json!({"items": items, "next": next})))
+    Ok(Json(json!({"items": items, "next": next, "versions": versions})))
 }
 
 #[cfg(test)]

@@ -69,16 +69,20 @@ fn json_schema_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// Who may read and write: `public`, `authenticated`, `owner` (write only) or `role:<name>`,
-/// checked by the same rules as `collections.yaml` (reads default to `public`, writes to
-/// `authenticated`).
+/// Who may read and write: `public`, `authenticated`, `owner`, `field:<name>` or `role:<name>`,
+/// or several of them separated by commas (any admits: `owner, field:shared_with`), checked by
+/// the same rules as `collections.yaml` (reads default to `public`, writes to `authenticated`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct Access {
     #[serde(default = "public")]
-    #[schemars(regex(pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$"))]
+    #[schemars(regex(
+        pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31}|field:[A-Za-z_][A-Za-z0-9_]{0,63})( *, *(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31}|field:[A-Za-z_][A-Za-z0-9_]{0,63})){0,7}$"
+    ))]
     pub read: String,
     #[serde(default = "authenticated")]
-    #[schemars(regex(pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$"))]
+    #[schemars(regex(
+        pattern = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31}|field:[A-Za-z_][A-Za-z0-9_]{0,63})( *, *(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31}|field:[A-Za-z_][A-Za-z0-9_]{0,63})){0,7}$"
+    ))]
     pub write: String,
 }
 
@@ -206,8 +210,8 @@ impl CollectionDefinition {
             name: self.name.clone().unwrap_or_else(|| resource_name.to_owned()),
             schema: self.schema.clone(),
             access: core::Access {
-                read: access_level(&self.access.read),
-                write: access_level(&self.access.write),
+                read: access_rule(&self.access.read),
+                write: access_rule(&self.access.write),
             },
             rate: self.rate.clone(),
             indexes: self
@@ -265,9 +269,9 @@ impl CollectionDefinition {
 /// anything else (the API server skipped validation) becomes a role name that
 /// `CollectionSpec::validate` refuses (`?` is never in one), so the resource is reported, never
 /// served.
-fn access_level(text: &str) -> core::AccessLevel {
-    core::AccessLevel::try_from(text.to_owned())
-        .unwrap_or_else(|_| core::AccessLevel::Role(format!("?{text}")))
+fn access_rule(text: &str) -> core::AccessRule {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .unwrap_or_else(|_| core::AccessLevel::Role(format!("?{text}")).into())
 }
 
 impl From<TriggerOn> for core::TriggerOn {
@@ -321,8 +325,8 @@ mod tests {
             name: "pets".into(),
             schema: json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
             access: core::Access {
-                read: core::AccessLevel::Public,
-                write: core::AccessLevel::Owner,
+                read: core::AccessRule::public(),
+                write: core::AccessLevel::Owner.into(),
             },
             rate: Some("30/min".into()),
             indexes: vec![core::IndexSpec {

@@ -166,7 +166,15 @@ mod tests {
         assert_eq!(spec["properties"]["schema"]["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(spec["required"], serde_json::json!(["schema"]));
         let write = &spec["properties"]["access"]["properties"]["write"];
-        assert_eq!(write["pattern"], "^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,31})$");
+        let pattern = jsonschema::validator_for(write).unwrap();
+        for rule in
+            ["public", "owner", "role:editor", "field:shared_with", "owner, field:shared_with"]
+        {
+            assert!(pattern.is_valid(&serde_json::json!(rule)), "{rule}");
+        }
+        for rule in ["everyone", "role:Editor", "owner,", "field:a.b", "owner; public"] {
+            assert!(!pattern.is_valid(&serde_json::json!(rule)), "{rule}");
+        }
         assert_eq!(write["default"], "authenticated");
         assert!(spec["properties"]["name"]["pattern"].is_string());
     }
