@@ -15,6 +15,7 @@ mod compat;
 mod delivery;
 mod help;
 mod helpers;
+mod live_queries;
 mod nats_permissions;
 mod observability;
 mod priorities;
