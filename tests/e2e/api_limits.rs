@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 /// A collection whose documents may hold free-form objects and arrays (the shipped ones are
 /// closed), with anonymous writes so the tests need no accounts.
-const FREEFORM: &str = "  - name: notes
+const FREEFORM: &str = "  - name: memos
     schema:
       type: object
       additionalProperties: false
@@ -102,7 +102,7 @@ impl Answer {
 async fn operator_and_dotted_field_names_are_refused_before_anything_is_written() {
     use reqwest::Method;
     let api = Api::start(|_| {}).await;
-    let created = api.send(Method::POST, "/api/v1/notes", Some(&json!({"title": "kept"}))).await;
+    let created = api.send(Method::POST, "/api/v1/memos", Some(&json!({"title": "kept"}))).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
 
@@ -111,11 +111,11 @@ async fn operator_and_dotted_field_names_are_refused_before_anything_is_written(
         (json!({"title": "x", "meta": {"owner.name": "a"}}), "meta.owner.name"),
         (json!({"title": "x", "tags": [{"ok": {"$gt": ""}}]}), "tags.0.ok.$gt"),
     ] {
-        let answer = api.send(Method::POST, "/api/v1/notes", Some(&body)).await;
+        let answer = api.send(Method::POST, "/api/v1/memos", Some(&body)).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:?}", answer.body);
         assert_eq!((answer.code(), answer.failing_field()), ("validation_failed", field), "{body}");
         // Replacing and merge-patching the kept note are refused alike.
-        let path = format!("/api/v1/notes/{id}");
+        let path = format!("/api/v1/memos/{id}");
         for method in [Method::PUT, Method::PATCH] {
             let answer = api.send(method.clone(), &path, Some(&body)).await;
             assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {body}");
@@ -123,11 +123,11 @@ async fn operator_and_dotted_field_names_are_refused_before_anything_is_written(
         }
     }
     // Nothing was written: one note, still at its first version and content.
-    let list = api.send(Method::GET, "/api/v1/notes", None).await;
+    let list = api.send(Method::GET, "/api/v1/memos", None).await;
     assert_eq!(list.body["items"], json!([{"id": id, "title": "kept"}]));
     // A value that merely looks like an operator is data.
     let fine = json!({"title": "$ne", "meta": {"price": "$1.00", "path": "a.b"}});
-    let answer = api.send(Method::POST, "/api/v1/notes", Some(&fine)).await;
+    let answer = api.send(Method::POST, "/api/v1/memos", Some(&fine)).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
 }
 
@@ -138,13 +138,13 @@ async fn a_crafted_cursor_is_refused_naming_cursor() {
     let api = Api::start(|_| {}).await;
     for n in 0..3 {
         let body = json!({"title": format!("n{n}"), "rank": n});
-        assert_eq!(api.send(Method::POST, "/api/v1/notes", Some(&body)).await.status, 201);
+        assert_eq!(api.send(Method::POST, "/api/v1/memos", Some(&body)).await.status, 201);
     }
     // A genuine cursor pages on.
-    let first = api.send(Method::GET, "/api/v1/notes?sort=rank&limit=1", None).await;
+    let first = api.send(Method::GET, "/api/v1/memos?sort=rank&limit=1", None).await;
     let next = first.body["next"].as_str().expect("a next cursor").to_owned();
     let second = api
-        .send(Method::GET, &format!("/api/v1/notes?sort=rank&limit=1&cursor={next}"), None)
+        .send(Method::GET, &format!("/api/v1/memos?sort=rank&limit=1&cursor={next}"), None)
         .await;
     assert_eq!(second.body["items"][0]["rank"], 1, "{:?}", second.body);
 
@@ -155,7 +155,7 @@ async fn a_crafted_cursor_is_refused_naming_cursor() {
     for values in
         [json!([{"$gt": -1}]), json!([{"$ne": null}]), json!([{"$regex": ".*"}]), json!(["1"])]
     {
-        let path = format!("/api/v1/notes?sort=rank&cursor={}", forge(values.clone()));
+        let path = format!("/api/v1/memos?sort=rank&cursor={}", forge(values.clone()));
         let answer = api.send(Method::GET, &path, None).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{values}: {:?}", answer.body);
         assert_eq!((answer.code(), answer.failing_field()), ("invalid_parameter", "cursor"));
@@ -175,7 +175,7 @@ async fn a_query_over_its_time_limit_is_stopped_and_answered_503() {
         .map(|n| mongodb::bson::doc! {"title": format!("n{n}"), "rank": n, "_v": 1_i64})
         .collect();
     for chunk in docs.chunks(5_000) {
-        client.database(&database).collection("notes").insert_many(chunk.to_vec()).await.unwrap();
+        client.database(&database).collection("memos").insert_many(chunk.to_vec()).await.unwrap();
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Stack::api_config(&store, &database, &nats);
@@ -184,7 +184,7 @@ async fn a_query_over_its_time_limit_is_stopped_and_answered_503() {
     let api = RunningApi::start(config).await;
     let api = Api { _nats: nats, _store: store, _dir: dir, api, http: reqwest::Client::new() };
 
-    let answer = api.send(Method::GET, "/api/v1/notes?title=absent&sort=-rank", None).await;
+    let answer = api.send(Method::GET, "/api/v1/memos?title=absent&sort=-rank", None).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", answer.body);
     assert_eq!(answer.code(), "query_timeout");
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
@@ -203,7 +203,7 @@ impl StalledPost {
         use tokio::io::AsyncWriteExt;
         let mut stream = tokio::net::TcpStream::connect(api.addr).await.expect("connects");
         let head = format!(
-            "POST /api/v1/notes HTTP/1.1\r\nhost: courier\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+            "POST /api/v1/memos HTTP/1.1\r\nhost: courier\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
             Self::BODY.len()
         );
         stream.write_all(head.as_bytes()).await.expect("sends the head");
@@ -258,8 +258,8 @@ async fn a_request_over_the_timeout_is_answered_503_and_changes_nothing() {
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
     // The stalled request wrote nothing.
     let client = mongodb::Client::with_uri_str(store.uri()).await.unwrap();
-    let notes = client.database(&database).collection::<mongodb::bson::Document>("notes");
-    assert_eq!(notes.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0);
+    let memos = client.database(&database).collection::<mongodb::bson::Document>("memos");
+    assert_eq!(memos.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0);
     drop((nats, dir));
 }
 
@@ -272,7 +272,7 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     let api = Api::start(|config| config.http_limits.http_max_concurrent_requests = 2).await;
     let mut held = vec![StalledPost::open(&api.api).await, StalledPost::open(&api.api).await];
     let shed = courier_tests::wait_for("a request to be shed", Duration::from_secs(10), || async {
-        let answer = api.send(Method::GET, "/api/v1/notes", None).await;
+        let answer = api.send(Method::GET, "/api/v1/memos", None).await;
         if answer.status == StatusCode::SERVICE_UNAVAILABLE {
             Ok(answer)
         } else {
@@ -291,7 +291,7 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
         assert_eq!(status, "HTTP/1.1 201 Created", "{body}");
     }
     courier_tests::wait_until("requests to be served again", Duration::from_secs(10), || async {
-        api.send(Method::GET, "/api/v1/notes", None).await.status == StatusCode::OK
+        api.send(Method::GET, "/api/v1/memos", None).await.status == StatusCode::OK
     })
     .await;
 }
@@ -356,7 +356,7 @@ async fn start_with_stream_limits(events_max_bytes: i64, tasks_max_bytes: i64) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_events_stream_refuses_writes_with_503_until_it_has_room() {
     let (api, database) = start_with_stream_limits(4096, 1 << 20).await;
-    let refused = post_until_refused(&api, "notes", 200).await;
+    let refused = post_until_refused(&api, "memos", 200).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
     assert_eq!(refused.code(), "stream_full", "{:?}", refused.body);
     assert_eq!(refused.retry_after.as_deref(), Some("10"));
@@ -368,11 +368,11 @@ async fn a_full_events_stream_refuses_writes_with_503_until_it_has_room() {
     assert!(waiting <= 2, "{waiting} records wait in the outbox");
     for n in 0..20 {
         let body = json!({"title": format!("refused {n}")});
-        let answer = api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await;
+        let answer = api.send(reqwest::Method::POST, "/api/v1/memos", Some(&body)).await;
         assert_eq!(answer.code(), "stream_full", "{:?}", answer.body);
     }
     assert_eq!(outbox_len(&api._store, &database).await, waiting, "the outbox did not grow");
-    let listed = api.send(reqwest::Method::GET, "/api/v1/notes?title=refused%200", None).await;
+    let listed = api.send(reqwest::Method::GET, "/api/v1/memos?title=refused%200", None).await;
     assert_eq!(listed.body["items"], json!([]), "a refused write stored nothing");
 
     // The alert's inputs: the stream's bytes and its limit.
@@ -406,7 +406,7 @@ async fn a_full_events_stream_refuses_writes_with_503_until_it_has_room() {
     js.get_stream("EVENTS").await.unwrap().purge().await.unwrap();
     courier_tests::wait_until("writes to be accepted again", Duration::from_secs(15), || async {
         let body = json!({"title": "after the purge"});
-        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await.status
+        api.send(reqwest::Method::POST, "/api/v1/memos", Some(&body)).await.status
             == StatusCode::CREATED
     })
     .await;
@@ -426,7 +426,7 @@ async fn a_full_tasks_stream_refuses_only_writes_that_enqueue_tasks() {
     assert_eq!(refused.code(), "stream_full", "{:?}", refused.body);
     assert!(refused.body["error"]["message"].as_str().unwrap().contains("TASKS"));
     let note =
-        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&json!({"title": "fine"}))).await;
+        api.send(reqwest::Method::POST, "/api/v1/memos", Some(&json!({"title": "fine"}))).await;
     assert_eq!(note.status, StatusCode::CREATED, "{:?}", note.body);
     let waiting = outbox_len(&api._store, &database).await;
     for n in 0..10 {
@@ -452,11 +452,11 @@ async fn the_outbox_is_bounded_while_nats_is_down() {
     let api = RunningApi::start(config).await;
     let mut api = Api { _nats: nats, _store: store, _dir: dir, api, http: reqwest::Client::new() };
     let first =
-        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&json!({"title": "up"}))).await;
+        api.send(reqwest::Method::POST, "/api/v1/memos", Some(&json!({"title": "up"}))).await;
     assert_eq!(first.status, StatusCode::CREATED);
 
     api._nats.kill().await;
-    let refused = post_until_refused(&api, "notes", 2_000).await;
+    let refused = post_until_refused(&api, "memos", 2_000).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
     assert_eq!(refused.code(), "outbox_full", "{:?}", refused.body);
     assert_eq!(refused.retry_after.as_deref(), Some("10"));
@@ -464,7 +464,7 @@ async fn the_outbox_is_bounded_while_nats_is_down() {
     assert!(waiting > 5, "writes were accepted up to the bound ({waiting} wait)");
     for n in 0..10 {
         let body = json!({"title": format!("refused {n}")});
-        let answer = api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await;
+        let answer = api.send(reqwest::Method::POST, "/api/v1/memos", Some(&body)).await;
         assert_eq!(answer.code(), "outbox_full", "{:?}", answer.body);
     }
     assert_eq!(outbox_len(&api._store, &database).await, waiting, "the outbox did not grow");
@@ -476,7 +476,7 @@ async fn the_outbox_is_bounded_while_nats_is_down() {
     .await;
     courier_tests::wait_until("writes to be accepted again", Duration::from_secs(15), || async {
         let body = json!({"title": "back"});
-        api.send(reqwest::Method::POST, "/api/v1/notes", Some(&body)).await.status
+        api.send(reqwest::Method::POST, "/api/v1/memos", Some(&body)).await.status
             == StatusCode::CREATED
     })
     .await;

@@ -79,7 +79,7 @@ async fn the_broadcaster_fails_closed_without_rules_and_on_undeclared_collection
     // With the file, a collection it does not declare is refused; the connection stays usable.
     let broadcaster = RunningBroadcaster::start(declared(&nats)).await;
     let mut ws = WsClient::connect(&broadcaster.ws_url()).await.unwrap();
-    for undeclared in ["secrets", "secrets:doc1", "notes"] {
+    for undeclared in ["secrets", "secrets:doc1", "memos"] {
         assert_eq!(refused_with(ws.subscribe(undeclared, None, None).await), "unknown_collection");
     }
     ws.subscribe("products", None, None).await.expect("a declared public collection");
