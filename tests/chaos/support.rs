@@ -41,7 +41,18 @@ impl Tail {
 
     /// [`Tail::start`] with an access token sent in every (re)subscribe.
     pub async fn start_with_token(urls: Vec<String>, channel: &str, token: Option<String>) -> Tail {
-        let mut subscriber = ResumingSubscriber::new(urls, vec![channel.to_owned()], None, token);
+        Self::start_filtered(urls, channel, token, None).await
+    }
+
+    /// [`Tail::start_with_token`] with a `filter` sent in every (re)subscribe.
+    pub async fn start_filtered(
+        urls: Vec<String>,
+        channel: &str,
+        token: Option<String>,
+        filter: Option<serde_json::Value>,
+    ) -> Tail {
+        let mut subscriber = ResumingSubscriber::new(urls, vec![channel.to_owned()], None, token)
+            .with_filter(filter);
         let mut notices = Vec::new();
         subscriber.connect(|n| notices.push(format!("{n:?}"))).await.expect("subscriber connects");
         let (count, disconnect, stop) =
