@@ -24,6 +24,10 @@ fn args(target: Target, ws: String, nats: String) -> FanoutArgs {
         subs_per_client: 1,
         payload: 120,
         target,
+        collection: "products".into(),
+        filter: None,
+        token: None,
+        creator: None,
         via: None,
         nats_ws: ws.clone(),
         ws,
@@ -63,6 +67,35 @@ async fn bench_fanout_and_connections_report_consistent_counts_against_courier()
     let report = serde_json::to_value(&report).unwrap();
     assert_consistent(&report, 6, 2);
     assert_eq!(report["reordered"], 0, "each channel in stream order: {report}");
+
+    // Filtered subscriptions, and a per-document read rule (`notes`: the token's user is the
+    // events' creator): every event matches, so the same counts hold.
+    let filtered = FanoutArgs { filter: Some(r#"{"nombre":{"gte":"~"}}"#.into()), ..fan.clone() };
+    let report = fanout::fanout(&filtered).await.expect("filtered fanout runs").unwrap();
+    assert_consistent(&serde_json::to_value(&report).unwrap(), 6, 2);
+    let token = stack.token("bench-reader").await;
+    let me: serde_json::Value = stack
+        .http
+        .get(format!("{}/api/v1/auth/me", stack.api.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rule_checked = FanoutArgs {
+        collection: "notes".into(),
+        token: Some(token),
+        creator: me["id"].as_str().map(str::to_owned),
+        ..fan.clone()
+    };
+    let report = fanout::fanout(&rule_checked).await.expect("rule-checked fanout runs").unwrap();
+    assert_consistent(&serde_json::to_value(&report).unwrap(), 6, 2);
+    let other_creator = FanoutArgs { creator: Some("someone-else".into()), ..rule_checked };
+    let report = fanout::fanout(&other_creator).await.expect("runs").unwrap();
+    let report = serde_json::to_value(&report).unwrap();
+    assert_eq!(report["delivered"], 0, "another user's notes reach nobody: {report}");
 
     // Through the api: the whole write path, on the `products` channel (concurrent writes may
     // commit in another order than they were sent, so order is not checked here).

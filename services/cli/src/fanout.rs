@@ -96,6 +96,22 @@ pub struct FanoutArgs {
     pub payload: usize,
     #[arg(long, value_enum, default_value = "courier")]
     pub target: Target,
+    /// The collection the events belong to (`--target courier`): `notes` measures a
+    /// per-document read rule (with `--token` and `--creator`).
+    #[arg(long, default_value = "products", value_parser = collection_name)]
+    pub collection: String,
+    /// Subscribe with this filter (a JSON object, docs/protocol.md): every subscriber then has
+    /// a view, evaluated per event. Events carry a `nombre` field (`{"nombre":{"gte":"~"}}`
+    /// matches them all, so deliveries stay comparable).
+    #[arg(long, value_parser = filter_text)]
+    pub filter: Option<String>,
+    /// Access token every subscriber sends (`--help` never shows its value).
+    #[arg(long, env = "COURIER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The user id published events record as their creator (`created_by`), so that a
+    /// per-document rule (`owner`) admits that user's subscribers.
+    #[arg(long)]
+    pub creator: Option<String>,
     /// Publish through the api (`POST /api/v1/products`) instead of straight into the EVENTS
     /// stream: the whole write path (one channel, `products`; rate bounded by the store).
     #[arg(long, value_parser = ["api"])]
@@ -376,6 +392,12 @@ pub fn ws_urls(list: &str) -> anyhow::Result<Vec<String>> {
 /// Where subscriber `j` listens, and how to reach it.
 struct Plan {
     target: Target,
+    /// The events' collection (`products` unless `--collection`).
+    collection: String,
+    /// Sent in every subscribe (`--filter`).
+    filter: Option<serde_json::Value>,
+    /// Sent in every subscribe (`--token`).
+    token: Option<String>,
     urls: Vec<String>,
     run_id: String,
     channels: usize,
@@ -388,7 +410,7 @@ impl Plan {
     fn channel(&self, k: usize) -> String {
         match (self.target, self.via_api) {
             (Target::Courier, true) => "products".to_owned(),
-            (Target::Courier, false) => format!("products:bench-{}-{k}", self.run_id),
+            (Target::Courier, false) => format!("{}:bench-{}-{k}", self.collection, self.run_id),
             (Target::Nats, _) => format!("bench.{}.{k}", self.run_id),
         }
     }
@@ -507,8 +529,14 @@ async fn connect_subscriber(
     match plan.target {
         Target::Courier => {
             for channel in channels {
-                let frame =
-                    serde_json::json!({"type": "subscribe", "channel": channel}).to_string();
+                let mut frame = serde_json::json!({"type": "subscribe", "channel": channel});
+                if let Some(filter) = &plan.filter {
+                    frame["filter"] = filter.clone();
+                }
+                if let Some(token) = &plan.token {
+                    frame["token"] = token.clone().into();
+                }
+                let frame = frame.to_string();
                 ws.feed(Message::text(frame)).await?;
             }
             ws.flush().await?;
@@ -808,6 +836,10 @@ async fn end_stalled(stalled: Vec<Ws>) -> StalledOutcome {
 async fn publish(args: &FanoutArgs, plan: &Plan) -> anyhow::Result<Vec<u64>> {
     let mut published = vec![0u64; plan.channels];
     let pad = "x".repeat(args.payload.saturating_sub(40));
+    let creator = match &args.creator {
+        Some(id) => format!(r#","created_by":{}"#, serde_json::Value::from(id.as_str())),
+        None => String::new(),
+    };
     let progress = ProgressBar::new(args.duration.as_millis() as u64).with_style(
         ProgressStyle::with_template("publishing {bar:40} {elapsed}/{duration}  {msg}")
             .expect("valid template"),
@@ -826,7 +858,7 @@ async fn publish(args: &FanoutArgs, plan: &Plan) -> anyhow::Result<Vec<u64>> {
     let subjects: Vec<async_nats::Subject> = match (plan.via_api, plan.target) {
         (true, _) => Vec::new(),
         (false, Target::Courier) => (0..plan.channels)
-            .map(|k| format!("events.products.bench-{}-{k}.created", plan.run_id).into())
+            .map(|k| format!("events.{}.bench-{}-{k}.created", plan.collection, plan.run_id).into())
             .collect(),
         (false, Target::Nats) => (0..plan.channels).map(|k| plan.channel(k).into()).collect(),
     };
@@ -850,9 +882,10 @@ async fn publish(args: &FanoutArgs, plan: &Plan) -> anyhow::Result<Vec<u64>> {
             match (&nats, plan.target) {
                 (Some(nats), Target::Courier) => {
                     let mut body = String::with_capacity(pad.len() + 320);
+                    let collection = &plan.collection;
                     let _ = write!(
                         body,
-                        r#"{{"id":"{}","type":"products.created","collection":"products","doc_id":"bench-{}-{k}","data":{{"nombre":"{marker}","pad":"{pad}"}},"actor":null,"time":"{time}","trace_id":"bench"}}"#,
+                        r#"{{"id":"{}","type":"{collection}.created","collection":"{collection}","doc_id":"bench-{}-{k}","data":{{"nombre":"{marker}","pad":"{pad}"{creator}}},"actor":null,"time":"{time}","trace_id":"bench"}}"#,
                         uuid::Uuid::now_v7(),
                         plan.run_id,
                     );
@@ -925,6 +958,15 @@ fn validate(args: &FanoutArgs) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
         bail!("--rate must be above 0 and at most 1000000 events/s");
     }
+    let courier_options = args.collection != "products"
+        || args.filter.is_some()
+        || args.token.is_some()
+        || args.creator.is_some();
+    if courier_options && (args.target != Target::Courier || args.via.is_some()) {
+        bail!(
+            "--collection, --filter, --token and --creator apply to --target courier without --via"
+        );
+    }
     if args.payload > 1_000_000 {
         bail!("--payload must be at most 1000000 bytes");
     }
@@ -942,8 +984,27 @@ fn validate(args: &FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn collection_name(text: &str) -> Result<String, String> {
+    if courier_core::subjects::is_valid_collection_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a collection name: lowercase letters, digits and '_'".into())
+    }
+}
+
+fn filter_text(text: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => Ok(text.to_owned()),
+        _ => Err("a JSON object of field conditions, e.g. {\"nombre\":{\"gte\":\"~\"}}".into()),
+    }
+}
+
 fn plan_of(args: &FanoutArgs, run_id: String) -> anyhow::Result<Plan> {
+    let filter = args.filter.as_deref().map(serde_json::from_str).transpose()?;
     Ok(Plan {
+        collection: args.collection.clone(),
+        filter,
+        token: args.token.clone(),
         target: args.target,
         urls: match args.target {
             Target::Courier => ws_urls(&args.ws)?,
@@ -1212,12 +1273,21 @@ async fn spawn_children(spec: &ChildSpec<'_>) -> anyhow::Result<Vec<Child>> {
                 },
             ])
             .args(["--ws", spec.ws, "--nats-ws", spec.nats_ws])
+            .args(["--collection", &plan.collection])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
         if plan.via_api {
             command.args(["--via", "api"]);
         }
+        if let Some(filter) = &plan.filter {
+            command.args(["--filter", &filter.to_string()]);
+        }
+        // Through the environment: a token never shows in the process list.
+        match &plan.token {
+            Some(token) => command.env("COURIER_TOKEN", token),
+            None => command.env_remove("COURIER_TOKEN"),
+        };
         let mut process = command
             .spawn()
             .with_context(|| format!("cannot start a subscriber process ({})", exe.display()))?;
@@ -1403,6 +1473,9 @@ pub async fn connections(args: &ConnectionsArgs) -> anyhow::Result<ConnectionsRe
     let urls = ws_urls(&args.ws)?;
     let plan = Arc::new(Plan {
         target: Target::Courier,
+        collection: "products".to_owned(),
+        filter: None,
+        token: None,
         urls: urls.clone(),
         run_id: new_run_id(),
         channels,
