@@ -74,20 +74,10 @@ async fn bench_fanout_and_connections_report_consistent_counts_against_courier()
     let report = fanout::fanout(&filtered).await.expect("filtered fanout runs").unwrap();
     assert_consistent(&serde_json::to_value(&report).unwrap(), 6, 2);
     let token = stack.token("bench-reader").await;
-    let me: serde_json::Value = stack
-        .http
-        .get(format!("{}/api/v1/auth/me", stack.api.url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let rule_checked = FanoutArgs {
         collection: "notes".into(),
+        creator: Some(stack.user_id(&token).await),
         token: Some(token),
-        creator: me["id"].as_str().map(str::to_owned),
         ..fan.clone()
     };
     let report = fanout::fanout(&rule_checked).await.expect("rule-checked fanout runs").unwrap();

@@ -42,8 +42,7 @@ struct User {
 
 async fn user(stack: &Stack, name: &str) -> User {
     let token = stack.token(name).await;
-    let (_, me) = call(stack, Method::GET, "/api/v1/auth/me", None, Some(&token)).await;
-    User { id: me["id"].as_str().expect("me has an id").to_owned(), token }
+    User { id: stack.user_id(&token).await, token }
 }
 
 async fn call(

@@ -341,6 +341,21 @@ impl Stack {
         access_token(&self.http, &self.api.url(), username).await
     }
 
+    /// The user id of the holder of `token` (`GET /api/v1/auth/me`).
+    pub async fn user_id(&self, token: &str) -> String {
+        let me: Value = self
+            .http
+            .get(format!("{}/api/v1/auth/me", self.api.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("me")
+            .json()
+            .await
+            .expect("me JSON");
+        me["id"].as_str().expect("me has an id").to_owned()
+    }
+
     /// An access token of the bootstrap admin (role `admin`).
     pub async fn admin_token(&self) -> String {
         login(&self.http, &self.api.url(), crate::TEST_ADMIN_USERNAME, crate::TEST_ADMIN_PASSWORD)
