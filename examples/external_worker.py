@@ -31,10 +31,11 @@ async def main():
             await msg.ack_sync()  # after the write: a crash before this ack means a redelivery
         except Exception as err:
             if n < max_deliver: await msg.nak(delay=min(2 ** n, 60)); continue
-            await js.publish("dlq." + msg.subject, msg.data, headers={"Courier-Dead-Reason": str(err)[:1024],
-                "Courier-Attempts": str(min(n, max_deliver)), "Courier-Worker": f"python-{os.getpid()}",
+            headers = {"Courier-Dead-Reason": str(err)[:1024], "Courier-Attempts": str(min(n, max_deliver)),
                 "Courier-Task-Id": str(task.get("id", "")) if isinstance(task, dict) else "",
-                "Nats-Msg-Id": f"dead-tasks-{msg.metadata.sequence.stream}"})  # the DLQ the built-in workers use
+                "Courier-Worker": f"python-{os.getpid()}", "Nats-Msg-Id": f"dead-tasks-{msg.metadata.sequence.stream}"}
+            try: await js.publish("dlq." + msg.subject, msg.data, headers=headers)  # the built-in workers' DLQ
+            except Exception: await msg.nak(delay=60); continue  # not stored: the task stays queued
             await msg.term()
 
 asyncio.run(main())
