@@ -2,12 +2,20 @@
 //! (`examples/external_worker.py`, PyPI `nats-py`) logs in to a nats-server that runs the shipped
 //! permissions as `courier-external`, takes the tasks of an `external: true` trigger from the
 //! consumer the Courier worker created, and makes each task's write through the api exactly
-//! once: a delivery abandoned after its write (a worker that died before its ack) is redelivered
-//! and settled by a 412; a task whose write keeps failing lands in the same dead letters as the
+//! once: a delivery abandoned after its write, and a `kill -9` of the example after its write
+//! reached the api but before its ack (a proxy holds the api's answer), are redelivered and
+//! settled by a 412; a task whose write keeps failing lands in the same dead letters as the
 //! built-in workers', and a retry from the api puts it back on its own subject whatever the dead
 //! letter's headers say.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::{
     HeaderMap,
@@ -24,7 +32,11 @@ use courier_tests::{
 use courier_worker::WorkerConfig;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
-use tokio::process::Child;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    process::Child,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const KIND: &str = "orders.ship";
@@ -47,6 +59,54 @@ fn collections_file(dir: &Path) -> std::path::PathBuf {
 ";
     std::fs::write(&path, text).expect("write the collections file");
     path
+}
+
+/// A TCP proxy in front of the api that, while `hold` is set, passes requests on but keeps the
+/// api's answers from the client: the write is made, and the client waits. HTTP/1.1 with
+/// `Connection: close` (what `urllib` sends), so an answer is everything the api sends back.
+struct HoldingProxy {
+    port: u16,
+    hold: Arc<AtomicBool>,
+    /// Answers held so far.
+    held: Arc<AtomicUsize>,
+}
+
+impl HoldingProxy {
+    async fn start(api_url: &str) -> Self {
+        let upstream = api_url.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (hold, held) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (hold2, held2) = (hold.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, hold, held) = (upstream.clone(), hold2.clone(), held2.clone());
+                tokio::spawn(async move {
+                    let Ok(api) = TcpStream::connect(&upstream).await else { return };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_api, mut to_api) = api.into_split();
+                    let request = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_api).await;
+                    });
+                    let mut answer = Vec::new();
+                    let _ = from_api.read_to_end(&mut answer).await;
+                    if hold.load(Ordering::SeqCst) {
+                        held.fetch_add(1, Ordering::SeqCst);
+                        // Until the client goes away.
+                        let _ = request.await;
+                    } else {
+                        let _ = to_client.write_all(&answer).await;
+                        let _ = to_client.shutdown().await;
+                    }
+                });
+            }
+        });
+        HoldingProxy { port, hold, held }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 struct Setup {
@@ -112,15 +172,15 @@ impl Setup {
         (etag, response.json().await.expect("JSON"))
     }
 
-    /// The example worker, as a process logged in as `courier-external`.
-    fn start_example(&self) -> Child {
+    /// The example worker, as a process logged in as `courier-external`, writing through `api`.
+    fn start_example(&self, api: &str) -> Child {
         let python = find_tool("python", "COURIER_PYTHON_BIN");
         let script = courier_tests::workspace_root().join("examples/external_worker.py");
         let password_file = self.nats.auth("external").nats_password_file.expect("a file");
         let envs = [
             ("COURIER_NATS_URL", self.nats.url()),
             ("COURIER_NATS_PASSWORD_FILE", password_file.display().to_string()),
-            ("COURIER_API_URL", self.api.url()),
+            ("COURIER_API_URL", api.to_owned()),
             ("COURIER_TASK_KIND", KIND.to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v));
@@ -236,7 +296,8 @@ async fn the_python_example_makes_each_write_once_and_dead_letters_what_keeps_fa
 
     let admin =
         login(&setup.http, &setup.api.url(), TEST_ADMIN_USERNAME, TEST_ADMIN_PASSWORD).await;
-    let mut example = setup.start_example();
+    let proxy = HoldingProxy::start(&setup.api.url()).await;
+    let mut example = setup.start_example(&proxy.url());
     let orders = [setup.create(3).await, setup.create(4).await];
     for id in &orders {
         setup.wait_shipped(id).await;
@@ -247,21 +308,31 @@ async fn the_python_example_makes_each_write_once_and_dead_letters_what_keeps_fa
     .await;
     // The abandoned task's redelivery too (its write is there already: 412, then its ack).
     setup.wait_settled().await;
-    // kill -9 and a restart: a task enqueued meanwhile waits and is taken after it.
-    kill9(&mut example).await;
+    // kill -9 between the write and the ack: the api made the write, its answer is held, the
+    // example is killed waiting for it; the restarted example gets the task again after
+    // ack_wait, and its write is refused with 412: done, acknowledged.
+    let deliveries = setup.consumer().await.info().await.expect("info").delivered.consumer_sequence;
+    proxy.hold.store(true, Ordering::SeqCst);
     let later = setup.create(5).await;
-    let mut example = setup.start_example();
-    setup.wait_shipped(&later).await;
+    wait_until("the example's write made, its answer held", WAIT, || async {
+        proxy.held.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(setup.order(&later).await.0, "\"2\"", "the write was made before the kill");
+    kill9(&mut example).await;
+    proxy.hold.store(false, Ordering::SeqCst);
+    let mut example = setup.start_example(&proxy.url());
     setup.wait_settled().await;
+    let info = setup.consumer().await.info().await.expect("info").clone();
+    assert!(info.delivered.consumer_sequence >= deliveries + 2, "delivered again: {info:?}");
 
     for id in orders.iter().chain([&abandoned, &later]) {
         let (etag, order) = setup.order(id).await;
         assert_eq!(order["note"], "shipped", "{id}: {order}\n{}", setup.example_log());
         assert_eq!(etag, "\"2\"", "{id}: created, then written exactly once");
     }
-    let info = setup.consumer().await.info().await.expect("info").clone();
-    // 1 + 1 (the abandoned task), 3 (the doomed one), 2 + 1.
-    assert!(info.delivered.consumer_sequence >= 8, "{info:?}");
+    // 1 + 1 (the abandoned task), 3 (the doomed one), 2, 1 + 1 (the killed example's).
+    assert!(info.delivered.consumer_sequence >= 9, "{info:?}");
 
     // The doomed task went where the built-in workers' dead letters go, after 3 deliveries.
     let dead = setup.dead_letters(&admin).await;
