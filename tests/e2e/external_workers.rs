@@ -296,6 +296,21 @@ async fn the_python_example_makes_each_write_once_and_dead_letters_what_keeps_fa
 
     let admin =
         login(&setup.http, &setup.api.url(), TEST_ADMIN_USERNAME, TEST_ADMIN_PASSWORD).await;
+    // Waiting for an external worker: counted apart from the built-in workers' backlog.
+    let queues: Value = setup
+        .http
+        .get(format!("{}/api/v1/queues", setup.api.url()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("GET queues")
+        .json()
+        .await
+        .expect("JSON");
+    let tasks_queue = &queues["queues"][0];
+    assert_eq!(tasks_queue["external"]["queued"], 2, "{queues}");
+    assert_eq!((&tasks_queue["pending"], &tasks_queue["in_flight"]), (&json!(0), &json!(0)));
+    assert_eq!(tasks_queue["by_kind"][KIND]["queued"], 2, "{queues}");
     let proxy = HoldingProxy::start(&setup.api.url()).await;
     let mut example = setup.start_example(&proxy.url());
     let orders = [setup.create(3).await, setup.create(4).await];
