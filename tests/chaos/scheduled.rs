@@ -37,6 +37,7 @@ async fn scheduled_tasks_survive_a_restart_of_every_process_and_run_once_at_thei
         priority: Priority::High,
         delay: Some(format!("{DELAY_SECS}s")),
         webhook: None,
+        external: false,
     }]);
     let (mut nats, mut store) = tokio::join!(NatsServer::start(), StoreServer::start_durable());
     let database = fresh_database();

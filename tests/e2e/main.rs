@@ -13,6 +13,7 @@ mod chat_live;
 mod collections;
 mod compat;
 mod delivery;
+mod external_workers;
 mod help;
 mod helpers;
 mod live_queries;

@@ -191,6 +191,42 @@ async fn each_component_is_refused_what_it_must_never_do() {
     assert_eq!(stream_messages(&api, EVENTS_STREAM).await, 1);
     assert_eq!(stream_messages(&api, DLQ_STREAM).await, 1);
 
+    // An external worker: pulls from and acknowledges on the external-<kind> consumers, writes
+    // their dead letters; never an event or a task, nor the built-in workers' tasks.
+    let mut external = Probe::login(&nats, "external").await;
+    for subject in [
+        "events.orders.abc.created",
+        "events.orders.abc.enriched",
+        "tasks.external.orders.ship",
+        "tasks.normal.pets.enrich",
+        "dlq.tasks.normal.pets.enrich",
+        "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-high",
+        "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-normal",
+        "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers-low",
+        "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers",
+        "$JS.ACK.TASKS.workers-normal.1.1.1.1.1.1",
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.x",
+        "$JS.API.CONSUMER.CREATE.TASKS.mine.tasks.external.orders.ship",
+        "$JS.API.CONSUMER.DURABLE.CREATE.TASKS.mine",
+        "$JS.API.CONSUMER.DELETE.TASKS.external-orders-ship",
+        "$JS.API.STREAM.INFO.TASKS",
+        "$JS.API.STREAM.PURGE.TASKS",
+        "$JS.API.STREAM.MSG.DELETE.TASKS",
+        "rpc.chat.membership",
+    ] {
+        external.publish_refused(subject).await;
+    }
+    external.subscribe_refused("events.>").await;
+    external.subscribe_refused("_INBOX.courier-worker.>").await;
+    let as_external = js_of(nats.client("external").await);
+    as_external
+        .publish("dlq.tasks.external.orders.ship", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("an external worker writes its dead letters");
+    assert_eq!(stream_messages(&api, DLQ_STREAM).await, 2);
+
     // The operator: reads the backlog, nothing else.
     let mut operator = Probe::login(&nats, "operator").await;
     for subject in ["events.x.y.created", "tasks.normal.pets.enrich", "$JS.API.STREAM.INFO.EVENTS"]

@@ -68,6 +68,7 @@ impl Deployment {
                     secret_file: secret_file.display().to_string(),
                     timeout: None,
                 }),
+                external: false,
             });
         });
         let collections = collections_file.display().to_string();

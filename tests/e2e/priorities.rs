@@ -139,6 +139,7 @@ async fn a_collection_rule_schedules_a_delayed_task_that_runs_at_its_time_and_pr
         priority: Priority::High,
         delay: Some("2s".into()),
         webhook: None,
+        external: false,
     }]);
     let stack = stack_with_collections(&collections).await;
     let worker = standard_worker(worker_config(&stack)).await;

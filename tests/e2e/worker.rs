@@ -342,6 +342,7 @@ async fn kill_mid_task_then_check_exactly_once(
         priority,
         delay: None,
         webhook: None,
+        external: false,
     }]);
     let stack = stack_with_collections(&collections).await;
     let token = writer_token(&stack).await;

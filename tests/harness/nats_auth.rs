@@ -12,7 +12,7 @@ use crate::NatsServer;
 
 /// The components with a NATS user, as named in `COURIER_NATS_<COMPONENT>_PASSWORD`; the user
 /// is `courier-<component>`.
-pub const COMPONENTS: [&str; 4] = ["api", "broadcaster", "worker", "operator"];
+pub const COMPONENTS: [&str; 5] = ["api", "broadcaster", "worker", "operator", "external"];
 
 /// The shipped permissions file.
 pub fn permissions_file() -> PathBuf {

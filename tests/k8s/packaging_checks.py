@@ -484,8 +484,9 @@ def check_nats_auth(docs, name):
     shipped = (CHART / "files" / "nats-auth.conf").read_text()
     users = re.findall(r"^\s*user:\s*([A-Za-z0-9_-]+)\s*$", shipped, re.M)
     passwords = sorted(set(re.findall(r"\$(COURIER_NATS_[A-Z]+_PASSWORD)", shipped)))
-    if sorted(users) != ["courier-api", "courier-broadcaster", "courier-operator", "courier-worker"] or len(passwords) != 4:
-        fail(f"files/nats-auth.conf: expected the four component users with a password each, found {users} {passwords}")
+    expected = ["courier-api", "courier-broadcaster", "courier-external", "courier-operator", "courier-worker"]
+    if sorted(users) != expected or len(passwords) != len(expected):
+        fail(f"files/nats-auth.conf: expected the component users and the external workers' with a password each, found {users} {passwords}")
         return
     config = next((d for d in by_kind("ConfigMap") if "nats.conf" in (d.get("data") or {})), None)
     nats = next((d for d in by_kind("StatefulSet") if d["metadata"]["name"].endswith("-nats")), None)

@@ -34,7 +34,7 @@
 {{- define "courier.jwtPublicKeyKey" -}}{{ if .Values.jwt.existingSecret }}{{ .Values.jwt.existingSecretPublicKeyKey }}{{ else }}public.pem{{ end }}{{- end -}}
 {{- define "courier.natsAuthSecretName" -}}{{ default (printf "%s-nats-auth" (include "courier.fullname" .)) .Values.nats.auth.existingSecret }}{{- end -}}
 {{/* The components with a NATS user courier-<component> (charts/courier/files/nats-auth.conf). */}}
-{{- define "courier.natsUsers" -}}api broadcaster worker operator{{- end -}}
+{{- define "courier.natsUsers" -}}api broadcaster worker operator external{{- end -}}
 {{- define "courier.mongodbUriSecretName" -}}{{ default (printf "%s-mongodb" (include "courier.fullname" .)) .Values.mongodb.existingSecret }}{{- end -}}
 {{- define "courier.mongodbUriSecretKey" -}}{{ if .Values.mongodb.existingSecret }}{{ .Values.mongodb.existingSecretKey }}{{ else }}uri{{ end }}{{- end -}}
 {{- define "courier.mongodbAuthSecretName" -}}{{ default (printf "%s-mongodb-auth" (include "courier.fullname" .)) .Values.mongodb.auth.existingSecret }}{{- end -}}

@@ -103,6 +103,7 @@ impl CollectionDef {
             priority: t.priority,
             // Checked when the collection was loaded.
             delay: t.delay().ok().flatten(),
+            external: t.external,
         })
     }
 
@@ -326,12 +327,14 @@ mod tests {
                 TaskRequest {
                     kind: "a.now".into(),
                     priority: courier_core::Priority::High,
-                    delay: None
+                    delay: None,
+                    external: false,
                 },
                 TaskRequest {
                     kind: "a.later".into(),
                     priority: courier_core::Priority::Low,
-                    delay: Some(Duration::from_secs(7 * 86_400))
+                    delay: Some(Duration::from_secs(7 * 86_400)),
+                    external: false,
                 },
             ]
         );

@@ -312,6 +312,8 @@ fn queue_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
                 "count": {"type": "integer"}, "next_due": {"type": ["string", "null"], "format": "date-time"}}},
             "legacy": {"type": "object", "description": "Tasks from before priorities (tasks.<kind>), moved to normal", "properties": {
                 "queued": {"type": "integer"}, "consumer_present": {"type": "boolean"}}},
+            "external": {"type": "object", "description": "Tasks waiting for external workers (tasks.external.<kind>), in no priority", "properties": {
+                "queued": {"type": "integer"}}},
             "by_kind": {"type": "object", "additionalProperties": {"type": "object", "properties": {"queued": {"type": "integer"}, "dead_lettered": {"type": "integer"}}}}}}),
     );
     let bearer = json!([{"bearerAuth": []}]);

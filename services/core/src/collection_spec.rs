@@ -362,6 +362,11 @@ pub struct TaskTrigger {
     /// Deliver the task to this HTTP endpoint (a signed POST) instead of a built-in handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookTarget>,
+    /// Leave the task to a worker outside Courier, in any language: published on
+    /// `tasks.external.<kind>` and pulled from the consumer `external-<kind>` (docs/workers.md,
+    /// "External workers"). Neither a webhook nor a priority goes with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// Where a webhook task is delivered and how it is signed (docs/workers.md, "Webhook tasks").
@@ -481,8 +486,8 @@ pub enum SpecError {
     #[error("index {index}: field '{field}' is not declared in the schema")]
     UndeclaredIndexField { index: usize, field: String },
     #[error(
-        "task kind '{0}' is invalid: dot-separated lowercase words, the first not a priority \
-         (high, normal, low), e.g. pets.enrich"
+        "task kind '{0}' is invalid: dot-separated lowercase words, the first neither a priority \
+         (high, normal, low) nor 'external', e.g. pets.enrich"
     )]
     InvalidTaskKind(String),
     #[error("task '{0}': 'on' lists no trigger (create, update, delete)")]
@@ -491,6 +496,8 @@ pub enum SpecError {
     InvalidDelay { kind: String, problem: String },
     #[error("task '{kind}': webhook {problem}")]
     InvalidWebhook { kind: String, problem: String },
+    #[error("task '{0}': an external task has neither a webhook nor a priority")]
+    InvalidExternal(String),
     /// The rate parser's message.
     #[error("rate: {0}")]
     InvalidRate(String),
@@ -682,6 +689,9 @@ impl CollectionSpec {
                     problem,
                 })?;
             }
+            if task.external && (task.webhook.is_some() || !task.priority.is_normal()) {
+                return Err(SpecError::InvalidExternal(task.kind.clone()));
+            }
         }
         self.rate()?;
         Ok(ValidSpec { validator, fields: Fields { declared: fields, open } })
@@ -745,6 +755,13 @@ impl CollectionsFile {
                 task.webhook.as_ref().map(|webhook| (spec.name.as_str(), task, webhook))
             })
         })
+    }
+
+    /// Every external task's kind (`external: true`), in the file's order.
+    pub fn external_kinds(&self) -> impl Iterator<Item = &str> {
+        self.collections
+            .iter()
+            .flat_map(|spec| spec.tasks.iter().filter(|t| t.external).map(|t| t.kind.as_str()))
     }
 
     /// Whether every webhook URL matches `allowed` (run by the workers, which deliver them).
@@ -963,6 +980,16 @@ pub mod fixtures {
                 "task 'a.b': webhook timeout '1h' is outside",
             ),
             case(
+                "external task with a webhook",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "external": true, "webhook": {"url": "https://x/", "secret_file": "/s"}}]}),
+                "task 'a.b': an external task has neither a webhook nor a priority",
+            ),
+            case(
+                "external task with a priority",
+                json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "external": true, "priority": "high"}]}),
+                "task 'a.b': an external task has neither",
+            ),
+            case(
                 "task delay too long",
                 json!({"name": "a", "schema": object, "tasks": [{"kind": "a.b", "on": ["create"], "delay": "400d"}]}),
                 "task 'a.b': delay '400d' is too long",
@@ -1019,6 +1046,7 @@ mod tests {
             SpecError::NoTrigger(_) => "trigger",
             SpecError::InvalidDelay { .. } => "delay",
             SpecError::InvalidWebhook { .. } => "webhook",
+            SpecError::InvalidExternal(_) => "external",
             SpecError::InvalidRate(_) => "rate",
         }
     }

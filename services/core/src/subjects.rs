@@ -91,6 +91,23 @@ pub fn task_subject(priority: Priority, kind: &str) -> String {
     format!("tasks.{priority}.{kind}")
 }
 
+/// The word in `tasks.external.<kind>`: tasks for workers outside Courier (docs/workers.md,
+/// "External workers"). Like a priority, it cannot start a task kind.
+pub const EXTERNAL: &str = "external";
+
+/// `tasks.external.<kind>`: where the tasks of an `external: true` trigger wait. The built-in
+/// workers' consumers (`tasks.<priority>.>`) never take them.
+pub fn external_task_subject(kind: &str) -> String {
+    format!("tasks.{EXTERNAL}.{kind}")
+}
+
+/// `external-<kind, dots as dashes>`: the durable pull consumer (filter
+/// [`external_task_subject`]) that the workers of one external kind share. Kinds hold no `-`, so
+/// two kinds never share a consumer.
+pub fn external_consumer(kind: &str) -> String {
+    format!("{EXTERNAL}-{}", kind.replace('.', "-"))
+}
+
 /// `tasks.<priority>.>`: every task of one priority (one consumer's filter).
 pub fn priority_tasks_filter(priority: Priority) -> String {
     format!("tasks.{priority}.>")
@@ -109,17 +126,36 @@ pub struct TaskSubject<'a> {
     pub kind: &'a str,
     /// `tasks.<kind>`, the layout before priorities (its tasks count as normal).
     pub legacy: bool,
+    /// `tasks.external.<kind>`: for an external worker (no priority; `priority` reads normal).
+    pub external: bool,
 }
 
-/// Reads `tasks.<priority>.<kind>`, or the legacy `tasks.<kind>`; `None` for anything else (a
-/// kind that is not a valid task kind, wildcards, other prefixes). Kinds cannot start with a
-/// priority word, so the two layouts never read the same.
+impl TaskSubject<'_> {
+    /// Where this task is enqueued again (a retried dead letter): an external task on its own
+    /// subject, any other at `priority`.
+    pub fn requeue_subject(&self, priority: Priority) -> String {
+        if self.external {
+            external_task_subject(self.kind)
+        } else {
+            task_subject(priority, self.kind)
+        }
+    }
+}
+
+/// Reads `tasks.<priority>.<kind>`, `tasks.external.<kind>` or the legacy `tasks.<kind>`; `None`
+/// for anything else (a kind that is not a valid task kind, wildcards, other prefixes). Kinds
+/// cannot start with a priority word or `external`, so the layouts never read the same.
 pub fn parse_task_subject(subject: &str) -> Option<TaskSubject<'_>> {
     let rest = subject.strip_prefix("tasks.")?;
     let (first, after) = rest.split_once('.').unwrap_or((rest, ""));
     let parsed = match first.parse::<Priority>() {
-        Ok(priority) => TaskSubject { priority, kind: after, legacy: false },
-        Err(_) => TaskSubject { priority: Priority::Normal, kind: rest, legacy: true },
+        Ok(priority) => TaskSubject { priority, kind: after, legacy: false, external: false },
+        Err(_) if first == EXTERNAL => {
+            TaskSubject { priority: Priority::Normal, kind: after, legacy: false, external: true }
+        }
+        Err(_) => {
+            TaskSubject { priority: Priority::Normal, kind: rest, legacy: true, external: false }
+        }
     };
     crate::task::is_valid_task_kind(parsed.kind).then_some(parsed)
 }
@@ -200,14 +236,37 @@ mod tests {
         assert_eq!(workers_consumer(Priority::Normal), "workers-normal");
         assert_eq!(
             parse_task_subject("tasks.low.pets.enrich"),
-            Some(TaskSubject { priority: Priority::Low, kind: "pets.enrich", legacy: false })
+            Some(TaskSubject {
+                priority: Priority::Low,
+                kind: "pets.enrich",
+                legacy: false,
+                external: false
+            })
         );
         assert_eq!(
             parse_task_subject("tasks.pets.enrich"),
-            Some(TaskSubject { priority: Priority::Normal, kind: "pets.enrich", legacy: true })
+            Some(TaskSubject {
+                priority: Priority::Normal,
+                kind: "pets.enrich",
+                legacy: true,
+                external: false
+            })
         );
-        for bad in ["tasks.high", "tasks.high.", "tasks.>", "tasks.high.*", "events.a.b.c", "tasks"]
-        {
+        let external = parse_task_subject("tasks.external.orders.ship").unwrap();
+        assert!(external.external && !external.legacy && external.kind == "orders.ship");
+        assert_eq!(external.requeue_subject(Priority::High), "tasks.external.orders.ship");
+        assert_eq!(external_task_subject("orders.ship"), "tasks.external.orders.ship");
+        assert_eq!(external_consumer("orders.ship_now"), "external-orders-ship_now");
+        for bad in [
+            "tasks.high",
+            "tasks.high.",
+            "tasks.>",
+            "tasks.high.*",
+            "events.a.b.c",
+            "tasks",
+            "tasks.external",
+            "tasks.external.>",
+        ] {
             assert_eq!(parse_task_subject(bad), None, "{bad}");
         }
         assert_eq!(

@@ -92,6 +92,9 @@ pub struct Task {
     /// for tasks enqueued before tasks carried it, and for tasks no change enqueued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<crate::Event>,
+    /// For a worker outside Courier: published on `tasks.external.<kind>`, whatever `priority`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 impl Task {
@@ -115,6 +118,7 @@ impl Task {
             priority: Priority::Normal,
             not_before: None,
             event: None,
+            external: false,
         }
     }
 
@@ -137,19 +141,31 @@ impl Task {
         self
     }
 
-    /// `tasks.<priority>.<kind>`: where it is published.
+    /// For an external worker (see [`Task::external`]).
+    pub fn for_external_worker(mut self) -> Self {
+        self.external = true;
+        self
+    }
+
+    /// `tasks.<priority>.<kind>`, or `tasks.external.<kind>`: where it is published.
     pub fn subject(&self) -> String {
-        crate::subjects::task_subject(self.priority, &self.kind)
+        if self.external {
+            crate::subjects::external_task_subject(&self.kind)
+        } else {
+            crate::subjects::task_subject(self.priority, &self.kind)
+        }
     }
 }
 
 /// Whether `kind` is a valid task kind: dot-separated lowercase words (`pets.enrich`) whose first
-/// word is not a priority (`tasks.<priority>.<kind>` must read one way only).
+/// word is neither a priority nor `external` (a task subject must read one way only).
 pub fn is_valid_task_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 128
         && kind.split('.').all(crate::subjects::is_valid_collection_name)
-        && kind.split('.').next().is_none_or(|first| first.parse::<Priority>().is_err())
+        && kind.split('.').next().is_none_or(|first| {
+            first.parse::<Priority>().is_err() && first != crate::subjects::EXTERNAL
+        })
 }
 
 #[cfg(test)]
@@ -169,6 +185,10 @@ mod tests {
         assert_eq!(back, scheduled);
         assert_eq!(back.not_before, Some(back.time + chrono::Duration::seconds(60)));
         assert_eq!(back.subject(), "tasks.high.pets.enrich");
+        let external = back.for_external_worker();
+        let json = serde_json::to_string(&external).unwrap();
+        assert!(json.contains(r#""external":true"#), "{json}");
+        assert_eq!(external.subject(), "tasks.external.pets.enrich");
     }
 
     #[test]
@@ -183,9 +203,18 @@ mod tests {
     fn task_kinds_are_dotted_lowercase_words_not_starting_with_a_priority() {
         assert!(is_valid_task_kind("pets.enrich"));
         assert!(is_valid_task_kind("lowercase.things"));
-        for bad in
-            ["", "pets.", ".enrich", "Pets.enrich", "pets.*", "pets.>", "high.x", "low", "normal.a"]
-        {
+        for bad in [
+            "",
+            "pets.",
+            ".enrich",
+            "Pets.enrich",
+            "pets.*",
+            "pets.>",
+            "high.x",
+            "low",
+            "normal.a",
+            "external.a",
+        ] {
             assert!(!is_valid_task_kind(bad), "{bad}");
         }
     }

@@ -1,7 +1,8 @@
 //! The task queue's state as JetStream holds it, read one way for every reader (the api's queue
 //! endpoint and metrics, the operator's autoscaler, the tests): per priority, the `workers-<p>`
 //! consumer's counts, the tasks on its subjects and how long the oldest undelivered one has been
-//! waiting; plus tasks still on the legacy `tasks.<kind>` subjects.
+//! waiting; plus tasks still on the legacy `tasks.<kind>` subjects, and tasks waiting for
+//! external workers on `tasks.external.<kind>` (not the built-in workers' backlog).
 
 use std::{collections::BTreeMap, time::SystemTime};
 
@@ -74,6 +75,9 @@ pub struct TaskBacklog {
     pub lanes: [Lane; 3],
     /// Tasks still on legacy `tasks.<kind>` subjects: the api moves them to `tasks.normal.<kind>`.
     pub legacy_queued: u64,
+    /// Tasks on `tasks.external.<kind>`, for workers outside Courier: in no line, and not in
+    /// [`TaskBacklog::total`] (the built-in workers never take them).
+    pub external_queued: u64,
     /// The legacy `workers` consumer, while it still exists (an old worker is running).
     pub legacy_consumer: Option<ConsumerCounts>,
     /// Tasks in `TASKS` by kind, every priority together.
@@ -134,6 +138,10 @@ pub async fn read_backlog(
         let count = count as u64;
         let Some(parsed) = parse_task_subject(&subject) else { continue };
         *backlog.queued_by_kind.entry(parsed.kind.to_owned()).or_default() += count;
+        if parsed.external {
+            backlog.external_queued += count;
+            continue;
+        }
         if parsed.legacy {
             backlog.legacy_queued += count;
         } else {

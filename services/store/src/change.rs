@@ -18,12 +18,19 @@ pub struct TaskRequest {
     pub priority: Priority,
     /// `None`: enqueued with the change. Otherwise it waits in `_scheduled_tasks` until due.
     pub delay: Option<Duration>,
+    /// For a worker outside Courier (`tasks.external.<kind>`; see [`Task::external`]).
+    pub external: bool,
 }
 
 impl TaskRequest {
     /// A normal-priority task, due at once.
     pub fn now(kind: &str) -> Self {
-        TaskRequest { kind: kind.to_owned(), priority: Priority::Normal, delay: None }
+        TaskRequest {
+            kind: kind.to_owned(),
+            priority: Priority::Normal,
+            delay: None,
+            external: false,
+        }
     }
 }
 
@@ -155,7 +162,7 @@ impl Change {
     }
 
     fn task(&self, request: &TaskRequest) -> Task {
-        Task::new(
+        let task = Task::new(
             &request.kind,
             &self.collection,
             &self.doc_id,
@@ -164,7 +171,8 @@ impl Change {
             self.trace_id.clone(),
         )
         .with_priority(request.priority)
-        .with_event(self.event())
+        .with_event(self.event());
+        if request.external { task.for_external_worker() } else { task }
     }
 }
 
@@ -190,6 +198,7 @@ mod tests {
                     kind: "pets.recheck".into(),
                     priority: Priority::Low,
                     delay: Some(Duration::from_secs(7 * 86_400)),
+                    external: false,
                 },
             ],
             keep_user_ids: true,

@@ -266,11 +266,17 @@ impl Queues {
         let dlq = self.stream(DLQ_STREAM).await?;
         let message =
             raw_message(&dlq, sequence).await?.ok_or(QueueError::DeadLetterNotFound(sequence))?;
-        let original = header(&message, dead_letter_header::ORIGINAL_SUBJECT)
-            .or_else(|| message.subject.as_str().strip_prefix("dlq.").map(str::to_owned))
-            .unwrap_or_default();
+        let on_subject = message.subject.as_str().strip_prefix("dlq.").map(str::to_owned);
+        // External workers write their own dead letters, on dlq.tasks.external.> only (NATS
+        // permissions): the subject, not a header they wrote, says where a retry goes.
+        let external =
+            on_subject.as_deref().and_then(parse_task_subject).is_some_and(|p| p.external);
+        let original =
+            if external { None } else { header(&message, dead_letter_header::ORIGINAL_SUBJECT) }
+                .or(on_subject)
+                .unwrap_or_default();
         let parsed = parse_task_subject(&original).ok_or(QueueError::NoTaskSubject(sequence))?;
-        let subject = task_subject(options.priority.unwrap_or(parsed.priority), parsed.kind);
+        let subject = parsed.requeue_subject(options.priority.unwrap_or(parsed.priority));
         let message_id = format!("retry-dlq-{sequence}");
         let task_id = header(&message, dead_letter_header::TASK_ID);
         let trace = header(&message, TRACE_HEADER);

@@ -72,6 +72,21 @@ pub async fn standard_handlers(
     Ok(handlers)
 }
 
+/// The kinds of the `external: true` tasks in the collections file at `path`, each once.
+fn external_kinds(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the collections file {}", path.display()))?;
+    let (file, _) = courier_core::collection_spec::CollectionsFile::load_checked(&text)
+        .map_err(|err| anyhow::anyhow!("collections file {}: {err}", path.display()))?;
+    let mut kinds: Vec<String> = file.external_kinds().map(str::to_owned).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in &kinds {
+        tracing::info!(%kind, consumer = %courier_core::subjects::external_consumer(kind), "tasks for external workers");
+    }
+    Ok(kinds)
+}
+
 /// Longest wait at shutdown for the handlers' background work.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -134,6 +149,10 @@ impl Application {
                     }
                 });
         }
+        let external_kinds = match &config.collections_file {
+            Some(path) => external_kinds(path)?,
+            None => Vec::new(),
+        };
         let listener = courier_core::ops::bind(config.metrics_listen).await?;
         let work = Arc::new(WorkLoop {
             js: async_nats::jetstream::new(nats.clone()),
@@ -142,6 +161,7 @@ impl Application {
             config,
             metrics,
             attached,
+            external_kinds,
         });
         Ok(Application { listener, registry: Arc::new(registry), readiness, work, nats })
     }

@@ -20,6 +20,11 @@
 //! `ack_wait`) is dead-lettered without running. A server-side limit would instead leave such a
 //! task stuck in the work queue forever, neither delivered nor dead-lettered.
 //!
+//! Tasks of `external: true` triggers wait on `tasks.external.<kind>`, outside every priority's
+//! filter: at attach the worker creates (or updates) one durable consumer `external-<kind>` per
+//! such kind of its collections file, for workers outside Courier to pull from
+//! (docs/workers.md, "External workers"), and never pulls from them itself.
+//!
 //! Before priorities every worker shared one consumer, `workers`, on `tasks.>`. Work-queue
 //! consumers may not overlap, so a worker deletes it before creating the three; its unacknowledged
 //! tasks stay in the stream and are delivered again (their effects apply once: task markers), and
@@ -48,7 +53,8 @@ use courier_core::{
     backoff::Backoff,
     subjects::{
         LEGACY_WORKERS_CONSUMER, TASKS_STREAM, TRACE_HEADER, dead_letter_subject,
-        parse_task_subject, priority_tasks_filter, workers_consumer,
+        external_consumer, external_task_subject, parse_task_subject, priority_tasks_filter,
+        workers_consumer,
     },
 };
 use futures::TryStreamExt;
@@ -78,6 +84,8 @@ pub struct WorkLoop {
     pub metrics: Arc<WorkerMetrics>,
     /// True while attached to the consumers (part of `/readyz`).
     pub attached: Arc<AtomicBool>,
+    /// The kinds whose `external-<kind>` consumers this worker creates (never pulls).
+    pub external_kinds: Vec<String>,
 }
 
 /// The definition of `priority`'s consumer (created, or updated to this, at start-up).
@@ -91,6 +99,26 @@ pub fn consumer_config(config: &WorkerConfig, priority: Priority) -> pull::Confi
         // Unlimited on the server: the worker dead-letters (see the module docs).
         max_deliver: -1,
         max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// Consumer metadata key: the deliveries an external worker gives a task before it dead-letters
+/// it (the consumer itself redelivers without limit, as the built-in ones do).
+pub const EXTERNAL_MAX_DELIVER_KEY: &str = "courier_max_deliver";
+
+/// The definition of the consumer external workers of `kind` share: the built-in consumers'
+/// ack wait and redelivery, and the worker's `max_deliver` in its metadata.
+pub fn external_consumer_config(config: &WorkerConfig, kind: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(external_consumer(kind)),
+        description: Some(format!("External workers of {kind} (docs/workers.md)")),
+        filter_subject: external_task_subject(kind),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 10_000,
+        metadata: [(EXTERNAL_MAX_DELIVER_KEY.to_owned(), config.max_deliver.to_string())].into(),
         ..Default::default()
     }
 }
@@ -148,6 +176,9 @@ impl WorkLoop {
         for priority in Priority::ALL {
             let consumer = stream.create_consumer(consumer_config(&self.config, priority)).await?;
             lanes.push(Lane { priority, consumer, buffer: VecDeque::new(), watching: false });
+        }
+        for kind in &self.external_kinds {
+            stream.create_consumer(external_consumer_config(&self.config, kind)).await?;
         }
         Ok(lanes.try_into().unwrap_or_else(|_| unreachable!("one lane per priority")))
     }

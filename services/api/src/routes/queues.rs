@@ -130,6 +130,7 @@ async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value
                 "queued": tasks.legacy_queued,
                 "consumer_present": tasks.legacy_consumer.is_some(),
             },
+            "external": {"queued": tasks.external_queued},
             "by_kind": by_kind,
         }]
     })))

@@ -129,6 +129,10 @@ pub struct TaskTrigger {
     /// "Webhook tasks").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookTarget>,
+    /// Leave the task to a worker outside Courier (`tasks.external.<kind>`, consumer
+    /// `external-<kind>`; docs/workers.md, "External workers"). No webhook or priority with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// Where a webhook task is delivered, spelled as in `collections.yaml`.
@@ -228,6 +232,7 @@ impl CollectionDefinition {
                     priority: t.priority.into(),
                     delay: t.delay.clone(),
                     webhook: t.webhook.as_ref().map(Into::into),
+                    external: t.external,
                 })
                 .collect(),
             expose_creator: self.expose_creator,
@@ -258,6 +263,7 @@ impl CollectionDefinition {
                     priority: t.priority.into(),
                     delay: t.delay.clone(),
                     webhook: t.webhook.as_ref().map(Into::into),
+                    external: t.external,
                 })
                 .collect(),
             expose_creator: spec.expose_creator,
@@ -340,6 +346,7 @@ mod tests {
                     priority: Priority::High,
                     delay: None,
                     webhook: None,
+                    external: false,
                 },
                 core::TaskTrigger {
                     kind: "pets.recheck".into(),
@@ -347,6 +354,7 @@ mod tests {
                     priority: Priority::Low,
                     delay: Some("7d".into()),
                     webhook: None,
+                    external: false,
                 },
             ],
             expose_creator: true,
@@ -366,6 +374,7 @@ mod tests {
                 secret_file: "/etc/courier/webhooks/pets/secret".into(),
                 timeout: Some("5s".into()),
             }),
+            external: false,
         });
         let resource = CollectionDefinition::from_core(&core_spec);
         let json = serde_json::to_value(&resource).unwrap();
