@@ -53,10 +53,11 @@ describe('CollectionView: a live query', () => {
   it('filters list and subscription alike, applies enter/stay/leave by version, shows a refused filter', async () => {
     const list = vi.spyOn(api, 'list').mockImplementation(async (_name, options): Promise<Page<Doc>> => {
       const pinnedOnly = (options?.filter ?? []).some(([k, v]) => k === 'pinned' && v === 'true');
-      const items = [
+      const all: Doc[] = [
         { id: 'n1', title: 'Pinned one', pinned: true, created_by: 'u-ana' },
         { id: 'n2', title: 'Loose one', pinned: false, created_by: 'u-bob', shared_with: ['u-ana'] },
-      ].filter((d) => !pinnedOnly || d.pinned);
+      ];
+      const items = all.filter((d) => !pinnedOnly || d.pinned);
       return { items, next: null, versions: { n1: 3, n2: 1 } };
     });
     render(<CollectionView collection={notes} />);
