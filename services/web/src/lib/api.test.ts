@@ -18,5 +18,9 @@ describe('needsSignIn', () => {
     expect(sharingFields(notes)).toEqual(['shared_with']);
     expect(ruleText(notes)).toBe('owner, field:shared_with');
     expect(ruleText(undefined)).toBe('public');
+    // The api writes a rule of several alternatives as text.
+    expect(perDocument('owner, field:shared_with')).toBe(true);
+    expect(sharingFields('owner, field:shared_with')).toEqual(['shared_with']);
+    expect(needsSignIn('owner, public')).toBe(false);
   });
 });

@@ -52,14 +52,20 @@ export interface Collection {
   name: string;
   schema?: JsonSchema;
   /**
-   * `public`, `authenticated`, `owner`, `field:<name>` or `role:<name>`, or a list of these
-   * (any of which admits); absent means public.
+   * `public`, `authenticated`, `owner`, `field:<name>` or `role:<name>`, or several of these
+   * (any of which admits), comma separated (`owner, field:shared_with`) or as a list; absent
+   * means public.
    */
   access?: { read?: AccessRule; write?: AccessRule };
   tasks?: { kind: string }[];
 }
 
-const alternatives = (rule: AccessRule | undefined): string[] => (rule === undefined ? ['public'] : Array.isArray(rule) ? rule : [rule]);
+/** A rule's alternatives: the api writes a rule of several as text (`owner, field:shared_with`). */
+export function alternatives(rule: AccessRule | undefined): string[] {
+  if (rule === undefined) return ['public'];
+  const parts = (Array.isArray(rule) ? rule : rule.split(',')).map((part) => part.trim()).filter((part) => part !== '');
+  return parts.length > 0 ? parts : ['public'];
+}
 
 /** Whether an access rule asks for a signed-in user: no `public` among its alternatives. */
 export function needsSignIn(rule: AccessRule | undefined): boolean {

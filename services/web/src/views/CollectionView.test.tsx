@@ -22,7 +22,7 @@ const notes: Collection = {
       shared_with: { type: 'array', items: { type: 'string' } },
     },
   },
-  access: { read: ['owner', 'field:shared_with'], write: 'owner' },
+  access: { read: 'owner, field:shared_with', write: 'owner' },
 };
 
 /** The view's subscriptions, newest last, as a scripted broadcaster sees them. */

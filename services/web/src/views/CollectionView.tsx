@@ -5,7 +5,7 @@
 // (lib/liveQuery.ts), applying `enter` / `stay` / `leave`. Also the create / edit / delete dialogs.
 
 import { useCallback, useEffect, useMemo, useRef, useState, type FormEvent } from 'react';
-import { ApiError, needsSignIn, perDocument, ruleText, sharingFields, type Collection, type Doc } from '../lib/api';
+import { alternatives, ApiError, needsSignIn, perDocument, ruleText, sharingFields, type Collection, type Doc } from '../lib/api';
 import { cellText, describeError, shortId, titleOf } from '../lib/format';
 import {
   buildFilter,
@@ -82,7 +82,7 @@ export function CollectionView({ collection }: { collection: Collection }) {
   const private_ = perDocument(readRule);
   const sharedThrough = sharingFields(readRule);
   const isAdmin = (meRoles ?? roles).includes('admin');
-  const ownerWrites = Array.isArray(writeRule) ? writeRule.every((r) => r === 'owner' || r.startsWith('field:')) : writeRule === 'owner';
+  const ownerWrites = alternatives(writeRule).every((r) => r === 'owner' || r.startsWith('field:'));
   const canRead = !readNeedsAuth || signedIn;
   const canWrite = !writeNeedsAuth || signedIn;
   /** Whose documents this view shows (a new user means a new subscription and list). */
