@@ -398,9 +398,25 @@ scenario('a collection that needs sign-in to read: list and live channel use the
   await assertClean(page);
 });
 
-/** Opens `#/notes` and signs in there as `username` (already registered): private notes ask for it. */
+/** The JSON frames a page's WebSockets send and receive (`[direction, frame]`), from now on. */
+function recordFrames(page) {
+  const frames = [];
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => frames.push(['sent', JSON.parse(f.payload)]));
+    ws.on('framereceived', (f) => frames.push(['received', JSON.parse(f.payload)]));
+  });
+  return frames;
+}
+
+/**
+ * Opens `#/notes` and signs in there as `username` (already registered): private notes ask for
+ * it. `page.wsFrames` records its WebSocket frames.
+ */
 async function notesAs(open, username) {
-  const page = await openApp(open, '#/notes');
+  const page = await open();
+  page.wsFrames = recordFrames(page);
+  await page.goto(`${env.webUrl}/#/notes`);
+  await page.locator('#connection[data-state="open"]').waitFor();
   await page.locator('.notice', { hasText: 'Your notes are private: sign in to see yours and those shared with you.' }).waitFor();
   assert.equal(await page.locator('.table-status').textContent(), 'Sign in to see your notes.');
   assert.equal(await page.locator('tbody tr').count(), 0);
@@ -457,6 +473,11 @@ scenario('private notes, two users: a note shared and unshared live, a filter na
   await bobPage.locator('#filter-value').selectOption({ label: 'Yes' });
   await bobPage.getByRole('button', { name: 'Apply' }).click();
   await listed;
+  const subscribe = await eventually('the filtered subscribe frame', () =>
+    bobPage.wsFrames.find(([way, f]) => way === 'sent' && f.type === 'subscribe' && f.channel === 'notes' && f.filter),
+  );
+  assert.deepEqual(subscribe[1].filter, { pinned: true });
+  assert.ok(subscribe[1].token, 'the subscription carries the access token');
   await bobPage.locator('.chip', { hasText: 'pinned = Yes' }).waitFor();
   await bobPage.locator('.table-status', { hasText: '1 document shown (filtered)' }).waitFor();
   await row(bobPage, id).waitFor();
@@ -500,6 +521,25 @@ scenario('private notes, two users: a note shared and unshared live, a filter na
   assert.equal(await row(bobPage, pinned.id).count(), 1);
   await screenshot(bobPage, 'notes-bob');
   await screenshot(anaPage, 'notes-ana');
+
+  // A refreshed token renews bob's subscription in place (`authenticate`), without resubscribing.
+  await bobPage.evaluate(() => {
+    const saved = JSON.parse(sessionStorage.getItem('courier.session'));
+    saved.expiresAt = Date.now() + 62_000; // the refresh is planned a minute before: in ~2 s
+    sessionStorage.setItem('courier.session', JSON.stringify(saved));
+  });
+  bobPage.wsFrames.length = 0;
+  await bobPage.reload();
+  await row(bobPage, loose.id).waitFor();
+  const renewed = await eventually('the authenticated answer', () => bobPage.wsFrames.find(([way, f]) => way === 'received' && f.type === 'authenticated'));
+  assert.ok(renewed[1].channels.includes('notes'), JSON.stringify(renewed[1]));
+  const sent = bobPage.wsFrames.filter(([way]) => way === 'sent').map(([, f]) => f);
+  const fresh = JSON.parse(await bobPage.evaluate(() => sessionStorage.getItem('courier.session'))).accessToken;
+  assert.ok(sent.some((f) => f.type === 'authenticate' && f.token === fresh), 'authenticate carries the new token');
+  assert.equal(sent.filter((f) => f.type === 'subscribe' && f.channel === 'notes').length, 1, 'one subscribe: renewed, not resubscribed');
+  // Still live after the renewal.
+  const later = await createViaHttp('notes', { title: unique('After renewal'), shared_with: [bobId] }, anaToken);
+  await row(bobPage, later.id).waitFor();
   await assertClean(anaPage);
   await assertClean(bobPage);
 });
