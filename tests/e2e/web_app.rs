@@ -16,7 +16,7 @@ use tokio::{
     process::Command,
 };
 
-/// The whole browser run (fifteen scenarios, one broadcaster restart) stays well under this.
+/// The whole browser run (nineteen scenarios, two broadcaster restarts; ~45 s) stays well under this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Appended to the shipped `collections.yaml`: memos anyone signed in may read (reads need a
