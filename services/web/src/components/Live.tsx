@@ -77,7 +77,8 @@ export function EventLog() {
                   {`${entry.event.collection ?? entry.channel} ${shortId(entry.event.doc_id)}`}
                 </span>
                 {titleOf(entry.event.data) && <span className="log-title"> {titleOf(entry.event.data)}</span>}
-                {entry.match && entry.match !== 'stay' && (
+                {/* A create entering or a delete leaving says nothing more than its type. */}
+                {((entry.match === 'enter' && actionOf(entry.event.type) !== 'created') || (entry.match === 'leave' && actionOf(entry.event.type) !== 'deleted')) && (
                   <span className={`log-match log-match-${entry.match}`}>{entry.match === 'enter' ? ' entered the view' : ' left the view'}</span>
                 )}
               </span>
