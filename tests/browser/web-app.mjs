@@ -522,6 +522,18 @@ scenario('private notes, two users: a note shared and unshared live, a filter na
   await screenshot(bobPage, 'notes-bob');
   await screenshot(anaPage, 'notes-ana');
 
+  // The quick filters: shared with me (both), only mine (none of them is bob's).
+  await bobPage.getByRole('button', { name: 'Shared with me', exact: true }).click();
+  await eventually('the shared-with-me subscription', () =>
+    bobPage.wsFrames.find(([way, f]) => way === 'sent' && f.type === 'subscribe' && f.filter?.shared_with === bobId),
+  );
+  await bobPage.locator('.table-status', { hasText: '2 documents shown (filtered)' }).waitFor();
+  await bobPage.getByRole('button', { name: 'Shared with me', exact: true }).click();
+  await bobPage.getByRole('button', { name: 'Only mine', exact: true }).click();
+  await bobPage.locator('.table-status', { hasText: 'No notes match the filter.' }).waitFor();
+  await bobPage.getByRole('button', { name: 'Only mine', exact: true }).click();
+  await bobPage.locator('.table-status', { hasText: '2 documents shown · all loaded' }).waitFor();
+
   // A refreshed token renews bob's subscription in place (`authenticate`), without resubscribing.
   await bobPage.evaluate(() => {
     const saved = JSON.parse(sessionStorage.getItem('courier.session'));

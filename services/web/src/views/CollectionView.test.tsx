@@ -117,6 +117,20 @@ describe('CollectionView: a live query', () => {
     expect(screen.getByText('stars ≥ 3')).toBeVisible();
   });
 
+  it('offers quick filters on a private collection: only mine, shared with me', async () => {
+    vi.spyOn(api, 'list').mockResolvedValue({ items: [], next: null, versions: {} });
+    render(<CollectionView collection={notes} />);
+    const user = userEvent.setup();
+    await user.click(screen.getByRole('button', { name: 'Shared with me' }));
+    expect(current().filter).toEqual({ shared_with: 'u-ana' });
+    expect(screen.getByRole('button', { name: 'Shared with me' })).toHaveAttribute('aria-pressed', 'true');
+    await user.click(screen.getByRole('button', { name: 'Shared with me' }));
+    await user.click(screen.getByRole('button', { name: 'Only mine' }));
+    expect(current().filter).toEqual({ created_by: 'u-ana' });
+    expect(screen.getByText('only mine')).toBeVisible();
+    expect(await screen.findByText('No notes match the filter.')).toBeVisible();
+  });
+
   it('a 401 on the list is a sign-in state, not an error', async () => {
     vi.spyOn(api, 'list').mockRejectedValue(new ApiError(401, 'unauthorized', 'missing token'));
     render(<CollectionView collection={notes} />);

@@ -105,7 +105,13 @@ export function CollectionView({ collection }: { collection: Collection }) {
   const [open, setOpen] = useState<Open>(null);
   const [moreBusy, setMoreBusy] = useState(false);
 
-  const filter = useMemo(() => buildFilter(fields, conditions), [fields, conditions]);
+  // Private collections can also be filtered on their creator (`created_by`, which their events
+  // carry): the "Only mine" toggle.
+  const filterSchema = useMemo(
+    () => (private_ ? [...fields, { name: 'created_by', schema: { type: 'string' }, required: false, readOnly: true, kind: 'string' as const }] : fields),
+    [fields, private_],
+  );
+  const filter = useMemo(() => buildFilter(filterSchema, conditions), [filterSchema, conditions]);
   const fKey = filterKey(filter.json);
   const filtered = filter.json !== null;
 
@@ -324,6 +330,24 @@ export function CollectionView({ collection }: { collection: Collection }) {
     setConditions((c) => c.filter((x) => x !== condition));
   };
   const filterProblem = inputProblem ?? refused?.message ?? null;
+  /** The quick filters of a private collection: my own documents, or those shared with me. */
+  const quick =
+    private_ && userId
+      ? [
+          { key: 'mine', label: 'Only mine', condition: { field: 'created_by', op: 'eq' as Op, text: userId } },
+          ...sharedThrough
+            .filter((f) => fields.some((field) => field.name === f && filterable(field)))
+            .slice(0, 1)
+            .map((f) => ({ key: 'shared', label: 'Shared with me', condition: { field: f, op: 'eq' as Op, text: userId } })),
+        ]
+      : [];
+  const isOn = (q: Condition) => conditions.some((c) => c.field === q.field && c.op === q.op && c.text === q.text);
+  const chipText = (c: Condition) => {
+    const quickOne = quick.find((q) => q.condition.field === c.field && q.condition.op === c.op && q.condition.text === c.text);
+    if (quickOne) return quickOne.label.toLowerCase();
+    const field = filterSchema.find((f) => f.name === c.field);
+    return `${c.field} ${opLabel(field, c.op)} ${valueLabel(field, c.text)}`;
+  };
 
   const ownsOrMay = (doc: Doc) => {
     if (!ownerWrites || isAdmin) return true;
@@ -498,11 +522,27 @@ export function CollectionView({ collection }: { collection: Collection }) {
             <button type="submit" className="small" disabled={!pickedField}>
               Apply
             </button>
+            {quick.map((q) => {
+              const on = isOn(q.condition);
+              return (
+                <button
+                  key={q.key}
+                  type="button"
+                  className="small toggle"
+                  aria-pressed={on}
+                  onClick={() => {
+                    setRefused(null);
+                    setConditions((c) => (on ? c.filter((x) => !(x.field === q.condition.field && x.op === q.condition.op && x.text === q.condition.text)) : withCondition(c, q.condition)));
+                  }}
+                >
+                  {q.label}
+                </button>
+              );
+            })}
             {conditions.length > 0 && (
               <ul className="chips" aria-label="Active filters">
                 {conditions.map((c) => {
-                  const field = fields.find((f) => f.name === c.field);
-                  const text = `${c.field} ${opLabel(field, c.op)} ${valueLabel(field, c.text)}`;
+                  const text = chipText(c);
                   const bad = refused !== null && (refused.field === c.field || refused.field === undefined);
                   return (
                     <li key={`${c.field}-${c.op}`} className={`chip${bad ? ' chip-invalid' : ''}`} data-field={c.field} data-op={c.op}>
