@@ -83,7 +83,7 @@ scenario('the page loads with its security headers, no console errors and no CSP
   const page = await openApp(open, '');
   assert.equal(await page.locator('h1').textContent(), 'desks', 'the first collection opens by default');
   const names = await page.locator('#collection-list a .nav-name').allTextContents();
-  assert.deepEqual(names, ['desks', 'notes', 'pets', 'products']);
+  assert.deepEqual(names, ['desks', 'memos', 'notes', 'pets', 'products']);
   await page.getByRole('link', { name: 'products' }).click();
   await page.locator('h1', { hasText: 'products' }).waitFor();
   assert.match(page.url(), /#\/products$/);
@@ -357,24 +357,24 @@ scenario('pets need sign-in to write; a new pet is enriched live by the workers'
 });
 
 scenario('a collection that needs sign-in to read: list and live channel use the token', async ({ open }) => {
-  const page = await openApp(open, '#/notes');
-  await page.locator('.notice', { hasText: 'Reading notes requires signing in' }).waitFor();
+  const page = await openApp(open, '#/memos');
+  await page.locator('.notice', { hasText: 'Reading memos requires signing in' }).waitFor();
   assert.equal(await page.locator('tbody tr').count(), 0);
   assert.equal(await page.getByRole('button', { name: 'Reload' }).isDisabled(), true);
   const username = unique('reader');
   const token = await apiToken(username);
   await page.locator('.notice').getByRole('button', { name: 'Sign in' }).click();
   await signIn(page, username);
-  await page.locator('.table-status', { hasText: /No notes yet|shown/ }).waitFor();
+  await page.locator('.table-status', { hasText: /No memos yet|shown/ }).waitFor();
   assert.equal(await page.locator('.notice').isVisible(), false);
 
   // Another client's note arrives live: the subscription carried the token.
-  const theirs = await createViaHttp('notes', { title: unique('From the api'), priority: 'low' }, token);
+  const theirs = await createViaHttp('memos', { title: unique('From the api'), priority: 'low' }, token);
   await row(page, theirs.id).waitFor();
   assert.equal(await cell(page, theirs.id, 'priority').textContent(), 'low');
 
   // The enum is a choice, the boolean a yes/no.
-  await page.getByRole('button', { name: 'New note' }).click();
+  await page.getByRole('button', { name: 'New memo' }).click();
   const form = dialog(page);
   const options = await form.getByLabel('priority').locator('option').allTextContents();
   assert.deepEqual(options, ['— not set —', 'low', 'normal', 'high']);
@@ -385,17 +385,175 @@ scenario('a collection that needs sign-in to read: list and live channel use the
   await form.getByRole('button', { name: 'Create' }).click();
   await form.waitFor({ state: 'detached' });
   const id = await page.locator('tbody tr', { hasText: title }).getAttribute('data-id');
-  const stored = await http('GET', `/api/v1/notes/${id}`, { token });
+  const stored = await http('GET', `/api/v1/memos/${id}`, { token });
   const me = await http('GET', '/api/v1/auth/me', { token });
   // The api records the creator from the token (docs/security.md, ownership).
   assert.deepEqual(stored.data, { id, title, priority: 'high', done: true, created_by: me.data.id });
-  await logEvents(page, 'notes.created', id).waitFor();
+  await logEvents(page, 'memos.created', id).waitFor();
 
-  // Signed out, the notes disappear from the page.
+  // Signed out, the memos disappear from the page.
   await page.getByRole('button', { name: 'Sign out' }).click();
   await eventually('the rows to go', async () => (await page.locator('tbody tr').count()) === 0);
-  await page.locator('.notice', { hasText: 'Reading notes requires signing in' }).waitFor();
+  await page.locator('.notice', { hasText: 'Reading memos requires signing in' }).waitFor();
   await assertClean(page);
+});
+
+/** The JSON frames a page's WebSockets send and receive (`[direction, frame]`), from now on. */
+function recordFrames(page) {
+  const frames = [];
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => frames.push(['sent', JSON.parse(f.payload)]));
+    ws.on('framereceived', (f) => frames.push(['received', JSON.parse(f.payload)]));
+  });
+  return frames;
+}
+
+/**
+ * Opens `#/notes` and signs in there as `username` (already registered): private notes ask for
+ * it. `page.wsFrames` records its WebSocket frames.
+ */
+async function notesAs(open, username) {
+  const page = await open();
+  page.wsFrames = recordFrames(page);
+  await page.goto(`${env.webUrl}/#/notes`);
+  await page.locator('#connection[data-state="open"]').waitFor();
+  await page.locator('.notice', { hasText: 'Your notes are private: sign in to see yours and those shared with you.' }).waitFor();
+  assert.equal(await page.locator('.table-status').textContent(), 'Sign in to see your notes.');
+  assert.equal(await page.locator('tbody tr').count(), 0);
+  await page.locator('.notice').getByRole('button', { name: 'Sign in' }).click();
+  await signIn(page, username);
+  await page.locator('.user-name', { hasText: username }).waitFor();
+  await page.locator('.table-status', { hasText: /No notes yet|shown/ }).waitFor();
+  return page;
+}
+
+const patchNote = async (id, body, token) => {
+  const { status, data } = await http('PATCH', `/api/v1/notes/${id}`, { body, token, contentType: 'application/merge-patch+json' });
+  assert.equal(status, 200, JSON.stringify(data));
+  return data;
+};
+const logMatch = (page, id, match) => page.locator(`#event-log li.log-event[data-doc-id="${id}"][data-match="${match}"]`);
+
+scenario('private notes, two users: a note shared and unshared live, a filter narrows the table and its live updates', async ({ open }) => {
+  const ana = unique('ana');
+  const bob = unique('bob');
+  const anaToken = await apiToken(ana);
+  const bobToken = await apiToken(bob);
+  const anaPage = await notesAs(open, ana);
+  const bobPage = await notesAs(open, bob);
+  // Bob's id, as his page offers it for sharing.
+  const bobId = (await bobPage.locator('#my-user-id').textContent()).trim();
+  assert.equal(bobId, (await http('GET', '/api/v1/auth/me', { token: bobToken })).data.id);
+
+  // Ana writes a pinned note shared with bob in her form (shared_with: one user id per line).
+  const title = unique('Plan');
+  await anaPage.getByRole('button', { name: 'New note' }).click();
+  const form = dialog(anaPage);
+  await form.getByLabel('title').fill(title);
+  await form.getByLabel('body').fill('Meet at noon');
+  await form.getByLabel('pinned').selectOption({ label: 'Yes' });
+  assert.match(await form.locator('[data-field="shared_with"] .hint').textContent(), /one per line, or separated by commas · up to 50 items/);
+  await form.getByLabel('shared_with').fill(`${bobId}\n`);
+  await screenshot(anaPage, 'notes-form');
+  await form.getByRole('button', { name: 'Create' }).click();
+  await form.waitFor({ state: 'detached' });
+  const id = await anaPage.locator('tbody tr', { hasText: title }).getAttribute('data-id');
+  assert.deepEqual((await http('GET', `/api/v1/notes/${id}`, { token: anaToken })).data.shared_with, [bobId]);
+
+  // Bob's page shows it live, marked as shared with him; only ana may change it.
+  await row(bobPage, id).waitFor();
+  await row(bobPage, id).locator('.badge-shared', { hasText: 'shared with you' }).waitFor();
+  assert.equal(await rowButton(bobPage, id, 'Edit').isDisabled(), true);
+  await logEvents(bobPage, 'notes.created', id).waitFor();
+
+  // Bob filters on pinned = Yes: the list asks for it, and so does the subscription.
+  const listed = bobPage.waitForRequest((r) => /\/api\/v1\/notes\?.*pinned=true/.test(r.url()));
+  await bobPage.locator('#filter-field').selectOption('pinned');
+  assert.deepEqual(await bobPage.locator('#filter-op option').allTextContents(), ['=', '≠']);
+  await bobPage.locator('#filter-value').selectOption({ label: 'Yes' });
+  await bobPage.getByRole('button', { name: 'Apply' }).click();
+  await listed;
+  const subscribe = await eventually('the filtered subscribe frame', () =>
+    bobPage.wsFrames.find(([way, f]) => way === 'sent' && f.type === 'subscribe' && f.channel === 'notes' && f.filter),
+  );
+  assert.deepEqual(subscribe[1].filter, { pinned: true });
+  assert.ok(subscribe[1].token, 'the subscription carries the access token');
+  await bobPage.locator('.chip', { hasText: 'pinned = Yes' }).waitFor();
+  await bobPage.locator('.table-status', { hasText: '1 document shown (filtered)' }).waitFor();
+  await row(bobPage, id).waitFor();
+
+  // Ana shares an unpinned note, then a pinned one: only the pinned one reaches bob's page.
+  const loose = await createViaHttp('notes', { title: unique('Loose'), pinned: false, shared_with: [bobId] }, anaToken);
+  const pinned = await createViaHttp('notes', { title: unique('Pinned'), pinned: true, shared_with: [bobId] }, anaToken);
+  await row(bobPage, pinned.id).waitFor();
+  // One channel's events arrive in stream order: had the unpinned note been sent, it would be here.
+  assert.equal(await logEvents(bobPage, 'notes.created', loose.id).count(), 0, 'the broadcaster left the unpinned note out');
+  assert.equal(await row(bobPage, loose.id).count(), 0);
+  // Pinning it brings it into bob's view (enter); unpinning takes it out again (leave).
+  await patchNote(loose.id, { pinned: true }, anaToken);
+  await row(bobPage, loose.id).waitFor();
+  await logMatch(bobPage, loose.id, 'enter').waitFor();
+  await patchNote(loose.id, { pinned: false }, anaToken);
+  await row(bobPage, loose.id).waitFor({ state: 'detached' });
+  await logMatch(bobPage, loose.id, 'leave').waitFor();
+  await bobPage.locator('.table-status', { hasText: '2 documents shown (filtered)' }).waitFor();
+  await screenshot(bobPage, 'notes-bob-filtered');
+
+  // Ana unshares the first note in her edit form: it leaves bob's page live.
+  await rowButton(anaPage, id, 'Edit').click();
+  const edit = dialog(anaPage);
+  assert.equal(await edit.getByLabel('shared_with').inputValue(), bobId);
+  await edit.getByLabel('shared_with').fill('');
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await edit.waitFor({ state: 'detached' });
+  await row(bobPage, id).waitFor({ state: 'detached' });
+  await logMatch(bobPage, id, 'leave').waitFor();
+  assert.match(await logMatch(bobPage, id, 'leave').textContent(), /left the view/);
+  assert.equal((await http('GET', `/api/v1/notes/${id}`, { token: bobToken })).status, 404, 'bob can no longer read it');
+  await eventually('ana’s row without shared_with', async () => (await cell(anaPage, id, 'shared_with').textContent()) === '—');
+  assert.equal(await row(anaPage, id).count(), 1, 'still ana’s');
+
+  // Without the filter bob's page lists every note shared with him, and only those.
+  await bobPage.getByRole('button', { name: 'Remove filter pinned = Yes' }).click();
+  await row(bobPage, loose.id).waitFor();
+  await bobPage.locator('.table-status', { hasText: '2 documents shown' }).waitFor();
+  assert.equal(await row(bobPage, id).count(), 0);
+  assert.equal(await row(bobPage, pinned.id).count(), 1);
+  await screenshot(bobPage, 'notes-bob');
+  await screenshot(anaPage, 'notes-ana');
+
+  // The quick filters: shared with me (both), only mine (none of them is bob's).
+  await bobPage.getByRole('button', { name: 'Shared with me', exact: true }).click();
+  await eventually('the shared-with-me subscription', () =>
+    bobPage.wsFrames.find(([way, f]) => way === 'sent' && f.type === 'subscribe' && f.filter?.shared_with === bobId),
+  );
+  await bobPage.locator('.table-status', { hasText: '2 documents shown (filtered)' }).waitFor();
+  await bobPage.getByRole('button', { name: 'Shared with me', exact: true }).click();
+  await bobPage.getByRole('button', { name: 'Only mine', exact: true }).click();
+  await bobPage.locator('.table-status', { hasText: 'No notes match the filter.' }).waitFor();
+  await bobPage.getByRole('button', { name: 'Only mine', exact: true }).click();
+  await bobPage.locator('.table-status', { hasText: '2 documents shown · all loaded' }).waitFor();
+
+  // A refreshed token renews bob's subscription in place (`authenticate`), without resubscribing.
+  await bobPage.evaluate(() => {
+    const saved = JSON.parse(sessionStorage.getItem('courier.session'));
+    saved.expiresAt = Date.now() + 62_000; // the refresh is planned a minute before: in ~2 s
+    sessionStorage.setItem('courier.session', JSON.stringify(saved));
+  });
+  bobPage.wsFrames.length = 0;
+  await bobPage.reload();
+  await row(bobPage, loose.id).waitFor();
+  const renewed = await eventually('the authenticated answer', () => bobPage.wsFrames.find(([way, f]) => way === 'received' && f.type === 'authenticated'));
+  assert.ok(renewed[1].channels.includes('notes'), JSON.stringify(renewed[1]));
+  const sent = bobPage.wsFrames.filter(([way]) => way === 'sent').map(([, f]) => f);
+  const fresh = JSON.parse(await bobPage.evaluate(() => sessionStorage.getItem('courier.session'))).accessToken;
+  assert.ok(sent.some((f) => f.type === 'authenticate' && f.token === fresh), 'authenticate carries the new token');
+  assert.equal(sent.filter((f) => f.type === 'subscribe' && f.channel === 'notes').length, 1, 'one subscribe: renewed, not resubscribed');
+  // Still live after the renewal.
+  const later = await createViaHttp('notes', { title: unique('After renewal'), shared_with: [bobId] }, anaToken);
+  await row(bobPage, later.id).waitFor();
+  await assertClean(anaPage);
+  await assertClean(bobPage);
 });
 
 scenario('after a broadcaster restart the page resumes: every event exactly once', async ({ open }) => {

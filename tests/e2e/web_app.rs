@@ -16,12 +16,12 @@ use tokio::{
     process::Command,
 };
 
-/// The whole browser run (fifteen scenarios, one broadcaster restart) stays well under this.
+/// The whole browser run (nineteen scenarios, two broadcaster restarts; ~45 s) stays well under this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Appended to the shipped `collections.yaml`: private notes (reads need a token, also on the
-/// WebSocket) with an enum field.
-const NOTES: &str = "  - name: notes
+/// Appended to the shipped `collections.yaml`: memos anyone signed in may read (reads need a
+/// token, also on the WebSocket) with an enum field. The shipped `notes` has per-document rules.
+const MEMOS: &str = "  - name: memos
     schema:
       type: object
       additionalProperties: false
@@ -82,12 +82,12 @@ async fn the_web_app_works_in_a_real_browser() {
     let (nats, store) = tokio::join!(NatsServer::start(), StoreServer::start());
     let database = chaos::fresh_database();
 
-    // The shipped collections plus one that needs sign-in to read (no shipped one does).
+    // The shipped collections plus one any signed-in user may read (no shipped one is that).
     let dir = tempfile::tempdir().expect("temp dir");
     let collections_file = dir.path().join("collections.yaml");
     let shipped = std::fs::read_to_string(workspace_root().join("collections.yaml"))
         .expect("collections.yaml");
-    std::fs::write(&collections_file, format!("{shipped}\n{NOTES}"))
+    std::fs::write(&collections_file, format!("{shipped}\n{MEMOS}"))
         .expect("writing the test collections");
     let collections = collections_file.display().to_string();
 

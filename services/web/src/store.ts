@@ -3,7 +3,7 @@
 
 import { create } from 'zustand';
 import { createApi } from './lib/api';
-import { LiveClient, type LiveEvent, type LiveStatus } from './lib/live';
+import { LiveClient, type LiveEvent, type LiveStatus, type Match } from './lib/live';
 import { Session, type SessionReason } from './lib/session';
 import { Telemetry, beacon } from './lib/telemetry';
 
@@ -24,7 +24,7 @@ export function setLive(client: LiveClient): void {
 export const LOG_LIMIT = 300;
 
 export type LogEntry =
-  | { kind: 'event'; key: number; seq: number; event: LiveEvent; channel: string; at: Date }
+  | { kind: 'event'; key: number; seq: number; event: LiveEvent; channel: string; at: Date; match?: Match | undefined }
   | { kind: 'notice'; key: number; text: string; level: 'info' | 'warning' | 'error'; at: Date };
 
 export interface Toast {
@@ -48,7 +48,7 @@ interface AppState {
   received: number;
   toasts: Toast[];
   authDialog: 'login' | 'register' | null;
-  logEvent: (event: LiveEvent, seq: number, channel: string) => void;
+  logEvent: (event: LiveEvent, seq: number, channel: string, match?: Match) => void;
   logNotice: (text: string, level?: 'info' | 'warning' | 'error') => void;
   clearLog: () => void;
   toast: (text: string, kind?: Toast['kind']) => void;
@@ -69,9 +69,9 @@ export const useApp = create<AppState>((set) => ({
   received: 0,
   toasts: [],
   authDialog: null,
-  logEvent: (event, seq, channel) =>
+  logEvent: (event, seq, channel, match) =>
     set((s) => ({
-      log: [{ kind: 'event' as const, key: (keys += 1), seq, event, channel, at: event.time ? new Date(event.time) : new Date() }, ...s.log].slice(0, LOG_LIMIT),
+      log: [{ kind: 'event' as const, key: (keys += 1), seq, event, channel, match, at: event.time ? new Date(event.time) : new Date() }, ...s.log].slice(0, LOG_LIMIT),
       received: s.received + 1,
     })),
   logNotice: (text, level = 'info') =>
@@ -100,5 +100,8 @@ session.onChange((reason) => {
       () => {},
     );
   }
+  // A fresh token renews every token-admitted subscription of the connection in place
+  // (`authenticate`), so none ends at the old token's expiry.
+  if (reason === 'refreshed') live.authenticate(session.token());
   if (reason === 'expired') useApp.getState().toast('Your session ended: sign in again to make changes.', 'error');
 });

@@ -65,6 +65,7 @@ export function EventLog() {
               data-type={String(entry.event.type)}
               data-doc-id={String(entry.event.doc_id ?? '')}
               data-channel={entry.channel}
+              data-match={entry.match}
             >
               <time dateTime={entry.event.time ?? ''}>{clock(entry.at)}</time>
               <span className="log-seq" title="stream sequence">
@@ -76,6 +77,10 @@ export function EventLog() {
                   {`${entry.event.collection ?? entry.channel} ${shortId(entry.event.doc_id)}`}
                 </span>
                 {titleOf(entry.event.data) && <span className="log-title"> {titleOf(entry.event.data)}</span>}
+                {/* A create entering or a delete leaving says nothing more than its type. */}
+                {((entry.match === 'enter' && actionOf(entry.event.type) !== 'created') || (entry.match === 'leave' && actionOf(entry.event.type) !== 'deleted')) && (
+                  <span className={`log-match log-match-${entry.match}`}>{entry.match === 'enter' ? ' entered the view' : ' left the view'}</span>
+                )}
               </span>
             </li>
           ) : (

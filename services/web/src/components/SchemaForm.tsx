@@ -1,5 +1,6 @@
-// The controls of a schema form: one labelled control per field, required marks, hints, the
-// read-only fields displayed (never editable nor sent), and errors linked to their field.
+// The controls of a schema form: one labelled control per field (a list of texts, one per line,
+// for arrays of strings), required marks, hints, the read-only fields displayed (never editable
+// nor sent), and errors linked to their field.
 
 import { useId } from 'react';
 import type { Json } from '../lib/api';
@@ -66,6 +67,8 @@ export function SchemaFields({ fields, raw, onChange, errors, doc }: Props) {
           );
         } else if (field.kind === 'integer' || field.kind === 'number') {
           control = <input {...common} type="number" step={field.kind === 'integer' ? '1' : 'any'} inputMode={field.kind === 'integer' ? 'numeric' : 'decimal'} />;
+        } else if (field.kind === 'list') {
+          control = <textarea {...common} rows={3} spellCheck={false} autoComplete="off" className="list-input" placeholder="one per line" />;
         } else if (field.kind === 'json') {
           control = <textarea {...common} rows={4} spellCheck={false} className="json-input" />;
         } else {

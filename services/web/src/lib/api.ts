@@ -29,6 +29,7 @@ export type Doc = { id: string } & Record<string, Json>;
 export interface JsonSchema {
   type?: string | string[];
   properties?: Record<string, JsonSchema>;
+  items?: JsonSchema;
   required?: string[];
   enum?: Json[];
   readOnly?: boolean;
@@ -39,25 +40,64 @@ export interface JsonSchema {
   maximum?: number;
   exclusiveMinimum?: number;
   exclusiveMaximum?: number;
+  minItems?: number;
+  maxItems?: number;
   format?: string;
 }
+
+/** An access rule: one alternative, or a list of them any of which admits the caller. */
+export type AccessRule = string | string[];
 
 export interface Collection {
   name: string;
   schema?: JsonSchema;
-  /** `public`, `authenticated`, `owner` (writes) or `role:<name>`; absent means public. */
-  access?: { read?: string; write?: string };
+  /**
+   * `public`, `authenticated`, `owner`, `field:<name>` or `role:<name>`, or several of these
+   * (any of which admits), comma separated (`owner, field:shared_with`) or as a list; absent
+   * means public.
+   */
+  access?: { read?: AccessRule; write?: AccessRule };
   tasks?: { kind: string }[];
 }
 
-/** Whether an access rule asks for a signed-in user: anything but `public`. */
-export function needsSignIn(rule: string | undefined): boolean {
-  return rule !== undefined && rule !== 'public';
+/** A rule's alternatives: the api writes a rule of several as text (`owner, field:shared_with`). */
+export function alternatives(rule: AccessRule | undefined): string[] {
+  if (rule === undefined) return ['public'];
+  const parts = (Array.isArray(rule) ? rule : rule.split(',')).map((part) => part.trim()).filter((part) => part !== '');
+  return parts.length > 0 ? parts : ['public'];
+}
+
+/** Whether an access rule asks for a signed-in user: no `public` among its alternatives. */
+export function needsSignIn(rule: AccessRule | undefined): boolean {
+  return !alternatives(rule).includes('public');
+}
+
+/**
+ * Whether a read rule admits per document (`owner`, `field:<name>`) rather than the whole
+ * collection: each user then sees their own documents and those shared with them.
+ */
+export function perDocument(rule: AccessRule | undefined): boolean {
+  const all = alternatives(rule);
+  return !all.includes('public') && !all.includes('authenticated') && all.some((a) => a === 'owner' || a.startsWith('field:'));
+}
+
+/** The field names a rule shares through (`field:shared_with` → `shared_with`). */
+export function sharingFields(rule: AccessRule | undefined): string[] {
+  return alternatives(rule)
+    .filter((a) => a.startsWith('field:'))
+    .map((a) => a.slice('field:'.length));
+}
+
+/** A rule as the console shows it: `owner, field:shared_with`. */
+export function ruleText(rule: AccessRule | undefined): string {
+  return alternatives(rule).join(', ');
 }
 
 export interface Page<T> {
   items: T[];
   next: string | null;
+  /** id → version of each listed document (lists only; what live events reconcile with). */
+  versions?: Record<string, number>;
 }
 
 export interface TokenPair {
@@ -158,15 +198,18 @@ export function createApi(auth: Auth, observe: ObserveCall = () => {}) {
     async collections(): Promise<Collection[]> {
       return (await send<{ items: Collection[] }>('GET', '/api/v1/collections')).data.items;
     },
-    /** One page: `{items, next}`; `filters` are field=value pairs (the api's filters). */
+    /**
+     * One page: `{items, next, versions}`. `filter` holds the list's filter parameters
+     * (`[["species", "Dog"], ["age[gte]", "3"]]`, lib/filter.ts).
+     */
     async list(
       name: string,
-      { cursor = null, limit = 25, sort = '', filters = {}, signal }: { cursor?: string | null; limit?: number; sort?: string; filters?: Record<string, string>; signal?: AbortSignal } = {},
+      { cursor = null, limit = 25, sort = '', filter = [], signal }: { cursor?: string | null; limit?: number; sort?: string; filter?: [string, string][]; signal?: AbortSignal } = {},
     ): Promise<Page<Doc>> {
       const query = new URLSearchParams({ limit: String(limit) });
       if (sort) query.set('sort', sort);
       if (cursor) query.set('cursor', cursor);
-      for (const [field, value] of Object.entries(filters)) if (value !== '') query.set(field, value);
+      for (const [key, value] of filter) query.append(key, value);
       return (await send<Page<Doc>>('GET', `${collectionPath(name)}?${query}`, signal ? { signal } : {})).data;
     },
     async get(name: string, id: string): Promise<{ doc: Doc; etag: string | null }> {

@@ -18,7 +18,13 @@ export function cellText(value: unknown): string {
   if (value === undefined || value === null) return '—';
   if (typeof value === 'boolean') return value ? 'Yes' : 'No';
   if (typeof value === 'object') {
-    if (Array.isArray(value)) return value.length === 0 ? '[]' : `${value.length} item${value.length === 1 ? '' : 's'}`;
+    if (Array.isArray(value)) {
+      if (value.length === 0) return '—';
+      // A short list of texts reads as itself; anything longer as a count.
+      const joined = value.every((item) => typeof item === 'string') ? value.map((item) => shortId(item)).join(', ') : '';
+      if (joined && joined.length <= 40) return joined;
+      return `${value.length} item${value.length === 1 ? '' : 's'}`;
+    }
     const alerts = (value as { alerts?: unknown }).alerts;
     if (Array.isArray(alerts)) {
       const n = alerts.length;

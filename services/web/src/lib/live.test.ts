@@ -63,6 +63,48 @@ describe('LiveClient', () => {
     live.stop();
   });
 
+  it('subscribes with a filter and the current token, hands match on, drops a replaced filter’s events', () => {
+    vi.stubGlobal('WebSocket', FakeSocket);
+    let token = 'tok-1';
+    const seen: [number, string | undefined][] = [];
+    const errors: [string, string | undefined][] = [];
+    const live = new LiveClient('ws://test/ws');
+    const handlers = {
+      onEvent: (_: unknown, seq: number, match?: string) => seen.push([seq, match]),
+      onError: (code: string, _message: string, field?: string) => errors.push([code, field]),
+    };
+    live.subscribe('notes', handlers, { token: () => token, filter: { pinned: true } });
+    live.start();
+    const socket = FakeSocket.all[0]!;
+    socket.deliver({ type: 'connection_established', connection_id: 'c1' });
+    expect(socket.sent[0]).toEqual({ type: 'subscribe', channel: 'notes', token: 'tok-1', filter: { pinned: true } });
+    socket.deliver({ type: 'subscribed', channel: 'notes', seq: 10 });
+    socket.deliver({ type: 'event', channel: 'notes', seq: 11, match: 'enter', event: { type: 'notes.updated', doc_id: 'n' } });
+    socket.deliver({ type: 'event', channel: 'notes', seq: 12, match: 'leave', event: { type: 'notes.updated', doc_id: 'n', data: null } });
+    // A new filter replaces the subscription: what is still in flight for the old one is dropped.
+    token = 'tok-2';
+    live.subscribe('notes', handlers, { token: () => token, filter: { pinned: false, title: { gte: 'm' } } });
+    expect(socket.sent[1]).toEqual({ type: 'subscribe', channel: 'notes', token: 'tok-2', filter: { pinned: false, title: { gte: 'm' } } });
+    socket.deliver({ type: 'event', channel: 'notes', seq: 13, match: 'stay', event: { type: 'notes.updated', doc_id: 'n' } });
+    socket.deliver({ type: 'subscribed', channel: 'notes', seq: 13 });
+    socket.deliver({ type: 'event', channel: 'notes', seq: 14, match: 'enter', event: { type: 'notes.created', doc_id: 'm' } });
+    expect(seen).toEqual([
+      [11, 'enter'],
+      [12, 'leave'],
+      [14, 'enter'],
+    ]);
+    // A refused filter names its field.
+    live.subscribe('pets', handlers, { filter: { age: 'old' } });
+    socket.deliver({ type: 'error', code: 'bad_filter', channel: 'pets', field: 'age', message: "'age' is a whole number" });
+    expect(errors).toEqual([['bad_filter', 'age']]);
+    // A refreshed token renews the token-admitted subscriptions in place.
+    expect(live.authenticate('tok-3')).toBe(true);
+    expect(socket.sent.at(-1)).toEqual({ type: 'authenticate', token: 'tok-3' });
+    socket.deliver({ type: 'authenticated', exp: 1, channels: ['notes'] });
+    expect(live.stats.renewals).toBe(1);
+    live.stop();
+  });
+
   it('resolves the broadcaster address', () => {
     const http = { protocol: 'http:', hostname: 'c.test', host: 'c.test:8000' };
     expect(resolveWsUrl('', http)).toBe('ws://c.test:8765/ws');

@@ -1,6 +1,9 @@
-// The broadcaster client (WebSocket protocol v1, docs/protocol.md): subscribes to channels,
-// reconnects with exponential backoff and resumes every channel with `since` = the last seq it
-// delivered, so nothing is missed and nothing is delivered twice.
+// The broadcaster client (WebSocket protocol v1, docs/protocol.md): subscribes to channels
+// (with a token and a filter where given), reconnects with exponential backoff and resumes every
+// channel with `since` = the last seq it delivered, so nothing is missed and nothing is delivered
+// twice; renews token-admitted subscriptions with `authenticate`.
+
+import type { FilterJson } from './filter';
 
 /** Browsers answer the server's WebSocket pings by themselves; this app-level ping (answered by
  * `pong`) lets the client notice a dead connection that never closed. */
@@ -70,12 +73,18 @@ export interface LiveEvent {
   [key: string]: unknown;
 }
 
+/** How an event of a filtered or rule-checked subscription relates to the view: the document
+ * entered it, stayed in it, or left it (a `leave` after an update has no `data`). */
+export type Match = 'enter' | 'stay' | 'leave';
+
 export interface SubscriptionHandlers {
   onSubscribed?: (info: { seq: number; fresh: boolean; recovered: boolean | null }) => void;
-  onEvent?: (event: LiveEvent, seq: number) => void;
+  /** `match` is set on filtered and rule-checked subscriptions (docs/protocol.md). */
+  onEvent?: (event: LiveEvent, seq: number, match?: Match) => void;
   /** The view must reload over REST (history lost). */
   onResync?: (reason: string) => void;
-  onError?: (code: string, message: string) => void;
+  /** `field`: the filter field a `bad_filter` is about. */
+  onError?: (code: string, message: string, field?: string) => void;
   /** The server ended the subscription (`membership_revoked`, `token_expired`). */
   onUnsubscribed?: (reason: string) => void;
   /** Frames of this channel that are not events: `typing`, `presence`, `presence_diff`. */
@@ -97,9 +106,13 @@ export type TokenSource = string | null | (() => string | null);
 interface Sub {
   handlers: SubscriptionHandlers;
   token: TokenSource;
+  filter: FilterJson | null;
   lastSeq: number | null;
   sentSince: number | null;
   active: boolean;
+  /** Subscribed afresh (new, or replacing another filter) and not yet answered `subscribed`:
+   * events on the channel belong to the replaced subscription and are dropped. */
+  awaiting: boolean;
   /** `unavailable` answers in a row (the retry's backoff). */
   unavailable: number;
   retry?: ReturnType<typeof setTimeout>;
@@ -116,7 +129,7 @@ export class LiveClient {
   private lastFrameAt = 0;
   private stopped = true;
   state: LiveState = 'idle';
-  stats = { connects: 0, events: 0, duplicates: 0, resumes: 0, reloads: 0 };
+  stats = { connects: 0, events: 0, duplicates: 0, resumes: 0, reloads: 0, renewals: 0 };
   private onOnline = () => {
     if (this.state === 'reconnecting') this.reconnectNow();
   };
@@ -149,13 +162,30 @@ export class LiveClient {
   }
 
   /**
-   * Joins `channel`. `token` is sent for channels that need one. Subscribing again to the same
-   * channel replaces its handlers and starts afresh.
+   * Joins `channel`. `token` is sent for channels that need one; `filter` (collection channels)
+   * narrows the events to the matching documents, marked `enter` / `stay` / `leave`.
+   * Subscribing again to the same channel replaces its handlers and filter and starts afresh:
+   * events of the replaced subscription still in flight are dropped until the new `subscribed`.
    */
-  subscribe(channel: string, handlers: SubscriptionHandlers, { token = null }: { token?: TokenSource } = {}): void {
+  subscribe(
+    channel: string,
+    handlers: SubscriptionHandlers,
+    { token = null, filter = null }: { token?: TokenSource; filter?: FilterJson | null } = {},
+  ): void {
     clearTimeout(this.subs.get(channel)?.retry);
-    this.subs.set(channel, { handlers, token, lastSeq: null, sentSince: null, active: false, unavailable: 0 });
+    this.subs.set(channel, { handlers, token, filter, lastSeq: null, sentSince: null, active: false, awaiting: true, unavailable: 0 });
     this.sendSubscribe(channel);
+  }
+
+  /**
+   * A fresh access token for every token-admitted subscription of this connection
+   * (`authenticate`, docs/protocol.md): they keep running past the old token's expiry without
+   * resubscribing. Not connected: nothing to do (the next subscribe sends the current token).
+   */
+  authenticate(token: string | null): boolean {
+    if (!token) return false;
+    const needsToken = [...this.subs.values()].some((sub) => sub.active && sub.token !== null);
+    return needsToken && this.send({ type: 'authenticate', token });
   }
 
   unsubscribe(channel: string): void {
@@ -266,6 +296,7 @@ export class LiveClient {
     if (sub.lastSeq !== null) frame.since = sub.lastSeq;
     const token = typeof sub.token === 'function' ? sub.token() : sub.token;
     if (token) frame.token = token;
+    if (sub.filter) frame.filter = sub.filter;
     if (this.send(frame)) sub.sentSince = sub.lastSeq;
   }
 
@@ -325,6 +356,9 @@ export class LiveClient {
         if (sub) sub.handlers.onSignal?.(frame);
         else this.hooks.onFrame?.(frame);
         break;
+      case 'authenticated':
+        this.stats.renewals += 1;
+        break;
       case 'pong':
       case 'status':
         // The frame itself was the sign of life.
@@ -337,6 +371,7 @@ export class LiveClient {
 
   private subscribed(channel: string, sub: Sub, frame: Frame): void {
     sub.active = true;
+    sub.awaiting = false;
     sub.unavailable = 0;
     const resumed = sub.sentSince !== null;
     const seq = typeof frame.seq === 'number' ? frame.seq : 0;
@@ -361,6 +396,9 @@ export class LiveClient {
 
   private event(sub: Sub, frame: Frame): void {
     if (typeof frame.seq !== 'number' || !frame.event || typeof frame.event !== 'object') return;
+    // Before our first `subscribed`: the frame belongs to a subscription this one replaced
+    // (another filter), which the server keeps if ours is refused; ours follow `subscribed`.
+    if (sub.awaiting) return;
     if (sub.lastSeq !== null && frame.seq <= sub.lastSeq) {
       // Already delivered (e.g. replayed and live around a resume): never twice.
       this.stats.duplicates += 1;
@@ -368,7 +406,8 @@ export class LiveClient {
     }
     sub.lastSeq = frame.seq;
     this.stats.events += 1;
-    sub.handlers.onEvent?.(frame.event as LiveEvent, frame.seq);
+    const match = frame.match === 'enter' || frame.match === 'stay' || frame.match === 'leave' ? frame.match : undefined;
+    sub.handlers.onEvent?.(frame.event as LiveEvent, frame.seq, match);
   }
 
   private error(frame: Frame, sub: Sub | undefined): void {
@@ -396,7 +435,7 @@ export class LiveClient {
     }
     if (sub) {
       sub.active = false;
-      sub.handlers.onError?.(code, message);
+      sub.handlers.onError?.(code, message, typeof frame.field === 'string' ? frame.field : undefined);
       return;
     }
     this.hooks.onNotice?.(`Broadcaster: ${code}: ${message}`, 'error');

@@ -35,4 +35,17 @@ describe('schema forms', () => {
     expect(byField).toEqual({ nombre: 'nombre is required', precio: '-5 is less than the minimum of 0' });
     expect(unplaced).toEqual([{ field: 'enrichment', reason: 'is read-only' }]);
   });
+  it('edits an array of strings as one text per line (or comma separated)', () => {
+    const notes = fieldsOf({
+      type: 'object',
+      properties: { shared_with: { type: 'array', maxItems: 50, items: { type: 'string' } }, tags: { type: 'array', items: { type: 'integer' } } },
+    });
+    expect(notes.map((f) => f.kind)).toEqual(['list', 'json']);
+    const raw = rawValues(notes, { shared_with: ['u-1', 'u-2'] });
+    expect(raw.shared_with).toBe('u-1\nu-2');
+    expect(readValues(notes, { shared_with: ' u-1, u-3\n\nu-1 ' }).value).toEqual({ shared_with: ['u-1', 'u-3'] });
+    // Emptied: left out, so an edit's patch removes the field.
+    const { value } = readValues(notes, { shared_with: ' \n ' });
+    expect(patchOf(notes, { shared_with: ['u-1'] }, value)).toEqual({ shared_with: null });
+  });
 });

@@ -1,11 +1,13 @@
 // Forms from a collection's JSON Schema, as data: one field per top-level property (text,
-// number, yes/no, choice, or JSON for objects and arrays), the conversion of what was typed into
+// number, yes/no, choice, a list of texts for arrays of strings, or JSON for other objects and
+// arrays), the conversion of what was typed into
 // JSON values, and JSON merge patches. Validation is the api's (one set of rules, the schema's):
 // the form only refuses what cannot be converted, like malformed JSON.
 
 import type { FieldError, Json, JsonSchema } from './api';
 
-export type Kind = 'string' | 'integer' | 'number' | 'boolean' | 'enum' | 'json';
+/** `list`: an array of strings, edited as one text per line (or comma separated). */
+export type Kind = 'string' | 'integer' | 'number' | 'boolean' | 'enum' | 'list' | 'json';
 
 export interface Field {
   name: string;
@@ -26,6 +28,7 @@ export function kindOf(schema: JsonSchema): Kind {
   if (Array.isArray(schema.enum) && schema.enum.length > 0) return 'enum';
   const type = typeOf(schema);
   if (type === 'string' || type === 'integer' || type === 'number' || type === 'boolean') return type;
+  if (type === 'array' && schema.items && !Array.isArray(schema.items.enum) && schema.items.type !== undefined && typeOf(schema.items) === 'string') return 'list';
   return 'json';
 }
 
@@ -60,6 +63,12 @@ export function describeRules(schema: JsonSchema): string {
     parts.push(bounds.join(' '));
   } else if (kind === 'boolean') {
     parts.push('yes or no');
+  } else if (kind === 'list') {
+    const { minItems: min, maxItems: max } = schema;
+    parts.push('one per line, or separated by commas');
+    if (min !== undefined && max !== undefined) parts.push(`${min}–${max} items`);
+    else if (max !== undefined) parts.push(`up to ${max} items`);
+    else if (min !== undefined) parts.push(`at least ${min} item${min === 1 ? '' : 's'}`);
   } else if (kind === 'json') {
     parts.push(`JSON ${typeOf(schema)}`);
   }
@@ -109,6 +118,8 @@ export function inputValue(field: Field, value: Json | undefined): string {
       return value ? 'true' : 'false';
     case 'json':
       return JSON.stringify(value, null, 2);
+    case 'list':
+      return Array.isArray(value) ? value.map((item) => (typeof item === 'string' ? item : JSON.stringify(item))).join('\n') : JSON.stringify(value);
     default:
       return typeof value === 'object' ? JSON.stringify(value) : String(value);
   }
@@ -142,6 +153,12 @@ export function readValues(fields: Field[], raw: Record<string, string>): { valu
         if (Number.isNaN(Number(text))) errors.push({ field: name, reason: 'must be a number' });
         else value[name] = Number(text);
         break;
+      case 'list': {
+        // One text per line or between commas; blanks dropped; duplicates kept once.
+        const items = [...new Set(text.split(/[\n,]/).map((item) => item.trim()).filter((item) => item !== ''))];
+        if (items.length > 0) value[name] = items;
+        break;
+      }
       case 'json':
         if (text.trim() !== '') {
           try {

@@ -46,7 +46,7 @@ describe('CreateDialog', () => {
     await user.clear(screen.getByLabelText(/precio/));
     await user.type(screen.getByLabelText(/precio/), '5');
     await user.click(screen.getByRole('button', { name: 'Create' }));
-    await vi.waitFor(() => expect(created).toHaveBeenCalledWith({ id: 'a1', nombre: 'X', precio: 5 }));
+    await vi.waitFor(() => expect(created).toHaveBeenCalledWith({ id: 'a1', nombre: 'X', precio: 5 }, '"1"'));
     expect(closed).toHaveBeenCalled();
   });
 });

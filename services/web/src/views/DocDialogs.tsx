@@ -45,7 +45,7 @@ function Summary({ problem }: { problem: Problem | null }) {
   );
 }
 
-export function CreateDialog({ name, fields, onClose, onCreated }: { name: string; fields: Field[]; onClose: () => void; onCreated: (doc: Doc) => void }) {
+export function CreateDialog({ name, fields, onClose, onCreated }: { name: string; fields: Field[]; onClose: () => void; onCreated: (doc: Doc, etag: string | null) => void }) {
   const [raw, setRaw] = useState(() => rawValues(fields, null));
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [problem, setProblem] = useState<Problem | null>(null);
@@ -58,8 +58,8 @@ export function CreateDialog({ name, fields, onClose, onCreated }: { name: strin
     setErrors({});
     setBusy(true);
     try {
-      const { doc } = await api.create(name, value);
-      onCreated(doc);
+      const { doc, etag } = await api.create(name, value);
+      onCreated(doc, etag);
       onClose();
     } catch (err) {
       setProblem(problemOf(err, 'Creating', fields, setErrors));
@@ -96,7 +96,7 @@ interface EditProps {
   liveChanges: Map<string, number>;
   onClose: () => void;
   onGone: () => void;
-  onSaved: (doc: Doc) => void;
+  onSaved: (doc: Doc, etag: string | null) => void;
 }
 
 export function EditDialog({ name, id, fields, editorRef, liveChanges, onClose, onGone, onSaved }: EditProps) {
@@ -189,9 +189,9 @@ export function EditDialog({ name, id, fields, editorRef, liveChanges, onClose, 
     setBusy(true);
     const changesBefore = liveChanges.get(id);
     try {
-      const { doc } = await api.patch(name, id, patch, base.etag);
+      const { doc, etag } = await api.patch(name, id, patch, base.etag);
       // A live event for it arrived meanwhile: it is newer than (or equal to) this answer.
-      if (liveChanges.get(id) === changesBefore) onSaved(doc);
+      if (liveChanges.get(id) === changesBefore) onSaved(doc, etag);
       onClose();
     } catch (err) {
       if (err instanceof ApiError && err.status === 412) {
