@@ -17,6 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::WsClient;
 
+// Parsed once from the command line and matched once: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchCommand {
     /// POST documents and time each until its `created` event reaches a WebSocket subscriber.
