@@ -280,8 +280,9 @@ async fn a_bad_filter_is_refused_naming_the_field_and_the_connection_stays_usabl
     let (_, status) =
         call(&stack, Method::GET, "/api/v1/notes?title[near]=x", None, Some(&bob.token)).await;
     assert_eq!(
-        status["error"]["code"], "bad_request",
-        "the REST list refuses it the same way: {status}"
+        (&status["error"]["code"], &status["error"]["fields"][0]["field"]),
+        (&json!("invalid_filter"), &json!("title")),
+        "the REST list refuses it the same way, naming the field: {status}"
     );
     // Nothing else changed: the connection subscribes and receives.
     subscribe(&mut ws, &bob, None, Some(json!({"pinned": true}))).await;

@@ -27,6 +27,10 @@ pub enum ApiError {
     /// A query parameter that cannot be used (400, naming it in `fields`).
     #[error("{parameter} {reason}")]
     InvalidParameter { parameter: &'static str, reason: String },
+    /// A list filter that is not one of the collection (400, naming the field in `fields`: the
+    /// same refusal a subscription's `bad_filter` frame gives).
+    #[error("{reason}")]
+    InvalidFilter { field: String, reason: String },
     #[error("request body must be application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
@@ -86,7 +90,8 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_)
             | ApiError::BadRequest(_)
-            | ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidParameter { .. }
+            | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::InvalidFilter { .. } => "invalid_filter",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Validation { .. } => "validation_failed",
@@ -203,6 +209,9 @@ impl IntoResponse for ApiError {
             ApiError::Validation { fields, .. } => body["fields"] = json!(fields),
             ApiError::InvalidParameter { parameter, reason } => {
                 body["fields"] = json!([{"field": parameter, "reason": reason}])
+            }
+            ApiError::InvalidFilter { field, reason } => {
+                body["fields"] = json!([{"field": field, "reason": reason}])
             }
             _ => {}
         }

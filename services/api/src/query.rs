@@ -27,7 +27,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// A filter refused: 400 naming the field.
 pub fn filter_error(err: FilterError) -> ApiError {
-    ApiError::BadRequest(err.message)
+    ApiError::InvalidFilter { field: err.field, reason: err.message }
 }
 
 impl ListQuery {
@@ -175,7 +175,11 @@ mod tests {
             (vec![("cursor", "!!")], "cursor is malformed"),
         ] {
             match ListQuery::parse(&pets(), &params(&pairs), None) {
-                Err(err @ (ApiError::BadRequest(_) | ApiError::InvalidParameter { .. })) => {
+                Err(
+                    err @ (ApiError::BadRequest(_)
+                    | ApiError::InvalidParameter { .. }
+                    | ApiError::InvalidFilter { .. }),
+                ) => {
                     let message = err.to_string();
                     assert!(message.contains(expected), "{message} lacks {expected}")
                 }
