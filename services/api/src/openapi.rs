@@ -128,6 +128,9 @@ fn sort_parameter(def: &CollectionDef) -> Value {
     json!({"name": "sort", "in": "query", "schema": {"type": "string", "pattern": format!("^({field}(,{field})*)?$")}, "description": description})
 }
 
+/// An access rule as `/api/v1/collections` shows it: alternatives joined by `, `.
+const ACCESS_RULE_PATTERN: &str = r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]*|field:[A-Za-z_][A-Za-z0-9_]*)(, (public|authenticated|owner|role:[a-z][a-z0-9_-]*|field:[A-Za-z_][A-Za-z0-9_]*))*$";
+
 fn query_parameters(def: &CollectionDef) -> Vec<Value> {
     let mut parameters = vec![
         sort_parameter(def),
@@ -144,7 +147,9 @@ fn query_parameters(def: &CollectionDef) -> Vec<Value> {
                 }
                 Some(FieldType::Number) => json!({"type": "number"}),
                 Some(FieldType::Boolean) => json!({"type": "boolean"}),
-                Some(FieldType::String) => json!({"type": "string"}),
+                Some(FieldType::String) => {
+                    json!({"type": "string", "maxLength": courier_core::filter::MAX_VALUE_BYTES})
+                }
                 _ => continue,
             };
             parameters.push(json!({"name": name, "in": "query", "schema": schema, "description": format!("Only documents whose {name} equals this (repeat for any of several)")}));
@@ -502,7 +507,7 @@ pub fn document(collections: &Collections) -> Value {
                 "responses": {"200": {"description": "Every collection, by name", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "required": ["name", "schema", "access", "tasks"], "properties": {
                         "name": {"type": "string"}, "schema": {"type": "object"},
-                        "access": {"type": "object", "properties": {"read": {"type": "string", "pattern": "^(public|authenticated|role:[a-z][a-z0-9_-]*)$"}, "write": {"type": "string", "pattern": "^(public|authenticated|owner|role:[a-z][a-z0-9_-]*)$"}}},
+                        "access": {"type": "object", "properties": {"read": {"type": "string", "pattern": ACCESS_RULE_PATTERN}, "write": {"type": "string", "pattern": ACCESS_RULE_PATTERN}}},
                         "tasks": {"type": "array", "items": {"type": "object", "properties": {"kind": {"type": "string"}, "on": {"type": "array", "items": {"enum": ["create", "update", "delete"]}},
                             "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
                             "webhook": {"type": "boolean", "description": "Delivered to a webhook (its URL and secret are not published)"},

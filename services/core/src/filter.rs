@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::collection_spec::{FieldType, is_valid_field_name};
 
-/// Most conditions in one filter.
-pub const MAX_CONDITIONS: usize = 16;
+/// Most fields one filter names (each with at most one condition per operator).
+pub const MAX_FIELDS: usize = 32;
 /// Most values in one `in`.
 pub const MAX_IN_VALUES: usize = 100;
 /// Longest string value, in bytes.
@@ -165,6 +165,14 @@ impl Filter {
         self.conditions.is_empty()
     }
 
+    /// How many distinct fields the conditions name.
+    fn fields(&self) -> usize {
+        let mut fields: Vec<&str> = self.conditions.iter().map(|c| c.field.as_str()).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        fields.len()
+    }
+
     /// Adds `field <operator> value`: repeated `eq`/`in` conditions on one field merge into one
     /// `in` (a repeated query parameter means "any of"); another repeated operator is refused.
     fn add(&mut self, field: &str, operator: Operator, value: Scalar) -> Result<(), FilterError> {
@@ -189,8 +197,9 @@ impl Filter {
                 ));
             }
             None => {
-                if self.conditions.len() >= MAX_CONDITIONS {
-                    return Err(refuse(field, format!("at most {MAX_CONDITIONS} conditions")));
+                let named = self.conditions.iter().any(|c| c.field == field);
+                if !named && self.fields() >= MAX_FIELDS {
+                    return Err(refuse(field, format!("at most {MAX_FIELDS} fields")));
                 }
                 self.conditions.push(Condition {
                     field: field.to_owned(),
@@ -476,7 +485,7 @@ mod tests {
             assert!(err.message.contains(expected), "{} lacks {expected}", err.message);
         }
         let mut too_many = serde_json::Map::new();
-        for i in 0..=MAX_CONDITIONS {
+        for i in 0..=MAX_FIELDS {
             too_many.insert("age".to_owned() + &"_".repeat(i), json!(1));
         }
         struct Open;
@@ -489,7 +498,7 @@ mod tests {
             }
         }
         let err = Filter::from_json(&Open, &Value::Object(too_many)).unwrap_err();
-        assert!(err.message.contains("at most 16 conditions"), "{err}");
+        assert!(err.message.contains("at most 32 fields"), "{err}");
         let mut twice = Filter::default();
         twice.add_query_pair(&Pets, "age[gt]", "1").unwrap();
         let err = twice.add_query_pair(&Pets, "age[gt]", "2").unwrap_err();
