@@ -739,6 +739,7 @@ scenario('the queues panel: needs sign-in, is for administrators, and shows the 
   await eventually('the dead count as the api reports it', async () => (await stat('dead').textContent()) === String(tasks.dead_lettered));
   // Refreshed every 2 s: the panel catches up with (or passes) what the api said just now.
   await eventually('the processed count', async () => Number(await stat('processed').textContent()) >= tasks.processed_total);
+  await eventually('the tasks waiting for external workers', async () => (await stat('external').textContent()) === String(tasks.external.queued));
   assert.equal(await nav.getByRole('link', { name: 'Queues' }).getAttribute('aria-current'), 'page');
   await screenshot(page, 'queues');
   await assertClean(page, [HTTP_ERROR(403)]);

@@ -1,5 +1,6 @@
 // The queues panel (admin): the workers' queue numbers, refreshed every 2 s (pending, in
-// flight, redelivered, dead), the dead-letter list with each reason, and retry.
+// flight, redelivered, dead, waiting for external workers), the dead-letter list with each
+// reason, and retry.
 
 import { useCallback, useEffect, useState } from 'react';
 import { ApiError } from '../lib/api';
@@ -15,6 +16,8 @@ interface Queue {
   consumers: number;
   enqueued_total: number;
   processed_total: number;
+  /** Tasks waiting for your own workers (`external: true` triggers; docs/workers.md). */
+  external?: { queued: number };
 }
 
 interface DeadLetter {
@@ -128,11 +131,12 @@ export function QueuesView() {
                 ['in flight', q.in_flight],
                 ['redelivered', q.redelivered],
                 ['dead', q.dead_lettered],
+                ['external', q.external?.queued ?? 0],
                 ['consumers', q.consumers],
                 ['processed', q.processed_total],
               ] as const
             ).map(([label, value]) => (
-              <div key={label} className="stat" data-stat={label.replace(' ', '-')}>
+              <div key={label} className="stat" data-stat={label.replaceAll(' ', '-')}>
                 <dt>{label}</dt>
                 <dd>{value}</dd>
               </div>
