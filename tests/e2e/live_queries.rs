@@ -264,7 +264,7 @@ async fn a_bad_filter_is_refused_naming_the_field_and_the_connection_stays_usabl
         (json!({"pinned": "yes"}), "pinned"),
         (json!("pinned"), "filter"),
     ] {
-        let frame = ClientFrameJson::subscribe("notes", &bob.token, filter.clone());
+        let frame = subscribe_frame("notes", &bob.token, filter.clone());
         ws.send_raw(tokio_tungstenite::tungstenite::Message::Text(frame.into())).await.unwrap();
         match ws.next_frame_within(WAIT).await.unwrap() {
             ServerFrame::Error { code, field: Some(named), channel, .. } => {
@@ -291,13 +291,8 @@ async fn a_bad_filter_is_refused_naming_the_field_and_the_connection_stays_usabl
 }
 
 /// A subscribe frame written by hand (a filter that is not an object must reach the server).
-struct ClientFrameJson;
-
-impl ClientFrameJson {
-    fn subscribe(channel: &str, token: &str, filter: Value) -> String {
-        json!({"type": "subscribe", "channel": channel, "token": token, "filter": filter})
-            .to_string()
-    }
+fn subscribe_frame(channel: &str, token: &str, filter: Value) -> String {
+    json!({"type": "subscribe", "channel": channel, "token": token, "filter": filter}).to_string()
 }
 
 /// A small deterministic generator (xorshift64*), seeded per run and printed on failure.
